@@ -1,0 +1,223 @@
+"""Turn a run's shards into figures and a summary: what the seed's Figures 2-3 showed, and more.
+
+Per direction: a heatmap of mean restoration over pairs (layer x position counted from the end,
+so pairs of different lengths line up on the chat template's final tokens), a per-layer curve at
+the last position, and the headline number, defined as the *band mean*: restoration at the last
+position averaged over the upper half of the layers (the seed's "layers 20-39" of 40) and over
+pairs. It is given two ways, mean of per-pair ratios and ratio of mean metrics, beside the
+baseline gap (clean - corrupted) that every ratio divides by: a small gap makes a ratio noise.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+
+from hallu.store import LocalStore  # noqa: E402
+
+TITLES = {
+    "restore_confidence": "2A restore confidence: certain -> uncertain run",
+    "induce_tentativeness": "2B induce tentativeness: uncertain -> certain run",
+}
+
+
+def _columns(table: pa.Table, direction: str) -> dict[str, np.ndarray]:
+    sub = table.filter(pa.compute.equal(table["direction"], direction))
+    names = [
+        "layer",
+        "position_from_end",
+        "pair_id",
+        "token",
+        "clean",
+        "corrupted",
+        "patched",
+        "restoration",
+    ]
+    return {
+        n: np.asarray(sub[n].to_pylist(), dtype=object if n in ("pair_id", "token") else float)
+        for n in names
+    }
+
+
+def summarize_direction(c: dict[str, np.ndarray], n_layers: int) -> dict[str, Any]:
+    layers = sorted({int(v) for v in c["layer"]})
+    pfes = sorted({int(v) for v in c["position_from_end"]})
+    grid = np.full((len(layers), len(pfes)), np.nan)
+    for i, layer in enumerate(layers):
+        for j, p in enumerate(pfes):
+            sel = (c["layer"] == layer) & (c["position_from_end"] == p)
+            vals = c["restoration"][sel]
+            if np.isfinite(vals).any():
+                grid[i, j] = np.nanmean(vals)
+    # Baselines: one value per pair.
+    _, first = np.unique(c["pair_id"], return_index=True)
+    clean, corrupted = c["clean"][first], c["corrupted"][first]
+    gap = clean - corrupted
+    out: dict[str, Any] = {
+        "n_pairs": int(len(first)),
+        "n_rows": int(len(c["layer"])),
+        "rows_with_nan_restoration": int(np.isnan(c["restoration"]).sum()),
+        "clean_mean": float(clean.mean()),
+        "corrupted_mean": float(corrupted.mean()),
+        "gap_mean": float(gap.mean()),
+        "gap_min_abs": float(np.abs(gap).min()),
+        "layers": layers,
+        "positions_from_end": pfes,
+        "mean_restoration": [
+            [None if np.isnan(v) else round(float(v), 6) for v in row] for row in grid
+        ],
+    }
+    band = [layer for layer in layers if layer >= n_layers // 2]
+    last = c["position_from_end"] == -1
+    in_band = np.isin(c["layer"].astype(int), band) & last
+    if in_band.any():
+        patched_mean = c["patched"][in_band].mean()
+        out["headline"] = {
+            "definition": f"restoration at the last position, mean over layers {band[0]}-"
+            f"{band[-1]} (upper half of {n_layers}) and over pairs",
+            "band_layers": band,
+            "mean_of_ratios": float(np.nanmean(c["restoration"][in_band])),
+            "ratio_of_means": float((patched_mean - corrupted.mean()) / gap.mean())
+            if gap.mean() != 0
+            else None,
+        }
+    else:
+        out["headline"] = None
+    order = np.argsort(np.nan_to_num(grid, nan=-np.inf), axis=None)[::-1][:5]
+    out["top_cells"] = [
+        {"layer": layers[i], "position_from_end": pfes[j], "mean_restoration": float(grid[i, j])}
+        for i, j in (np.unravel_index(k, grid.shape) for k in order)
+        if np.isfinite(grid[i, j])
+    ]
+    return out
+
+
+def _token_labels(c: dict[str, np.ndarray], pfes: list[int]) -> list[str]:
+    first_pair = c["pair_id"][0]
+    labels = []
+    for p in pfes:
+        sel = (c["pair_id"] == first_pair) & (c["position_from_end"] == p)
+        labels.append(f"{p} {c['token'][sel][0]}" if sel.any() else str(p))
+    return labels
+
+
+def _heatmap(summary: dict[str, Any], c: dict[str, np.ndarray], direction: str, path: str) -> None:
+    grid = np.array(
+        [[np.nan if v is None else v for v in row] for row in summary["mean_restoration"]],
+        dtype=float,
+    )
+    pfes, layers = summary["positions_from_end"], summary["layers"]
+    lim = max(1.0, float(np.nanmax(np.abs(grid))) if np.isfinite(grid).any() else 1.0)
+    fig, ax = plt.subplots(figsize=(max(6, 0.32 * len(pfes) + 2), max(3, 0.3 * len(layers) + 1.5)))
+    im = ax.imshow(grid, aspect="auto", origin="lower", cmap="RdBu_r", vmin=-lim, vmax=lim)
+    ax.set_xticks(range(len(pfes)), _token_labels(c, pfes), rotation=90, fontsize=7)
+    ax.set_yticks(range(len(layers)), layers, fontsize=7)
+    ax.set_xlabel("position from end, with the first pair's target token")
+    ax.set_ylabel("layer (residual stream entering it)")
+    ax.set_title(
+        f"{TITLES.get(direction, direction)}\nmean restoration over {summary['n_pairs']} pairs",
+        fontsize=9,
+    )
+    fig.colorbar(im, ax=ax, label="restoration")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _layer_curve(cols: dict[str, dict[str, np.ndarray]], path: str) -> None:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for direction, c in cols.items():
+        last = c["position_from_end"] == -1
+        if not last.any():
+            continue
+        layers = sorted({int(v) for v in c["layer"][last]})
+        means, errs = [], []
+        for layer in layers:
+            v = c["restoration"][last & (c["layer"] == layer)]
+            v = v[np.isfinite(v)]
+            means.append(v.mean() if len(v) else np.nan)
+            errs.append(v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else 0.0)
+        ax.errorbar(
+            layers,
+            means,
+            yerr=errs,
+            marker="o",
+            ms=3,
+            capsize=2,
+            label=TITLES.get(direction, direction).split(":")[0],
+        )
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.axhline(1, color="grey", lw=0.5, ls="--")
+    ax.set_xlabel("layer")
+    ax.set_ylabel("restoration at last position\n(mean +- s.e. over pairs)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _markdown(run_id: str, n_layers: int, summaries: dict[str, dict[str, Any]]) -> str:
+    lines = [
+        f"# hallu run {run_id}",
+        "",
+        "Restoration = (patched - corrupted) / (clean - corrupted); 1 = the patch carries "
+        "the whole difference between the two prompts, 0 = none.",
+        "",
+    ]
+    for direction, s in summaries.items():
+        lines += [
+            f"## {TITLES.get(direction, direction)}",
+            "",
+            f"- pairs: {s['n_pairs']}, rows: {s['n_rows']}, rows with undefined "
+            f"restoration (clean == corrupted): {s['rows_with_nan_restoration']}",
+            f"- metric baselines: clean {s['clean_mean']:.4f}, corrupted "
+            f"{s['corrupted_mean']:.4f}, gap {s['gap_mean']:.4f} (smallest |gap| of a pair "
+            f"{s['gap_min_abs']:.2e})",
+        ]
+        h = s["headline"]
+        if h:
+            rom = "n/a" if h["ratio_of_means"] is None else f"{h['ratio_of_means']:.4f}"
+            lines.append(
+                f"- **headline** ({h['definition']}): mean of per-pair ratios "
+                f"{h['mean_of_ratios']:.4f}; ratio of means {rom}"
+            )
+        else:
+            lines.append("- headline: not computed (the last position was not swept)")
+        lines.append(
+            "- strongest cells: "
+            + ", ".join(
+                f"layer {t['layer']} pos {t['position_from_end']}: {t['mean_restoration']:.3f}"
+                for t in s["top_cells"]
+            )
+        )
+        lines.append(f"- figure: heatmap_{direction}.png")
+        lines.append("")
+    lines += [
+        "Per-layer curve at the last position: layers.png. No confidence intervals yet: "
+        "treat differences between directions smaller than the baseline gap's spread as "
+        "unresolved.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def aggregate(store: LocalStore, n_layers: int) -> dict[str, Any]:
+    """Read every shard, write figures and summaries into the run directory, return the summary."""
+    table = store.read_results()
+    directions = [d for d in TITLES if d in set(table["direction"].to_pylist())]
+    cols = {d: _columns(table, d) for d in directions}
+    summaries = {d: summarize_direction(cols[d], n_layers) for d in directions}
+    for d in directions:
+        _heatmap(summaries[d], cols[d], d, str(store.dir / f"heatmap_{d}.png"))
+    _layer_curve(cols, str(store.dir / "layers.png"))
+    summary = {"run_id": store.run_id, "n_layers": n_layers, "directions": summaries}
+    store.write_file("summary.json", json.dumps(summary, indent=2).encode())
+    store.write_file("summary.md", _markdown(store.run_id, n_layers, summaries).encode())
+    return summary

@@ -1,0 +1,238 @@
+"""Compose the Hydra config and validate it once, into typed pydantic models.
+
+Everything downstream takes a `Config`, never a raw dict. Checks that need the model or the
+tokenized prompts (layer range, positions, token lengths) live in `plan.py`/`prompts.py`, which
+raise `UserError` naming the same keys used here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from hallu.errors import UserError
+
+CONF_DIR = Path(os.environ.get("HALLU_CONF_DIR", Path(__file__).resolve().parent.parent / "conf"))
+
+Direction = Literal["restore_confidence", "induce_tentativeness"]
+# Which condition's activations are patched into which condition's run, per direction.
+DIRECTIONS: dict[str, tuple[str, str]] = {
+    "restore_confidence": ("certain", "uncertain"),  # seed's Experiment 2A: source, target
+    "induce_tentativeness": ("uncertain", "certain"),  # seed's Experiment 2B
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TinySpec(_Strict):
+    n_layers: int = Field(ge=1, le=64)
+    d_model: int = Field(ge=8)
+    n_heads: int = Field(ge=1)
+    n_kv_heads: int = Field(ge=1)
+    d_mlp: int = Field(ge=8)
+    seed: int = 0
+
+
+class ModelCfg(_Strict):
+    name_or_path: str = Field(min_length=1)
+    revision: str | None = None
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    device: str = "auto"
+    tiny: TinySpec | None = None
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", v):
+            raise ValueError(f"'{v}' is not a device; use auto, cpu, cuda, cuda:N or mps")
+        return v
+
+
+class Columns(_Strict):
+    pair_id: str = "pair_id"
+    condition: str = "condition"
+    text: str = "text"
+
+
+class Conditions(_Strict):
+    certain: str = "certain"
+    uncertain: str = "uncertain"
+    neutral: str = "neutral"
+
+
+class PromptsCfg(_Strict):
+    path: str
+    format: Literal["auto", "csv", "jsonl"] = "auto"
+    columns: Columns = Columns()
+    conditions: Conditions = Conditions()
+    chat_template: bool = True
+    system_prompt: str | None = None
+
+
+class MetricCfg(_Strict):
+    name: Literal["logit_diff"] = "logit_diff"
+    confident_tokens: list[str] = Field(min_length=1)
+    tentative_tokens: list[str] = Field(min_length=1)
+
+
+class ClusterCfg(_Strict):
+    kind: Literal["local"] = "local"
+
+
+class StorageCfg(_Strict):
+    kind: Literal["local"] = "local"
+    root: str = "runs"
+
+
+POSITIONS_HELP = "'all', 'last:K' (the last K tokens, aligned from the end) or a list of ints"
+
+
+class SweepCfg(_Strict):
+    name: str = "default"
+    component: Literal["resid_pre"] = "resid_pre"
+    layers: Literal["all"] | list[int] = "all"
+    positions: str | list[int] = "all"
+    pairs: Literal["all"] | int | list[str] = "all"
+    directions: list[Direction] = Field(default=list(DIRECTIONS), min_length=1)
+    batch_size: int = Field(default=64, ge=1, le=65536)
+    pairs_per_shard: int = Field(default=4, ge=1)
+
+    @field_validator("positions")
+    @classmethod
+    def _positions(cls, v: str | list[int]) -> str | list[int]:
+        if isinstance(v, str) and not re.fullmatch(r"all|last:[1-9]\d*", v):
+            raise ValueError(f"'{v}' is not a position spec; use {POSITIONS_HELP}")
+        if isinstance(v, list) and (not v or len(set(v)) != len(v)):
+            raise ValueError("give a non-empty list of distinct positions")
+        return v
+
+    @field_validator("layers")
+    @classmethod
+    def _layers(cls, v: str | list[int]) -> str | list[int]:
+        if isinstance(v, list) and (not v or len(set(v)) != len(v)):
+            raise ValueError("give 'all' or a non-empty list of distinct layer indices")
+        return v
+
+    @field_validator("pairs")
+    @classmethod
+    def _pairs(cls, v: str | int | list[str]) -> str | int | list[str]:
+        if isinstance(v, int) and v < 1:
+            raise ValueError(f"pairs={v}: give 'all', a count >= 1, or a list of pair ids")
+        if isinstance(v, list) and not v:
+            raise ValueError("give 'all', a count >= 1, or a non-empty list of pair ids")
+        return v
+
+    @field_validator("directions")
+    @classmethod
+    def _directions(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"directions {v} repeat an entry")
+        return v
+
+
+class Config(_Strict):
+    mode: Literal["run", "plan"] = "run"
+    run_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+    seed: int = 0
+    model: ModelCfg
+    prompts: PromptsCfg
+    metric: MetricCfg
+    cluster: ClusterCfg = ClusterCfg()
+    storage: StorageCfg = StorageCfg()
+    sweep: SweepCfg = SweepCfg()
+
+    def study_hash(self) -> str:
+        """Hash of everything that determines the results (not mode, run id or where they go)."""
+        d = self.model_dump(exclude={"mode", "run_id", "cluster", "storage"})
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+# Hints appended to pydantic's message for the keys users most often get wrong.
+_HINTS = {
+    "model": "choose model=tiny|llama2_7b_chat|llama2_13b_chat|llama2_70b_chat, "
+    "or set model.name_or_path=<hub id or local directory>",
+    "sweep.positions": f"use {POSITIONS_HELP}",
+    "sweep.layers": "use 'all' or a list like [0,5,-1]",
+    "sweep.directions": f"use a list from {list(DIRECTIONS)}",
+    "mode": "use mode=run or mode=plan",
+    "run_id": "use letters, digits, '.', '_' or '-' (at most 128)",
+}
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"] if not str(p).startswith(("literal[", "list[")))
+        key = re.sub(r"\.(str|int|function-after\[.*?\])", "", key)
+        if e["type"] == "extra_forbidden":
+            parent, _, leaf = key.rpartition(".")
+            lines.append(
+                f"unknown config key '{key}': remove it or check its spelling"
+                + (f" (see conf/ for the keys of '{parent}')" if parent else "")
+            )
+            continue
+        given = e.get("input")
+        hint = next((h for k, h in _HINTS.items() if key == k or key.startswith(k + ".")), "")
+        msg = f"config key '{key}': {e['msg']} (got {given!r})"
+        lines.append(msg + (f"; {hint}" if hint else ""))
+    # pydantic reports each union branch separately; keep one line per key.
+    seen, unique = set(), []
+    for line in lines:
+        head = line.split(":")[0]
+        if head not in seen:
+            seen.add(head)
+            unique.append(line)
+    return "invalid configuration:\n  " + "\n  ".join(unique)
+
+
+def validate(raw: dict[str, Any]) -> Config:
+    """Turn a composed config dict into a `Config`, or raise one `UserError` naming the keys."""
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise UserError(_format_validation_error(err)) from None
+
+
+def compose(overrides: list[str]) -> Config:
+    """Compose conf/config.yaml with command-line overrides (Hydra syntax) and validate it."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+            cfg = hydra_compose("config", overrides=overrides)
+        raw = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise UserError(_format_hydra_error(err)) from None
+    return validate(raw)  # type: ignore[arg-type]
+
+
+def _format_hydra_error(err: Exception) -> str:
+    text = str(err).split("\nConfig search path:")[0].strip()
+    m = re.search(r"Could not find '(\w+)/([^']+)'", text)
+    if m:
+        group, option = m.groups()
+        options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+        fix = f"choose one of {', '.join(options)}"
+        if group == "model":
+            fix += ", or keep a preset and set model.name_or_path=<hub id or local directory>"
+        return f"{group}={option}: there is no conf/{group}/{option}.yaml; {fix}"
+    m = re.search(r"Could not override '([^']+)'", text)
+    if m:
+        key = m.group(1)
+        return f"unknown config key '{key}': check its spelling against conf/ (Hydra: {text})"
+    m = re.search(r"Missing mandatory value: ([\w.]+)", text)
+    if m:
+        return f"config key '{m.group(1)}' has no value: set {m.group(1)}=..."
+    return f"could not compose the config: {text}"

@@ -1,0 +1,118 @@
+"""`python -m hallu.launch [group=option ...] [key=value ...] [+sweep=NAME]`: the one entry point.
+
+compose + validate the config -> tokenize prompts and plan (no weights) -> [mode=plan stops here]
+-> load the model -> run.json -> run unfinished shards -> aggregate into figures and a summary.
+
+Any mistake in what the user asked for ends with one message naming the key or file and the fix,
+exit code 2, and no result files. Hydra's compose API is used instead of `@hydra.main` so that
+hallu owns the exit codes and the working directory (no outputs/DATE folders, no chdir).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import TYPE_CHECKING
+
+from hallu.errors import EXIT_USER_ERROR, UserError
+
+if TYPE_CHECKING:
+    from hallu.config import Config
+    from hallu.plan import Plan
+
+USAGE = """usage: python -m hallu.launch [OVERRIDE ...]
+
+Overrides use Hydra syntax:
+  model=tiny|llama2_7b_chat|llama2_13b_chat|llama2_70b_chat   model.name_or_path=<hub id or dir>
+  prompts=builtin|file  prompts.path=my.csv  prompts.chat_template=false
+  +sweep=full|debug     sweep.layers=[0,5,-1]  sweep.positions=all|last:K|[...]  sweep.pairs=N
+  mode=plan (print config and work plan, load no model)  run_id=NAME (resume or name a run)
+  storage.root=DIR
+See README.md for every group and key.
+"""
+
+
+def main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        print(USAGE)
+        return 0
+    try:
+        return _run(argv)
+    except UserError as err:
+        print(f"hallu: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+def _run(argv: list[str]) -> int:
+    from hallu.config import compose
+
+    cfg = compose(argv)
+    import torch
+
+    from hallu.worker import prepare
+
+    torch.manual_seed(cfg.seed)
+    prep = prepare(cfg)
+    plan = prep.plan()
+    if cfg.mode == "plan":
+        _print_plan(cfg, plan)
+        return 0
+
+    from hallu.aggregate import aggregate
+    from hallu.executor import run_local
+    from hallu.store import LocalStore, new_run_id
+
+    run_id = cfg.run_id or new_run_id(cfg)
+    store = LocalStore(cfg.storage.root, run_id)
+    resumed = store.check_compatible(cfg)
+    started = time.perf_counter()
+    print(f"hallu: run {run_id} -> {store.dir}{' (resuming)' if resumed else ''}", file=sys.stderr)
+    print(f"hallu: {plan.describe()}", file=sys.stderr)
+    ran = run_local(cfg, plan, store, run_meta={"plan": plan.to_json()})
+    summary = aggregate(store, plan.n_layers)
+    elapsed = time.perf_counter() - started
+    print(
+        f"hallu: {ran} shard(s) run, {len(plan.shards) - ran} already done; {elapsed:.1f} s",
+        file=sys.stderr,
+    )
+    for direction, s in summary["directions"].items():
+        h = s["headline"]
+        value = f"{h['mean_of_ratios']:.3f}" if h else "n/a (last position not swept)"
+        print(
+            f"{direction}: band-mean restoration {value} over {s['n_pairs']} pairs; "
+            f"baseline gap {s['gap_mean']:.3f}"
+        )
+    print(f"results: {store.dir} (summary.md, heatmap_*.png, layers.png, shards/*.parquet)")
+    return 0
+
+
+def _print_plan(cfg: Config, plan: Plan) -> None:
+    from omegaconf import OmegaConf
+
+    print("# resolved config")
+    print(OmegaConf.to_yaml(cfg.model_dump()))
+    print("# work plan")
+    print(plan.describe())
+    for s in plan.shards[:10]:
+        print(
+            json.dumps(
+                {
+                    "shard": s.shard_id,
+                    "direction": s.direction,
+                    "pairs": s.pair_ids,
+                    "cells": s.n_cells,
+                    "flops_naive": f"{s.flops_naive:.2e}",
+                }
+            )
+        )
+    if len(plan.shards) > 10:
+        print(f"... and {len(plan.shards) - 10} more shards")
+
+
+def cli() -> None:
+    sys.exit(main(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,159 @@
+"""Load a model and its tokenizer: the tiny in-code model, a hub id, or a local directory.
+
+`load_shape` reads only the config (no weights) so that `mode=plan` and validation stay cheap.
+`decoder_layers` is the one place that knows where each family keeps its transformer blocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from hallu.config import ModelCfg
+from hallu.errors import UserError
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What planning needs to know about a model: sizes only, no weights."""
+
+    n_layers: int
+    d_model: int
+    n_heads: int
+    n_kv_heads: int
+    d_mlp: int
+    vocab_size: int
+
+    @property
+    def params_per_token_flops(self) -> int:
+        """FLOP per token: 2 x weights of the blocks and the unembedding (no attention scores)."""
+        head_dim = self.d_model // self.n_heads
+        attn = self.d_model * head_dim * (2 * self.n_heads + 2 * self.n_kv_heads)
+        mlp = 3 * self.d_model * self.d_mlp  # gated MLP (Llama); an upper bound for GPT-2-style
+        return 2 * (self.n_layers * (attn + mlp) + self.d_model * self.vocab_size)
+
+
+def resolve_device(cfg: ModelCfg) -> torch.device:
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(
+            f"model.device={cfg.device}, but no CUDA GPU is visible; use model.device=cpu"
+        )
+    return torch.device(cfg.device)
+
+
+def resolve_dtype(cfg: ModelCfg, device: torch.device) -> torch.dtype:
+    if cfg.dtype == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return DTYPES[cfg.dtype]
+
+
+def is_tiny(cfg: ModelCfg) -> bool:
+    return cfg.name_or_path == "tiny"
+
+
+def load_tokenizer(cfg: ModelCfg) -> Any:
+    if is_tiny(cfg):
+        from hallu.tiny import build_tokenizer
+
+        return build_tokenizer()
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(cfg.name_or_path, revision=cfg.revision)
+    except (OSError, ValueError) as err:
+        raise UserError(_load_failure("tokenizer", cfg, err)) from None
+    return tok
+
+
+def load_shape(cfg: ModelCfg) -> ModelShape:
+    if is_tiny(cfg):
+        if cfg.tiny is None:
+            raise UserError("model.name_or_path=tiny needs a model.tiny section; use model=tiny")
+        from hallu.tiny import build_tokenizer
+
+        t = cfg.tiny
+        return ModelShape(
+            t.n_layers, t.d_model, t.n_heads, t.n_kv_heads, t.d_mlp, len(build_tokenizer())
+        )
+    from transformers import AutoConfig
+
+    try:
+        c = AutoConfig.from_pretrained(cfg.name_or_path, revision=cfg.revision)
+    except (OSError, ValueError) as err:
+        raise UserError(_load_failure("config", cfg, err)) from None
+    c = getattr(c, "text_config", c)
+    n_heads = _first(c, "num_attention_heads", "n_head")
+    d_model = _first(c, "hidden_size", "n_embd")
+    return ModelShape(
+        n_layers=_first(c, "num_hidden_layers", "n_layer"),
+        d_model=d_model,
+        n_heads=n_heads,
+        n_kv_heads=getattr(c, "num_key_value_heads", None) or n_heads,
+        d_mlp=getattr(c, "intermediate_size", None) or getattr(c, "n_inner", None) or 4 * d_model,
+        vocab_size=c.vocab_size,
+    )
+
+
+def load_model(cfg: ModelCfg, vocab_size: int) -> tuple[torch.nn.Module, str | None]:
+    """Return the model in eval mode on its device, and the hub revision it came from."""
+    device = resolve_device(cfg)
+    dtype = resolve_dtype(cfg, device)
+    if is_tiny(cfg):
+        from hallu.tiny import build_model
+
+        assert cfg.tiny is not None
+        try:
+            model = build_model(cfg.tiny, vocab_size)
+        except ValueError as err:
+            raise UserError(str(err)) from None
+        return model.to(device=device, dtype=dtype), None
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            cfg.name_or_path, revision=cfg.revision, dtype=dtype
+        )
+    except (OSError, ValueError) as err:
+        raise UserError(_load_failure("weights", cfg, err)) from None
+    revision = getattr(model.config, "_commit_hash", None) or cfg.revision
+    return model.to(device).eval(), revision
+
+
+def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The list of transformer blocks, whose inputs are the residual stream (resid_pre)."""
+    for path in ("model.layers", "transformer.h", "gpt_neox.layers", "model.decoder.layers"):
+        obj: Any = model
+        for attr in path.split("."):
+            obj = getattr(obj, attr, None)
+            if obj is None:
+                break
+        if isinstance(obj, torch.nn.ModuleList):
+            return obj
+    raise UserError(
+        f"model.name_or_path: cannot find the decoder layers of {type(model).__name__}; "
+        "supported families keep them at model.layers, transformer.h or gpt_neox.layers"
+    )
+
+
+def _first(c: Any, *names: str) -> int:
+    for n in names:
+        v = getattr(c, n, None)
+        if v is not None:
+            return int(v)
+    raise UserError(f"model config {type(c).__name__} has none of {names}; unsupported family")
+
+
+def _load_failure(what: str, cfg: ModelCfg, err: Exception) -> str:
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return (
+        f"model.name_or_path={cfg.name_or_path}: could not load its {what} ({first}). "
+        "Fix: check the id or path; for gated models (Llama-2) accept the licence on the hub and "
+        "log in (HF_TOKEN), or set model.name_or_path to a local directory written by "
+        "save_pretrained."
+    )

@@ -1,0 +1,143 @@
+"""Activation patching of the residual stream with plain PyTorch hooks.
+
+For a pair of prompts, the *source* run (e.g. the certain user) is run once and the input of
+every decoder layer (`resid_pre`) is kept. Each *cell* (layer l, target position t, source
+position s) then reruns the *target* prompt (e.g. the uncertain user) with the residual stream
+entering layer l at position t replaced by the source's value at s, and reads the metric at the
+target's last position. Restoration = (patched - target) / (source - target): 1 means the patch
+carries the whole difference, 0 none (Meng et al. 2022; Heimersheim & Nanda 2024).
+
+Cells of one pair share the target prompt, so they are stacked in the batch dimension (no
+padding is ever needed) and each row gets its own patch through one pre-hook per layer.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+Cell = tuple[int, int, int]  # (layer, target position, source position)
+
+
+@dataclass(frozen=True)
+class LogitDiff:
+    """mean logit of the confident tokens - mean logit of the tentative tokens, in float32."""
+
+    confident_ids: tuple[int, ...]
+    tentative_ids: tuple[int, ...]
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        conf = logits[..., list(self.confident_ids)].mean(-1)
+        tent = logits[..., list(self.tentative_ids)].mean(-1)
+        return conf - tent
+
+
+def _hidden_of(args: tuple, kwargs: dict) -> torch.Tensor:
+    return args[0] if args else kwargs["hidden_states"]
+
+
+def _with_hidden(args: tuple, kwargs: dict, hidden: torch.Tensor) -> tuple[tuple, dict]:
+    if args:
+        return (hidden, *args[1:]), kwargs
+    return args, {**kwargs, "hidden_states": hidden}
+
+
+def _final_logits(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    out = model(input_ids=ids, use_cache=False, logits_to_keep=1)
+    return out.logits[:, -1, :]
+
+
+@torch.no_grad()
+def capture_resid_pre(
+    model: torch.nn.Module, layers: torch.nn.ModuleList, ids: Sequence[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One clean forward: ([n_layers, T, d] inputs of every layer, [V] logits at the last token)."""
+    kept: list[torch.Tensor] = [torch.empty(0)] * len(layers)
+
+    def keep(i: int) -> Any:
+        def hook(_m: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+            kept[i] = _hidden_of(args, kwargs)[0].detach().clone()
+
+        return hook
+
+    handles = [
+        layer.register_forward_pre_hook(keep(i), with_kwargs=True) for i, layer in enumerate(layers)
+    ]
+    try:
+        device = next(model.parameters()).device
+        logits = _final_logits(model, torch.tensor([list(ids)], device=device))[0]
+    finally:
+        for h in handles:
+            h.remove()
+    return torch.stack(kept), logits
+
+
+@torch.no_grad()
+def patched_logits(
+    model: torch.nn.Module,
+    layers: torch.nn.ModuleList,
+    target_ids: Sequence[int],
+    source_resid: torch.Tensor,
+    cells: Sequence[Cell],
+    batch_size: int,
+) -> torch.Tensor:
+    """[len(cells), V] last-position logits of the target run, one patched cell per row.
+
+    Batches of `batch_size` rows; on out-of-memory the batch is halved and the work retried.
+    """
+    out: list[torch.Tensor] = []
+    start = 0
+    while start < len(cells):
+        chunk = cells[start : start + batch_size]
+        try:
+            out.append(_patched_batch(model, layers, target_ids, source_resid, chunk))
+        except torch.OutOfMemoryError:
+            if batch_size == 1:
+                raise
+            batch_size //= 2
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            continue
+        start += len(chunk)
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def _patched_batch(
+    model: torch.nn.Module,
+    layers: torch.nn.ModuleList,
+    target_ids: Sequence[int],
+    source_resid: torch.Tensor,
+    cells: Sequence[Cell],
+) -> torch.Tensor:
+    device = source_resid.device
+    by_layer: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
+    for row, (layer, tpos, spos) in enumerate(cells):
+        by_layer[layer].append((row, tpos, spos))
+
+    def patch(layer: int) -> Any:
+        entries = by_layer[layer]
+        rows, tpos, spos = (torch.tensor(c, device=device) for c in zip(*entries, strict=True))
+        values = source_resid[layer, spos]  # [n_rows, d]
+
+        def hook(_m: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+            hidden = _hidden_of(args, kwargs).clone()
+            hidden[rows, tpos] = values.to(hidden.dtype)
+            return _with_hidden(args, kwargs, hidden)
+
+        return hook
+
+    handles = [
+        layers[layer].register_forward_pre_hook(patch(layer), with_kwargs=True)
+        for layer in by_layer
+    ]
+    try:
+        ids = torch.tensor([list(target_ids)] * len(cells), device=device)
+        return _final_logits(model, ids)
+    finally:
+        for h in handles:
+            h.remove()

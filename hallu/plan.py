@@ -1,0 +1,139 @@
+"""The work plan: which cells to patch, grouped into shards. Pure: no torch, no Ray.
+
+A *cell* is (direction, pair, layer, position). A *shard* is the unit of work a worker runs and
+stores as one Parquet file: one direction, a few pairs, every requested layer and position of
+those pairs. Its id is a hash of its canonical spec, so a rerun recognises finished shards.
+
+Positions are resolved per pair against the token counts of the source and target prompts:
+absolute positions (`all`, non-negative ints) need both prompts to have the same length; `last:K`
+and negative ints count from the end, so they also work when the lengths differ.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+from hallu.config import DIRECTIONS, SweepCfg
+from hallu.errors import UserError
+from hallu.models import ModelShape
+
+# (target position, source position); both absolute indices into their own prompt.
+PositionPair = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Shard:
+    shard_id: str
+    direction: str
+    pair_ids: tuple[str, ...]
+    layers: tuple[int, ...]
+    n_cells: int
+    flops_naive: float = field(compare=False)
+
+
+@dataclass(frozen=True)
+class Plan:
+    shards: tuple[Shard, ...]
+    n_layers: int
+
+    @property
+    def n_cells(self) -> int:
+        return sum(s.n_cells for s in self.shards)
+
+    @property
+    def flops_naive(self) -> float:
+        return sum(s.flops_naive for s in self.shards)
+
+    def describe(self) -> str:
+        dirs = sorted({s.direction for s in self.shards})
+        pairs = len({p for s in self.shards for p in s.pair_ids})
+        return (
+            f"{self.n_cells} cells ({pairs} pairs x {len(dirs)} direction(s) x layers x positions) "
+            f"in {len(self.shards)} shards; about {self.flops_naive:.2e} FLOP "
+            "at one forward pass per cell"
+        )
+
+    def to_json(self) -> list[dict]:
+        return [asdict(s) for s in self.shards]
+
+
+def resolve_layers(spec: str | list[int], n_layers: int) -> list[int]:
+    if spec == "all":
+        return list(range(n_layers))
+    out = []
+    for layer in spec:
+        if not -n_layers <= layer < n_layers:
+            raise UserError(
+                f"sweep.layers: layer {layer} is out of range for a model with {n_layers} layers "
+                f"(use 0..{n_layers - 1}, or -{n_layers}..-1 counted from the end)"
+            )
+        out.append(layer % n_layers)
+    if len(set(out)) != len(out):
+        raise UserError(f"sweep.layers={list(spec)} names the same layer twice")
+    return sorted(out)
+
+
+def resolve_positions(
+    spec: str | list[int], pair_id: str, len_source: int, len_target: int
+) -> list[PositionPair]:
+    """Target and source positions for one pair, or a UserError naming the pair and the fix."""
+    shortest = min(len_source, len_target)
+    if isinstance(spec, str) and spec.startswith("last:"):
+        k = int(spec.split(":")[1])
+        if k > shortest:
+            raise UserError(
+                f"sweep.positions={spec}: pair {pair_id!r} has only {shortest} tokens; "
+                f"use last:{shortest} or fewer"
+            )
+        return [(len_target - j, len_source - j) for j in range(k, 0, -1)]
+    absolute = spec == "all" or any(p >= 0 for p in spec)
+    if absolute and len_source != len_target:
+        raise UserError(
+            f"pair {pair_id!r}: the source prompt has {len_source} tokens and the target "
+            f"{len_target}; absolute positions (sweep.positions={spec}) need equal lengths. Fix: "
+            "use sweep.positions=last:K (aligned from the end), or reword the pair so its "
+            "certainty markers tokenize to the same number of tokens"
+        )
+    if spec == "all":
+        return [(p, p) for p in range(len_target)]
+    out = []
+    for p in spec:  # type: ignore[union-attr]
+        if not -shortest <= p < shortest:
+            raise UserError(
+                f"sweep.positions: position {p} is outside pair {pair_id!r} "
+                f"({shortest} tokens: use 0..{shortest - 1} or -{shortest}..-1)"
+            )
+        out.append((p % len_target, p % len_source) if p < 0 else (p, p))
+    return out
+
+
+def make_plan(
+    sweep: SweepCfg, shape: ModelShape, lengths: dict[str, dict[str, int]], model_id: str
+) -> Plan:
+    """Cells -> shards. `lengths[pair][condition]` is each prompt's token count, in pair order."""
+    layers = resolve_layers(sweep.layers, shape.n_layers)
+    shards = []
+    pair_ids = list(lengths)
+    for direction in sweep.directions:
+        source, target = DIRECTIONS[direction]
+        for start in range(0, len(pair_ids), sweep.pairs_per_shard):
+            group = tuple(pair_ids[start : start + sweep.pairs_per_shard])
+            cells = flops = 0
+            for pid in group:
+                ls, lt = lengths[pid][source], lengths[pid][target]
+                n_pos = len(resolve_positions(sweep.positions, pid, ls, lt))
+                cells += n_pos * len(layers)
+                flops += n_pos * len(layers) * lt * shape.params_per_token_flops
+            spec = {
+                "model": model_id,
+                "direction": direction,
+                "pairs": group,
+                "layers": layers,
+                "positions": sweep.positions,
+                "component": sweep.component,
+            }
+            digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+            shards.append(Shard(digest, direction, group, tuple(layers), cells, float(flops)))
+    return Plan(tuple(shards), shape.n_layers)

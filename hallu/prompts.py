@@ -1,0 +1,183 @@
+"""Prompt sets: load minimal pairs from CSV/JSONL, render them, tokenize them, check them.
+
+A prompt set is in long format, one row per (pair, condition); the built-in set has 48 claims,
+each said by a certain user ("definitely"), an uncertain user ("probably") and a neutral one.
+Rendering goes through the model's chat template as a user turn (the default), or is raw text
+with the tokenizer's BOS (`prompts.chat_template=false`, what the seed's notebooks did, so the
+model continues the user's sentence instead of answering it).
+
+Token positions are never inferred from an attention mask: every prompt is tokenized on its own,
+unpadded, and its last position is `len(ids) - 1`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from hallu.config import PromptsCfg, SweepCfg
+from hallu.errors import UserError
+
+CONDITIONS = ("certain", "uncertain", "neutral")
+
+
+@dataclass(frozen=True)
+class PromptPair:
+    """One claim in each condition; `texts` maps certain/uncertain[/neutral] to the user's text."""
+
+    pair_id: str
+    texts: dict[str, str]
+
+
+def builtin_path() -> Path:
+    return Path(str(resources.files("hallu") / "data" / "prompts_builtin.csv"))
+
+
+def load_pairs(cfg: PromptsCfg) -> list[PromptPair]:
+    """Read the prompt file into pairs, in file order; any defect is one UserError naming it."""
+    path = builtin_path() if cfg.path == "builtin" else Path(cfg.path).expanduser()
+    if not path.is_file():
+        raise UserError(f"prompts.path={cfg.path}: no such file; give a CSV or JSONL file")
+    fmt = cfg.format if cfg.format != "auto" else _guess_format(path)
+    rows = _read_rows(path, fmt)
+    if not rows:
+        raise UserError(f"prompts.path={path}: the file has no rows; add one per pair x condition")
+    cols = cfg.columns.model_dump()
+    missing = [
+        f"{key} (prompts.columns.{key}={name!r})"
+        for key, name in cols.items()
+        if name not in rows[0]
+    ]
+    if missing:
+        raise UserError(
+            f"prompts.path={path}: missing column(s) {', '.join(missing)}; the file has columns "
+            f"{sorted(rows[0])}. Fix: rename the column or set prompts.columns.<key>=<your name>"
+        )
+    label_to_cond = {label: cond for cond, label in cfg.conditions.model_dump().items()}
+    pairs: dict[str, dict[str, str]] = {}
+    for i, row in enumerate(rows, start=2 if fmt == "csv" else 1):
+        pid, label, text = (
+            str(row.get(cols[k]) or "").strip() for k in ("pair_id", "condition", "text")
+        )
+        where = f"prompts.path={path}, {'line' if fmt == 'csv' else 'record'} {i}"
+        if not pid or not text:
+            raise UserError(f"{where}: empty pair id or text; every row needs both")
+        if label not in label_to_cond:
+            raise UserError(
+                f"{where}: condition {label!r} is not one of {sorted(label_to_cond)}; "
+                "fix the row or map your labels with prompts.conditions.certain=<label> etc."
+            )
+        cond = label_to_cond[label]
+        if cond in pairs.setdefault(pid, {}):
+            raise UserError(f"{where}: pair {pid!r} has a second {cond!r} row; keep one")
+        pairs[pid][cond] = text
+    for pid, texts in pairs.items():
+        lacking = [c for c in ("certain", "uncertain") if c not in texts]
+        if lacking:
+            raise UserError(
+                f"prompts.path={path}: pair {pid!r} has no {' or '.join(lacking)} row; "
+                "every pair needs both a certain and an uncertain text"
+            )
+    return [PromptPair(pid, texts) for pid, texts in pairs.items()]
+
+
+def select_pairs(pairs: list[PromptPair], sweep: SweepCfg) -> list[PromptPair]:
+    if sweep.pairs == "all":
+        return pairs
+    if isinstance(sweep.pairs, int):
+        if sweep.pairs > len(pairs):
+            raise UserError(
+                f"sweep.pairs={sweep.pairs}, but the prompt set has {len(pairs)} pairs; "
+                f"use sweep.pairs=all or a number <= {len(pairs)}"
+            )
+        return pairs[: sweep.pairs]
+    by_id = {p.pair_id: p for p in pairs}
+    unknown = [pid for pid in sweep.pairs if pid not in by_id]
+    if unknown:
+        raise UserError(
+            f"sweep.pairs: unknown pair id(s) {unknown}; the set has e.g. {list(by_id)[:5]}"
+        )
+    return [by_id[pid] for pid in sweep.pairs]
+
+
+def render(tokenizer: Any, text: str, cfg: PromptsCfg) -> list[int]:
+    """Token ids of one user text as the model will see it (no padding, BOS included)."""
+    if not cfg.chat_template:
+        return list(tokenizer(text, add_special_tokens=True)["input_ids"])
+    if not getattr(tokenizer, "chat_template", None):
+        raise UserError(
+            "prompts.chat_template=true, but this model's tokenizer has no chat template; "
+            "use a chat model, or set prompts.chat_template=false to feed raw text"
+        )
+    messages = [{"role": "user", "content": text}]
+    if cfg.system_prompt:
+        messages.insert(0, {"role": "system", "content": cfg.system_prompt})
+    rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    # The template already holds BOS; adding special tokens again would double it.
+    return list(tokenizer(rendered, add_special_tokens=False)["input_ids"])
+
+
+def tokenize_pairs(
+    tokenizer: Any, pairs: list[PromptPair], cfg: PromptsCfg
+) -> dict[str, dict[str, list[int]]]:
+    return {p.pair_id: {c: render(tokenizer, t, cfg) for c, t in p.texts.items()} for p in pairs}
+
+
+def single_token_id(tokenizer: Any, text: str, key: str) -> int:
+    """The id of `text` as it appears after other text (so " is" is the word, with its space)."""
+    prefix = tokenizer("a", add_special_tokens=False)["input_ids"]
+    ids = tokenizer("a" + text, add_special_tokens=False)["input_ids"]
+    tail = ids[len(prefix) :] if ids[: len(prefix)] == prefix else ids
+    if len(tail) != 1 or tail[0] == getattr(tokenizer, "unk_token_id", None):
+        pieces = tokenizer.convert_ids_to_tokens(tail)
+        raise UserError(
+            f"{key}: {text!r} is not a single known token of this tokenizer (it gives {pieces}); "
+            "use words that are one token each"
+        )
+    return tail[0]
+
+
+def _guess_format(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        return "jsonl"
+    if suffix in (".csv", ".tsv"):
+        return "csv"
+    raise UserError(
+        f"prompts.path={path}: cannot tell the format from '{suffix}'; "
+        "set prompts.format=csv or prompts.format=jsonl"
+    )
+
+
+def _read_rows(path: Path, fmt: str) -> list[dict[str, Any]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise UserError(
+            f"prompts.path={path}: not UTF-8 text ({err.reason} at byte {err.start})"
+        ) from None
+    if fmt == "csv":
+        dialect = "excel-tab" if path.suffix.lower() == ".tsv" else "excel"
+        try:
+            return list(csv.DictReader(text.splitlines(), dialect=dialect))
+        except csv.Error as err:
+            raise UserError(f"prompts.path={path}: malformed CSV ({err})") from None
+    rows = []
+    for i, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise UserError(
+                f"prompts.path={path}, line {i}: not valid JSON ({err.msg}); "
+                "JSONL needs one object per line"
+            ) from None
+        if not isinstance(obj, dict):
+            raise UserError(f"prompts.path={path}, line {i}: expected a JSON object per line")
+        rows.append(obj)
+    return rows

@@ -1,0 +1,55 @@
+"""The result schema: one row per (pair, cell, direction, metric). The one place it is defined.
+
+Add columns at the end; never retype or rename one (old runs must stay readable).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+COLUMNS: list[tuple[str, pa.DataType, str]] = [
+    ("run_id", pa.string(), "the run directory's name"),
+    ("shard_id", pa.string(), "hash of the shard's spec (plan.py); its Parquet file's name"),
+    ("model", pa.string(), "model.name_or_path"),
+    ("model_revision", pa.string(), "hub commit of the weights; null for tiny/local models"),
+    ("dtype", pa.string(), "dtype the model ran in (metric arithmetic is always float32)"),
+    ("experiment", pa.string(), "'patching'"),
+    ("direction", pa.string(), "restore_confidence (2A) | induce_tentativeness (2B)"),
+    ("component", pa.string(), "'resid_pre': the residual stream entering `layer`"),
+    ("layer", pa.int32(), "decoder layer index, 0-based"),
+    ("layer_window", pa.int32(), "number of consecutive layers patched together (1 here)"),
+    ("head", pa.int32(), "attention head; null when the component is not per-head"),
+    ("position", pa.int32(), "patched position in the target prompt, 0-based absolute"),
+    ("position_from_end", pa.int32(), "the same position counted from the end (-1 = last token)"),
+    ("source_position", pa.int32(), "position in the source prompt the activation came from"),
+    ("token", pa.string(), "target prompt's token at `position`"),
+    ("source_token", pa.string(), "source prompt's token at `source_position`"),
+    ("n_tokens", pa.int32(), "target prompt's length in tokens"),
+    ("pair_id", pa.string(), "prompt pair id"),
+    ("metric", pa.string(), "metric name, e.g. 'logit_diff'"),
+    ("clean", pa.float32(), "metric of the unpatched source run (the activations' origin)"),
+    ("corrupted", pa.float32(), "metric of the unpatched target run (the run being patched)"),
+    ("patched", pa.float32(), "metric of the target run with this cell patched"),
+    ("restoration", pa.float32(), "(patched - corrupted) / (clean - corrupted); NaN if equal"),
+    ("seed", pa.int64(), "the run's seed"),
+]
+
+SCHEMA = pa.schema([pa.field(name, typ) for name, typ, _ in COLUMNS])
+
+
+def to_table(rows: dict[str, list[Any]]) -> pa.Table:
+    """Columns (name -> values) to a table with exactly SCHEMA, or a KeyError naming the column."""
+    missing = [f.name for f in SCHEMA if f.name not in rows]
+    extra = [k for k in rows if k not in SCHEMA.names]
+    if missing or extra:
+        raise KeyError(f"result rows: missing columns {missing}, unknown columns {extra}")
+    return pa.table({f.name: pa.array(rows[f.name], type=f.type) for f in SCHEMA}, schema=SCHEMA)
+
+
+def describe() -> str:
+    """The schema as a markdown table (the README embeds the same)."""
+    lines = ["| column | type | meaning |", "|---|---|---|"]
+    lines += [f"| `{n}` | {t} | {d} |" for n, t, d in COLUMNS]
+    return "\n".join(lines)

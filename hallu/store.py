@@ -1,0 +1,150 @@
+"""Run directories: `run.json` first, then one Parquet file per shard, never overwritten.
+
+Layout of `<storage.root>/<run_id>/`:
+  run.json                     resolved config, study hash, versions, git sha (written first)
+  shards/<shard_id>.parquet    one per finished shard; its presence marks the shard done
+  summary.md, summary.json, *.png   written by aggregate.py from the shards
+
+A shard file appears atomically (written to a temp name, then hard-linked into place, which fails
+if the name exists), so a crash leaves no half-written result and no result is replaced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from hallu import schema
+from hallu.config import Config
+from hallu.errors import UserError
+
+PACKAGES = (
+    "hallu",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "pyarrow",
+    "pydantic",
+    "hydra-core",
+    "ray",
+    "boto3",
+)
+
+
+def new_run_id(cfg: Config) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{cfg.study_hash()[:6]}"
+
+
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_sha() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (sha + ("-dirty" if dirty else "")) or None
+
+
+class LocalStore:
+    def __init__(self, root: str | Path, run_id: str):
+        self.run_id = run_id
+        self.dir = Path(root).expanduser() / run_id
+        self.shard_dir = self.dir / "shards"
+
+    def check_compatible(self, cfg: Config) -> bool:
+        """True if this run exists with the same study (resume); UserError if it differs."""
+        meta_path = self.dir / "run.json"
+        if meta_path.exists():
+            old = json.loads(meta_path.read_text())
+            if old.get("study_hash") != cfg.study_hash():
+                raise UserError(
+                    f"run_id={self.run_id}: {self.dir} holds a run with a different config "
+                    f"(study hash {old.get('study_hash')} vs {cfg.study_hash()}); its results are "
+                    "kept. Fix: choose a new run_id, or drop run_id= for a fresh one"
+                )
+            return True
+        if self.dir.exists() and any(self.dir.iterdir()):
+            raise UserError(
+                f"run_id={self.run_id}: {self.dir} exists without run.json; "
+                "choose another run_id or storage.root"
+            )
+        return False
+
+    def create(self, cfg: Config, extra: dict[str, Any]) -> None:
+        """Write run.json (before any shard) unless the run exists already."""
+        if self.check_compatible(cfg):
+            return
+        self.shard_dir.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "run_id": self.run_id,
+            "study_hash": cfg.study_hash(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "config": cfg.model_dump(),
+            "versions": versions(),
+            "git_sha": git_sha(),
+            "host": platform.node(),
+            **extra,
+        }
+        _write_atomic(self.dir / "run.json", json.dumps(meta, indent=2).encode())
+
+    def done_shards(self) -> set[str]:
+        if not self.shard_dir.is_dir():
+            return set()
+        return {p.stem for p in self.shard_dir.glob("*.parquet")}
+
+    def write_shard(self, shard_id: str, table: pa.Table) -> Path:
+        final = self.shard_dir / f"{shard_id}.parquet"
+        fd, tmp = tempfile.mkstemp(dir=self.shard_dir, prefix=f".{shard_id}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            pq.write_table(table, tmp)
+            os.link(tmp, final)  # fails with FileExistsError instead of replacing a result
+        finally:
+            os.unlink(tmp)
+        return final
+
+    def read_results(self) -> pa.Table:
+        files = sorted(str(p) for p in self.shard_dir.glob("*.parquet"))
+        return ds.dataset(files, schema=schema.SCHEMA, format="parquet").to_table()
+
+    def write_file(self, name: str, data: bytes) -> Path:
+        path = self.dir / name
+        _write_atomic(path, data)
+        return path
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
