@@ -100,7 +100,8 @@ def summarize_direction(c: dict[str, np.ndarray], n_layers: int) -> dict[str, An
 
 
 def _token_labels(c: dict[str, np.ndarray], pfes: list[int]) -> list[str]:
-    first_pair = c["pair_id"][0]
+    # Label with the longest pair's tokens, so that every column has one.
+    first_pair = c["pair_id"][int(np.argmin(c["position_from_end"]))]
     labels = []
     for p in pfes:
         sel = (c["pair_id"] == first_pair) & (c["position_from_end"] == p)

@@ -97,6 +97,8 @@ POSITIONS_HELP = "'all', 'last:K' (the last K tokens, aligned from the end) or a
 
 class SweepCfg(_Strict):
     name: str = "default"
+    # Which experiments the run does; each writes its own rows and figures into the run.
+    experiments: list[Literal["patching"]] = Field(default=["patching"], min_length=1)
     component: Literal["resid_pre"] = "resid_pre"
     layers: Literal["all"] | list[int] = "all"
     positions: str | list[int] = "all"
@@ -232,7 +234,7 @@ def _format_hydra_error(err: Exception) -> str:
     if m:
         key = m.group(1)
         return f"unknown config key '{key}': check its spelling against conf/ (Hydra: {text})"
-    m = re.search(r"Missing mandatory value: ([\w.]+)", text)
-    if m:
-        return f"config key '{m.group(1)}' has no value: set {m.group(1)}=..."
+    if "Missing mandatory value" in text:
+        key = getattr(err, "full_key", None) or text.split(":")[-1].strip()
+        return f"config key '{key}' has no value: set {key}=..."
     return f"could not compose the config: {text}"

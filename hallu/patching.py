@@ -83,17 +83,19 @@ def patched_logits(
     layers: torch.nn.ModuleList,
     target_ids: Sequence[int],
     source_resid: torch.Tensor,
-    cells: Sequence[Cell],
+    patches: Sequence[Sequence[Cell]],
     batch_size: int,
 ) -> torch.Tensor:
-    """[len(cells), V] last-position logits of the target run, one patched cell per row.
+    """[len(patches), V] last-position logits of the target run, one patch set per row.
 
-    Batches of `batch_size` rows; on out-of-memory the batch is halved and the work retried.
+    A patch set is the cells written into one run: usually one cell; every position of a layer
+    to check invariants; several layers for windows. Batches of `batch_size` rows; on
+    out-of-memory the batch is halved and the work retried.
     """
     out: list[torch.Tensor] = []
     start = 0
-    while start < len(cells):
-        chunk = cells[start : start + batch_size]
+    while start < len(patches):
+        chunk = patches[start : start + batch_size]
         try:
             out.append(_patched_batch(model, layers, target_ids, source_resid, chunk))
         except torch.OutOfMemoryError:
@@ -112,17 +114,18 @@ def _patched_batch(
     layers: torch.nn.ModuleList,
     target_ids: Sequence[int],
     source_resid: torch.Tensor,
-    cells: Sequence[Cell],
+    patches: Sequence[Sequence[Cell]],
 ) -> torch.Tensor:
     device = source_resid.device
     by_layer: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
-    for row, (layer, tpos, spos) in enumerate(cells):
-        by_layer[layer].append((row, tpos, spos))
+    for row, cells in enumerate(patches):
+        for layer, tpos, spos in cells:
+            by_layer[layer].append((row, tpos, spos))
 
     def patch(layer: int) -> Any:
         entries = by_layer[layer]
         rows, tpos, spos = (torch.tensor(c, device=device) for c in zip(*entries, strict=True))
-        values = source_resid[layer, spos]  # [n_rows, d]
+        values = source_resid[layer, spos]  # [n_entries, d]
 
         def hook(_m: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
             hidden = _hidden_of(args, kwargs).clone()
@@ -136,7 +139,7 @@ def _patched_batch(
         for layer in by_layer
     ]
     try:
-        ids = torch.tensor([list(target_ids)] * len(cells), device=device)
+        ids = torch.tensor([list(target_ids)] * len(patches), device=device)
         return _final_logits(model, ids)
     finally:
         for h in handles:

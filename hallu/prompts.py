@@ -163,9 +163,16 @@ def _read_rows(path: Path, fmt: str) -> list[dict[str, Any]]:
     if fmt == "csv":
         dialect = "excel-tab" if path.suffix.lower() == ".tsv" else "excel"
         try:
-            return list(csv.DictReader(text.splitlines(), dialect=dialect))
+            rows = list(csv.DictReader(text.splitlines(), dialect=dialect))
         except csv.Error as err:
             raise UserError(f"prompts.path={path}: malformed CSV ({err})") from None
+        for i, row in enumerate(rows, start=2):
+            if None in row:  # DictReader's key for fields beyond the header
+                raise UserError(
+                    f"prompts.path={path}, line {i}: more fields than the header has; quote "
+                    'texts that contain commas ("like, this")'
+                )
+        return rows
     rows = []
     for i, line in enumerate(text.splitlines(), start=1):
         if not line.strip():

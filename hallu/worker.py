@@ -77,7 +77,14 @@ class Worker:
             positions = resolve_positions(cfg.sweep.positions, pid, len(src_ids), len(tgt_ids))
             cells = [(layer, t, s) for layer in shard.layers for t, s in positions]
             patched = prep.metric(
-                patched_logits(self.model, self.layers, tgt_ids, resid, cells, cfg.sweep.batch_size)
+                patched_logits(
+                    self.model,
+                    self.layers,
+                    tgt_ids,
+                    resid,
+                    [(c,) for c in cells],
+                    cfg.sweep.batch_size,
+                )
             ).tolist()
             src_tok = prep.tokenizer.convert_ids_to_tokens(src_ids)
             tgt_tok = prep.tokenizer.convert_ids_to_tokens(tgt_ids)
