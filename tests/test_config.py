@@ -57,3 +57,11 @@ def test_full_plan_counts_every_cell(capsys):
     # 48 pairs x 4 layers x every position, for each of the 2 directions.
     assert plan.n_cells == 2 * 4 * sum(lengths)
     assert len({s.shard_id for s in plan.shards}) == len(plan.shards) == 2 * 12
+
+
+def test_readme_documents_the_result_schema():
+    from hallu.config import CONF_DIR
+    from hallu.schema import describe
+
+    readme = (CONF_DIR.parent / "README.md").read_text()
+    assert describe() in readme, "README's schema table is out of date: paste schema.describe()"
