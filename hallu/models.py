@@ -57,6 +57,15 @@ def is_tiny(cfg: ModelCfg) -> bool:
     return cfg.name_or_path == "tiny"
 
 
+def source_path(cfg: ModelCfg) -> str:
+    """Hub id or directory to load; `toy` is the model trained by hallu.toy, shipped in hallu."""
+    if cfg.name_or_path == "toy":
+        from hallu.toy import TOY_DIR
+
+        return str(TOY_DIR)
+    return cfg.name_or_path
+
+
 def load_tokenizer(cfg: ModelCfg) -> Any:
     if is_tiny(cfg):
         from hallu.tiny import build_tokenizer
@@ -65,7 +74,7 @@ def load_tokenizer(cfg: ModelCfg) -> Any:
     from transformers import AutoTokenizer
 
     try:
-        tok = AutoTokenizer.from_pretrained(cfg.name_or_path, revision=cfg.revision)
+        tok = AutoTokenizer.from_pretrained(source_path(cfg), revision=cfg.revision)
     except (OSError, ValueError) as err:
         raise UserError(_load_failure("tokenizer", cfg, err)) from None
     return tok
@@ -84,7 +93,7 @@ def load_shape(cfg: ModelCfg) -> ModelShape:
     from transformers import AutoConfig
 
     try:
-        c = AutoConfig.from_pretrained(cfg.name_or_path, revision=cfg.revision)
+        c = AutoConfig.from_pretrained(source_path(cfg), revision=cfg.revision)
     except (OSError, ValueError) as err:
         raise UserError(_load_failure("config", cfg, err)) from None
     c = getattr(c, "text_config", c)
@@ -117,7 +126,7 @@ def load_model(cfg: ModelCfg, vocab_size: int) -> tuple[torch.nn.Module, str | N
 
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            cfg.name_or_path, revision=cfg.revision, dtype=dtype
+            source_path(cfg), revision=cfg.revision, dtype=dtype
         )
     except (OSError, ValueError) as err:
         raise UserError(_load_failure("weights", cfg, err)) from None
