@@ -158,12 +158,17 @@ def patching_consistency(table: pa.Table, patching: pa.Table | None) -> dict[str
         if r["direction"] == "restore_confidence":
             base[(r["pair_id"], "certain")] = r["clean"]
             base[(r["pair_id"], "uncertain")] = r["corrupted"]
-    diffs = [
-        abs(r["metric_value"] - base[(r["pair_id"], r["condition"])])
+    rows = [
+        r
         for r in table.select(["pair_id", "condition", "metric_value"]).to_pylist()
         if (r["pair_id"], r["condition"]) in base
     ]
-    return {"n_compared": len(diffs), "max_abs_diff": max(diffs) if diffs else None}
+    diffs = [abs(r["metric_value"] - base[(r["pair_id"], r["condition"])]) for r in rows]
+    return {
+        "n_prompts": len({(r["pair_id"], r["condition"]) for r in rows}),
+        "n_answers": len(rows),
+        "max_abs_diff": max(diffs) if diffs else None,
+    }
 
 
 def figure1(summary: dict[str, Any], path: str) -> None:
@@ -291,10 +296,22 @@ def markdown(run_id: str, summary: dict[str, Any]) -> str:
     if pc:
         lines.append(
             f"Metric stored with the answers vs the patching run's unpatched baselines: "
-            f"{pc['n_compared']} prompts, largest difference {pc['max_abs_diff']:.2e}."
+            f"{pc['n_prompts']} prompts ({pc['n_answers']} answers), largest difference "
+            f"{pc['max_abs_diff']:.2e}."
         )
         lines.append("")
     return "\n".join(lines)
+
+
+def _no_nan(x: Any) -> Any:
+    """NaN (e.g. chi-square of a table with an empty column) becomes null: valid JSON."""
+    if isinstance(x, float) and x != x:
+        return None
+    if isinstance(x, dict):
+        return {k: _no_nan(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_no_nan(v) for v in x]
+    return x
 
 
 def report(store: Any, patching: pa.Table | None = None) -> dict[str, Any]:
@@ -305,6 +322,6 @@ def report(store: Any, patching: pa.Table | None = None) -> dict[str, Any]:
     summary["patching_consistency"] = patching_consistency(table, patching)
     figure1(summary, str(store.dir / "behavior" / "figure1.png"))
     scatter(table, str(store.dir / "behavior" / "metric_check.png"))
-    store.write_file("behavior/summary.json", json.dumps(summary, indent=2).encode())
+    store.write_file("behavior/summary.json", json.dumps(_no_nan(summary), indent=2).encode())
     store.write_file("behavior/summary.md", markdown(store.run_id, summary).encode())
     return summary

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -133,6 +135,8 @@ def test_run_stores_one_row_per_answer_labels_from_the_answer_only_and_resumes(
     g = summary["decodings"]["greedy"]
     assert sum(r["k"] for r in g["rates"]["certain"].values()) == 3
     assert g["certain_vs_uncertain"]["paired"]["n_claims"] == 3
+    text = (store.dir / "behavior" / "summary.json").read_text()
+    assert json.loads(text, parse_constant=pytest.fail)["n_answers"] == 27  # strict JSON: no NaN
     assert (store.dir / "behavior" / "figure1.png").stat().st_size > 0
     assert (store.dir / "behavior" / "metric_check.png").stat().st_size > 0
 
