@@ -198,7 +198,7 @@ def figure1(summary: dict[str, Any], path: str) -> None:
     plt.close(fig)
 
 
-def scatter(table: pa.Table, path: str) -> None:
+def scatter(table: pa.Table, summary: dict[str, Any], path: str) -> None:
     rows = [r for r in table.to_pylist() if r["sample_index"] == 0]
     decs = sorted({r["decoding"] for r in rows})
     fig, axes = plt.subplots(1, len(decs), figsize=(5 * len(decs), 3.8), squeeze=False)
@@ -215,7 +215,9 @@ def scatter(table: pa.Table, path: str) -> None:
             )
         ax.set_xlabel(f"{rows[0]['metric']} at the prompt's last position")
         ax.set_ylabel("stance of the answer (lexicon)")
-        ax.set_title(f"metric vs behaviour, {dec} decoding", fontsize=9)
+        auc = summary["decodings"][dec]["metric_check"]["auroc_declarative"]
+        auc_text = "n/a" if auc is None else f"{auc:.3f}"
+        ax.set_title(f"metric vs behaviour, {dec} decoding (AUROC {auc_text})", fontsize=9)
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -321,7 +323,7 @@ def report(store: Any, patching: pa.Table | None = None) -> dict[str, Any]:
     summary["run_id"] = store.run_id
     summary["patching_consistency"] = patching_consistency(table, patching)
     figure1(summary, str(store.dir / "behavior" / "figure1.png"))
-    scatter(table, str(store.dir / "behavior" / "metric_check.png"))
+    scatter(table, summary, str(store.dir / "behavior" / "metric_check.png"))
     store.write_file("behavior/summary.json", json.dumps(_no_nan(summary), indent=2).encode())
     store.write_file("behavior/summary.md", markdown(store.run_id, summary).encode())
     return summary
