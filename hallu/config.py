@@ -98,7 +98,7 @@ POSITIONS_HELP = "'all', 'last:K' (the last K tokens, aligned from the end) or a
 class SweepCfg(_Strict):
     name: str = "default"
     # Which experiments the run does; each writes its own rows and figures into the run.
-    experiments: list[Literal["patching"]] = Field(default=["patching"], min_length=1)
+    experiments: list[Literal["patching", "behavior"]] = Field(default=["patching"], min_length=1)
     component: Literal["resid_pre"] = "resid_pre"
     layers: Literal["all"] | list[int] = "all"
     positions: str | list[int] = "all"
@@ -140,6 +140,31 @@ class SweepCfg(_Strict):
         return v
 
 
+class BehaviorCfg(_Strict):
+    """Experiment 1 (behaviour): generate answers and classify their style (see behavior.py)."""
+
+    conditions: list[Literal["certain", "uncertain", "neutral"]] = Field(
+        default=["certain", "uncertain", "neutral"], min_length=1
+    )
+    decoding: list[Literal["greedy", "sampled"]] = Field(
+        default=["greedy", "sampled"], min_length=1
+    )
+    temperature: float = Field(default=0.7, gt=0, le=5)  # for sampled decoding only
+    n_samples: int = Field(default=4, ge=1, le=1000)  # sampled answers per prompt
+    max_new_tokens: int = Field(default=64, ge=1, le=4096)
+    batch_size: int = Field(default=16, ge=1, le=4096)  # prompts generated together
+    prompts_per_chunk: int = Field(default=16, ge=1)  # prompts per stored Parquet file
+    judge: ModelCfg | None = None  # optional judge model; null = lexicon classifier only
+    judge_max_new_tokens: int = Field(default=8, ge=1, le=256)
+
+    @field_validator("conditions", "decoding")
+    @classmethod
+    def _distinct(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"{v} repeats an entry")
+        return v
+
+
 class Config(_Strict):
     mode: Literal["run", "plan"] = "run"
     run_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -150,6 +175,7 @@ class Config(_Strict):
     cluster: ClusterCfg = ClusterCfg()
     storage: StorageCfg = StorageCfg()
     sweep: SweepCfg = SweepCfg()
+    behavior: BehaviorCfg = BehaviorCfg()
 
     def study_hash(self) -> str:
         """Hash of everything that determines the results (not mode, run id or where they go)."""
@@ -165,6 +191,9 @@ _HINTS = {
     "sweep.layers": "use 'all' or a list like [0,5,-1]",
     "sweep.directions": f"use a list from {list(DIRECTIONS)}",
     "mode": "use mode=run or mode=plan",
+    "behavior.conditions": "use a list from [certain, uncertain, neutral]",
+    "behavior.decoding": "use a list from [greedy, sampled]",
+    "sweep.experiments": "use a list from [patching, behavior]",
     "run_id": "use letters, digits, '.', '_' or '-' (at most 128)",
 }
 

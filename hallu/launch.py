@@ -18,15 +18,18 @@ from typing import TYPE_CHECKING
 from hallu.errors import EXIT_USER_ERROR, UserError
 
 if TYPE_CHECKING:
+    from hallu.behavior import Chunk
     from hallu.config import Config
     from hallu.plan import Plan
+    from hallu.store import LocalStore
+    from hallu.worker import Prepared
 
 USAGE = """usage: python -m hallu.launch [OVERRIDE ...]
 
 Overrides use Hydra syntax:
   model=tiny|llama2_7b_chat|llama2_13b_chat|llama2_70b_chat   model.name_or_path=<hub id or dir>
   prompts=builtin|file  prompts.path=my.csv  prompts.chat_template=false
-  +sweep=full|debug     sweep.layers=[0,5,-1]  sweep.positions=all|last:K|[...]  sweep.pairs=N
+  +sweep=full|debug|behavior  sweep.layers=[0,5,-1]  sweep.positions=all|last:K|[...]  sweep.pairs=N
   mode=plan (print config and work plan, load no model)  run_id=NAME (resume or name a run)
   storage.root=DIR
 See README.md for every group and key.
@@ -54,22 +57,40 @@ def _run(argv: list[str]) -> int:
 
     torch.manual_seed(cfg.seed)
     prep = prepare(cfg)
-    plan = prep.plan()
+    experiments = cfg.sweep.experiments
+    # Each experiment is planned (and its inputs validated) only when it is asked for.
+    plan = prep.plan() if "patching" in experiments else None
+    chunks = _behavior_chunks(cfg, prep) if "behavior" in experiments else None
     if cfg.mode == "plan":
-        _print_plan(cfg, plan)
+        if plan is not None:
+            _print_plan(cfg, plan)
+        if chunks is not None:
+            _print_behavior_plan(cfg, chunks, config_printed=plan is not None)
         return 0
 
-    from hallu.aggregate import aggregate
-    from hallu.executor import run_local
     from hallu.store import LocalStore, new_run_id
 
     run_id = cfg.run_id or new_run_id(cfg)
     store = LocalStore(cfg.storage.root, run_id)
     resumed = store.check_compatible(cfg)
-    started = time.perf_counter()
     print(f"hallu: run {run_id} -> {store.dir}{' (resuming)' if resumed else ''}", file=sys.stderr)
+    run_meta: dict = {"plan": plan.to_json() if plan is not None else []}
+    if chunks is not None:
+        run_meta["behavior_chunks"] = [c.chunk_id for c in chunks]
+    if plan is not None:
+        _run_patching(cfg, plan, store, run_meta)
+    if chunks is not None:
+        _run_behavior(prep, chunks, store, run_meta, with_patching=plan is not None)
+    return 0
+
+
+def _run_patching(cfg: Config, plan: Plan, store: LocalStore, run_meta: dict) -> None:
+    from hallu.aggregate import aggregate
+    from hallu.executor import run_local
+
+    started = time.perf_counter()
     print(f"hallu: {plan.describe()}", file=sys.stderr)
-    ran = run_local(cfg, plan, store, run_meta={"plan": plan.to_json()})
+    ran = run_local(cfg, plan, store, run_meta=run_meta)
     summary = aggregate(store, plan.n_layers)
     elapsed = time.perf_counter() - started
     print(
@@ -84,7 +105,38 @@ def _run(argv: list[str]) -> int:
             f"baseline gap {s['gap_mean']:.3f}"
         )
     print(f"results: {store.dir} (summary.md, heatmap_*.png, layers.png, shards/*.parquet)")
-    return 0
+
+
+def _behavior_chunks(cfg: Config, prep: Prepared) -> list[Chunk]:
+    from hallu.behavior import plan_chunks
+
+    return plan_chunks(cfg, {pid: set(c) for pid, c in prep.token_ids.items()})
+
+
+def _run_behavior(
+    prep: Prepared, chunks: list[Chunk], store: LocalStore, run_meta: dict, with_patching: bool
+) -> None:
+    from hallu.behavior import describe, run_behavior
+    from hallu.behavior_report import report
+
+    started = time.perf_counter()
+    print(f"hallu: {describe(prep.cfg, chunks)}", file=sys.stderr)
+    ran = run_behavior(prep, chunks, store, run_meta)
+    summary = report(store, store.read_results() if with_patching else None)
+    elapsed = time.perf_counter() - started
+    print(
+        f"hallu: {ran} behaviour chunk(s) run, {len(chunks) - ran} already done; {elapsed:.1f} s",
+        file=sys.stderr,
+    )
+    for dec, d in summary["decodings"].items():
+        rates = ", ".join(
+            f"{c} {r['declarative']['k']}/{r['declarative']['n']}" for c, r in d["rates"].items()
+        )
+        line = f"behavior ({dec}): declarative answers {rates}"
+        if "certain_vs_uncertain" in d:
+            line += f"; certain vs uncertain Fisher p {d['certain_vs_uncertain']['fisher_p']:.3g}"
+        print(line)
+    print(f"results: {store.dir / 'behavior'} (summary.md, figure1.png, responses/*.parquet)")
 
 
 def _print_plan(cfg: Config, plan: Plan) -> None:
@@ -108,6 +160,18 @@ def _print_plan(cfg: Config, plan: Plan) -> None:
         )
     if len(plan.shards) > 10:
         print(f"... and {len(plan.shards) - 10} more shards")
+
+
+def _print_behavior_plan(cfg: Config, chunks: list[Chunk], config_printed: bool) -> None:
+    from omegaconf import OmegaConf
+
+    from hallu.behavior import describe
+
+    if not config_printed:
+        print("# resolved config")
+        print(OmegaConf.to_yaml(cfg.model_dump()))
+    print("# behaviour plan")
+    print(describe(cfg, chunks))
 
 
 def cli() -> None:

@@ -4,6 +4,8 @@ Layout of `<storage.root>/<run_id>/`:
   run.json                     resolved config, study hash, versions, git sha (written first)
   shards/<shard_id>.parquet    one per finished shard; its presence marks the shard done
   summary.md, summary.json, *.png   written by aggregate.py from the shards
+  behavior/responses/<chunk_id>.parquet   Experiment 1 answers (behavior.py), same rules as shards
+  behavior/summary.{json,md}, behavior/*.png   written by behavior_report.py from those
 
 A shard file appears atomically (written to a temp name, then hard-linked into place, which fails
 if the name exists), so a crash leaves no half-written result and no result is replaced.
@@ -137,6 +139,24 @@ class LocalStore:
         files = sorted(str(p) for p in self.shard_dir.glob("*.parquet"))
         return ds.dataset(files, schema=schema.SCHEMA, format="parquet").to_table()
 
+    def write_table(self, name: str, table: pa.Table) -> Path:
+        """Write `<run>/<name>` (e.g. behavior/responses/x.parquet) atomically, never replacing."""
+        final = self.dir / name
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            pq.write_table(table, tmp)
+            os.link(tmp, final)  # fails with FileExistsError instead of replacing a result
+        finally:
+            os.unlink(tmp)
+        return final
+
+    def table_names(self, folder: str) -> set[str]:
+        """Stems of the Parquet files in `<run>/<folder>`: the finished units of that work."""
+        d = self.dir / folder
+        return {p.stem for p in d.glob("*.parquet")} if d.is_dir() else set()
+
     def write_file(self, name: str, data: bytes) -> Path:
         path = self.dir / name
         _write_atomic(path, data)
@@ -144,6 +164,7 @@ class LocalStore:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "wb") as f:
         f.write(data)

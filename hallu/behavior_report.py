@@ -1,0 +1,329 @@
+"""Experiment 1's numbers and figures, from the stored answers (behavior/responses/*.parquet).
+
+Unit of analysis: one answer per prompt. For greedy decoding that is the answer; for sampled
+decoding the tests use sample 0 of each prompt (samples of one prompt are not independent), and
+the rate over all samples is reported beside it as a description only.
+
+Per decoding:
+- the rate of each style label per condition, with Wilson 95% intervals (Figure 1);
+- certain vs uncertain on the declarative rate: Fisher exact (two-sided), chi-square with Yates's
+  correction, McNemar's exact test over claims answered in both conditions, and how many prompts
+  per condition / claims would give 80% power for the observed difference;
+- each condition's distance from the neutral baseline (Newcombe interval, Fisher p): a
+  "certainty is mirrored, uncertainty is not" reading needs these, since a model that is
+  declarative with a neutral user has no room to become more so;
+- the metric check: AUROC of the patching metric at the prompt's last position for telling
+  declarative answers from the rest, and a scatter of metric against stance.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.dataset as ds  # noqa: E402
+
+from hallu import stats  # noqa: E402
+from hallu.behavior import FOLDER, SCHEMA  # noqa: E402
+
+LABELS = ("declarative", "tentative", "mixed")
+CONDITIONS = ("certain", "uncertain", "neutral")
+COLOURS = {"declarative": "tab:blue", "tentative": "tab:orange", "mixed": "tab:grey"}
+
+
+def read_responses(store: Any) -> pa.Table:
+    files = sorted(str(p) for p in (store.dir / FOLDER).glob("*.parquet"))
+    return ds.dataset(files, schema=SCHEMA, format="parquet").to_table()
+
+
+def _rate(labels: list[str], label: str) -> dict[str, Any]:
+    k, n = sum(x == label for x in labels), len(labels)
+    lo, hi = stats.wilson(k, n)
+    return {"k": k, "n": n, "rate": k / n if n else None, "wilson95": [lo, hi]}
+
+
+def compare(a: dict[str, str], b: dict[str, str], label: str = "declarative") -> dict[str, Any]:
+    """Condition a vs b on `label`; a and b map claim (pair id) -> label of its one answer."""
+    ka, na = sum(v == label for v in a.values()), len(a)
+    kb, nb = sum(v == label for v in b.values()), len(b)
+    chi, p_chi = stats.chi2_yates(ka, na - ka, kb, nb - kb)
+    lo, hi = stats.newcombe_diff(ka, na, kb, nb)
+    out: dict[str, Any] = {
+        "label": label,
+        "table": [[ka, na - ka], [kb, nb - kb]],
+        "difference": ka / na - kb / nb,
+        "difference_newcombe95": [lo, hi],
+        "fisher_p": stats.fisher_exact(ka, na - ka, kb, nb - kb),
+        "chi2_yates": chi,
+        "chi2_yates_p": p_chi,
+        "n_per_condition_for_80pct_power": stats.n_per_group(ka / na, kb / nb),
+    }
+    both = sorted(set(a) & set(b))
+    if both:
+        n10 = sum(a[p] == label and b[p] != label for p in both)
+        n01 = sum(a[p] != label and b[p] == label for p in both)
+        out["paired"] = {
+            "n_claims": len(both),
+            "only_first": n10,
+            "only_second": n01,
+            "mcnemar_exact_p": stats.mcnemar_exact(n10, n01),
+            "n_claims_for_80pct_power": stats.n_pairs_mcnemar(n10 / len(both), n01 / len(both)),
+        }
+    return out
+
+
+def summarize(table: pa.Table) -> dict[str, Any]:
+    rows = table.to_pylist()
+    out: dict[str, Any] = {"n_answers": len(rows), "decodings": {}}
+    for decoding in ("greedy", "sampled"):
+        sub = [r for r in rows if r["decoding"] == decoding]
+        if not sub:
+            continue
+        units = [r for r in sub if r["sample_index"] == 0]
+        conds = [c for c in CONDITIONS if any(r["condition"] == c for r in units)]
+        by_cond = {
+            c: {r["pair_id"]: r["style_label"] for r in units if r["condition"] == c} for c in conds
+        }
+        d: dict[str, Any] = {
+            "n_answers": len(sub),
+            "unit": "one answer per prompt" + (" (sample 0)" if decoding == "sampled" else ""),
+            "rates": {
+                c: {lab: _rate(list(by_cond[c].values()), lab) for lab in LABELS} for c in conds
+            },
+            "finished_fraction": float(np.mean([r["finished"] for r in sub])),
+        }
+        if decoding == "sampled":
+            d["rates_all_samples"] = {
+                c: {
+                    lab: sum(r["style_label"] == lab for r in sub if r["condition"] == c)
+                    / max(1, sum(r["condition"] == c for r in sub))
+                    for lab in LABELS
+                }
+                for c in conds
+            }
+        if "certain" in conds and "uncertain" in conds:
+            d["certain_vs_uncertain"] = compare(by_cond["certain"], by_cond["uncertain"])
+        if "neutral" in conds:
+            d["distance_from_neutral"] = {
+                c: compare(by_cond[c], by_cond["neutral"]) for c in conds if c != "neutral"
+            }
+        judged = [r for r in units if r["judge_model"] is not None]
+        if judged:
+            parsed = [r for r in judged if r["judge_label"] is not None]
+            d["judge"] = {
+                "model": judged[0]["judge_model"],
+                "n_judged": len(judged),
+                "n_parsed": len(parsed),
+                "agreement_with_lexicon": float(
+                    np.mean([r["judge_label"] == r["style_label"] for r in parsed])
+                )
+                if parsed
+                else None,
+            }
+        d["metric_check"] = metric_check(units)
+        out["decodings"][decoding] = d
+    return out
+
+
+def metric_check(units: list[dict[str, Any]]) -> dict[str, Any]:
+    pos = [r["metric_value"] for r in units if r["style_label"] == "declarative"]
+    neg = [r["metric_value"] for r in units if r["style_label"] != "declarative"]
+    return {
+        "metric": units[0]["metric"] if units else None,
+        "n_declarative": len(pos),
+        "n_other": len(neg),
+        "auroc_declarative": stats.auroc(pos, neg),
+        "note": "AUROC of the metric at the prompt's last position for telling declarative "
+        "answers from tentative/mixed ones; 0.5 = no relation; null if one class is empty",
+    }
+
+
+def patching_consistency(table: pa.Table, patching: pa.Table | None) -> dict[str, Any] | None:
+    """Largest gap between the metric stored with the answers and the patching run's baselines.
+
+    restore_confidence's clean/corrupted runs are the certain/uncertain prompts unpatched; the
+    two experiments compute them separately (batched with left padding vs alone), so they agree
+    only to floating-point noise.
+    """
+    if patching is None or patching.num_rows == 0:
+        return None
+    base: dict[tuple[str, str], float] = {}
+    for r in patching.select(["direction", "pair_id", "clean", "corrupted"]).to_pylist():
+        if r["direction"] == "restore_confidence":
+            base[(r["pair_id"], "certain")] = r["clean"]
+            base[(r["pair_id"], "uncertain")] = r["corrupted"]
+    rows = [
+        r
+        for r in table.select(["pair_id", "condition", "metric_value"]).to_pylist()
+        if (r["pair_id"], r["condition"]) in base
+    ]
+    diffs = [abs(r["metric_value"] - base[(r["pair_id"], r["condition"])]) for r in rows]
+    return {
+        "n_prompts": len({(r["pair_id"], r["condition"]) for r in rows}),
+        "n_answers": len(rows),
+        "max_abs_diff": max(diffs) if diffs else None,
+    }
+
+
+def figure1(summary: dict[str, Any], path: str) -> None:
+    decs = list(summary["decodings"])
+    fig, axes = plt.subplots(1, len(decs), figsize=(5 * len(decs), 3.8), squeeze=False)
+    for ax, dec in zip(axes[0], decs, strict=True):
+        rates = summary["decodings"][dec]["rates"]
+        conds = list(rates)
+        width = 0.26
+        for j, lab in enumerate(LABELS):
+            xs = np.arange(len(conds)) + (j - 1) * width
+            r = [rates[c][lab] for c in conds]
+            vals = np.array([x["rate"] for x in r], dtype=float)
+            lo = vals - np.array([x["wilson95"][0] for x in r])
+            hi = np.array([x["wilson95"][1] for x in r]) - vals
+            ax.bar(xs, vals, width, yerr=[lo, hi], capsize=3, label=lab, color=COLOURS[lab])
+            for x, e in zip(xs, r, strict=True):
+                ax.text(x, e["wilson95"][1] + 0.02, f"{e['k']}/{e['n']}", ha="center", fontsize=6)
+        ax.set_xticks(range(len(conds)), [f"{c} user" for c in conds])
+        ax.set_ylim(0, 1.3)
+        ax.set_ylabel("share of answers (Wilson 95% CI)")
+        ax.set_title(f"{dec} decoding ({summary['decodings'][dec]['unit']})", fontsize=9)
+        ax.legend(fontsize=7, loc="upper center", ncol=3)
+    fig.suptitle("Figure 1: answer style by the user's stated certainty", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def scatter(table: pa.Table, summary: dict[str, Any], path: str) -> None:
+    rows = [r for r in table.to_pylist() if r["sample_index"] == 0]
+    decs = sorted({r["decoding"] for r in rows})
+    fig, axes = plt.subplots(1, len(decs), figsize=(5 * len(decs), 3.8), squeeze=False)
+    for ax, dec in zip(axes[0], decs, strict=True):
+        for lab in LABELS:
+            sel = [r for r in rows if r["decoding"] == dec and r["style_label"] == lab]
+            ax.scatter(
+                [r["metric_value"] for r in sel],
+                [r["stance"] for r in sel],
+                s=12,
+                alpha=0.7,
+                color=COLOURS[lab],
+                label=f"{lab} ({len(sel)})",
+            )
+        ax.set_xlabel(f"{rows[0]['metric']} at the prompt's last position")
+        ax.set_ylabel("stance of the answer (lexicon)")
+        auc = summary["decodings"][dec]["metric_check"]["auroc_declarative"]
+        auc_text = "n/a" if auc is None else f"{auc:.3f}"
+        ax.set_title(f"metric vs behaviour, {dec} decoding (AUROC {auc_text})", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _fmt_rate(r: dict[str, Any]) -> str:
+    lo, hi = r["wilson95"]
+    return f"{r['k']}/{r['n']} = {r['rate']:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def _power(n: int | None, unit: str) -> str:
+    return f"80% power needs {n} {unit}" if n else "no difference to power"
+
+
+def _fmt_cmp(c: dict[str, Any]) -> str:
+    lo, hi = c["difference_newcombe95"]
+    s = (
+        f"difference {c['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}]; Fisher p = "
+        f"{c['fisher_p']:.3g}; chi-square (Yates) = {c['chi2_yates']:.3g}, p = "
+        f"{c['chi2_yates_p']:.3g}; "
+        + _power(c["n_per_condition_for_80pct_power"], "prompts per condition")
+    )
+    if "paired" in c:
+        p = c["paired"]
+        s += (
+            f"; paired by claim ({p['n_claims']} claims, discordant {p['only_first']} vs "
+            f"{p['only_second']}): McNemar exact p = {p['mcnemar_exact_p']:.3g}, "
+            + _power(p["n_claims_for_80pct_power"], "claims")
+        )
+    return s
+
+
+def markdown(run_id: str, summary: dict[str, Any]) -> str:
+    lines = [
+        f"# Experiment 1 (behaviour), run {run_id}",
+        "",
+        f"{summary['n_answers']} answers. Labels from the lexicon classifier (answer text only). "
+        "Rates: k/n = rate [Wilson 95% CI]. Figure: figure1.png; metric check: metric_check.png.",
+        "",
+    ]
+    for dec, d in summary["decodings"].items():
+        lines += [f"## {dec} decoding ({d['unit']})", ""]
+        lines.append(f"- answers ended by EOS: {d['finished_fraction']:.2f}")
+        for c, r in d["rates"].items():
+            lines.append(
+                f"- {c} user: " + "; ".join(f"{lab} {_fmt_rate(r[lab])}" for lab in LABELS)
+            )
+        if "certain_vs_uncertain" in d:
+            lines.append(
+                "- **certain vs uncertain** (declarative): " + _fmt_cmp(d["certain_vs_uncertain"])
+            )
+        for c, cmp in d.get("distance_from_neutral", {}).items():
+            lines.append(f"- {c} vs neutral (declarative): " + _fmt_cmp(cmp))
+        if "judge" in d:
+            j = d["judge"]
+            agree = (
+                "n/a"
+                if j["agreement_with_lexicon"] is None
+                else f"{j['agreement_with_lexicon']:.3f}"
+            )
+            lines.append(
+                f"- judge {j['model']}: {j['n_parsed']}/{j['n_judged']} replies parsed; "
+                f"agreement with the lexicon {agree}"
+            )
+        m = d["metric_check"]
+        auc = (
+            "n/a (one class empty)"
+            if m["auroc_declarative"] is None
+            else f"{m['auroc_declarative']:.3f}"
+        )
+        lines.append(
+            f"- metric check: AUROC of {m['metric']} for declarative ({m['n_declarative']}) vs "
+            f"other ({m['n_other']}) answers: {auc}"
+        )
+        lines.append("")
+    pc = summary.get("patching_consistency")
+    if pc:
+        lines.append(
+            f"Metric stored with the answers vs the patching run's unpatched baselines: "
+            f"{pc['n_prompts']} prompts ({pc['n_answers']} answers), largest difference "
+            f"{pc['max_abs_diff']:.2e}."
+        )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _no_nan(x: Any) -> Any:
+    """NaN (e.g. chi-square of a table with an empty column) becomes null: valid JSON."""
+    if isinstance(x, float) and x != x:
+        return None
+    if isinstance(x, dict):
+        return {k: _no_nan(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_no_nan(v) for v in x]
+    return x
+
+
+def report(store: Any, patching: pa.Table | None = None) -> dict[str, Any]:
+    """Write behavior/summary.{json,md}, figure1.png and metric_check.png; return the summary."""
+    table = read_responses(store)
+    summary = summarize(table)
+    summary["run_id"] = store.run_id
+    summary["patching_consistency"] = patching_consistency(table, patching)
+    figure1(summary, str(store.dir / "behavior" / "figure1.png"))
+    scatter(table, summary, str(store.dir / "behavior" / "metric_check.png"))
+    store.write_file("behavior/summary.json", json.dumps(_no_nan(summary), indent=2).encode())
+    store.write_file("behavior/summary.md", markdown(store.run_id, summary).encode())
+    return summary
