@@ -182,8 +182,9 @@ def figure1(summary: dict[str, Any], path: str) -> None:
             xs = np.arange(len(conds)) + (j - 1) * width
             r = [rates[c][lab] for c in conds]
             vals = np.array([x["rate"] for x in r], dtype=float)
-            lo = vals - np.array([x["wilson95"][0] for x in r])
-            hi = np.array([x["wilson95"][1] for x in r]) - vals
+            # clip: at k = 0 or k = n the bound equals the rate up to rounding
+            lo = np.clip(vals - np.array([x["wilson95"][0] for x in r]), 0, None)
+            hi = np.clip(np.array([x["wilson95"][1] for x in r]) - vals, 0, None)
             ax.bar(xs, vals, width, yerr=[lo, hi], capsize=3, label=lab, color=COLOURS[lab])
             for x, e in zip(xs, r, strict=True):
                 ax.text(x, e["wilson95"][1] + 0.02, f"{e['k']}/{e['n']}", ha="center", fontsize=6)

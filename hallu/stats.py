@@ -31,7 +31,9 @@ def wilson(k: int, n: int, conf: float = 0.95) -> tuple[float, float]:
     p = k / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, float(centre - half)), min(1.0, float(centre + half))
+    low = 0.0 if k == 0 else max(0.0, float(centre - half))  # exact at the ends, no rounding
+    high = 1.0 if k == n else min(1.0, float(centre + half))
+    return low, high
 
 
 def newcombe_diff(k1: int, n1: int, k2: int, n2: int, conf: float = 0.95) -> tuple[float, float]:
