@@ -28,7 +28,8 @@ Overrides use Hydra syntax:
   prompts=builtin|file  prompts.path=my.csv  prompts.chat_template=false
   +sweep=full|debug     sweep.layers=[0,5,-1]  sweep.positions=all|last:K|[...]  sweep.pairs=N
   mode=plan (print config and work plan, load no model)  run_id=NAME (resume or name a run)
-  storage.root=DIR
+  storage.root=DIR   storage=s3 storage.bucket=B [storage.endpoint_url=URL]
+  cluster=local|ray_local|ray|lambda|runpod  cluster.num_workers=N
 See README.md for every group and key.
 """
 
@@ -48,6 +49,10 @@ def _run(argv: list[str]) -> int:
     from hallu.config import compose
 
     cfg = compose(argv)
+    if cfg.cluster.kind in ("lambda", "runpod"):  # submit as a Ray Job; the job runs the rest
+        from hallu.jobs import submit_and_follow
+
+        return submit_and_follow(cfg, argv)
     import torch
 
     from hallu.worker import prepare
@@ -64,12 +69,22 @@ def _run(argv: list[str]) -> int:
     from hallu.store import LocalStore, new_run_id
 
     run_id = cfg.run_id or new_run_id(cfg)
-    store = LocalStore(cfg.storage.root, run_id)
+    if cfg.storage.kind == "s3":
+        from hallu.store_s3 import S3Store
+
+        store = S3Store.open(cfg.storage, run_id)  # bucket reachable and writable, or UserError
+    else:
+        store = LocalStore(cfg.storage.root, run_id)
     resumed = store.check_compatible(cfg)
     started = time.perf_counter()
     print(f"hallu: run {run_id} -> {store.dir}{' (resuming)' if resumed else ''}", file=sys.stderr)
     print(f"hallu: {plan.describe()}", file=sys.stderr)
-    ran = run_local(cfg, plan, store, run_meta={"plan": plan.to_json()})
+    if cfg.cluster.kind == "local":
+        ran = run_local(cfg, plan, store, run_meta={"plan": plan.to_json()})
+    else:
+        from hallu.executor_ray import run_ray
+
+        ran = run_ray(cfg, plan, store, run_meta={"plan": plan.to_json()})
     summary = aggregate(store, plan.n_layers)
     elapsed = time.perf_counter() - started
     print(
