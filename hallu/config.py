@@ -111,7 +111,8 @@ class StorageCfg(_Strict):
     prefix: str = "hallu"
     region: str | None = None
     endpoint_url: str | None = None  # S3-compatible stores (MinIO, R2, moto): http(s)://host:port
-    max_attempts: int = Field(default=8, ge=1, le=20)  # per request, with backoff, on transient errors
+    # Attempts per request on transient errors (timeouts, 5xx, throttling), with backoff.
+    max_attempts: int = Field(default=8, ge=1, le=20)
 
 
 POSITIONS_HELP = "'all', 'last:K' (the last K tokens, aligned from the end) or a list of ints"

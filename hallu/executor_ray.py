@@ -146,9 +146,7 @@ def run_ray(
     """Run every shard not yet in `store` on Ray actors; return how many were run."""
     done = store.done_shards()
     # Largest first: the longest shards start early, so the run does not end on one straggler.
-    todo = sorted(
-        (s for s in plan.shards if s.shard_id not in done), key=lambda s: -s.flops_naive
-    )
+    todo = sorted((s for s in plan.shards if s.shard_id not in done), key=lambda s: -s.flops_naive)
     if not todo:
         return 0
     import ray
@@ -183,7 +181,12 @@ def run_ray(
 
 
 def _drive(
-    cfg: Config, store: Any, run_meta: dict[str, Any], todo: list[Shard], actors: list, stats: RayStats
+    cfg: Config,
+    store: Any,
+    run_meta: dict[str, Any],
+    todo: list[Shard],
+    actors: list,
+    stats: RayStats,
 ) -> None:
     import ray
     from ray.exceptions import ActorDiedError, ActorUnavailableError, RayTaskError

@@ -100,7 +100,8 @@ class S3Store:
                 if code in ("PreconditionFailed", "412"):
                     return False
                 # 409: another upload of this key is in flight; it wins or fails, then retry.
-                if code in ("ConditionalRequestConflict", "409") and attempt + 1 < self.cfg.max_attempts:
+                retry = attempt + 1 < self.cfg.max_attempts
+                if code in ("ConditionalRequestConflict", "409") and retry:
                     time.sleep(min(2**attempt * 0.2, 5))
                     continue
                 raise
@@ -254,7 +255,8 @@ class S3Store:
 
     def read_results(self) -> pa.Table:
         """Every marked shard, read through a pyarrow dataset with the explicit schema."""
-        paths = [f"{self.bucket}/{self._key(f'shards/{s}.parquet')}" for s in sorted(self.done_shards())]
+        done = sorted(self.done_shards())
+        paths = [f"{self.bucket}/{self._key(f'shards/{s}.parquet')}" for s in done]
         return ds.dataset(
             paths, schema=schema.SCHEMA, format="parquet", filesystem=self.filesystem()
         ).to_table()
