@@ -41,10 +41,16 @@ def address(cluster: ClusterCfg | None = None) -> str:
 
 
 def client(addr: str) -> Any:
+    from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
 
     try:
         return JobSubmissionClient(addr)
+    except AuthenticationError:
+        raise UserError(
+            f"cluster.address={addr}: the cluster wants Ray's auth token. Fix: export "
+            "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN=<the cluster's token> (infra/README.md)"
+        ) from None
     except (ConnectionError, RuntimeError, ValueError) as err:
         raise UserError(
             f"cluster.address={addr}: no Ray job server answers there ({_first_line(err)}). "

@@ -80,6 +80,16 @@ def test_submitted_job_runs_the_sweep_on_the_cluster(services, tmp_path):
     assert listed.returncode == 0, listed.stderr
     assert "hallu-job1\tSUCCEEDED" in listed.stdout
     assert TEST_ENV["AWS_SECRET_ACCESS_KEY"] not in listed.stdout
+    # Without the token the job server refuses, and the command says how to fix it.
+    no_token = {k: v for k, v in env.items() if k != "RAY_AUTH_MODE"}
+    refused = subprocess.run(
+        [sys.executable, os.path.join(REPO, "jobs", "list.py"), "--address", head.dashboard_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=no_token,
+    )
+    assert refused.returncode == 2 and "RAY_AUTH_MODE=token" in refused.stderr, refused.stderr
 
 
 def test_submission_ids_and_entrypoint_follow_the_run_id():
