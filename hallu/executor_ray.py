@@ -199,6 +199,7 @@ def _drive(
     free = [0] * len(actors)  # shard slots per actor; 0 until it answers `ready`
     alive = set(range(len(actors)))
     seq, sent_at, created, first_ready_at = 0, {}, False, None
+    innocent: set[Any] = set()  # failed calls already accounted for by their actor's death
     for i, actor in enumerate(actors):
         pending[actor.ready.remote()] = (i, None, seq := seq + 1)
 
@@ -228,8 +229,14 @@ def _drive(
                     sent_at[ref] = time.perf_counter()
                     free[i] -= 1
             ready_refs, _ = ray.wait(list(pending), num_returns=1, timeout=60)
-            if not ready_refs:
-                continue  # still loading or computing; ray.wait again
+            if not ready_refs:  # still loading or computing; say so if no worker can take work
+                if not any(free[j] or _busy(pending, j) for j in alive):
+                    print(
+                        f"hallu: waiting for workers (0 of {len(alive)} ready: loading the "
+                        "model, restarting, or waiting for cluster resources)",
+                        file=sys.stderr,
+                    )
+                continue
             ref = ready_refs[0]
             i, shard, my_seq = pending.pop(ref)
             try:
@@ -238,9 +245,11 @@ def _drive(
                 if shard is not None:
                     # Calls run in order: only the oldest in-flight shard was running when the
                     # process died; the ones queued behind it are re-queued without blame.
-                    older = [q for j, s, q in pending.values() if j == i and s is not None]
-                    if not older or my_seq < min(older):
-                        _count_failure(failures, shard, c.max_shard_failures, err, store, queue)
+                    same = {r: (q, s) for r, (j, s, q) in pending.items() if j == i and s}
+                    if ref not in innocent:
+                        oldest = min([(my_seq, shard), *same.values()], key=lambda t: t[0])[1]
+                        _count_failure(failures, oldest, c.max_shard_failures, err, store, queue)
+                        innocent.update(same)
                     queue.appendleft(shard)
                     stats.requeued += 1
                 permanent = isinstance(err, ActorDiedError)  # restarts used up; else restarting
@@ -276,11 +285,15 @@ def _drive(
                 stats.round_trips.append(time.perf_counter() - sent_at.pop(ref))
                 free[i] += 1
                 bar.update(shard.n_cells)
-            busy = {j for j, s, _ in pending.values() if s is not None}
+            busy = {j for j in alive if _busy(pending, j)}
             bar.set_postfix_str(
                 f"shards {stats.shards_run}/{len(todo)}, workers busy {len(busy)}/{len(actors)}"
             )
     stats.seconds = time.perf_counter() - (first_ready_at or time.perf_counter())
+
+
+def _busy(pending: dict, i: int) -> bool:
+    return any(j == i and s is not None for j, s, _ in pending.values())
 
 
 def _count_failure(

@@ -102,9 +102,8 @@ def submit_and_follow(cfg: Config, argv: list[str]) -> int:
 
 def submit(jobs: Any, argv: list[str], run_id: str) -> str:
     """Submit the run unless a job for it is active; return the submission id to follow."""
-    previous = [
-        j for j in jobs.list_jobs() if (j.submission_id or "").startswith(submission_id(run_id))
-    ]
+    mine = re.compile(re.escape(submission_id(run_id)) + r"(-r\d+)?")
+    previous = [j for j in jobs.list_jobs() if mine.fullmatch(j.submission_id or "")]
     for j in previous:
         if j.status in ACTIVE:
             print(f"hallu: job {j.submission_id} is already running this run; following it")
