@@ -11,6 +11,8 @@ baseline gap (clean - corrupted) that every ratio divides by: a small gap makes 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from typing import Any
 
 import matplotlib
@@ -215,9 +217,14 @@ def aggregate(store: LocalStore, n_layers: int) -> dict[str, Any]:
     directions = [d for d in TITLES if d in set(table["direction"].to_pylist())]
     cols = {d: _columns(table, d) for d in directions}
     summaries = {d: summarize_direction(cols[d], n_layers) for d in directions}
-    for d in directions:
-        _heatmap(summaries[d], cols[d], d, str(store.dir / f"heatmap_{d}.png"))
-    _layer_curve(cols, str(store.dir / "layers.png"))
+    # Render into a local temp dir, then hand each file to the store (a directory or S3).
+    with tempfile.TemporaryDirectory(prefix="hallu-fig-") as tmp:
+        for d in directions:
+            _heatmap(summaries[d], cols[d], d, os.path.join(tmp, f"heatmap_{d}.png"))
+        _layer_curve(cols, os.path.join(tmp, "layers.png"))
+        for name in sorted(os.listdir(tmp)):
+            with open(os.path.join(tmp, name), "rb") as f:
+                store.write_file(name, f.read())
     summary = {"run_id": store.run_id, "n_layers": n_layers, "directions": summaries}
     store.write_file("summary.json", json.dumps(summary, indent=2).encode())
     store.write_file("summary.md", _markdown(store.run_id, n_layers, summaries).encode())

@@ -83,13 +83,36 @@ class MetricCfg(_Strict):
     tentative_tokens: list[str] = Field(min_length=1)
 
 
+class WorkerResources(_Strict):
+    """What Ray reserves for each worker actor: one GPU per model replica on GPU clusters."""
+
+    num_cpus: float = Field(default=1, ge=0)
+    num_gpus: float = Field(default=0, ge=0)
+
+
 class ClusterCfg(_Strict):
-    kind: Literal["local"] = "local"
+    # local: in this process. ray_local: start Ray on this machine. ray: join a running cluster
+    # (address, or $RAY_ADDRESS). lambda/runpod: submit the run as a Ray Job (jobs/, infra/).
+    kind: Literal["local", "ray_local", "ray", "lambda", "runpod"] = "local"
+    # ray: a Ray address (auto, HOST:6379); lambda/runpod: the job server (dashboard) URL.
+    address: str | None = None
+    num_workers: int = Field(default=1, ge=1, le=1024)
+    resources: WorkerResources = WorkerResources()
+    shards_per_worker: int = Field(default=2, ge=1, le=2)  # in flight per worker (ray.wait)
+    max_shard_failures: int = Field(default=3, ge=1)  # then the run stops, naming the shard
+    max_worker_restarts: int = Field(default=3, ge=0)  # per actor, after its process dies
 
 
 class StorageCfg(_Strict):
-    kind: Literal["local"] = "local"
+    kind: Literal["local", "s3"] = "local"
     root: str = "runs"
+    # s3 (boto3; credentials from the standard AWS chain, never from here):
+    bucket: str | None = None
+    prefix: str = "hallu"
+    region: str | None = None
+    endpoint_url: str | None = None  # S3-compatible stores (MinIO, R2, moto): http(s)://host:port
+    # Attempts per request on transient errors (timeouts, 5xx, throttling), with backoff.
+    max_attempts: int = Field(default=8, ge=1, le=20)
 
 
 POSITIONS_HELP = "'all', 'last:K' (the last K tokens, aligned from the end) or a list of ints"
@@ -195,6 +218,8 @@ _HINTS = {
     "behavior.decoding": "use a list from [greedy, sampled]",
     "sweep.experiments": "use a list from [patching, behavior]",
     "run_id": "use letters, digits, '.', '_' or '-' (at most 128)",
+    "cluster.kind": "choose cluster=local|ray_local|ray|lambda|runpod",
+    "storage.kind": "choose storage=local|s3",
 }
 
 

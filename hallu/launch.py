@@ -31,7 +31,8 @@ Overrides use Hydra syntax:
   prompts=builtin|file  prompts.path=my.csv  prompts.chat_template=false
   +sweep=full|debug|behavior  sweep.layers=[0,5,-1]  sweep.positions=all|last:K|[...]  sweep.pairs=N
   mode=plan (print config and work plan, load no model)  run_id=NAME (resume or name a run)
-  storage.root=DIR
+  storage.root=DIR   storage=s3 storage.bucket=B [storage.endpoint_url=URL]
+  cluster=local|ray_local|ray|lambda|runpod  cluster.num_workers=N
 See README.md for every group and key.
 """
 
@@ -51,6 +52,10 @@ def _run(argv: list[str]) -> int:
     from hallu.config import compose
 
     cfg = compose(argv)
+    if cfg.cluster.kind in ("lambda", "runpod"):  # submit as a Ray Job; the job runs the rest
+        from hallu.jobs import submit_and_follow
+
+        return submit_and_follow(cfg, argv)
     import torch
 
     from hallu.worker import prepare
@@ -71,7 +76,12 @@ def _run(argv: list[str]) -> int:
     from hallu.store import LocalStore, new_run_id
 
     run_id = cfg.run_id or new_run_id(cfg)
-    store = LocalStore(cfg.storage.root, run_id)
+    if cfg.storage.kind == "s3":
+        from hallu.store_s3 import S3Store
+
+        store = S3Store.open(cfg.storage, run_id)  # bucket reachable and writable, or UserError
+    else:
+        store = LocalStore(cfg.storage.root, run_id)
     resumed = store.check_compatible(cfg)
     print(f"hallu: run {run_id} -> {store.dir}{' (resuming)' if resumed else ''}", file=sys.stderr)
     run_meta: dict = {"plan": plan.to_json() if plan is not None else []}
@@ -90,7 +100,12 @@ def _run_patching(cfg: Config, plan: Plan, store: LocalStore, run_meta: dict) ->
 
     started = time.perf_counter()
     print(f"hallu: {plan.describe()}", file=sys.stderr)
-    ran = run_local(cfg, plan, store, run_meta=run_meta)
+    if cfg.cluster.kind == "local":
+        ran = run_local(cfg, plan, store, run_meta=run_meta)
+    else:
+        from hallu.executor_ray import run_ray
+
+        ran = run_ray(cfg, plan, store, run_meta=run_meta)
     summary = aggregate(store, plan.n_layers)
     elapsed = time.perf_counter() - started
     print(

@@ -77,6 +77,20 @@ def git_sha() -> str | None:
     return (sha + ("-dirty" if dirty else "")) or None
 
 
+def run_metadata(cfg: Config, run_id: str, extra: dict[str, Any]) -> dict[str, Any]:
+    """What run.json holds, whatever the store: config, versions, git sha (no credentials)."""
+    return {
+        "run_id": run_id,
+        "study_hash": cfg.study_hash(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "config": cfg.model_dump(),
+        "versions": versions(),
+        "git_sha": git_sha(),
+        "host": platform.node(),
+        **extra,
+    }
+
+
 class LocalStore:
     def __init__(self, root: str | Path, run_id: str):
         self.run_id = run_id
@@ -107,16 +121,7 @@ class LocalStore:
         if self.check_compatible(cfg):
             return
         self.shard_dir.mkdir(parents=True, exist_ok=True)
-        meta = {
-            "run_id": self.run_id,
-            "study_hash": cfg.study_hash(),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "config": cfg.model_dump(),
-            "versions": versions(),
-            "git_sha": git_sha(),
-            "host": platform.node(),
-            **extra,
-        }
+        meta = run_metadata(cfg, self.run_id, extra)
         _write_atomic(self.dir / "run.json", json.dumps(meta, indent=2).encode())
 
     def done_shards(self) -> set[str]:

@@ -1,0 +1,169 @@
+"""Submit a run to a remote Ray cluster as a Ray Job, then follow, stop or list jobs.
+
+`python -m hallu.launch ... cluster=lambda` (or runpod) composes and checks the config here, picks
+the run id, checks the bucket (storage=s3 is required: workers on other machines write the
+results), and submits `python jobs/entry.py <the same overrides> run_id=<id>` with this
+repository as the job's working directory. Inside the cluster the entry point runs the ordinary
+launcher with cluster kind `ray`, so the job is the same program as a local run.
+
+The submission id is derived from the run id (`hallu-<run_id>`, then `-r2`, `-r3` for reruns that
+resume it), so submitting a run that is already running follows that job instead of starting a
+second driver. Hugging Face and AWS variables from this shell are passed to the job by name;
+their values are never printed (they are visible to whoever can reach the cluster's job server,
+which is why infra/ keeps it behind token auth and an SSH tunnel).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from hallu.config import ClusterCfg, Config
+from hallu.errors import UserError
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_ADDRESS = "http://127.0.0.1:8265"  # the head's job server, through an SSH tunnel
+ENV_PREFIXES = ("HF_", "HUGGING_FACE_", "AWS_")
+# Not uploaded with the working directory (besides what .gitignore already excludes).
+EXCLUDES = [".git", "runs/", "outputs/", "**/__pycache__", ".venv/", "*.parquet", ".ruff_cache/"]
+ACTIVE = ("PENDING", "RUNNING")
+
+
+def address(cluster: ClusterCfg | None = None) -> str:
+    return (
+        (cluster.address if cluster else None) or os.environ.get("RAY_ADDRESS") or DEFAULT_ADDRESS
+    )
+
+
+def client(addr: str) -> Any:
+    from ray.exceptions import AuthenticationError
+    from ray.job_submission import JobSubmissionClient
+
+    try:
+        return JobSubmissionClient(addr)
+    except AuthenticationError:
+        raise UserError(
+            f"cluster.address={addr}: the cluster wants Ray's auth token. Fix: export "
+            "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN=<the cluster's token> (infra/README.md)"
+        ) from None
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        raise UserError(
+            f"cluster.address={addr}: no Ray job server answers there ({_first_line(err)}). "
+            "Fix: open the SSH tunnel to the head node (infra/README.md), or set cluster.address "
+            "or RAY_ADDRESS to http://HOST:8265"
+        ) from None
+
+
+def passed_env() -> dict[str, str]:
+    """The variables the job needs (hub token, AWS credentials); values are never printed."""
+    return {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES)}
+
+
+def submission_id(run_id: str, attempt: int = 1) -> str:
+    return f"hallu-{run_id}" + (f"-r{attempt}" if attempt > 1 else "")
+
+
+def entrypoint(argv: list[str], run_id: str) -> str:
+    """The job's command: the user's overrides, minus the ones the job decides itself."""
+    keep = [a for a in argv if not re.match(r"^(run_id|cluster\.kind|cluster\.address)=", a)]
+    return shlex.join(["python", "jobs/entry.py", *keep, f"run_id={run_id}"])
+
+
+def submit_and_follow(cfg: Config, argv: list[str]) -> int:
+    """Submit (or rejoin) the run's job and follow it to the end; returns the job's exit code."""
+    from hallu.store import new_run_id
+
+    if cfg.mode == "plan":
+        raise UserError(
+            f"mode=plan with cluster={cfg.cluster.kind}: plan locally instead "
+            "(drop cluster=..., the plan does not depend on it)"
+        )
+    if cfg.storage.kind != "s3":
+        raise UserError(
+            f"cluster={cfg.cluster.kind} runs workers on other machines, whose local disks you "
+            "cannot read: use storage=s3 storage.bucket=NAME"
+        )
+    from hallu.store_s3 import S3Store
+
+    run_id = cfg.run_id or new_run_id(cfg)
+    store = S3Store.open(cfg.storage, run_id)  # catch a wrong bucket before renting time on it
+    store.check_compatible(cfg)
+    addr = address(cfg.cluster)
+    jobs = client(addr)
+    sid = submit(jobs, argv, run_id)
+    print(f"hallu: run {run_id} -> {store.dir}; job {sid} on {addr}", file=sys.stderr)
+    return follow(jobs, sid)
+
+
+def submit(jobs: Any, argv: list[str], run_id: str) -> str:
+    """Submit the run unless a job for it is active; return the submission id to follow."""
+    mine = re.compile(re.escape(submission_id(run_id)) + r"(-r\d+)?")
+    previous = [j for j in jobs.list_jobs() if mine.fullmatch(j.submission_id or "")]
+    for j in previous:
+        if j.status in ACTIVE:
+            print(f"hallu: job {j.submission_id} is already running this run; following it")
+            return j.submission_id
+    env = passed_env()
+    sid = submission_id(run_id, attempt=len(previous) + 1)
+    jobs.submit_job(
+        entrypoint=entrypoint(argv, run_id),
+        submission_id=sid,
+        runtime_env={"working_dir": str(REPO), "excludes": EXCLUDES, "env_vars": env},
+        metadata={"hallu_run_id": run_id},
+    )
+    names = ", ".join(sorted(env)) or "none"
+    print(f"hallu: submitted {sid}; passed through environment variables: {names}")
+    return sid
+
+
+def follow(jobs: Any, sid: str, poll_s: float = 2.0) -> int:
+    """Print the job's log as it grows until it ends; Ctrl-C detaches (the job keeps running)."""
+    shown = 0
+    try:
+        while True:
+            info = jobs.get_job_info(sid)
+            logs = jobs.get_job_logs(sid)
+            if len(logs) > shown:
+                sys.stdout.write(logs[shown:])
+                sys.stdout.flush()
+                shown = len(logs)
+            if info.status not in ACTIVE:
+                break
+            time.sleep(poll_s)
+    except KeyboardInterrupt:
+        print(
+            f"\nhallu: detached; {sid} keeps running. Follow: python jobs/follow.py {sid}; "
+            f"stop: python jobs/stop.py {sid}",
+            file=sys.stderr,
+        )
+        return 130
+    print(f"hallu: job {sid} {info.status}: {info.message or ''}".rstrip(), file=sys.stderr)
+    if info.status == "SUCCEEDED":
+        return 0
+    m = re.search(r"exit code (\d+)", info.message or "")
+    return int(m.group(1)) if m else 1
+
+
+def stop(jobs: Any, sid: str) -> bool:
+    return bool(jobs.stop_job(sid))
+
+
+def describe_jobs(jobs: Any) -> list[str]:
+    """One line per hallu job: id, status, run id, entry point (never its environment)."""
+    lines = []
+    for j in sorted(jobs.list_jobs(), key=lambda j: j.start_time or 0):
+        if not (j.submission_id or "").startswith("hallu-"):
+            continue
+        started = time.strftime("%Y-%m-%d %H:%M", time.gmtime((j.start_time or 0) / 1000))
+        lines.append(f"{j.submission_id}\t{j.status}\t{started} UTC\t{j.entrypoint}")
+    return lines
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

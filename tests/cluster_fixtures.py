@@ -1,0 +1,223 @@
+"""Real services on 127.0.0.1 for the cluster and storage tests: moto's S3 server and Ray heads.
+
+Nothing here talks to any other host: fake AWS credentials (so boto3 never asks an instance
+metadata service), usage stats off, Ray clusters started with their own temp dir so that no
+other process on this machine finds and joins them. Processes are stopped by the ids started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import boto3
+
+from hallu.config import Config
+
+from .conftest import tiny_config
+
+TEST_ENV = {
+    "AWS_ACCESS_KEY_ID": "hallu-test-key",
+    "AWS_SECRET_ACCESS_KEY": "hallu-test-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "RAY_USAGE_STATS_ENABLED": "0",
+}
+BUCKET = "hallu-test"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def service_env() -> Iterator[None]:
+    """Set TEST_ENV for this process (and the Ray workers and subprocesses it starts)."""
+    old = {k: os.environ.get(k) for k in TEST_ENV}
+    os.environ.update(TEST_ENV)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@dataclass
+class Moto:
+    url: str
+
+    def client(self):
+        return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1")
+
+    def keys(self, prefix: str = "") -> list[str]:
+        pages = (
+            self.client().get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+        )
+        return sorted(o["Key"] for p in pages for o in p.get("Contents", []))
+
+    def overrides(self, prefix: str) -> list[str]:
+        return [
+            "storage=s3",
+            f"storage.bucket={BUCKET}",
+            f"storage.prefix={prefix}",
+            f"storage.endpoint_url={self.url}",
+            "storage.region=us-east-1",
+        ]
+
+
+@contextlib.contextmanager
+def moto_server() -> Iterator[Moto]:
+    """moto's S3 server mode (a real HTTP S3 API) on 127.0.0.1, with the test bucket."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        moto = Moto(f"http://127.0.0.1:{port}")
+        moto.client().create_bucket(Bucket=BUCKET)
+        yield moto
+    finally:
+        server.stop()
+
+
+@dataclass
+class RayHead:
+    gcs_address: str
+    dashboard_url: str
+
+
+@contextlib.contextmanager
+def ray_head(num_cpus: int = 2) -> Iterator[RayHead]:
+    """`ray start --head --block` on loopback in its own session; stopped by its process group."""
+    port, dash = free_port(), free_port()
+    temp = tempfile.mkdtemp(prefix="hallu-ray-", dir="/tmp")  # short: Ray's socket paths must fit
+    cmd = [
+        sys.executable,
+        "-m",
+        "ray.scripts.scripts",
+        "start",
+        "--head",
+        "--block",
+        f"--port={port}",
+        "--node-ip-address=127.0.0.1",
+        "--include-dashboard=true",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dash}",
+        # ports that default to fixed numbers, so that parallel test sessions do not collide
+        f"--ray-client-server-port={free_port()}",
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--metrics-export-port={free_port()}",
+        f"--num-cpus={num_cpus}",
+        "--num-gpus=0",
+        f"--temp-dir={temp}",
+        "--disable-usage-stats",
+    ]
+    log = open(os.path.join(temp, "head.log"), "w")  # noqa: SIM115
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{dash}"
+    try:
+        deadline = time.monotonic() + 120
+        while not _job_server_up(url):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.flush()
+                with open(log.name) as f:
+                    raise RuntimeError(f"ray head did not start:\n{f.read()[-3000:]}")
+            time.sleep(1)
+        yield RayHead(f"127.0.0.1:{port}", url)
+    finally:
+        _stop_group(proc)
+        log.close()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """Stop the head we started: its process group, then any of its descendants left over."""
+    started = descendants(proc.pid)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=1)  # a test cluster holds nothing worth a slow graceful stop
+    except subprocess.TimeoutExpired:
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    for pid in started:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _job_server_up(url: str) -> bool:
+    """True once the job server answers HTTP (401 counts: it wants Ray's auth token)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url}/api/version", timeout=2):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
+
+
+def small_config(*overrides: str, root=None) -> Config:
+    """The tiny test model with a cluster section suitable for a 2-CPU Ray."""
+    return tiny_config(
+        "cluster=ray_local",
+        "cluster.num_workers=2",
+        "cluster.resources.num_cpus=1",
+        *overrides,
+        root=root,
+    )
+
+
+def cell_keys(table) -> list[tuple]:
+    cols = ("direction", "pair_id", "layer", "position")
+    return list(zip(*(table[c].to_pylist() for c in cols), strict=True))
+
+
+def sorted_rows(table):
+    """Rows in a canonical order, without the run id (which names the run, not the result)."""
+    order = [(c, "ascending") for c in ("direction", "pair_id", "layer", "position")]
+    return table.drop_columns(["run_id"]).sort_by(order)
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """pid -> command line of every process below `pid` (read from /proc; Linux)."""
+    parent: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    # the command may contain spaces or parentheses: split after the last ')'
+                    parent[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = {}, [pid]
+    while frontier:
+        p = frontier.pop()
+        for child, ppid in parent.items():
+            if ppid == p and child not in found:
+                try:
+                    with open(f"/proc/{child}/cmdline", "rb") as f:
+                        found[child] = f.read().replace(b"\0", b" ").decode(errors="replace")
+                except OSError:
+                    continue
+                frontier.append(child)
+    return found

@@ -1,0 +1,113 @@
+"""Ray Job submission against a Ray head started here on loopback, results to moto's S3."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from hallu.config import compose
+from hallu.executor import run_local
+from hallu.jobs import entrypoint, submission_id
+from hallu.launch import main
+from hallu.store import LocalStore
+from hallu.store_s3 import S3Store
+from hallu.worker import prepare
+
+from .cluster_fixtures import TEST_ENV, free_port, moto_server, ray_head, service_env, sorted_rows
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def services():
+    with service_env(), moto_server() as moto, ray_head(num_cpus=2) as head:
+        yield moto, head
+
+
+def _job_args(moto, head, run_id: str) -> list[str]:
+    return [
+        "+sweep=debug",
+        "cluster=lambda",
+        f"cluster.address={head.dashboard_url}",
+        "cluster.num_workers=1",
+        "cluster.resources.num_cpus=1",
+        "cluster.resources.num_gpus=0",
+        f"run_id={run_id}",
+        *moto.overrides("jobs"),
+    ]
+
+
+@pytest.mark.slow
+def test_submitted_job_runs_the_sweep_on_the_cluster(services, tmp_path):
+    moto, head = services
+    args = _job_args(moto, head, "job1")
+    # The submitter authenticates with Ray's token, as a user of a token-auth cluster would.
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "hallu.launch", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert "submitted hallu-job1" in out and "job hallu-job1 SUCCEEDED" in out
+    assert "AWS_SECRET_ACCESS_KEY" in out, "names of passed-through variables are listed"
+    for secret in (TEST_ENV["AWS_ACCESS_KEY_ID"], TEST_ENV["AWS_SECRET_ACCESS_KEY"]):
+        assert secret not in out, "values never printed"
+    # The job's own log, followed by the submitter: the launcher ran inside the cluster.
+    assert "hallu: run job1 -> s3://hallu-test/jobs/job1" in out
+    cfg = compose(args)
+    plan = prepare(cfg).plan()
+    assert f"{len(plan.shards)} shard(s) run, 0 already done" in out
+    got = S3Store(cfg.storage, "job1").read_results()
+    ref = LocalStore(tmp_path, "ref")
+    run_local(cfg, plan, ref, {})
+    assert sorted_rows(got).equals(sorted_rows(ref.read_results()))
+
+    listed = subprocess.run(
+        [sys.executable, os.path.join(REPO, "jobs", "list.py"), "--address", head.dashboard_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert "hallu-job1\tSUCCEEDED" in listed.stdout
+    assert TEST_ENV["AWS_SECRET_ACCESS_KEY"] not in listed.stdout
+    # Without the token the job server refuses, and the command says how to fix it.
+    no_token = {k: v for k, v in env.items() if k != "RAY_AUTH_MODE"}
+    refused = subprocess.run(
+        [sys.executable, os.path.join(REPO, "jobs", "list.py"), "--address", head.dashboard_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=no_token,
+    )
+    assert refused.returncode == 2 and "RAY_AUTH_MODE=token" in refused.stderr, refused.stderr
+
+
+def test_submission_ids_and_entrypoint_follow_the_run_id():
+    assert submission_id("r7") == "hallu-r7" and submission_id("r7", 2) == "hallu-r7-r2"
+    cmd = entrypoint(["+sweep=full", "run_id=old", "cluster=lambda", "cluster.kind=x"], "r7")
+    assert cmd == "python jobs/entry.py +sweep=full cluster=lambda run_id=r7"
+
+
+def test_remote_cluster_needs_object_storage(capsys):
+    assert main(["cluster=lambda"]) == 2
+    err = capsys.readouterr().err
+    assert "cluster=lambda" in err and "storage=s3 storage.bucket=NAME" in err
+
+
+def test_no_job_server_is_one_clear_error(services, capsys):
+    moto, _ = services
+    dead = f"http://127.0.0.1:{free_port()}"
+    args = ["+sweep=debug", "cluster=runpod", f"cluster.address={dead}", *moto.overrides("j")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"hallu: error: cluster.address={dead}: no Ray job server answers")

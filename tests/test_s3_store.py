@@ -1,0 +1,210 @@
+"""storage=s3 against moto's server mode on 127.0.0.1: the guarantees of a local run directory."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import socket
+import threading
+
+import pytest
+
+from hallu import schema
+from hallu.errors import UserError
+from hallu.executor import run_local
+from hallu.launch import main
+from hallu.store import LocalStore
+from hallu.store_s3 import S3Store
+from hallu.worker import prepare
+
+from .cluster_fixtures import (
+    BUCKET,
+    TEST_ENV,
+    free_port,
+    moto_server,
+    service_env,
+    sorted_rows,
+)
+from .conftest import tiny_config
+from .test_store import _table
+
+
+@pytest.fixture(scope="module")
+def moto():
+    with service_env(), moto_server() as m:
+        yield m
+
+
+def _store(moto, prefix: str, run_id: str = "r", endpoint: str | None = None) -> S3Store:
+    cfg = tiny_config(*moto.overrides(prefix))
+    if endpoint:
+        cfg = cfg.model_copy(
+            update={"storage": cfg.storage.model_copy(update={"endpoint_url": endpoint})}
+        )
+    return S3Store(cfg.storage, run_id)
+
+
+def test_run_json_first_shards_never_replaced_and_read_back_with_the_schema(moto):
+    cfg = tiny_config(*moto.overrides("unit"))
+    store = S3Store.open(cfg.storage, "r")
+    store.create(cfg, {"note": "first"})
+    store.write_shard("s1", _table(3))
+    with pytest.raises(FileExistsError, match="never replaced"):
+        store.write_shard("s1", _table(5))
+    # The refusal is the server's: a second conditional PUT of the same key gets 412.
+    with pytest.raises(Exception, match="PreconditionFailed"):
+        moto.client().put_object(
+            Bucket=BUCKET, Key="unit/r/shards/s1.parquet", Body=b"x", IfNoneMatch="*"
+        )
+    back = store.read_results()
+    assert back.schema == schema.SCHEMA and back["layer"].to_pylist() == [0, 1, 2]
+    assert store.done_shards() == {"s1"}
+    assert moto.keys("unit/r/") == [
+        "unit/r/done/s1.json",
+        "unit/r/run.json",
+        "unit/r/shards/s1.parquet",
+    ]
+    meta = moto.client().get_object(Bucket=BUCKET, Key="unit/r/run.json")["Body"].read()
+    assert json.loads(meta)["study_hash"] == cfg.study_hash()
+    for secret in (TEST_ENV["AWS_ACCESS_KEY_ID"], TEST_ENV["AWS_SECRET_ACCESS_KEY"]):
+        assert secret.encode() not in meta
+        assert secret.encode() not in pickle.dumps(store), "a pickled store carries no secrets"
+    # A rerun with another config under the same run id is refused, and nothing is lost.
+    with pytest.raises(UserError, match="run_id=r.*different config"):
+        S3Store(tiny_config("sweep.pairs=3", *moto.overrides("unit")).storage, "r").create(
+            tiny_config("sweep.pairs=3"), {}
+        )
+    assert store.done_shards() == {"s1"}
+
+
+def test_shard_object_without_marker_is_adopted_not_replaced(moto):
+    """A worker died between its shard PUT and its marker PUT: the object is complete (one PUT),
+    so the retry keeps it and adds the marker."""
+    store = _store(moto, "adopt")
+    store.create(tiny_config(), {})
+    moto.client().put_object(Bucket=BUCKET, Key="adopt/r/shards/s9.parquet", Body=b"earlier")
+    store.write_shard("s9", _table(2))
+    body = moto.client().get_object(Bucket=BUCKET, Key="adopt/r/shards/s9.parquet")["Body"]
+    assert body.read() == b"earlier"
+    marker = json.loads(
+        moto.client().get_object(Bucket=BUCKET, Key="adopt/r/done/s9.json")["Body"].read()
+    )
+    assert marker["adopted_existing_object"] is True
+    assert store.done_shards() == {"s9"}
+
+
+def test_transient_connection_failures_are_retried(moto):
+    """The first two connections are dropped by a proxy in front of moto; the write succeeds."""
+    with _FlakyProxy(moto.url, drop_first=2) as proxy:
+        store = _store(moto, "flaky", endpoint=proxy.url)
+        store.write_shard("s1", _table(2))
+    assert proxy.dropped == 2 and proxy.forwarded >= 1
+    assert _store(moto, "flaky").done_shards() == {"s1"}
+
+
+def test_cli_run_to_s3_matches_the_local_run_and_logs_no_secret(moto, tmp_path, capsys):
+    args = [
+        "model.tiny.n_layers=3",
+        "model.tiny.d_model=32",
+        "model.tiny.d_mlp=64",
+        "+sweep=debug",
+        "run_id=cli",
+        *moto.overrides("cli"),
+    ]
+    assert main(args) == 0
+    out = capsys.readouterr()
+    keys = moto.keys("cli/cli/")
+    for name in ("run.json", "summary.md", "summary.json", "layers.png"):
+        assert f"cli/cli/{name}" in keys
+    assert any(k.endswith("heatmap_restore_confidence.png") for k in keys)
+    cfg = tiny_config("+sweep=debug", *moto.overrides("cli"))
+    plan = prepare(cfg).plan()
+    got = S3Store(cfg.storage, "cli").read_results()
+    ref = LocalStore(tmp_path, "ref")
+    run_local(cfg, plan, ref, {})
+    assert sorted_rows(got).equals(sorted_rows(ref.read_results()))
+    for secret in (TEST_ENV["AWS_ACCESS_KEY_ID"], TEST_ENV["AWS_SECRET_ACCESS_KEY"]):
+        assert secret not in out.out + out.err
+    # Rerun: everything is done, nothing is written twice.
+    assert main(args) == 0
+    assert f"0 shard(s) run, {len(plan.shards)} already done" in capsys.readouterr().err
+
+
+def test_missing_bucket_is_one_clear_error(moto, tmp_path, capsys):
+    args = ["+sweep=debug", *moto.overrides("x"), "storage.bucket=no-such-bucket"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hallu: error: storage.bucket=no-such-bucket: bucket does not exist")
+    assert "Traceback" not in err
+
+
+def test_unreachable_endpoint_stops_before_anything_starts(tmp_path, capsys, monkeypatch):
+    """Exit 2 and one message naming storage.endpoint_url, before Ray or any model starts."""
+    import ray
+
+    monkeypatch.chdir(tmp_path)
+    dead = f"http://127.0.0.1:{free_port()}"
+    args = [
+        "+sweep=debug",
+        "cluster=ray_local",
+        "storage=s3",
+        f"storage.bucket={BUCKET}",
+        f"storage.endpoint_url={dead}",
+        f"storage.root={tmp_path / 'runs'}",
+    ]
+    with service_env():
+        assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"hallu: error: storage.endpoint_url={dead}: cannot reach")
+    assert "nothing was started" in err and "Traceback" not in err
+    assert not ray.is_initialized() and "patching" not in err, "no Ray, no model"
+    assert list(tmp_path.iterdir()) == [], "no files written"
+
+
+class _FlakyProxy:
+    """A TCP proxy on 127.0.0.1 that closes its first `drop_first` connections unanswered."""
+
+    def __init__(self, target: str, drop_first: int):
+        host, port = target.removeprefix("http://").split(":")
+        self.target = (host, int(port))
+        self.drop_first, self.dropped, self.forwarded = drop_first, 0, 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.open = True
+
+    def __enter__(self):
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.open = False
+        self.sock.close()
+
+    def _accept(self):
+        while self.open:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            if self.dropped < self.drop_first:
+                self.dropped += 1
+                conn.close()
+                continue
+            self.forwarded += 1
+            upstream = socket.create_connection(self.target)
+            for a, b in ((conn, upstream), (upstream, conn)):
+                threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+
+
+def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
