@@ -19,6 +19,8 @@ Per decoding:
 from __future__ import annotations
 
 import json
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -27,7 +29,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
-import pyarrow.dataset as ds  # noqa: E402
 
 from hallu import stats  # noqa: E402
 from hallu.behavior import FOLDER, SCHEMA  # noqa: E402
@@ -38,8 +39,7 @@ COLOURS = {"declarative": "tab:blue", "tentative": "tab:orange", "mixed": "tab:g
 
 
 def read_responses(store: Any) -> pa.Table:
-    files = sorted(str(p) for p in (store.dir / FOLDER).glob("*.parquet"))
-    return ds.dataset(files, schema=SCHEMA, format="parquet").to_table()
+    return store.read_tables(FOLDER, SCHEMA)
 
 
 def _rate(labels: list[str], label: str) -> dict[str, Any]:
@@ -323,8 +323,11 @@ def report(store: Any, patching: pa.Table | None = None) -> dict[str, Any]:
     summary = summarize(table)
     summary["run_id"] = store.run_id
     summary["patching_consistency"] = patching_consistency(table, patching)
-    figure1(summary, str(store.dir / "behavior" / "figure1.png"))
-    scatter(table, summary, str(store.dir / "behavior" / "metric_check.png"))
+    with tempfile.TemporaryDirectory() as tmp:  # drawn locally, stored through the store (S3 too)
+        figure1(summary, f"{tmp}/figure1.png")
+        scatter(table, summary, f"{tmp}/metric_check.png")
+        for name in ("figure1.png", "metric_check.png"):
+            store.write_file(f"behavior/{name}", Path(tmp, name).read_bytes())
     store.write_file("behavior/summary.json", json.dumps(_no_nan(summary), indent=2).encode())
     store.write_file("behavior/summary.md", markdown(store.run_id, summary).encode())
     return summary

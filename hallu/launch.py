@@ -151,7 +151,7 @@ def _run_behavior(
         if "certain_vs_uncertain" in d:
             line += f"; certain vs uncertain Fisher p {d['certain_vs_uncertain']['fisher_p']:.3g}"
         print(line)
-    print(f"results: {store.dir / 'behavior'} (summary.md, figure1.png, responses/*.parquet)")
+    print(f"results: {store.dir}/behavior (summary.md, figure1.png, responses/*.parquet)")
 
 
 def _print_plan(cfg: Config, plan: Plan) -> None:

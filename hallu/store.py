@@ -157,6 +157,11 @@ class LocalStore:
             os.unlink(tmp)
         return final
 
+    def read_tables(self, folder: str, table_schema: pa.Schema) -> pa.Table:
+        """Every Parquet file in `<run>/<folder>`, read with the explicit schema."""
+        files = sorted(str(p) for p in (self.dir / folder).glob("*.parquet"))
+        return ds.dataset(files, schema=table_schema, format="parquet").to_table()
+
     def table_names(self, folder: str) -> set[str]:
         """Stems of the Parquet files in `<run>/<folder>`: the finished units of that work."""
         d = self.dir / folder

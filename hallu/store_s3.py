@@ -261,6 +261,29 @@ class S3Store:
             paths, schema=schema.SCHEMA, format="parquet", filesystem=self.filesystem()
         ).to_table()
 
+    def write_table(self, name: str, table: pa.Table) -> str:
+        """`<run>/<name>` in one conditional PUT: complete or absent, and never replaced."""
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        key = self._key(name)
+        if not self._put_new(key, sink.getvalue().to_pybytes()):
+            raise FileExistsError(f"s3://{self.bucket}/{key} exists; results are never replaced")
+        return f"s3://{self.bucket}/{key}"
+
+    def table_names(self, folder: str) -> set[str]:
+        """Stems of the Parquet objects under `<run>/<folder>/`: the finished units of that work."""
+        keys = self._list(self._key(f"{folder}/"))
+        return {
+            k.rsplit("/", 1)[1].removesuffix(".parquet") for k in keys if k.endswith(".parquet")
+        }
+
+    def read_tables(self, folder: str, table_schema: pa.Schema) -> pa.Table:
+        names = sorted(self.table_names(folder))
+        paths = [f"{self.bucket}/{self._key(f'{folder}/{n}.parquet')}" for n in names]
+        return ds.dataset(
+            paths, schema=table_schema, format="parquet", filesystem=self.filesystem()
+        ).to_table()
+
     def write_file(self, name: str, data: bytes) -> str:
         """Derived files (summary, figures): replaced on every aggregation, like LocalStore's."""
         self.client.put_object(Bucket=self.bucket, Key=self._key(name), Body=data)

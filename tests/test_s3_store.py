@@ -208,3 +208,24 @@ def _pipe(src: socket.socket, dst: socket.socket) -> None:
                 s.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+
+def test_behaviour_chunks_and_figures_land_in_s3_and_resume(moto, capsys):
+    args = [
+        *moto.overrides("beh"),
+        "+sweep=behavior",
+        "sweep.pairs=2",
+        "run_id=b",
+        "behavior.decoding=[greedy]",
+        "behavior.max_new_tokens=4",
+        "model.tiny.n_layers=2",
+    ]
+    assert main(args) == 0, capsys.readouterr().err
+    keys = moto.keys("beh/b/")
+    chunks = [k for k in keys if k.startswith("beh/b/behavior/responses/")]
+    assert chunks and "beh/b/run.json" in keys
+    for name in ("figure1.png", "metric_check.png", "summary.json", "summary.md"):
+        assert f"beh/b/behavior/{name}" in keys, name
+    assert main(args) == 0
+    assert "0 behaviour chunk(s) run" in capsys.readouterr().err
+    assert [k for k in moto.keys("beh/b/") if "/responses/" in k] == chunks
