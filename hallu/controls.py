@@ -92,13 +92,12 @@ def run_control_shard(
         real_resid, real_logits = capture_resid_pre(model, layers, real_src)
         _, tgt_logits = capture_resid_pre(model, layers, tgt)
         clean, corrupted = float(prep.metric(real_logits)), float(prep.metric(tgt_logits))
-        targets = [
-            t for t, _ in resolve_positions(cfg.sweep.positions, pid, len(real_src), len(tgt))
-        ]
+        real_positions = resolve_positions(cfg.sweep.positions, pid, len(real_src), len(tgt))
+        targets = [t for t, _ in real_positions]
         if shard.control == "norm_matched":
             src_ids = real_src
             resid = norm_matched(real_resid, f"{cfg.seed}/{shard.direction}/{pid}")
-            pos = dict(resolve_positions(cfg.sweep.positions, pid, len(real_src), len(tgt)))
+            pos = dict(real_positions)
             src_tokens = ["<random>"] * len(src_ids)
         else:
             if shard.control == "same_class":

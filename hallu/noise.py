@@ -142,6 +142,20 @@ def write(run_dir: Path, result: dict[str, Any]) -> Path:
     return path
 
 
+def measure_into(cfg: Config, store: Any) -> None:
+    """Measure once per run: a run that has `noise_floor.json` keeps it."""
+    local = getattr(store, "dir", None)
+    if local is not None and (Path(local) / FILE).exists():
+        return
+    result = measure(cfg)
+    store.write_file(FILE, json.dumps(result, indent=2).encode())
+    print(
+        f"hallu: noise floor: metric moves by up to {result['metric_floor']:.3g} "
+        f"({result['run_dtype']}); gaps within {result['gap_floor']:.3g} are flagged",
+        file=sys.stderr,
+    )
+
+
 def main(argv: list[str]) -> int:
     from hallu.errors import EXIT_USER_ERROR
 

@@ -85,7 +85,7 @@ def test_permutation_finds_a_planted_effect_and_only_there():
     effect = np.zeros((8, 10))
     effect[5, 9] = effect[6, 9] = 0.5
     grid = synthetic(effect, n_pairs=24, seed=7)
-    _, p = permutation.grid_test(grid.patched, grid.corrupted, n_perm=1000, seed=0)
+    _, p = permutation.grid_test(grid.patched, grid.corrupted, grid.gap, n_perm=1000, seed=0)
     assert p[5, 9] < 0.01 and p[6, 9] < 0.01
     assert (p < 0.05).sum() <= 3  # the two planted cells, at most one false call
 
@@ -96,7 +96,7 @@ def test_permutation_without_effect_keeps_the_familywise_error_rate():
     rejected = 0
     for s in range(runs):
         grid = synthetic(effect, n_pairs=12, seed=10_000 + s)
-        _, p = permutation.grid_test(grid.patched, grid.corrupted, n_perm=200, seed=s)
+        _, p = permutation.grid_test(grid.patched, grid.corrupted, grid.gap, n_perm=200, seed=s)
         rejected += bool((p < alpha).any())
     # FWER <= 5%; binomial sd at 300 runs is 1.3 points, so 9% is > 3 sd above the bound.
     assert rejected / runs <= 0.09, rejected
@@ -110,7 +110,7 @@ def test_cells_identical_by_construction_are_never_significant():
     grid = synthetic(effect, n_pairs=10, seed=1)
     patched = grid.patched.copy()
     patched[:, :, 0] = grid.corrupted[:, None]  # positions before the marker: no change at all
-    t, p = permutation.grid_test(patched, grid.corrupted, n_perm=300, seed=0)
+    t, p = permutation.grid_test(patched, grid.corrupted, grid.gap, n_perm=300, seed=0)
     assert (t[:, 0] == 0).all() and (p[:, 0] == 1.0).all()
 
 

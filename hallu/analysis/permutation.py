@@ -1,10 +1,11 @@
 """Which cells move the metric at all? A max-statistic sign-flip permutation test over the grid.
 
-Per pair and cell the effect is d = patched - corrupted (metric units; unnormalised, so a pair
-with a tiny baseline gap cannot blow up). Under the null that patching a cell does nothing, d is
-symmetric around 0, so flipping the sign of a pair's whole row of cells gives an equally likely
-data set. The statistic per cell is the one-sample t of d over pairs; each random flip of pair
-signs gives a max |t| over all cells, and a cell's adjusted p-value is the share of flips whose
+Per pair and cell the effect is d = (patched - corrupted) x sign(clean - corrupted): how far the
+patch moves the metric toward the source's value, in metric units (unnormalised, so a pair with a
+tiny baseline gap cannot blow up, and pairs whose gaps point different ways still add up). Under
+the null that patching a cell does nothing, d is symmetric around 0, so flipping the sign of a
+pair's whole row of cells gives an equally likely data set. The statistic per cell is the
+one-sample t of d over pairs; each random flip of pair signs gives a max |t| over all cells, and a cell's adjusted p-value is the share of flips whose
 max |t| reaches the cell's observed |t| (Westfall & Young's single-step max-T). Adjusted p < alpha
 controls the family-wise error rate over the whole grid at alpha: with no effect anywhere, some
 cell is called significant in at most alpha of runs. Flipping whole rows keeps the correlation
@@ -49,10 +50,11 @@ def max_t_signflip(
 
 
 def grid_test(
-    patched: np.ndarray, corrupted: np.ndarray, n_perm: int = 2000, seed: int = 0
+    patched: np.ndarray, corrupted: np.ndarray, gap: np.ndarray, n_perm: int = 2000, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """patched [n, L, P], corrupted [n] -> (|t| [L, P], adjusted p [L, P])."""
+    """patched [n, L, P], corrupted and gap [n] -> (|t| [L, P], adjusted p [L, P])."""
     n, nl, npos = patched.shape
-    d = (patched - corrupted[:, None, None]).reshape(n, -1)
+    toward = np.sign(gap)[:, None, None]
+    d = ((patched - corrupted[:, None, None]) * toward).reshape(n, -1)
     t, p = max_t_signflip(d, n_perm, seed)
     return t.reshape(nl, npos), p.reshape(nl, npos)
