@@ -58,13 +58,13 @@ def _ratio_of_means(
 
 def _interval(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
     a = (1 - level) / 2
-    with np.errstate(invalid="ignore"), _quiet():
+    with np.errstate(invalid="ignore"), quiet():
         lo = np.nanquantile(samples, a, axis=0)
         hi = np.nanquantile(samples, 1 - a, axis=0)
     return lo, hi
 
 
-class _quiet:
+class quiet:
     """Silence numpy's all-NaN-slice warning (a cell no resample could estimate stays NaN)."""
 
     def __enter__(self) -> None:

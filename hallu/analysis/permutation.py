@@ -2,14 +2,15 @@
 
 Per pair and cell the effect is d = (patched - corrupted) x sign(clean - corrupted): how far the
 patch moves the metric toward the source's value, in metric units (unnormalised, so a pair with a
-tiny baseline gap cannot blow up, and pairs whose gaps point different ways still add up). Under
-the null that patching a cell does nothing, d is symmetric around 0, so flipping the sign of a
-pair's whole row of cells gives an equally likely data set. The statistic per cell is the
-one-sample t of d over pairs; each random flip of pair signs gives a max |t| over all cells, and a cell's adjusted p-value is the share of flips whose
-max |t| reaches the cell's observed |t| (Westfall & Young's single-step max-T). Adjusted p < alpha
-controls the family-wise error rate over the whole grid at alpha: with no effect anywhere, some
-cell is called significant in at most alpha of runs. Flipping whole rows keeps the correlation
-between cells of a pair. Cells where every d is exactly 0 (nothing differs there) get t = 0.
+tiny baseline gap cannot blow up, and pairs whose gaps point different ways still add up). Under the
+null that patching a cell does nothing, d is symmetric around 0, so flipping the sign of a pair's
+whole row of cells gives an equally likely data set. The statistic per cell is the one-sample t of d
+over pairs; each random flip of pair signs gives a max |t| over all cells, and a cell's adjusted
+p-value is the share of flips whose max |t| reaches the cell's observed |t| (Westfall & Young's
+single-step max-T). Adjusted p < alpha controls the family-wise error rate over the whole grid at
+alpha: with no effect anywhere, some cell is called significant in at most alpha of runs. Flipping
+whole rows keeps the correlation between cells of a pair. Cells where every d is exactly 0 (nothing
+differs there) get t = 0.
 """
 
 from __future__ import annotations
