@@ -248,3 +248,39 @@ def test_html_opens_in_headless_chromium_with_every_figure_decoded(tmp_path):
     run = make_run(tmp_path, "r")
     assert main([str(run), *FAST]) == 0
     assert chromium_check(run / "report.html", tmp_path) == "hallu report ok: 5 figures"
+
+
+def test_report_reads_a_run_from_s3(tmp_path, monkeypatch, capsys):
+    """The same run uploaded to moto's S3 server on 127.0.0.1 reports like the local one."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        for k, v in {
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        }.items():
+            monkeypatch.setenv(k, v)
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="hallu-test")
+        run = make_run(tmp_path, "r1", noise_floor=0.01)
+        for path in run.rglob("*"):
+            if path.is_file():
+                s3.upload_file(str(path), "hallu-test", f"runs/r1/{path.relative_to(run)}")
+        out = tmp_path / "out"
+        assert main(["s3://hallu-test/runs/r1", "--out", str(out), *FAST]) == 0
+        remote = (out / "report.md").read_text()
+        assert main([str(run), *FAST]) == 0
+        local = (run / "report.md").read_text()
+        # Same numbers; only the location and the time the report was made differ.
+        strip = re.compile(r"from \S+\. Report made \S+")
+        assert strip.sub("", remote) == strip.sub("", local)
+        assert main(["s3://hallu-test/runs/missing", "--out", str(out), *FAST]) == 2
+        assert "no run.json" in capsys.readouterr().err
+    finally:
+        server.stop()
