@@ -315,7 +315,8 @@ def build_report(run: Run, opts: Options) -> tuple[Doc, RunStats]:
                 f"{s.band[0]}-{s.band[-1]}",
                 s.headline.fmt() if s.headline else "n/a (last position not swept)",
                 s.gap.fmt(4),
-                s.gap_flag or "above floor",
+                s.gap_flag
+                or ("above floor; gap interval holds 0" if s.gap.contains(0.0) else "above floor"),
             ]
         )
     if stats.difference is not None:

@@ -14,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from hallu.analysis.noise_flags import INSIDE  # noqa: E402
 from hallu.analysis.run_stats import SHORT, DirectionStats, RunStats  # noqa: E402
@@ -92,20 +93,23 @@ def curves(stats: RunStats) -> bytes:
     axes = np.atleast_1d(axes)
     for ax, s in zip(axes, dirs, strict=False):
         est, lo, hi = s.curve  # type: ignore[misc]
+        shown = [est, lo, hi]
         ax.plot(s.grid.layers, est, "o-", ms=3, color="k", label="patch (real)")
         ax.fill_between(s.grid.layers, lo, hi, color="k", alpha=0.15)
         for c in s.controls.values():
             if c.curve is None:
                 continue
             ce, cl, ch = c.curve
+            shown += [ce, cl, ch]
             (line,) = ax.plot(s.grid.layers, ce, "--", lw=1, label=f"control: {c.name}")
             ax.fill_between(s.grid.layers, cl, ch, color=line.get_color(), alpha=0.1)
         b0, b1 = s.band[0], s.band[-1]
         ax.axvspan(b0 - 0.5, b1 + 0.5, color="gold", alpha=0.15, label="headline band")
         ax.axhline(0, color="grey", lw=0.5)
         ax.axhline(1, color="grey", lw=0.5, ls=":")
-        finite = np.concatenate([lo[np.isfinite(lo)], hi[np.isfinite(hi)], [-0.2, 1.2]])
-        ax.set_ylim(max(-3, finite.min()), min(3, finite.max()))
+        values = np.concatenate([v[np.isfinite(v)] for v in shown] + [np.array([-0.2, 1.2])])
+        ax.set_ylim(max(-3, values.min() - 0.05), min(3, values.max() + 0.05))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         note = " (gap inside noise floor)" if s.gap_flag == INSIDE else ""
         ax.set_title(f"{TITLES[s.direction].split(':')[0]}{note}", fontsize=9)
         ax.set_xlabel("layer")
