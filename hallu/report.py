@@ -142,11 +142,15 @@ window.addEventListener("load", function () {{
 
 
 def _token_labels(run: Run, direction: str, positions: list[int]) -> list[str]:
-    rows = run.table.select(["direction", "control", "pair_id", "position_from_end", "token"])
+    """Label each column with the first experiment row's target token at that position."""
+    import pyarrow.compute as pc
+
+    t = run.table
+    sub = t.filter(pc.and_(pc.equal(t["direction"], direction), pc.is_null(t["control"])))
+    sub = sub.filter(pc.equal(sub["layer"], pc.min(sub["layer"])))
     first: dict[int, str] = {}
-    for r in rows.to_pylist():
-        if r["direction"] == direction and r["control"] is None:
-            first.setdefault(r["position_from_end"], r["token"])
+    for p, tok in zip(sub["position_from_end"].to_pylist(), sub["token"].to_pylist(), strict=True):
+        first.setdefault(p, tok)
     return [f"{p} {first.get(p, '')}" for p in positions]
 
 
@@ -435,9 +439,7 @@ def compare_report(a: Run, b: Run, opts: Options) -> Doc:
         for label, s, n in (("A", sa.directions[d], na), ("B", sb.directions[d], nb)):
             if s.curve is not None:
                 depth = np.array(s.grid.layers) / max(1, n - 1)
-                series.append(
-                    (f"{label} {s.grid.pair_ids and len(s.grid.pair_ids)} pairs", depth, *s.curve)
-                )
+                series.append((f"{label} ({len(s.grid.pair_ids)} pairs)", depth, *s.curve))
         if series:
             doc.figure(
                 figs.compare_curves(series, figs.TITLES[d]),
