@@ -226,11 +226,13 @@ def _behavior_section(doc: Doc, run: Run) -> dict[str, dict[str, float]] | None:
             "(or +sweep=full). The scorecard marks the behaviour criteria 'not run'."
         )
         return None
-    rates = behavior_check.rates(run.behavior)
+    answers, which = behavior_check.answers(run.behavior)
+    rates = behavior_check.rates(answers)
     from hallu import report_figures as figs
 
     png = run.figure1_png or figs.behavior(rates)
     doc.figure(png, "Figure 1: declarative answers per user condition (Wilson 95% intervals)")
+    doc.p(f"Answers used here and in the scorecard: {which} decoding.")
     doc.table(
         ["condition", "declarative / answers", "rate [Wilson 95%]"],
         [
@@ -263,10 +265,12 @@ def build_report(run: Run, opts: Options) -> tuple[Doc, RunStats]:
         f"bootstrap resamples and {opts.n_perm} sign flips (seed {opts.seed})."
     )
     asym = tracking = None
+    which = ""
     if run.behavior is not None and behavior_check.label_column(run.behavior) is not None:
-        asym = behavior_check.asymmetry(run.behavior, opts.n_boot, opts.seed)
-        tracking = behavior_check.metric_tracking(run.behavior, run.table, opts.n_boot, opts.seed)
-    card = scorecard.build(stats, asym, tracking, run.behavior is not None)
+        answers, which = behavior_check.answers(run.behavior)
+        asym = behavior_check.asymmetry(answers, opts.n_boot, opts.seed)
+        tracking = behavior_check.metric_tracking(answers, run.table, opts.n_boot, opts.seed)
+    card = scorecard.build(stats, asym, tracking, run.behavior is not None, which)
     doc.h("Disconfirmation scorecard")
     doc.p(
         "Each criterion is a way the seed's hypothesis could fail. 'supports': the 95% interval "

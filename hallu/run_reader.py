@@ -26,8 +26,9 @@ import pyarrow.parquet as pq
 from hallu import schema, shard_timing
 from hallu.errors import UserError
 
-BEHAVIOR_DIRS = ("behavior", "behaviour")  # behaviour rows: <run>/behavior/*.parquet
-FIGURE1_NAMES = ("figure1.png", "figure1_behavior.png", "behavior.png", "behaviour.png")
+# Behaviour rows (hallu/behavior.py): <run>/behavior/responses/*.parquet; Figure 1 beside them.
+BEHAVIOR_DIRS = ("behavior/responses", "behavior")
+FIGURE1_NAMES = ("behavior/figure1.png", "figure1.png")
 
 
 @dataclass

@@ -170,25 +170,37 @@ def test_ratio_with_gap_inside_the_noise_floor_is_flagged(tmp_path):
 
 
 def test_behaviour_rows_fill_figure_1_and_the_behaviour_criteria(tmp_path):
+    """Rows as hallu/behavior.py writes them (behavior/responses/*.parquet); greedy ones used."""
     run = make_run(tmp_path, "r")
     rng = np.random.default_rng(0)
     rows = []
     p_decl = {"certain": 1.0, "neutral": 0.9, "uncertain": 0.4}
     for p in range(16):
         for cond, pr in p_decl.items():
-            for s in range(3):
+            for decoding in ("greedy", "sampled"):
                 label = "declarative" if rng.random() < pr else "tentative"
+                if decoding == "sampled":
+                    label = "tentative"  # must be ignored: the greedy answers are used
+                metric = (1.0 if label == "declarative" else -1.0) + rng.normal(0, 0.3)
                 rows.append(
-                    {"pair_id": f"pair{p:02d}", "condition": cond, "sample": s, "label": label}
+                    {
+                        "pair_id": f"pair{p:02d}",
+                        "condition": cond,
+                        "decoding": decoding,
+                        "style_label": label,
+                        "metric_value": metric,
+                    }
                 )
-    (run / "behavior").mkdir()
-    pq.write_table(pa.Table.from_pylist(rows), run / "behavior" / "part-0.parquet")
+    (run / "behavior" / "responses").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows), run / "behavior" / "responses" / "c.parquet")
     card = _verdicts(run)
     # certain moves 0.1 from neutral, uncertain 0.5: against the baseline the asymmetry reverses.
     assert card[scorecard.CRITERIA[0]] == scorecard.CONTRADICTS
-    assert card[scorecard.CRITERIA[3]] != scorecard.NOT_RUN
+    assert card[scorecard.CRITERIA[3]] == scorecard.SUPPORTS  # metric separates the labels
     doc, _ = build_report(open_run(run), Options(n_boot=200, n_perm=200))
-    assert doc.n_figures == 6 and "Behaviour was not run" not in doc.markdown()
+    md = doc.markdown()
+    assert doc.n_figures == 6 and "Behaviour was not run" not in md
+    assert "greedy decoding" in md and "| certain | 16/16 |" in md
 
 
 def test_compare_two_runs_of_different_depth(tmp_path, capsys):

@@ -1,10 +1,12 @@
 """Behaviour (Experiment 1) numbers the scorecard needs, from the run's behaviour rows.
 
-Expected rows (written by the behaviour experiment under `<run>/behavior/*.parquet`): one per
-response with `pair_id`, `condition` (certain / uncertain / neutral) and a style label column
-(`label`, `lexicon_label`, `style` or `judge_label`) whose values are declarative / tentative /
-mixed. Rates are declarative shares; intervals bootstrap over pairs (claims), paired across
-conditions, because the same claim appears in every condition.
+Rows come from the behaviour experiment (hallu/behavior.py, `<run>/behavior/responses/*.parquet`):
+one per answer with `pair_id`, `condition` (certain / uncertain / neutral), the lexicon's
+`style_label` (declarative / tentative / mixed), `decoding` and `metric_value` (the patching
+metric at the prompt's last position). Greedy answers are used when the run has them (one per
+prompt, as in the behaviour summary), else every sampled answer. Rates are declarative shares;
+intervals bootstrap over pairs (claims), paired across conditions, because the same claim appears
+in every condition.
 """
 
 from __future__ import annotations
@@ -17,11 +19,22 @@ import pyarrow.compute as pc
 
 from hallu.analysis.bootstrap import Interval, resample_weights, summarize
 
-LABEL_COLUMNS = ("label", "lexicon_label", "style", "judge_label")
+LABEL_COLUMNS = ("style_label", "label")
 
 
 def label_column(beh: pa.Table) -> str | None:
     return next((c for c in LABEL_COLUMNS if c in beh.column_names), None)
+
+
+def answers(beh: pa.Table) -> tuple[pa.Table, str]:
+    """The answers the scorecard uses, and which ('greedy', 'sampled' or 'all')."""
+    if "decoding" not in beh.column_names:
+        return beh, "all"
+    for decoding in ("greedy", "sampled"):
+        sub = beh.filter(pc.equal(beh["decoding"], decoding))
+        if sub.num_rows:
+            return sub, decoding
+    return beh, "all"
 
 
 def _shares(beh: pa.Table) -> tuple[list[str], dict[str, np.ndarray]]:
@@ -108,12 +121,17 @@ def metric_tracking(
 ) -> dict[str, Any] | None:
     """AUROC of the unpatched metric (per prompt) for telling declarative from tentative answers.
 
-    The metric of a pair's certain and uncertain prompts comes from the patching baselines
-    (2A: clean = certain, corrupted = uncertain). Mixed answers are left out. 0.5 = no tracking.
+    The metric is the answer row's `metric_value` when it has one; otherwise a pair's certain and
+    uncertain prompts take it from the patching baselines (2A: clean = certain, corrupted =
+    uncertain). Mixed answers are left out. 0.5 = no tracking.
     """
     col = label_column(beh)
     if col is None:
         return None
+    if "metric_value" in beh.column_names:  # measured on the very prompt that was answered
+        rows = beh.select(["pair_id", col, "metric_value"]).to_pylist()
+        scored = [(r["pair_id"], str(r[col]).lower(), r["metric_value"]) for r in rows]
+        return _tracking(scored, n_boot, seed)
     real = table.filter(pc.is_null(table["control"]))
     metric: dict[tuple[str, str], float] = {}
     for row in real.select(["direction", "pair_id", "clean", "corrupted"]).to_pylist():
@@ -124,18 +142,27 @@ def metric_tracking(
         )
         metric[(row["pair_id"], src)] = row["clean"]
         metric[(row["pair_id"], tgt)] = row["corrupted"]
-    scores, positive, pairs = [], [], []
+    scored = []
     for r in beh.select(["pair_id", "condition", col]).to_pylist():
-        label = str(r[col]).lower()
         key = (r["pair_id"], r["condition"])
-        if label in ("declarative", "tentative") and key in metric:
-            scores.append(metric[key])
-            positive.append(label == "declarative")
-            pairs.append(r["pair_id"])
-    if len(set(positive)) < 2:
+        if key in metric:
+            scored.append((r["pair_id"], str(r[col]).lower(), metric[key]))
+    return _tracking(scored, n_boot, seed)
+
+
+def _tracking(scored: list[tuple[str, str, float]], n_boot: int, seed: int) -> dict | None:
+    """(pair, label, metric) per answer -> AUROC with a bootstrap over pairs; mixed left out."""
+    kept = [
+        (p, lab == "declarative", m)
+        for p, lab, m in scored
+        if lab in ("declarative", "tentative") and m is not None and np.isfinite(m)
+    ]
+    if len({k[1] for k in kept}) < 2:
         return None
-    score, pos = np.asarray(scores, dtype=float), np.asarray(positive)
+    pairs = [k[0] for k in kept]
+    pos = np.array([k[1] for k in kept])
+    score = np.array([k[2] for k in kept], dtype=float)
     ids, inverse = np.unique(np.asarray(pairs, dtype=object), return_inverse=True)
     w = resample_weights(len(ids), n_boot, seed)
     values = np.array([_auroc(score, pos, row[inverse]) for row in w])
-    return {"auroc": summarize(values), "n_responses": len(scores), "n_pairs": len(ids)}
+    return {"auroc": summarize(values), "n_responses": len(kept), "n_pairs": len(ids)}

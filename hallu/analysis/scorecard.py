@@ -52,7 +52,10 @@ def build(
     asym: dict[str, Interval] | None,
     tracking: dict[str, Any] | None,
     has_behavior: bool,
+    answers: str = "",
 ) -> list[Entry]:
+    """The scorecard; `answers` names the behaviour answers used (e.g. 'greedy')."""
+    used = f"; {answers} answers" if answers else ""
     out = []
     q = (
         "Does the user's certainty marker move answers toward declarative more than the "
@@ -75,7 +78,7 @@ def build(
                 q,
                 _side(d, 0.0),
                 f"E_c {asym['certain_effect'].fmt()}; E_u {asym['uncertain_effect'].fmt()}; "
-                f"E_c - E_u {d.fmt()} (paired bootstrap over claims)",
+                f"E_c - E_u {d.fmt()} (paired bootstrap over claims{used})",
             )
         )
     q = (
@@ -149,7 +152,7 @@ def build(
                 q,
                 _side(a, 0.5),
                 f"AUROC {a.fmt()} over {tracking['n_responses']} answers of "
-                f"{tracking['n_pairs']} pairs (bootstrap over pairs)",
+                f"{tracking['n_pairs']} pairs (bootstrap over pairs{used})",
             )
         )
     q = "Do 2A and 2B locate their effect in the same layer band? (seed: the same layers 20-39)"
