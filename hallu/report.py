@@ -516,11 +516,16 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--n-boot", type=int, default=2000)
     ap.add_argument("--n-perm", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--alpha", type=float, default=0.05, help="family-wise error rate of the test")
     args = ap.parse_args(argv)
-    opts = Options(n_boot=args.n_boot, n_perm=args.n_perm, seed=args.seed, band=args.band)
+    opts = Options(
+        n_boot=args.n_boot, n_perm=args.n_perm, seed=args.seed, band=args.band, alpha=args.alpha
+    )
     try:
         if args.n_boot < 100 or args.n_perm < 100:
             raise UserError("--n-boot and --n-perm: use at least 100 (2000 is the default)")
+        if not 0 < args.alpha < 1:
+            raise UserError(f"--alpha {args.alpha}: use a rate between 0 and 1, e.g. 0.05")
         if args.measure_noise:
             if args.run.startswith("s3://"):
                 raise UserError("--measure-noise needs a local run directory (it writes into it)")

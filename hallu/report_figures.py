@@ -66,7 +66,7 @@ def heatmap(s: DirectionStats, labels: list[str], number: int) -> bytes:
     im = ax.imshow(grid, aspect="auto", origin="lower", cmap="RdBu_r", vmin=-lim, vmax=lim)
     sig = np.argwhere(s.significant)
     if len(sig):
-        ax.scatter(sig[:, 1], sig[:, 0], s=8, c="k", marker="o", label="max-T p < 0.05")
+        ax.scatter(sig[:, 1], sig[:, 0], s=8, c="k", marker="o", label=f"max-T p < {s.alpha:g}")
         ax.legend(loc="upper left", fontsize=7, framealpha=0.8)
     ax.set_xticks(range(len(g.positions)), labels, rotation=90, fontsize=7)
     ax.set_yticks(range(len(g.layers)), g.layers, fontsize=7)
@@ -74,7 +74,7 @@ def heatmap(s: DirectionStats, labels: list[str], number: int) -> bytes:
     ax.set_ylabel("layer (resid_pre)")
     title = (
         f"Figure {number}: {TITLES[s.direction]}\nratio-of-means restoration over "
-        f"{len(g.pair_ids)} pairs; dots: significant cells (FWER 5%)"
+        f"{len(g.pair_ids)} pairs; dots: significant cells (FWER {s.alpha:.0%})"
     )
     if s.gap_flag == INSIDE:
         ax.add_patch(

@@ -60,10 +60,12 @@ class DirectionStats:
     gap_flag: str
     pairs_inside_floor: int
     controls: dict[str, ControlStats] = field(default_factory=dict)
+    alpha: float = 0.05
 
     @property
     def significant(self) -> np.ndarray:
-        return self.p_adj < 0.05
+        """Cells whose max-T adjusted p-value is below alpha (family-wise error rate alpha)."""
+        return self.p_adj < self.alpha
 
 
 @dataclass
@@ -126,6 +128,7 @@ def _direction(
         gap,
         flag_gap(gap.estimate, gap_floor),
         int(inside(grid.gap, gap_floor).sum()),
+        alpha=opts.alpha,
     )
     controls = table.filter(pc.equal(table["direction"], direction))["control"].unique()
     for name in sorted(c for c in controls.to_pylist() if c is not None):
