@@ -306,7 +306,11 @@ def build_report(run: Run, opts: Options) -> tuple[Doc, RunStats]:
         "Figure 5: band-mean restoration with 95% intervals (patch, controls, 2A - 2B) and each "
         "pair's own 2A - 2B difference",
     )
-    doc.figure(figs.noise(stats), "Figure 6: each pair's baseline gap against the noise floor")
+    doc.figure(
+        figs.noise(stats, run.noise),
+        "Figure 6: each pair's baseline gap against the noise floor (dashed: the floor a bf16 "
+        "or fp16 run of this model would have)",
+    )
 
     doc.h("Headline numbers")
     doc.p(

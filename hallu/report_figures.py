@@ -162,8 +162,9 @@ def headlines(stats: RunStats) -> bytes:
     return _png(fig)
 
 
-def noise(stats: RunStats) -> bytes:
-    """Each pair's |baseline gap| against the noise floor (log scale)."""
+def noise(stats: RunStats, measured: dict[str, Any] | None = None) -> bytes:
+    """Each pair's |baseline gap| against the noise floor (log scale), and for reference the
+    floor other dtypes would have had (2 x their distance from float32)."""
     fig, ax = plt.subplots(figsize=(6, 2.8))
     for i, s in enumerate(stats.directions.values()):
         gaps = np.abs(s.grid.gap)
@@ -173,6 +174,11 @@ def noise(stats: RunStats) -> bytes:
     ax.set_xscale("log")
     if stats.gap_floor is not None:
         ax.axvline(max(stats.gap_floor, 1e-9), color="r", label="gap floor (2 x metric floor)")
+        for dtype, v in (measured or {}).get("per_dtype", {}).items():
+            if dtype != measured.get("run_dtype") and "precision_vs_float32" in v:  # type: ignore
+                x = 2 * v["precision_vs_float32"]["max"]
+                ax.axvline(max(x, 1e-9), color="grey", ls="--", lw=0.8)
+                ax.text(max(x, 1e-9), 0.5, f" {dtype}", fontsize=7, color="grey", rotation=90)
         ax.legend(fontsize=7)
     else:
         ax.set_title("noise floor not measured", fontsize=8)
