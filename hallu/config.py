@@ -129,6 +129,10 @@ class SweepCfg(_Strict):
     directions: list[Direction] = Field(default=list(DIRECTIONS), min_length=1)
     batch_size: int = Field(default=64, ge=1, le=65536)
     pairs_per_shard: int = Field(default=4, ge=1)
+    # Control patches run beside the experiment (hallu/controls.py); [] runs none.
+    controls: list[Literal["same_class", "random_source", "norm_matched"]] = []
+    # Measure how much the metric moves with batching, padding and precision (hallu/noise.py).
+    noise_floor: bool = False
 
     @field_validator("positions")
     @classmethod
@@ -153,6 +157,13 @@ class SweepCfg(_Strict):
             raise ValueError(f"pairs={v}: give 'all', a count >= 1, or a list of pair ids")
         if isinstance(v, list) and not v:
             raise ValueError("give 'all', a count >= 1, or a non-empty list of pair ids")
+        return v
+
+    @field_validator("controls")
+    @classmethod
+    def _controls(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"controls {v} repeat an entry")
         return v
 
     @field_validator("directions")
@@ -213,6 +224,7 @@ _HINTS = {
     "sweep.positions": f"use {POSITIONS_HELP}",
     "sweep.layers": "use 'all' or a list like [0,5,-1]",
     "sweep.directions": f"use a list from {list(DIRECTIONS)}",
+    "sweep.controls": "use a list from [same_class, random_source, norm_matched], or []",
     "mode": "use mode=run or mode=plan",
     "behavior.conditions": "use a list from [certain, uncertain, neutral]",
     "behavior.decoding": "use a list from [greedy, sampled]",

@@ -91,6 +91,7 @@ def _run(argv: list[str]) -> int:
         _run_patching(cfg, plan, store, run_meta)
     if chunks is not None:
         _run_behavior(prep, chunks, store, run_meta, with_patching=plan is not None)
+    print(f"report: python -m hallu.report {store.dir}")
     return 0
 
 
@@ -107,6 +108,10 @@ def _run_patching(cfg: Config, plan: Plan, store: LocalStore, run_meta: dict) ->
 
         ran = run_ray(cfg, plan, store, run_meta=run_meta)
     summary = aggregate(store, plan.n_layers)
+    if cfg.sweep.noise_floor:
+        from hallu.noise import measure_into
+
+        measure_into(cfg, store)
     elapsed = time.perf_counter() - started
     print(
         f"hallu: {ran} shard(s) run, {len(plan.shards) - ran} already done; {elapsed:.1f} s",

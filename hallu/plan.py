@@ -31,6 +31,7 @@ class Shard:
     layers: tuple[int, ...]
     n_cells: int
     flops_naive: float = field(compare=False)
+    control: str | None = None  # a control's name (hallu/controls.py); None: the experiment
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,14 @@ def make_plan(
     layers = resolve_layers(sweep.layers, shape.n_layers)
     shards = []
     pair_ids = list(lengths)
-    for direction in sweep.directions:
+    if "same_class" in sweep.controls and len(pair_ids) < 2:
+        raise UserError(
+            f"sweep.controls=[same_class] patches between different pairs, but the run has "
+            f"{len(pair_ids)} pair; use sweep.pairs=2 or more, or drop same_class"
+        )
+    for direction, control in [(d, None) for d in sweep.directions] + [
+        (d, c) for c in sweep.controls for d in sweep.directions
+    ]:
         source, target = DIRECTIONS[direction]
         for start in range(0, len(pair_ids), sweep.pairs_per_shard):
             group = tuple(pair_ids[start : start + sweep.pairs_per_shard])
@@ -134,6 +142,10 @@ def make_plan(
                 "positions": sweep.positions,
                 "component": sweep.component,
             }
+            if control is not None:  # the experiment's shard ids stay as they were
+                spec["control"] = control
             digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
-            shards.append(Shard(digest, direction, group, tuple(layers), cells, float(flops)))
+            shards.append(
+                Shard(digest, direction, group, tuple(layers), cells, float(flops), control)
+            )
     return Plan(tuple(shards), shape.n_layers)

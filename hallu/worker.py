@@ -8,6 +8,7 @@ turns shards into result tables. It imports nothing from Ray: the Ray executor w
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ from hallu.models import ModelShape, decoder_layers, load_model, load_shape, loa
 from hallu.patching import LogitDiff, capture_resid_pre, patched_logits
 from hallu.plan import Plan, Shard, make_plan, resolve_positions
 from hallu.prompts import load_pairs, select_pairs, single_token_id, tokenize_pairs
+from hallu.shard_timing import stamp
 
 
 @dataclass
@@ -67,6 +69,14 @@ class Worker:
 
     def run_shard(self, shard: Shard, progress: Any = None) -> pa.Table:
         cfg, prep = self.prep.cfg, self.prep
+        started = time.time()
+        device = next(self.model.parameters()).device.type
+        if shard.control is not None:
+            from hallu.controls import run_control_shard
+
+            meta = {"run_id": self.run_id, "model_revision": self.revision, "dtype": self.dtype}
+            table = run_control_shard(prep, self.model, self.layers, shard, meta, progress)
+            return stamp(table, started, device)
         source_cond, target_cond = DIRECTIONS[shard.direction]
         cols: dict[str, list] = {name: [] for name in schema.SCHEMA.names}
         for pid in shard.pair_ids:
@@ -122,7 +132,8 @@ class Worker:
             "head": None,
             "metric": cfg.metric.name,
             "seed": cfg.seed,
+            "control": None,
         }
         for k, v in constant.items():
             cols[k] = [v] * n
-        return schema.to_table(cols)
+        return stamp(schema.to_table(cols), started, device)

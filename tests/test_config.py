@@ -54,9 +54,11 @@ def test_full_plan_counts_every_cell(capsys):
     prep = prepare(compose(["+sweep=full"]))
     plan = prep.plan()
     lengths = [len(ids["uncertain"]) for ids in prep.token_ids.values()]
+    real = [s for s in plan.shards if s.control is None]
     # 48 pairs x 4 layers x every position, for each of the 2 directions.
-    assert plan.n_cells == 2 * 4 * sum(lengths)
-    assert len({s.shard_id for s in plan.shards}) == len(plan.shards) == 2 * 12
+    assert sum(s.n_cells for s in real) == 2 * 4 * sum(lengths)
+    # ... and the same shards again for each of the 3 controls (sweep.controls).
+    assert len({s.shard_id for s in plan.shards}) == len(plan.shards) == 2 * 12 * 4
 
 
 def test_readme_documents_the_result_schema():

@@ -47,6 +47,7 @@ def test_patching_locus_is_the_marker_early_and_the_last_position_late():
             "+sweep=full",
             "sweep.pairs=6",
             "sweep.directions=[restore_confidence]",
+            "sweep.controls=[]",  # the experiment's rows only (full.yaml adds the controls)
         ]
     )
     worker = Worker(cfg, "toy-test")

@@ -1,0 +1,168 @@
+"""Behaviour (Experiment 1) numbers the scorecard needs, from the run's behaviour rows.
+
+Rows come from the behaviour experiment (hallu/behavior.py, `<run>/behavior/responses/*.parquet`):
+one per answer with `pair_id`, `condition` (certain / uncertain / neutral), the lexicon's
+`style_label` (declarative / tentative / mixed), `decoding` and `metric_value` (the patching
+metric at the prompt's last position). Greedy answers are used when the run has them (one per
+prompt, as in the behaviour summary), else every sampled answer. Rates are declarative shares;
+intervals bootstrap over pairs (claims), paired across conditions, because the same claim appears
+in every condition.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from hallu.analysis.bootstrap import Interval, resample_weights, summarize
+
+LABEL_COLUMNS = ("style_label", "label")
+
+
+def label_column(beh: pa.Table) -> str | None:
+    return next((c for c in LABEL_COLUMNS if c in beh.column_names), None)
+
+
+def answers(beh: pa.Table) -> tuple[pa.Table, str]:
+    """The answers the scorecard uses, and which ('greedy', 'sampled' or 'all')."""
+    if "decoding" not in beh.column_names:
+        return beh, "all"
+    for decoding in ("greedy", "sampled"):
+        sub = beh.filter(pc.equal(beh["decoding"], decoding))
+        if sub.num_rows:
+            return sub, decoding
+    return beh, "all"
+
+
+def _shares(beh: pa.Table) -> tuple[list[str], dict[str, np.ndarray]]:
+    """pair ids, and per condition each pair's declarative share (NaN if it has no response)."""
+    col = label_column(beh)
+    assert col is not None
+    pid = np.asarray(beh["pair_id"].to_pylist(), dtype=object)
+    cond = np.asarray(beh["condition"].to_pylist(), dtype=object)
+    decl = np.asarray([str(v).lower() == "declarative" for v in beh[col].to_pylist()], dtype=float)
+    pairs = sorted(set(pid))
+    out = {}
+    for c in ("certain", "uncertain", "neutral"):
+        share = np.full(len(pairs), np.nan)
+        for i, p in enumerate(pairs):
+            sel = (pid == p) & (cond == c)
+            if sel.any():
+                share[i] = decl[sel].mean()
+        out[c] = share
+    return pairs, out
+
+
+def wilson(k: float, n: int, z: float = 1.959964) -> tuple[float, float]:
+    if n == 0:
+        return float("nan"), float("nan")
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(centre - half), float(centre + half)
+
+
+def rates(beh: pa.Table) -> dict[str, dict[str, float]]:
+    """Declarative rate per condition over responses, with Wilson 95% intervals."""
+    col = label_column(beh)
+    out = {}
+    for c in ("certain", "neutral", "uncertain"):
+        sub = beh.filter(pc.equal(beh["condition"], c))
+        n = sub.num_rows
+        k = sum(str(v).lower() == "declarative" for v in sub[col].to_pylist())
+        lo, hi = wilson(k, n)
+        out[c] = {
+            "n": n,
+            "declarative": k,
+            "rate": k / n if n else float("nan"),
+            "lo": lo,
+            "hi": hi,
+        }
+    return out
+
+
+def asymmetry(beh: pa.Table, n_boot: int, seed: int) -> dict[str, Interval] | None:
+    """E_c = certain - neutral, E_u = neutral - uncertain declarative shares; E_c - E_u.
+
+    The seed reads 97.5% vs 57.5% as "mirrors certainty well, uncertainty badly"; against the
+    neutral baseline that predicts E_c > E_u. If neutral answers are already declarative, the
+    certain user moves nothing and the asymmetry is the model's default, not a marker effect.
+    """
+    if label_column(beh) is None or "condition" not in beh.column_names:
+        return None
+    _, s = _shares(beh)
+    keep = np.isfinite(s["certain"]) & np.isfinite(s["neutral"]) & np.isfinite(s["uncertain"])
+    if keep.sum() < 2:
+        return None
+    c, n, u = s["certain"][keep], s["neutral"][keep], s["uncertain"][keep]
+    w = resample_weights(int(keep.sum()), n_boot, seed) / keep.sum()
+    ec, eu = w @ (c - n), w @ (n - u)
+    return {
+        "certain_effect": summarize(ec),
+        "uncertain_effect": summarize(eu),
+        "difference": summarize(ec - eu),
+    }
+
+
+def _auroc(score: np.ndarray, positive: np.ndarray, weight: np.ndarray) -> float:
+    pos, neg = score[positive], score[~positive]
+    wp, wn = weight[positive], weight[~positive]
+    if wp.sum() == 0 or wn.sum() == 0:
+        return float("nan")
+    greater = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+    return float(wp @ greater @ wn / (wp.sum() * wn.sum()))
+
+
+def metric_tracking(
+    beh: pa.Table, table: pa.Table, n_boot: int, seed: int
+) -> dict[str, Any] | None:
+    """AUROC of the unpatched metric (per prompt) for telling declarative from tentative answers.
+
+    The metric is the answer row's `metric_value` when it has one; otherwise a pair's certain and
+    uncertain prompts take it from the patching baselines (2A: clean = certain, corrupted =
+    uncertain). Mixed answers are left out. 0.5 = no tracking.
+    """
+    col = label_column(beh)
+    if col is None:
+        return None
+    if "metric_value" in beh.column_names:  # measured on the very prompt that was answered
+        rows = beh.select(["pair_id", col, "metric_value"]).to_pylist()
+        scored = [(r["pair_id"], str(r[col]).lower(), r["metric_value"]) for r in rows]
+        return _tracking(scored, n_boot, seed)
+    real = table.filter(pc.is_null(table["control"]))
+    metric: dict[tuple[str, str], float] = {}
+    for row in real.select(["direction", "pair_id", "clean", "corrupted"]).to_pylist():
+        src, tgt = (
+            ("certain", "uncertain")
+            if row["direction"] == "restore_confidence"
+            else ("uncertain", "certain")
+        )
+        metric[(row["pair_id"], src)] = row["clean"]
+        metric[(row["pair_id"], tgt)] = row["corrupted"]
+    scored = []
+    for r in beh.select(["pair_id", "condition", col]).to_pylist():
+        key = (r["pair_id"], r["condition"])
+        if key in metric:
+            scored.append((r["pair_id"], str(r[col]).lower(), metric[key]))
+    return _tracking(scored, n_boot, seed)
+
+
+def _tracking(scored: list[tuple[str, str, float]], n_boot: int, seed: int) -> dict | None:
+    """(pair, label, metric) per answer -> AUROC with a bootstrap over pairs; mixed left out."""
+    kept = [
+        (p, lab == "declarative", m)
+        for p, lab, m in scored
+        if lab in ("declarative", "tentative") and m is not None and np.isfinite(m)
+    ]
+    if len({k[1] for k in kept}) < 2:
+        return None
+    pairs = [k[0] for k in kept]
+    pos = np.array([k[1] for k in kept])
+    score = np.array([k[2] for k in kept], dtype=float)
+    ids, inverse = np.unique(np.asarray(pairs, dtype=object), return_inverse=True)
+    w = resample_weights(len(ids), n_boot, seed)
+    values = np.array([_auroc(score, pos, row[inverse]) for row in w])
+    return {"auroc": summarize(values), "n_responses": len(kept), "n_pairs": len(ids)}

@@ -1,0 +1,175 @@
+"""The metric's noise floor: how far it moves when nothing that should matter changes.
+
+On the run's model, for up to `max_pairs` pairs (their certain and uncertain prompts), the metric
+at the last position is computed four ways in each dtype (the run's, float32, bfloat16, float16):
+
+- *alone*: one prompt, batch of 1, no padding (how the patching engine computes baselines);
+- *batch*: the prompt in a batch with other prompts of its length (or with copies of itself):
+  other batch shapes pick other kernels and summation orders;
+- *padding*: every prompt in one left-padded batch (attention mask and position ids set right);
+- *precision*: the dtype's *alone* value against float32's.
+
+`metric_floor` is the largest change seen in the run's own dtype (batch, padding, and its
+distance from float32). A baseline gap (clean - corrupted) is a difference of two metrics, so any
+gap with |gap| <= `gap_floor` = 2 x metric_floor is inside the floor: a restoration ratio with
+such a denominator is rounding, not a finding. The seed's 1.000 vs 0.909 was one such case.
+
+`python -m hallu.noise RUN_DIR` (or `python -m hallu.report RUN --measure-noise`, or
+`sweep.noise_floor=true` in the run) writes `noise_floor.json` into the run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hallu.config import Config, validate
+from hallu.errors import UserError
+
+DTYPES = ("float32", "bfloat16", "float16")
+FILE = "noise_floor.json"
+
+
+@torch.no_grad()
+def _last_metric(model: Any, metric: Any, batch: list[list[int]], pad_id: int) -> np.ndarray:
+    """Metric at each prompt's last token for one (left-padded if needed) batch."""
+    device = next(model.parameters()).device
+    width = max(len(ids) for ids in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for i, row in enumerate(batch):
+        ids[i, width - len(row) :] = torch.tensor(row)
+        mask[i, width - len(row) :] = 1
+    # Positions count real tokens only, so padding shifts no position (left padding).
+    pos = (mask.cumsum(-1) - 1).clamp_min(0)
+    out = model(
+        input_ids=ids.to(device),
+        attention_mask=mask.to(device),
+        position_ids=pos.to(device),
+        use_cache=False,
+    )
+    return metric(out.logits[:, -1, :]).cpu().numpy().astype(np.float64)
+
+
+def _measure_dtype(model: Any, metric: Any, prompts: list[list[int]], pad_id: int) -> dict:
+    alone = np.array([_last_metric(model, metric, [p], pad_id)[0] for p in prompts])
+    batched = np.empty(len(prompts))
+    for i, p in enumerate(prompts):
+        same = [q for j, q in enumerate(prompts) if j != i and len(q) == len(p)][:7]
+        batched[i] = _last_metric(model, metric, [p, *(same or [p] * 7)], pad_id)[0]
+    padded = _last_metric(model, metric, prompts, pad_id)
+    return {"alone": alone, "batch": np.abs(batched - alone), "padding": np.abs(padded - alone)}
+
+
+def _stats(delta: np.ndarray) -> dict[str, float]:
+    return {"max": float(delta.max()), "p95": float(np.percentile(delta, 95))}
+
+
+def measure(cfg: Config, max_pairs: int = 16) -> dict[str, Any]:
+    """Load the run's model in each dtype and measure the metric's movements (see module doc)."""
+    from hallu.models import load_model, resolve_device, resolve_dtype
+    from hallu.worker import prepare
+
+    prep = prepare(cfg)
+    prompts = [
+        ids
+        for conds in list(prep.token_ids.values())[:max_pairs]
+        for c, ids in conds.items()
+        if c in ("certain", "uncertain")
+    ]
+    device = resolve_device(cfg.model)
+    run_dtype = str(resolve_dtype(cfg.model, device)).removeprefix("torch.")
+    pad_id = prep.tokenizer.pad_token_id
+    pad_id = pad_id if pad_id is not None else (prep.tokenizer.eos_token_id or 0)
+    per: dict[str, Any] = {}
+    alone: dict[str, np.ndarray] = {}
+    for dtype in dict.fromkeys((run_dtype, *DTYPES)):
+        try:
+            model, _ = load_model(
+                cfg.model.model_copy(update={"dtype": dtype}), len(prep.tokenizer)
+            )
+            m = _measure_dtype(model, prep.metric, prompts, pad_id)
+        except (RuntimeError, torch.OutOfMemoryError) as err:  # e.g. no fp16 kernel, no memory
+            per[dtype] = {"error": str(err).splitlines()[0][:200]}
+            continue
+        finally:
+            model = None
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        alone[dtype] = m["alone"]
+        per[dtype] = {"batch": _stats(m["batch"]), "padding": _stats(m["padding"])}
+    if run_dtype not in alone:
+        raise UserError(f"noise floor: the run's dtype {run_dtype} failed: {per[run_dtype]}")
+    for dtype in alone:
+        if "float32" in alone:
+            per[dtype]["precision_vs_float32"] = _stats(np.abs(alone[dtype] - alone["float32"]))
+    own = per[run_dtype]
+    parts = [own["batch"]["max"], own["padding"]["max"]]
+    parts.append(own.get("precision_vs_float32", {"max": 0.0})["max"])
+    floor = max(parts)
+    return {
+        "model": cfg.model.name_or_path,
+        "device": device.type,
+        "run_dtype": run_dtype,
+        "n_prompts": len(prompts),
+        "metric_abs_mean": float(np.abs(alone[run_dtype]).mean()),
+        "per_dtype": per,
+        "metric_floor": floor,
+        "gap_floor": 2 * floor,
+        "definition": "metric_floor = max |change| of the metric in the run's dtype under "
+        "batching, padding and against float32; a gap |clean - corrupted| <= gap_floor "
+        "(2 x metric_floor) is inside the floor",
+    }
+
+
+def config_of_run(run_dir: Path) -> Config:
+    meta_path = Path(run_dir) / "run.json"
+    if not meta_path.is_file():
+        raise UserError(f"{run_dir}: no run.json; give a run directory written by hallu.launch")
+    return validate(json.loads(meta_path.read_text())["config"])
+
+
+def write(run_dir: Path, result: dict[str, Any]) -> Path:
+    from hallu.store import _write_atomic
+
+    path = Path(run_dir) / FILE
+    _write_atomic(path, json.dumps(result, indent=2).encode())
+    return path
+
+
+def measure_into(cfg: Config, store: Any) -> None:
+    """Measure once per run: a run that has `noise_floor.json` keeps it."""
+    local = getattr(store, "dir", None)
+    if local is not None and (Path(local) / FILE).exists():
+        return
+    result = measure(cfg)
+    store.write_file(FILE, json.dumps(result, indent=2).encode())
+    print(
+        f"hallu: noise floor: metric moves by up to {result['metric_floor']:.3g} "
+        f"({result['run_dtype']}); gaps within {result['gap_floor']:.3g} are flagged",
+        file=sys.stderr,
+    )
+
+
+def main(argv: list[str]) -> int:
+    from hallu.errors import EXIT_USER_ERROR
+
+    if len(argv) != 1 or argv[0].startswith("-"):
+        print("usage: python -m hallu.noise RUN_DIR", file=sys.stderr)
+        return EXIT_USER_ERROR
+    try:
+        path = write(Path(argv[0]), measure(config_of_run(Path(argv[0]))))
+    except UserError as err:
+        print(f"hallu: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    print(f"noise floor: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

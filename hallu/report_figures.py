@@ -1,0 +1,224 @@
+"""The report's figures, each returned as PNG bytes (the report embeds them as base64).
+
+Heatmaps mark cells significant under the max-T permutation test with a dot and, when the
+direction's baseline gap is inside the noise floor, are hatched and say so in the title.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from hallu.analysis.noise_flags import INSIDE  # noqa: E402
+from hallu.analysis.run_stats import SHORT, DirectionStats, RunStats  # noqa: E402
+
+TITLES = {
+    "restore_confidence": "2A restore confidence: certain -> uncertain run",
+    "induce_tentativeness": "2B induce tentativeness: uncertain -> certain run",
+}
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _xerr(iv: Any) -> list[list[float]]:
+    """Error bar lengths; a percentile interval need not contain its estimate, so clip at 0."""
+    lo, hi = np.nan_to_num(iv.estimate - iv.lo), np.nan_to_num(iv.hi - iv.estimate)
+    return [[max(0.0, float(lo))], [max(0.0, float(hi))]]
+
+
+def behavior(rates: dict[str, dict[str, float]]) -> bytes:
+    """Figure 1: declarative rate per condition with Wilson 95% intervals."""
+    conds = list(rates)
+    r = np.array([rates[c]["rate"] for c in conds])
+    err = np.array([[r[i] - rates[c]["lo"], rates[c]["hi"] - r[i]] for i, c in enumerate(conds)])
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.bar(conds, r, yerr=err.T, capsize=4, color=["#3b6ea8", "#999999", "#c8553d"][: len(conds)])
+    for i, c in enumerate(conds):
+        ax.text(i, 0.02, f"{rates[c]['declarative']}/{rates[c]['n']}", ha="center", color="w")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("declarative answers (Wilson 95%)")
+    ax.set_title("Figure 1: answer style by user condition", fontsize=9)
+    return _png(fig)
+
+
+def heatmap(s: DirectionStats, labels: list[str], number: int) -> bytes:
+    g = s.grid
+    grid = s.cells.estimate
+    finite = grid[np.isfinite(grid)]
+    lim = max(1.0, float(np.abs(finite).max())) if finite.size else 1.0
+    lim = min(lim, 3.0)  # a ratio with a tiny denominator must not wash out the scale
+    fig, ax = plt.subplots(
+        figsize=(max(6, 0.32 * len(g.positions) + 2.5), max(3, 0.28 * len(g.layers) + 1.8))
+    )
+    im = ax.imshow(grid, aspect="auto", origin="lower", cmap="RdBu_r", vmin=-lim, vmax=lim)
+    sig = np.argwhere(s.significant)
+    if len(sig):
+        ax.scatter(sig[:, 1], sig[:, 0], s=8, c="k", marker="o", label=f"max-T p < {s.alpha:g}")
+        ax.legend(loc="upper left", fontsize=7, framealpha=0.8)
+    ax.set_xticks(range(len(g.positions)), labels, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(g.layers)), g.layers, fontsize=7)
+    ax.set_xlabel("position from end, with a target token")
+    ax.set_ylabel("layer (resid_pre)")
+    title = (
+        f"Figure {number}: {TITLES[s.direction]}\nratio-of-means restoration over "
+        f"{len(g.pair_ids)} pairs; dots: significant cells (FWER {s.alpha:.0%})"
+    )
+    if s.gap_flag == INSIDE:
+        ax.add_patch(
+            plt.Rectangle((-0.5, -0.5), len(g.positions), len(g.layers), fill=False, hatch="//")
+        )
+        title += "\nBASELINE GAP INSIDE NOISE FLOOR: NOT A FINDING"
+    ax.set_title(title, fontsize=8)
+    fig.colorbar(im, ax=ax, label=f"restoration (clipped to +-{lim:.1f})")
+    return _png(fig)
+
+
+def curves(stats: RunStats) -> bytes:
+    """Per-layer restoration at the last position with bootstrap bands; controls beside it."""
+    dirs = [s for s in stats.directions.values() if s.curve is not None]
+    fig, axes = plt.subplots(1, max(1, len(dirs)), figsize=(5.2 * max(1, len(dirs)), 3.6))
+    axes = np.atleast_1d(axes)
+    for ax, s in zip(axes, dirs, strict=False):
+        est, lo, hi = s.curve  # type: ignore[misc]
+        shown = [est, lo, hi]
+        ax.plot(s.grid.layers, est, "o-", ms=3, color="k", label="patch (real)")
+        ax.fill_between(s.grid.layers, lo, hi, color="k", alpha=0.15)
+        for c in s.controls.values():
+            if c.curve is None:
+                continue
+            ce, cl, ch = c.curve
+            shown += [ce, cl, ch]
+            (line,) = ax.plot(s.grid.layers, ce, "--", lw=1, label=f"control: {c.name}")
+            ax.fill_between(s.grid.layers, cl, ch, color=line.get_color(), alpha=0.1)
+        b0, b1 = s.band[0], s.band[-1]
+        ax.axvspan(b0 - 0.5, b1 + 0.5, color="gold", alpha=0.15, label="headline band")
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.axhline(1, color="grey", lw=0.5, ls=":")
+        values = np.concatenate([v[np.isfinite(v)] for v in shown] + [np.array([-0.2, 1.2])])
+        ax.set_ylim(max(-3, values.min() - 0.05), min(3, values.max() + 0.05))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        note = " (gap inside noise floor)" if s.gap_flag == INSIDE else ""
+        ax.set_title(f"{TITLES[s.direction].split(':')[0]}{note}", fontsize=9)
+        ax.set_xlabel("layer")
+        ax.set_ylabel("restoration at last position\n(95% bootstrap band)")
+        ax.legend(fontsize=6)
+    return _png(fig)
+
+
+def headlines(stats: RunStats) -> bytes:
+    """Band-mean restoration of each direction and control, and the 2A - 2B difference."""
+    rows: list[tuple[str, Any]] = []
+    for s in stats.directions.values():
+        if s.headline is not None:
+            rows.append((f"{SHORT[s.direction]} patch", s.headline))
+        for c in s.controls.values():
+            if c.headline is not None:
+                rows.append((f"{SHORT[s.direction]} control {c.name}", c.headline))
+    if stats.difference is not None:
+        rows.append(("2A - 2B (paired)", stats.difference))
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 0.35 * len(rows) + 1.8))
+    for i, (_name, iv) in enumerate(rows):
+        ax.errorbar([iv.estimate], [i], xerr=_xerr(iv), fmt="o")
+    ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=7)
+    ax.axvline(0, color="grey", lw=0.5)
+    ax.axvline(1, color="grey", lw=0.5, ls=":")
+    ax.invert_yaxis()
+    ax.set_xlabel("band-mean restoration (95% bootstrap interval)")
+    if stats.per_pair_values is not None:
+        v = stats.per_pair_values[np.isfinite(stats.per_pair_values)]
+        jitter = np.random.default_rng(0).uniform(-0.2, 0.2, len(v))
+        bx.scatter(v, jitter, s=10, alpha=0.6)
+        if stats.per_pair_difference is not None:
+            d = stats.per_pair_difference
+            bx.errorbar(
+                [d.estimate],
+                [0],
+                xerr=_xerr(d),
+                fmt="s",
+                color="k",
+                capsize=4,
+                label="mean, 95% interval",
+            )
+            bx.legend(fontsize=7)
+        bx.axvline(0, color="grey", lw=0.5)
+        bx.set_yticks([])
+        bx.set_xlabel("per pair: band-mean restoration 2A - 2B")
+    else:
+        bx.text(0.5, 0.5, "needs both directions", ha="center", transform=bx.transAxes)
+        bx.set_axis_off()
+    return _png(fig)
+
+
+def noise(stats: RunStats, measured: dict[str, Any] | None = None) -> bytes:
+    """Each pair's |baseline gap| against the noise floor (log scale), and for reference the
+    floor other dtypes would have had (2 x their distance from float32)."""
+    fig, ax = plt.subplots(figsize=(6, 2.8))
+    for i, s in enumerate(stats.directions.values()):
+        gaps = np.abs(s.grid.gap)
+        gaps = np.where(gaps > 0, gaps, 1e-9)
+        ax.scatter(gaps, np.full(len(gaps), i) + np.linspace(-0.2, 0.2, len(gaps)), s=10)
+    ax.set_yticks(range(len(stats.directions)), [SHORT[d] for d in stats.directions])
+    ax.set_xscale("log")
+    if stats.gap_floor is not None:
+        ax.axvline(max(stats.gap_floor, 1e-9), color="r", label="gap floor (2 x metric floor)")
+        for dtype, v in (measured or {}).get("per_dtype", {}).items():
+            if dtype != measured.get("run_dtype") and "precision_vs_float32" in v:  # type: ignore
+                x = 2 * v["precision_vs_float32"]["max"]
+                ax.axvline(max(x, 1e-9), color="grey", ls="--", lw=0.8)
+                ax.text(max(x, 1e-9), 0.5, f" {dtype}", fontsize=7, color="grey", rotation=90)
+        ax.legend(fontsize=7)
+    else:
+        ax.set_title("noise floor not measured", fontsize=8)
+    ax.set_xlabel("|clean - corrupted| per pair (metric units)")
+    return _png(fig)
+
+
+def difference_map(
+    diff: np.ndarray, sig: np.ndarray, xlabels: list[str], ylabels: list[str], title: str
+) -> bytes:
+    lim = float(np.nanmax(np.abs(diff))) if np.isfinite(diff).any() else 1.0
+    lim = min(max(lim, 0.1), 3.0)
+    fig, ax = plt.subplots(
+        figsize=(max(6, 0.32 * len(xlabels) + 2.5), max(3, 0.28 * len(ylabels) + 1.8))
+    )
+    im = ax.imshow(diff, aspect="auto", origin="lower", cmap="PuOr", vmin=-lim, vmax=lim)
+    pts = np.argwhere(sig)
+    if len(pts):
+        ax.scatter(pts[:, 1], pts[:, 0], s=8, c="k", label="95% interval excludes 0")
+        ax.legend(loc="upper left", fontsize=7)
+    ax.set_xticks(range(len(xlabels)), xlabels, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(ylabels)), ylabels, fontsize=7)
+    ax.set_xlabel("position from end")
+    ax.set_ylabel("relative depth")
+    ax.set_title(title, fontsize=8)
+    fig.colorbar(im, ax=ax, label="restoration A - B")
+    return _png(fig)
+
+
+def compare_curves(
+    series: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]], title: str
+) -> bytes:
+    """series: (label, relative depth, estimate, lo, hi)."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for label, x, est, lo, hi in series:
+        (line,) = ax.plot(x, est, "o-", ms=3, label=label)
+        ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.15)
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.set_xlabel("relative depth (layer / (n_layers - 1))")
+    ax.set_ylabel("restoration at last position")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    return _png(fig)

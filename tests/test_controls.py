@@ -1,0 +1,77 @@
+"""Control patches: their rows, their sources, and that they leave the experiment untouched."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+import torch
+
+from hallu.controls import UNRELATED_TEXT, norm_matched, same_class_partner
+from hallu.errors import UserError
+from hallu.worker import Worker, prepare
+
+from .conftest import tiny_config
+
+SWEEP = ["sweep.pairs=3", "sweep.positions=last:4", "sweep.pairs_per_shard=3"]
+
+
+def test_norm_matched_vectors_keep_each_norm_but_not_the_direction():
+    resid = torch.randn(3, 5, 16) * torch.arange(1, 6).float()[None, :, None]
+    rand = norm_matched(resid, "0/restore_confidence/p")
+    assert torch.allclose(rand.norm(dim=-1), resid.norm(dim=-1), rtol=1e-5)
+    cos = torch.nn.functional.cosine_similarity(rand, resid, dim=-1)
+    assert cos.abs().max() < 0.9
+    assert torch.equal(rand, norm_matched(resid, "0/restore_confidence/p"))  # seeded
+    assert not torch.equal(rand, norm_matched(resid, "0/restore_confidence/q"))
+
+
+def test_same_class_partner_is_another_pair_long_enough():
+    ids = {"a": {"u": [1] * 5}, "b": {"u": [1] * 3}, "c": {"u": [1] * 6}}
+    assert same_class_partner(ids, "a", "u") == "c"  # b is too short
+    assert same_class_partner(ids, "c", "u") == "a"  # none long enough: the longest other
+    assert same_class_partner(ids, "b", "u") == "c"
+
+
+def test_control_rows_beside_unchanged_experiment_rows(tmp_path):
+    plain = tiny_config(*SWEEP, root=tmp_path)
+    with_controls = tiny_config(
+        *SWEEP, "sweep.controls=[same_class,random_source,norm_matched]", root=tmp_path
+    )
+    plan0, plan = prepare(plain).plan(), prepare(with_controls).plan()
+    real = [s for s in plan.shards if s.control is None]
+    assert [s.shard_id for s in real] == [s.shard_id for s in plan0.shards]
+    worker = Worker(with_controls, "r")
+    tables = {(s.direction, s.control): worker.run_shard(s) for s in plan.shards}
+    table = pa.concat_tables(tables.values())
+    assert table.schema.names[-1] == "control"
+    n_layers = 3
+    for (direction, control), t in tables.items():
+        rows = t.to_pylist()
+        assert {r["control"] for r in rows} == {control}
+        assert len(rows) == 3 * n_layers * 4, (direction, control)
+        real_rows = {
+            (r["pair_id"], r["layer"], r["position"]): r
+            for r in tables[(direction, None)].to_pylist()
+        }
+        for r in rows:
+            twin = real_rows[(r["pair_id"], r["layer"], r["position"])]
+            # Controls are normalised by the real pair's baselines.
+            assert (r["clean"], r["corrupted"]) == (twin["clean"], twin["corrupted"])
+            if r["position_from_end"] == -1 and control in ("same_class", "random_source"):
+                assert r["source_token"] == r["token"] == "[/INST]"  # aligned from the end
+        if control == "random_source":
+            words = {r["source_token"] for r in rows}
+            assert words & set(UNRELATED_TEXT.lower().replace("?", " ?").split())
+        if control == "norm_matched":
+            assert {r["source_token"] for r in rows} == {"<random>"}
+    # A same-class source differs from the target only in its claim: patching it at the last
+    # layer's last position must move the metric (it is a different prompt's final state).
+    sc = tables[("restore_confidence", "same_class")].to_pylist()
+    last = [r for r in sc if r["layer"] == n_layers - 1 and r["position_from_end"] == -1]
+    assert any(abs(r["patched"] - r["corrupted"]) > 1e-4 for r in last)
+
+
+def test_same_class_needs_two_pairs(tmp_path):
+    cfg = tiny_config("sweep.pairs=1", "sweep.controls=[same_class]", root=tmp_path)
+    with pytest.raises(UserError, match="sweep.controls.*2 or more"):
+        prepare(cfg).plan()

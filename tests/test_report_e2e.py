@@ -1,0 +1,52 @@
+"""End to end: `hallu.launch +sweep=controls` on the tiny model, then `hallu.report` on it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+
+from hallu.analysis.scorecard import CRITERIA
+
+from .test_report import chromium_check
+
+pytestmark = pytest.mark.slow
+
+SMALL = ["model.tiny.d_model=32", "model.tiny.d_mlp=64", "sweep.pairs=6", "sweep.positions=last:4"]
+
+
+def _report(*args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "hallu.report", *args, "--n-boot", "300", "--n-perm", "300"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
+def test_controls_run_then_report_then_compare(run_cli, tmp_path):
+    a = run_cli("+sweep=controls", *SMALL, "run_id=a")
+    assert a.returncode == 0, a.stderr
+    run = tmp_path / "runs" / "a"
+    table = pq.read_table(run / "shards")
+    controls = set(table["control"].to_pylist())
+    assert controls == {None, "same_class", "random_source", "norm_matched"}
+    noise = json.loads((run / "noise_floor.json").read_text())
+    assert noise["run_dtype"] == "float32" and noise["per_dtype"]["bfloat16"]
+    # bf16 rounding moves a float32 model's metric: the measurement is not a constant.
+    assert noise["per_dtype"]["bfloat16"]["precision_vs_float32"]["max"] > 0
+
+    proc = _report(str(run))
+    assert proc.returncode == 0, proc.stderr
+    md = (run / "report.md").read_text()
+    for criterion in CRITERIA:
+        assert criterion in md
+    assert "floor not measured" not in md and "No controls in this run" not in md
+    assert f"{len(json.loads((run / 'run.json').read_text())['plan'])} of " in md  # timed shards
+    assert chromium_check(run / "report.html", tmp_path) == "hallu report ok: 5 figures"
+
+    b = run_cli("+sweep=debug", "model.tiny.n_layers=2", "run_id=b")
+    assert b.returncode == 0, b.stderr
+    proc = _report(str(run), "--compare", str(tmp_path / "runs" / "b"))
+    assert proc.returncode == 0, proc.stderr
+    assert (run / "compare_b.html").stat().st_size > 0
+    assert chromium_check(run / "compare_b.html", tmp_path).startswith("hallu report ok")
