@@ -77,3 +77,28 @@ def test_retraining_with_the_same_seed_reproduces_the_saved_behaviour(tmp_path):
         # Same seed, same data: identical on one machine; 0.03 allows other BLAS builds.
         assert abs(again[condition] - p) < 0.03, (condition, again[condition], p)
     assert np.isclose(report["final_loss_mean_last50"], saved["final_loss_mean_last50"], atol=0.02)
+
+
+def test_behaviour_experiment_recovers_the_planted_rates(tmp_path, capsys):
+    """Sampled answers, labelled by the lexicon, land in the planted rates' Wilson intervals."""
+    from hallu.launch import main
+
+    args = [
+        "model=toy",
+        "metric=yes_vs_maybe",
+        "+sweep=behavior",
+        "behavior.decoding=[sampled]",
+        "behavior.temperature=1.0",
+        "behavior.n_samples=2",
+        "behavior.max_new_tokens=16",
+        f"storage.root={tmp_path}",
+        "run_id=toy",
+    ]
+    assert main(args) == 0, capsys.readouterr().err
+    summary = json.loads((tmp_path / "toy" / "behavior" / "summary.json").read_text())
+    rates = summary["decodings"]["sampled"]["rates_all_samples"]
+    spec = ToySpec()
+    for condition in ("certain", "uncertain", "neutral"):
+        low, high = _wilson(getattr(spec, f"declarative_{condition}"), spec.per_claim)
+        assert low <= rates[condition]["declarative"] <= high, (condition, rates[condition])
+    assert summary["decodings"]["sampled"]["n_answers"] == 48 * 3 * 2
