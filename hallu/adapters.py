@@ -6,7 +6,7 @@ key/value cache, and turn the last hidden state into logits. Families differ onl
 
 | family | blocks | embedding | positions | final norm | attention / MLP | head input |
 |---|---|---|---|---|---|---|
-| Llama, Mistral, Qwen2 | model.layers | embed_tokens | rotary | model.norm | self_attn / mlp | o_proj |
+| Llama/Mistral/Qwen2 | model.layers | embed_tokens | rotary | norm | self_attn / mlp | o_proj |
 | GPT-2 | transformer.h | wte + wpe | absolute | ln_f | attn / mlp | c_proj |
 | GPT-NeoX | gpt_neox.layers | embed_in | rotary | final_layer_norm | attention / mlp | dense |
 

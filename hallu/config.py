@@ -14,7 +14,14 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from hallu.errors import UserError
 
@@ -99,7 +106,16 @@ class SweepCfg(_Strict):
     name: str = "default"
     # Which experiments the run does; each writes its own rows and figures into the run.
     experiments: list[Literal["patching"]] = Field(default=["patching"], min_length=1)
-    component: Literal["resid_pre"] = "resid_pre"
+    # resid_pre: the residual stream entering a layer; attn_out / mlp_out: a layer's attention or
+    # MLP output; head: one attention head's output (per layer x head x position).
+    component: Literal["resid_pre", "attn_out", "mlp_out", "head"] = "resid_pre"
+    # Consecutive layers patched together (ROME's causal tracing); attn_out and mlp_out only.
+    window: int = Field(default=1, ge=1, le=1024)
+    # fast: hallu.engine (reuses the target run; same numbers); hooks: one forward per batch of
+    # cells through the whole model (resid_pre only); auto: fast where the family has an adapter.
+    engine: Literal["auto", "fast", "hooks"] = "auto"
+    # Memory the fast engine may use for one batch, in GiB; null: half the free GPU memory, or 2.
+    memory_gb: float | None = Field(default=None, gt=0)
     layers: Literal["all"] | list[int] = "all"
     positions: str | list[int] = "all"
     pairs: Literal["all"] | int | list[str] = "all"
@@ -131,6 +147,15 @@ class SweepCfg(_Strict):
         if isinstance(v, list) and not v:
             raise ValueError("give 'all', a count >= 1, or a non-empty list of pair ids")
         return v
+
+    @model_validator(mode="after")
+    def _window(self) -> SweepCfg:
+        if self.window > 1 and self.component not in ("attn_out", "mlp_out"):
+            raise ValueError(
+                f"sweep.window={self.window} applies to sweep.component=attn_out or mlp_out, "
+                f"not {self.component}; set sweep.window=1 or change the component"
+            )
+        return self
 
     @field_validator("directions")
     @classmethod

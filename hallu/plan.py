@@ -114,6 +114,7 @@ def make_plan(
 ) -> Plan:
     """Cells -> shards. `lengths[pair][condition]` is each prompt's token count, in pair order."""
     layers = resolve_layers(sweep.layers, shape.n_layers)
+    per_layer = shape.n_heads if sweep.component == "head" else 1  # cells per layer x position
     shards = []
     pair_ids = list(lengths)
     for direction in sweep.directions:
@@ -124,8 +125,8 @@ def make_plan(
             for pid in group:
                 ls, lt = lengths[pid][source], lengths[pid][target]
                 n_pos = len(resolve_positions(sweep.positions, pid, ls, lt))
-                cells += n_pos * len(layers)
-                flops += n_pos * len(layers) * lt * shape.params_per_token_flops
+                cells += n_pos * len(layers) * per_layer
+                flops += n_pos * len(layers) * per_layer * lt * shape.params_per_token_flops
             spec = {
                 "model": model_id,
                 "direction": direction,
@@ -134,6 +135,8 @@ def make_plan(
                 "positions": sweep.positions,
                 "component": sweep.component,
             }
+            if sweep.window != 1:  # keeps the ids of earlier runs' shards unchanged
+                spec["window"] = sweep.window
             digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
             shards.append(Shard(digest, direction, group, tuple(layers), cells, float(flops)))
     return Plan(tuple(shards), shape.n_layers)

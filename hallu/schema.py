@@ -34,6 +34,12 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("patched", pa.float32(), "metric of the target run with this cell patched"),
     ("restoration", pa.float32(), "(patched - corrupted) / (clean - corrupted); NaN if equal"),
     ("seed", pa.int64(), "the run's seed"),
+    (
+        "known",
+        pa.bool_(),
+        "true: `patched` is the corrupted baseline, taken without a forward pass (source and "
+        "target agree on every token up to `position`, so the patch writes what is there)",
+    ),
 ]
 
 SCHEMA = pa.schema([pa.field(name, typ) for name, typ, _ in COLUMNS])

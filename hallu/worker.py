@@ -14,7 +14,11 @@ from typing import Any
 import pyarrow as pa
 
 from hallu import schema
+from hallu.adapters import Adapter
+from hallu.cells import Cell, make_cells, patch_cells
 from hallu.config import DIRECTIONS, Config
+from hallu.engine import Options, trace
+from hallu.errors import UserError
 from hallu.models import ModelShape, decoder_layers, load_model, load_shape, load_tokenizer
 from hallu.patching import LogitDiff, capture_resid_pre, patched_logits
 from hallu.plan import Plan, Shard, make_plan, resolve_positions
@@ -64,6 +68,40 @@ class Worker:
         self.model, self.revision = load_model(cfg.model, len(self.prep.tokenizer))
         self.layers = decoder_layers(self.model)
         self.dtype = str(next(self.model.parameters()).dtype).removeprefix("torch.")
+        self.adapter = _adapter(self.model, cfg.sweep.engine, cfg.sweep.component)
+        memory = cfg.sweep.memory_gb
+        self.options = Options(
+            max_rows=cfg.sweep.batch_size,
+            memory_bytes=None if memory is None else int(memory * 2**30),
+        )
+
+    def _patch_pair(
+        self, src_ids: list[int], tgt_ids: list[int], positions: list[tuple[int, int]], layers
+    ) -> tuple[float, float, list[Cell], list[float], list[bool]]:
+        """(clean, corrupted, cells, patched metric per cell, known per cell) of one pair."""
+        sweep, metric = self.prep.cfg.sweep, self.prep.metric
+        n_layers = len(self.layers)
+        if self.adapter is None:  # the hook engine: one forward pass of the target per cell
+            resid, src_logits = capture_resid_pre(self.model, self.layers, src_ids)
+            _, tgt_logits = capture_resid_pre(self.model, self.layers, tgt_ids)
+            cells = make_cells("resid_pre", layers, positions, n_layers)
+            logits = patched_logits(
+                self.model,
+                self.layers,
+                tgt_ids,
+                resid,
+                [((c.layer, c.position, c.source_position),) for c in cells],
+                sweep.batch_size,
+            )
+            known = [False] * len(cells)
+        else:
+            ad, comp = self.adapter, sweep.component
+            source, target = trace(ad, src_ids, [comp]), trace(ad, tgt_ids, [comp])
+            src_logits, tgt_logits = source.logits, target.logits
+            cells = make_cells(comp, layers, positions, n_layers, sweep.window, ad.n_heads)
+            logits, known = patch_cells(ad, comp, source, target, cells, self.options)
+        clean, corrupted = float(metric(src_logits)), float(metric(tgt_logits))
+        return clean, corrupted, cells, metric(logits).tolist(), known
 
     def run_shard(self, shard: Shard, progress: Any = None) -> pa.Table:
         cfg, prep = self.prep.cfg, self.prep
@@ -71,27 +109,20 @@ class Worker:
         cols: dict[str, list] = {name: [] for name in schema.SCHEMA.names}
         for pid in shard.pair_ids:
             src_ids, tgt_ids = prep.token_ids[pid][source_cond], prep.token_ids[pid][target_cond]
-            resid, src_logits = capture_resid_pre(self.model, self.layers, src_ids)
-            _, tgt_logits = capture_resid_pre(self.model, self.layers, tgt_ids)
-            clean, corrupted = float(prep.metric(src_logits)), float(prep.metric(tgt_logits))
             positions = resolve_positions(cfg.sweep.positions, pid, len(src_ids), len(tgt_ids))
-            cells = [(layer, t, s) for layer in shard.layers for t, s in positions]
-            patched = prep.metric(
-                patched_logits(
-                    self.model,
-                    self.layers,
-                    tgt_ids,
-                    resid,
-                    [(c,) for c in cells],
-                    cfg.sweep.batch_size,
-                )
-            ).tolist()
+            clean, corrupted, cells, patched, known = self._patch_pair(
+                src_ids, tgt_ids, positions, shard.layers
+            )
             src_tok = prep.tokenizer.convert_ids_to_tokens(src_ids)
             tgt_tok = prep.tokenizer.convert_ids_to_tokens(tgt_ids)
             gap = clean - corrupted
-            for (layer, t, s), value in zip(cells, patched, strict=True):
+            for cell, value, is_known in zip(cells, patched, known, strict=True):
+                t, s = cell.position, cell.source_position
                 row = {
-                    "layer": layer,
+                    "layer": cell.layer,
+                    "layer_window": cell.window,
+                    "head": cell.head,
+                    "known": is_known,
                     "position": t,
                     "position_from_end": t - len(tgt_ids),
                     "source_position": s,
@@ -118,11 +149,25 @@ class Worker:
             "experiment": "patching",
             "direction": shard.direction,
             "component": cfg.sweep.component,
-            "layer_window": 1,
-            "head": None,
             "metric": cfg.metric.name,
             "seed": cfg.seed,
         }
         for k, v in constant.items():
             cols[k] = [v] * n
         return schema.to_table(cols)
+
+
+def _adapter(model: Any, engine: str, component: str) -> Adapter | None:
+    """The fast engine's adapter, or None for the hook engine (which does resid_pre only)."""
+    if engine == "hooks":
+        if component != "resid_pre":
+            raise UserError(
+                f"sweep.component={component} needs the fast engine; set sweep.engine=auto"
+            )
+        return None
+    try:
+        return Adapter(model)
+    except UserError:
+        if engine == "fast" or component != "resid_pre":
+            raise
+        return None

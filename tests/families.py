@@ -31,8 +31,15 @@ def build(family: str, seed: int, n_layers: int = 3, d: int = 32, heads: int = 4
             num_attention_heads=heads, num_key_value_heads=kv, max_position_embeddings=128,
         )  # fmt: skip
     elif family == "gpt2":
-        cfg = GPT2Config(vocab_size=VOCAB, n_embd=d, n_layer=n_layers, n_head=heads, n_positions=128,
-                         bos_token_id=None, eos_token_id=None)
+        cfg = GPT2Config(
+            vocab_size=VOCAB,
+            n_embd=d,
+            n_layer=n_layers,
+            n_head=heads,
+            n_positions=128,
+            bos_token_id=None,
+            eos_token_id=None,
+        )
         cls = GPT2LMHeadModel
     elif family == "gpt_neox":
         cfg = GPTNeoXConfig(
