@@ -168,10 +168,15 @@ def run_case(model: torch.nn.Module, case: Case, repeats: int) -> dict:
     naive_t, engine_t, worst = [], [], 0.0
     for _ in range(repeats):
         t = time.perf_counter()
-        ref = [naive_sweep(model, s, tg, c) for (s, tg), c in zip(case.pairs, cells_per, strict=True)]
+        ref = [
+            naive_sweep(model, s, tg, c) for (s, tg), c in zip(case.pairs, cells_per, strict=True)
+        ]
         naive_t.append(time.perf_counter() - t)
         t = time.perf_counter()
-        got = [engine_sweep(ad, s, tg, c, opts) for (s, tg), c in zip(case.pairs, cells_per, strict=True)]
+        got = [
+            engine_sweep(ad, s, tg, c, opts)
+            for (s, tg), c in zip(case.pairs, cells_per, strict=True)
+        ]
         engine_t.append(time.perf_counter() - t)
         worst = max(worst, max((a - b).abs().max().item() for a, b in zip(ref, got, strict=True)))
     naive_flop, engine_flop, _ = flop_counts(model, case)
