@@ -88,6 +88,9 @@ class MetricCfg(_Strict):
     name: Literal["logit_diff"] = "logit_diff"
     confident_tokens: list[str] = Field(min_length=1)
     tentative_tokens: list[str] = Field(min_length=1)
+    # More metrics, one row each per cell: kl_to_clean = KL(clean run || this run) at the last
+    # position (0 for the clean run itself).
+    extra: list[Literal["kl_to_clean"]] = []
 
 
 class ClusterCfg(_Strict):

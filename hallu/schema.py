@@ -40,6 +40,12 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
         "true: `patched` is the corrupted baseline, taken without a forward pass (source and "
         "target agree on every token up to `position`, so the patch writes what is there)",
     ),
+    (
+        "resolution",
+        pa.float32(),
+        "spacing of the model's dtype at |patched| (one rounding step); smaller differences "
+        "between values are noise",
+    ),
 ]
 
 SCHEMA = pa.schema([pa.field(name, typ) for name, typ, _ in COLUMNS])

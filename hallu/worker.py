@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+import torch
 
 from hallu import schema
 from hallu.adapters import Adapter
@@ -19,6 +20,7 @@ from hallu.cells import Cell, make_cells, patch_cells
 from hallu.config import DIRECTIONS, Config
 from hallu.engine import Options, trace
 from hallu.errors import UserError
+from hallu.metrics import kl_to_clean, resolution
 from hallu.models import ModelShape, decoder_layers, load_model, load_shape, load_tokenizer
 from hallu.patching import LogitDiff, capture_resid_pre, patched_logits
 from hallu.plan import Plan, Shard, make_plan, resolve_positions
@@ -67,7 +69,8 @@ class Worker:
         self.run_id = run_id
         self.model, self.revision = load_model(cfg.model, len(self.prep.tokenizer))
         self.layers = decoder_layers(self.model)
-        self.dtype = str(next(self.model.parameters()).dtype).removeprefix("torch.")
+        self.model_dtype = next(self.model.parameters()).dtype
+        self.dtype = str(self.model_dtype).removeprefix("torch.")
         self.adapter = _adapter(self.model, cfg.sweep.engine, cfg.sweep.component)
         memory = cfg.sweep.memory_gb
         self.options = Options(
@@ -77,9 +80,9 @@ class Worker:
 
     def _patch_pair(
         self, src_ids: list[int], tgt_ids: list[int], positions: list[tuple[int, int]], layers
-    ) -> tuple[float, float, list[Cell], list[float], list[bool]]:
-        """(clean, corrupted, cells, patched metric per cell, known per cell) of one pair."""
-        sweep, metric = self.prep.cfg.sweep, self.prep.metric
+    ) -> tuple[torch.Tensor, torch.Tensor, list[Cell], torch.Tensor, list[bool]]:
+        """(source logits, target logits, cells, [cells, V] patched logits, known) of a pair."""
+        sweep = self.prep.cfg.sweep
         n_layers = len(self.layers)
         if self.adapter is None:  # the hook engine: one forward pass of the target per cell
             resid, src_logits = capture_resid_pre(self.model, self.layers, src_ids)
@@ -100,8 +103,18 @@ class Worker:
             src_logits, tgt_logits = source.logits, target.logits
             cells = make_cells(comp, layers, positions, n_layers, sweep.window, ad.n_heads)
             logits, known = patch_cells(ad, comp, source, target, cells, self.options)
-        clean, corrupted = float(metric(src_logits)), float(metric(tgt_logits))
-        return clean, corrupted, cells, metric(logits).tolist(), known
+        return src_logits, tgt_logits, cells, logits, known
+
+    def _metrics(self, src_logits, tgt_logits, logits) -> dict[str, tuple[float, float, list]]:
+        """metric name -> (clean, corrupted, patched per cell), all float32."""
+        out = {}
+        for name in [self.prep.cfg.metric.name, *self.prep.cfg.metric.extra]:
+            if name == "kl_to_clean":
+                f = lambda x: kl_to_clean(x, src_logits)  # noqa: E731
+            else:
+                f = self.prep.metric
+            out[name] = (float(f(src_logits)), float(f(tgt_logits)), f(logits).float())
+        return out
 
     def run_shard(self, shard: Shard, progress: Any = None) -> pa.Table:
         cfg, prep = self.prep.cfg, self.prep
@@ -110,33 +123,41 @@ class Worker:
         for pid in shard.pair_ids:
             src_ids, tgt_ids = prep.token_ids[pid][source_cond], prep.token_ids[pid][target_cond]
             positions = resolve_positions(cfg.sweep.positions, pid, len(src_ids), len(tgt_ids))
-            clean, corrupted, cells, patched, known = self._patch_pair(
+            src_logits, tgt_logits, cells, logits, known = self._patch_pair(
                 src_ids, tgt_ids, positions, shard.layers
             )
             src_tok = prep.tokenizer.convert_ids_to_tokens(src_ids)
             tgt_tok = prep.tokenizer.convert_ids_to_tokens(tgt_ids)
-            gap = clean - corrupted
-            for cell, value, is_known in zip(cells, patched, known, strict=True):
-                t, s = cell.position, cell.source_position
-                row = {
-                    "layer": cell.layer,
-                    "layer_window": cell.window,
-                    "head": cell.head,
-                    "known": is_known,
-                    "position": t,
-                    "position_from_end": t - len(tgt_ids),
-                    "source_position": s,
-                    "token": tgt_tok[t],
-                    "source_token": src_tok[s],
-                    "n_tokens": len(tgt_ids),
-                    "pair_id": pid,
-                    "clean": clean,
-                    "corrupted": corrupted,
-                    "patched": value,
-                    "restoration": (value - corrupted) / gap if gap != 0 else math.nan,
-                }
-                for k, v in row.items():
-                    cols[k].append(v)
+            for name, (clean, corrupted, values) in self._metrics(
+                src_logits, tgt_logits, logits
+            ).items():
+                steps = resolution(values, self.model_dtype).tolist()
+                gap = clean - corrupted
+                for cell, value, step, is_known in zip(
+                    cells, values.tolist(), steps, known, strict=True
+                ):
+                    t, s = cell.position, cell.source_position
+                    row = {
+                        "metric": name,
+                        "resolution": step,
+                        "layer": cell.layer,
+                        "layer_window": cell.window,
+                        "head": cell.head,
+                        "known": is_known,
+                        "position": t,
+                        "position_from_end": t - len(tgt_ids),
+                        "source_position": s,
+                        "token": tgt_tok[t],
+                        "source_token": src_tok[s],
+                        "n_tokens": len(tgt_ids),
+                        "pair_id": pid,
+                        "clean": clean,
+                        "corrupted": corrupted,
+                        "patched": value,
+                        "restoration": (value - corrupted) / gap if gap != 0 else math.nan,
+                    }
+                    for k, v in row.items():
+                        cols[k].append(v)
             if progress is not None:
                 progress.update(len(cells))
         n = len(cols["layer"])
@@ -149,7 +170,6 @@ class Worker:
             "experiment": "patching",
             "direction": shard.direction,
             "component": cfg.sweep.component,
-            "metric": cfg.metric.name,
             "seed": cfg.seed,
         }
         for k, v in constant.items():

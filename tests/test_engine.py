@@ -17,11 +17,12 @@ from hallu.bench import parse_args
 from hallu.cells import is_known, make_cells, patch_cells, shared_prefix
 from hallu.engine import Options, plan_batches, trace
 from hallu.errors import UserError
+from hallu.metrics import resolution
 from hallu.worker import Worker
 
 from .conftest import tiny_config
 from .families import build, random_pair
-from .naive import naive_component_logits
+from .naive import final_logits, naive_component_logits
 
 TOL = 1e-4
 
@@ -218,3 +219,39 @@ def test_bench_arguments():
     for bad in (["--repeats", "0"], ["--gpu-layers", "0"], ["--case", "d"]):
         with pytest.raises(SystemExit):
             parse_args(bad)
+
+
+def test_extra_metric_rows_and_resolution():
+    cfg = tiny_config(
+        "sweep.pairs=1",
+        "sweep.positions=last:3",
+        "sweep.directions=[restore_confidence]",
+        "metric.extra=[kl_to_clean]",
+    )
+    worker = Worker(cfg, "test")
+    (shard,) = worker.prep.plan().shards
+    rows = worker.run_shard(shard).to_pylist()
+    by_metric = {m: [r for r in rows if r["metric"] == m] for m in ("logit_diff", "kl_to_clean")}
+    assert len(by_metric["logit_diff"]) == len(by_metric["kl_to_clean"]) == shard.n_cells
+    ids = worker.prep.token_ids[rows[0]["pair_id"]]
+    src, tgt = ids["certain"], ids["uncertain"]
+    clean_p = torch.log_softmax(final_logits(worker.model, src), -1)
+    for r in by_metric["kl_to_clean"]:
+        assert r["clean"] == 0.0 and r["corrupted"] > 0
+        ref = naive_component_logits(
+            worker.model, tgt, src, "resid_pre", [r["layer"]], r["position"], r["source_position"]
+        )
+        kl = (clean_p.exp() * (clean_p - torch.log_softmax(ref, -1))).sum().item()
+        assert abs(kl - r["patched"]) <= TOL
+    for r in rows:  # float32 spacing at |patched|
+        assert 0 < r["resolution"] <= max(abs(r["patched"]), 1e-30) * 2**-23
+
+
+def test_resolution_is_one_rounding_step():
+    v = torch.tensor([1.0, 3.0, -0.3, 1000.0])
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        step = resolution(v, dtype)
+        as_dtype = v.to(dtype)
+        up = (v.abs() + step).to(dtype)  # one step up is representable and distinct
+        assert torch.all(up.float() - as_dtype.float().abs() == step)
+        assert torch.all((v.abs() + step / 4).to(dtype).float() == as_dtype.float().abs())
