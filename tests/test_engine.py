@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from hallu.adapters import Adapter
+from hallu.attribution import screen
 from hallu.bench import parse_args
 from hallu.cells import is_known, make_cells, patch_cells, shared_prefix
 from hallu.engine import Options, plan_batches, trace
@@ -255,3 +256,39 @@ def test_resolution_is_one_rounding_step():
         up = (v.abs() + step).to(dtype)  # one step up is representable and distinct
         assert torch.all(up.float() - as_dtype.float().abs() == step)
         assert torch.all((v.abs() + step / 4).to(dtype).float() == as_dtype.float().abs())
+
+
+def test_attribution_screen_then_exact_top_k():
+    model = build("llama", seed=9, n_layers=3, d=32, heads=4, kv=2)
+    ad = Adapter(model)
+    src, tgt = random_pair(9, 8, 8, first_diff=2)
+    cells = make_cells("resid_pre", range(3), [(t, t) for t in range(8)], 3)
+
+    def metric(logits):
+        return logits[..., 5] - logits[..., 7]
+
+    source, target = trace(ad, src), trace(ad, tgt)
+    result = screen(ad, source, target, cells, metric, k=6)
+    # Independent gradient: Hugging Face's own forward, its hidden states kept in the graph.
+    with torch.enable_grad():
+        out = model(torch.tensor([tgt]), output_hidden_states=True)
+        hidden = out.hidden_states[:3]
+        for h in hidden:
+            h.retain_grad()
+        metric(out.logits[0, -1]).backward()
+    with torch.no_grad():
+        src_hidden = model(torch.tensor([src]), output_hidden_states=True).hidden_states
+    expected = torch.stack(
+        [
+            ((src_hidden[c.layer][0, c.position] - hidden[c.layer][0, c.position])
+             * hidden[c.layer].grad[0, c.position]).sum()
+            for c in cells
+        ]
+    )  # fmt: skip
+    assert (result.approx - expected).abs().max().item() <= TOL
+    assert len(result.top) == 6 and len(set(result.top)) == 6
+    assert result.approx[result.top].abs().min() == sorted(result.approx.abs().tolist())[-6]
+    ref = _naive(model, src, tgt, "resid_pre", [cells[i] for i in result.top])
+    base = metric(target.logits)
+    assert (result.exact - (metric(ref) - base)).abs().max().item() <= TOL
+    assert -1.0 <= result.spearman <= 1.0
