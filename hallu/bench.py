@@ -110,8 +110,9 @@ def builtin_case() -> Case:
 @torch.no_grad()
 def naive_sweep(model: torch.nn.Module, src: list[int], tgt: list[int], cells: list[Cell]):
     """One full forward per cell: a pre-hook on the layer writes the source's residual stream."""
-    layers = Adapter(model).layers
-    hidden = model(torch.tensor([src]), output_hidden_states=True).hidden_states
+    ad = Adapter(model)
+    layers, dev = ad.layers, ad.device
+    hidden = model(torch.tensor([src], device=dev), output_hidden_states=True).hidden_states
     out = []
     for c in cells:
         value = hidden[c.layer][0, c.source_position]
@@ -123,7 +124,7 @@ def naive_sweep(model: torch.nn.Module, src: list[int], tgt: list[int], cells: l
 
         handle = layers[c.layer].register_forward_pre_hook(hook, with_kwargs=True)
         try:
-            out.append(model(torch.tensor([tgt])).logits[0, -1])
+            out.append(model(torch.tensor([tgt], device=dev)).logits[0, -1])
         finally:
             handle.remove()
     return torch.stack(out)
