@@ -241,8 +241,10 @@ def run_patches(
                 logits = _run_batch(
                     ad, target, [patches[i] for i in batch], [starts[i] for i in batch]
                 )
-            except (torch.OutOfMemoryError, MemoryError):
-                if len(batch) == 1:
+            except (torch.OutOfMemoryError, MemoryError, RuntimeError) as err:
+                oom = isinstance(err, (torch.OutOfMemoryError, MemoryError))
+                oom = oom or "can't allocate memory" in str(err)
+                if len(batch) == 1 or not oom:  # the CPU allocator raises a RuntimeError
                     raise
                 # Halve and plan what is left again.
                 budget, max_rows = budget // 2, max(1, len(batch) // 2)

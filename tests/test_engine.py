@@ -48,7 +48,7 @@ def _aligned_from_end(src, tgt, k):
 SWITCHES = list(itertools.product([True, False], repeat=4))
 
 
-@pytest.mark.parametrize("seed", [11, 12])
+@pytest.mark.parametrize("seed", [11, 12, 13])
 @pytest.mark.parametrize("lengths", [(9, 9), (8, 10)], ids=["equal", "unequal"])
 def test_every_optimisation_alone_and_combined_matches_naive(seed, lengths):
     model = build("llama", seed, n_layers=3, d=32, heads=4, kv=2)
@@ -80,11 +80,12 @@ def test_every_optimisation_alone_and_combined_matches_naive(seed, lengths):
         assert set(n_known) == {0}
 
 
+@pytest.mark.parametrize("seed", [5, 6])
 @pytest.mark.parametrize("family", ["llama", "mistral", "qwen2", "gpt2", "gpt_neox"])
-def test_every_component_and_family_matches_naive(family):
-    model = build(family, seed=5, n_layers=3, d=32, heads=4, kv=2)
+def test_every_component_and_family_matches_naive(family, seed):
+    model = build(family, seed=seed, n_layers=3, d=32, heads=4, kv=2)
     ad = Adapter(model)
-    src, tgt = random_pair(5, n_target=8, n_source=8, first_diff=3)
+    src, tgt = random_pair(seed, n_target=8, n_source=8, first_diff=3)
     positions = [(2, 2), (3, 3), (5, 5), (7, 7)]  # a known position, the first difference, ...
     for component, window in [
         ("resid_pre", 1),
@@ -97,8 +98,6 @@ def test_every_component_and_family_matches_naive(family):
         cells = make_cells(
             component, [0, 2] if window == 1 else [0, 1], positions, 3, window, ad.n_heads
         )
-        if component == "head":
-            cells = cells[::3]  # every head appears; a third of the cells keeps the test short
         source, target = trace(ad, src, [component]), trace(ad, tgt, [component])
         out, known = patch_cells(ad, component, source, target, cells, Options(target_tokens=40))
         worst = (out - _naive(model, src, tgt, component, cells)).abs().max().item()
