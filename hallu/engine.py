@@ -75,7 +75,7 @@ class Options:
 
     resume: bool = True
     suffix: bool = True
-    max_rows: int = 65536  # also `sweep.batch_size`
+    max_rows: int = 65536
     memory_bytes: int | None = None  # None: half the free GPU memory, or 2 GiB on the CPU
     target_tokens: int | None = None  # merge positions into one batch until it holds this many
 

@@ -73,10 +73,8 @@ class Worker:
         self.dtype = str(self.model_dtype).removeprefix("torch.")
         self.adapter = _adapter(self.model, cfg.sweep.engine, cfg.sweep.component)
         memory = cfg.sweep.memory_gb
-        self.options = Options(
-            max_rows=cfg.sweep.batch_size,
-            memory_bytes=None if memory is None else int(memory * 2**30),
-        )
+        # The fast engine sizes its batches from memory (sweep.batch_size is the hook engine's).
+        self.options = Options(memory_bytes=None if memory is None else int(memory * 2**30))
 
     def _patch_pair(
         self, src_ids: list[int], tgt_ids: list[int], positions: list[tuple[int, int]], layers
