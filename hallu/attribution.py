@@ -6,7 +6,7 @@ activation) . gradient (Nanda 2023; Syed et al. 2023). The K cells with the larg
 effect| are then patched exactly by the engine, and the Spearman rank correlation between the
 approximation and the exact values on those cells says how far the screen can be trusted.
 
-Library only for now: no sweep key runs it yet (see docs/engine.md).
+`sweep.screen_top_k=K` runs it in a sweep (hallu/worker.py).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ class Screen:
     approx: torch.Tensor  # [len(cells)] first-order estimate of patched - corrupted
     top: list[int]  # indices of the cells patched exactly, largest |approx| first
     exact: torch.Tensor  # [len(top)] exact patched - corrupted of those cells
+    logits: torch.Tensor  # [len(top), V] their patched last-position logits
     spearman: float  # rank correlation of approx and exact on `top` (NaN if under 2 cells)
 
 
@@ -71,4 +72,4 @@ def screen(
     rho = float("nan")
     if len(top) > 1:
         rho = float(spearmanr(approx[top].cpu().numpy(), exact.cpu().numpy())[0])
-    return Screen(approx, top, exact, rho)
+    return Screen(approx, top, exact, logits, rho)

@@ -112,6 +112,9 @@ class SweepCfg(_Strict):
     engine: Literal["auto", "fast", "hooks"] = "auto"
     # Memory the fast engine may use for one batch, in GiB; null: half the free GPU memory, or 2.
     memory_gb: float | None = Field(default=None, gt=0)
+    # Attribution patching screen: estimate every cell from one forward + backward pass per pair,
+    # patch only the K largest exactly (others get patched = NaN); resid_pre only. null: off.
+    screen_top_k: int | None = Field(default=None, ge=1)
     layers: Literal["all"] | list[int] = "all"
     positions: str | list[int] = "all"
     pairs: Literal["all"] | int | list[str] = "all"
@@ -150,6 +153,11 @@ class SweepCfg(_Strict):
             raise ValueError(
                 f"sweep.window={self.window} applies to sweep.component=attn_out or mlp_out, "
                 f"not {self.component}; set sweep.window=1 or change the component"
+            )
+        if self.screen_top_k is not None and self.component != "resid_pre":
+            raise ValueError(
+                f"sweep.screen_top_k={self.screen_top_k} screens resid_pre cells only, not "
+                f"{self.component}; set sweep.screen_top_k=null or sweep.component=resid_pre"
             )
         return self
 

@@ -24,4 +24,5 @@ def resolution(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Spacing of `dtype` at |values| (float32): 2^(exponent - mantissa bits)."""
     v = values.float().abs().clamp_min(torch.finfo(dtype).tiny)
     _, exponent = torch.frexp(v)  # v = m * 2^exponent, m in [0.5, 1)
-    return torch.pow(2.0, (exponent - 1 - _MANTISSA[dtype]).float())
+    step = torch.pow(2.0, (exponent - 1 - _MANTISSA[dtype]).float())
+    return torch.where(values.isnan(), values.float(), step)  # NaN: a cell not computed

@@ -46,6 +46,18 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
         "spacing of the model's dtype at |patched| (one rounding step); smaller differences "
         "between values are noise",
     ),
+    (
+        "approx",
+        pa.float32(),
+        "attribution patching's estimate of patched - corrupted (sweep.screen_top_k); null "
+        "without a screen; rows outside the top K have patched = NaN",
+    ),
+    (
+        "screen_spearman",
+        pa.float32(),
+        "rank correlation of `approx` and the exact patched - corrupted over the pair's top K "
+        "cells; null without a screen",
+    ),
 ]
 
 SCHEMA = pa.schema([pa.field(name, typ) for name, typ, _ in COLUMNS])

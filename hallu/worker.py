@@ -16,9 +16,10 @@ import torch
 
 from hallu import schema
 from hallu.adapters import Adapter
-from hallu.cells import Cell, make_cells, patch_cells
+from hallu.attribution import screen
+from hallu.cells import Cell, is_known, make_cells, patch_cells
 from hallu.config import DIRECTIONS, Config
-from hallu.engine import Options, trace
+from hallu.engine import Options, Trace, trace
 from hallu.errors import UserError
 from hallu.metrics import kl_to_clean, resolution
 from hallu.models import ModelShape, decoder_layers, load_model, load_shape, load_tokenizer
@@ -73,6 +74,8 @@ class Worker:
         self.dtype = str(self.model_dtype).removeprefix("torch.")
         self.adapter = _adapter(self.model, cfg.sweep.engine, cfg.sweep.component)
         memory = cfg.sweep.memory_gb
+        # The attribution screen's (estimates, rank correlation) for the pair being run.
+        self._approx: tuple[list[float], float] | None = None
         # The fast engine sizes its batches from memory (sweep.batch_size is the hook engine's).
         self.options = Options(memory_bytes=None if memory is None else int(memory * 2**30))
 
@@ -100,8 +103,26 @@ class Worker:
             source, target = trace(ad, src_ids, [comp]), trace(ad, tgt_ids, [comp])
             src_logits, tgt_logits = source.logits, target.logits
             cells = make_cells(comp, layers, positions, n_layers, sweep.window, ad.n_heads)
-            logits, known = patch_cells(ad, comp, source, target, cells, self.options)
+            if sweep.screen_top_k is None:
+                logits, known = patch_cells(ad, comp, source, target, cells, self.options)
+            else:
+                logits, known = self._screen(source, target, cells, sweep.screen_top_k)
         return src_logits, tgt_logits, cells, logits, known
+
+    def _screen(
+        self, source: Trace, target: Trace, cells: list[Cell], k: int
+    ) -> tuple[torch.Tensor, list[bool]]:
+        """Attribution screen: exact logits for known and top-K cells, NaN for the rest."""
+        res = screen(self.adapter, source, target, cells, self.prep.metric, k, self.options)
+        known = [is_known(c, source.ids, target.ids) for c in cells]
+        logits = torch.full((len(cells), target.logits.shape[-1]), math.nan)
+        logits = logits.to(target.logits)
+        for i, is_k in enumerate(known):
+            if is_k:
+                logits[i] = target.logits
+        logits[torch.tensor(res.top, dtype=torch.long)] = res.logits.to(logits.dtype)
+        self._approx = (res.approx.tolist(), res.spearman)
+        return logits, known
 
     def _metrics(self, src_logits, tgt_logits, logits) -> dict[str, tuple[float, float, list]]:
         """metric name -> (clean, corrupted, patched per cell), all float32."""
@@ -121,9 +142,11 @@ class Worker:
         for pid in shard.pair_ids:
             src_ids, tgt_ids = prep.token_ids[pid][source_cond], prep.token_ids[pid][target_cond]
             positions = resolve_positions(cfg.sweep.positions, pid, len(src_ids), len(tgt_ids))
+            self._approx = None
             src_logits, tgt_logits, cells, logits, known = self._patch_pair(
                 src_ids, tgt_ids, positions, shard.layers
             )
+            approx, rho = self._approx or ([None] * len(cells), None)
             src_tok = prep.tokenizer.convert_ids_to_tokens(src_ids)
             tgt_tok = prep.tokenizer.convert_ids_to_tokens(tgt_ids)
             for name, (clean, corrupted, values) in self._metrics(
@@ -131,17 +154,20 @@ class Worker:
             ).items():
                 steps = resolution(values, self.model_dtype).tolist()
                 gap = clean - corrupted
-                for cell, value, step, is_known in zip(
-                    cells, values.tolist(), steps, known, strict=True
+                for cell, value, step, was_known, est in zip(
+                    cells, values.tolist(), steps, known, approx, strict=True
                 ):
                     t, s = cell.position, cell.source_position
+                    screened = name == cfg.metric.name and rho is not None
                     row = {
                         "metric": name,
+                        "approx": est if screened else None,
+                        "screen_spearman": rho if screened else None,
                         "resolution": step,
                         "layer": cell.layer,
                         "layer_window": cell.window,
                         "head": cell.head,
-                        "known": is_known,
+                        "known": was_known,
                         "position": t,
                         "position_from_end": t - len(tgt_ids),
                         "source_position": s,

@@ -291,3 +291,33 @@ def test_attribution_screen_then_exact_top_k():
     base = metric(target.logits)
     assert (result.exact - (metric(ref) - base)).abs().max().item() <= TOL
     assert -1.0 <= result.spearman <= 1.0
+
+
+def test_worker_attribution_screen_rows():
+    cfg = tiny_config(
+        "sweep.pairs=1",
+        "sweep.positions=all",
+        "sweep.directions=[restore_confidence]",
+        "sweep.screen_top_k=5",
+    )
+    worker = Worker(cfg, "test")
+    (shard,) = worker.prep.plan().shards
+    rows = worker.run_shard(shard).to_pylist()
+    assert len(rows) == shard.n_cells
+    exact = [r for r in rows if r["patched"] == r["patched"]]  # not NaN
+    assert len([r for r in exact if not r["known"]]) == 5
+    assert all(r["approx"] is not None for r in rows)
+    assert -1.0 <= rows[0]["screen_spearman"] <= 1.0
+    ids = worker.prep.token_ids[rows[0]["pair_id"]]
+    src, tgt = ids["certain"], ids["uncertain"]
+    for r in exact:
+        ref = naive_component_logits(
+            worker.model, tgt, src, "resid_pre", [r["layer"]], r["position"], r["position"]
+        )
+        assert abs(worker.prep.metric(ref).item() - r["patched"]) <= TOL
+    screened = sorted(rows, key=lambda r: -abs(r["approx"]))[:5]
+    assert {(r["layer"], r["position"]) for r in screened} <= {
+        (r["layer"], r["position"]) for r in exact
+    }
+    with pytest.raises(UserError, match="sweep.screen_top_k=5 screens resid_pre"):
+        tiny_config("sweep.screen_top_k=5", "sweep.component=mlp_out")
