@@ -32,6 +32,8 @@ TITLES = {
 
 def _columns(table: pa.Table, direction: str) -> dict[str, np.ndarray]:
     sub = table.filter(pa.compute.equal(table["direction"], direction))
+    if sub.num_rows and "metric" in sub.column_names:  # the configured metric, not the extras
+        sub = sub.filter(pa.compute.equal(sub["metric"], sub["metric"][0]))
     names = [
         "layer",
         "position_from_end",

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hallu.errors import UserError
 
@@ -81,6 +81,9 @@ class MetricCfg(_Strict):
     name: Literal["logit_diff"] = "logit_diff"
     confident_tokens: list[str] = Field(min_length=1)
     tentative_tokens: list[str] = Field(min_length=1)
+    # More metrics, one row each per cell: kl_to_clean = KL(clean run || this run) at the last
+    # position (0 for the clean run itself).
+    extra: list[Literal["kl_to_clean"]] = []
 
 
 class WorkerResources(_Strict):
@@ -122,7 +125,19 @@ class SweepCfg(_Strict):
     name: str = "default"
     # Which experiments the run does; each writes its own rows and figures into the run.
     experiments: list[Literal["patching", "behavior"]] = Field(default=["patching"], min_length=1)
-    component: Literal["resid_pre"] = "resid_pre"
+    # resid_pre: the residual stream entering a layer; attn_out / mlp_out: a layer's attention or
+    # MLP output; head: one attention head's output (per layer x head x position).
+    component: Literal["resid_pre", "attn_out", "mlp_out", "head"] = "resid_pre"
+    # Consecutive layers patched together (ROME's causal tracing); attn_out and mlp_out only.
+    window: int = Field(default=1, ge=1, le=1024)
+    # fast: hallu.engine (reuses the target run; same numbers); hooks: one forward per batch of
+    # cells through the whole model (resid_pre only); auto: fast where the family has an adapter.
+    engine: Literal["auto", "fast", "hooks"] = "auto"
+    # Memory the fast engine may use for one batch, in GiB; null: half the free GPU memory, or 2.
+    memory_gb: float | None = Field(default=None, gt=0)
+    # Attribution patching screen: estimate every cell from one forward + backward pass per pair,
+    # patch only the K largest exactly (others get patched = NaN); resid_pre only. null: off.
+    screen_top_k: int | None = Field(default=None, ge=1)
     layers: Literal["all"] | list[int] = "all"
     positions: str | list[int] = "all"
     pairs: Literal["all"] | int | list[str] = "all"
@@ -165,6 +180,25 @@ class SweepCfg(_Strict):
         if len(set(v)) != len(v):
             raise ValueError(f"controls {v} repeat an entry")
         return v
+
+    @model_validator(mode="after")
+    def _window(self) -> SweepCfg:
+        if self.window > 1 and self.component not in ("attn_out", "mlp_out"):
+            raise ValueError(
+                f"sweep.window={self.window} applies to sweep.component=attn_out or mlp_out, "
+                f"not {self.component}; set sweep.window=1 or change the component"
+            )
+        if self.controls and self.component != "resid_pre":
+            raise ValueError(
+                f"sweep.controls={self.controls} patch resid_pre only, not {self.component}; "
+                "set sweep.controls=[] or sweep.component=resid_pre"
+            )
+        if self.screen_top_k is not None and self.component != "resid_pre":
+            raise ValueError(
+                f"sweep.screen_top_k={self.screen_top_k} screens resid_pre cells only, not "
+                f"{self.component}; set sweep.screen_top_k=null or sweep.component=resid_pre"
+            )
+        return self
 
     @field_validator("directions")
     @classmethod

@@ -29,6 +29,7 @@ import torch
 
 from hallu import schema
 from hallu.config import DIRECTIONS
+from hallu.metrics import resolution
 from hallu.patching import capture_resid_pre, patched_logits
 from hallu.plan import Shard, resolve_positions
 from hallu.prompts import render
@@ -111,13 +112,16 @@ def run_control_shard(
             pos = {t: len(src_ids) - (len(tgt) - t) for t in targets}
             src_tokens = prep.tokenizer.convert_ids_to_tokens(src_ids)
         cells = [(layer, t, pos[t]) for layer in shard.layers for t in targets if pos[t] >= 0]
-        patched = prep.metric(
+        values = prep.metric(
             patched_logits(model, layers, tgt, resid, [(c,) for c in cells], cfg.sweep.batch_size)
-        ).tolist()
+        )
+        patched = values.tolist()
+        steps = resolution(values, next(model.parameters()).dtype).tolist()
         tgt_tokens = prep.tokenizer.convert_ids_to_tokens(tgt)
         gap = clean - corrupted
-        for (layer, t, s), value in zip(cells, patched, strict=True):
+        for (layer, t, s), value, step in zip(cells, patched, steps, strict=True):
             row = {
+                "resolution": step,
                 "layer": layer,
                 "position": t,
                 "position_from_end": t - len(tgt),
@@ -148,6 +152,9 @@ def run_control_shard(
         "metric": cfg.metric.name,
         "seed": cfg.seed,
         "control": shard.control,
+        "known": False,  # a control's source differs from the target everywhere it is patched
+        "approx": None,
+        "screen_spearman": None,
     }
     for k, v in constant.items():
         cols[k] = [v] * n

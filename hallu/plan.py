@@ -115,6 +115,7 @@ def make_plan(
 ) -> Plan:
     """Cells -> shards. `lengths[pair][condition]` is each prompt's token count, in pair order."""
     layers = resolve_layers(sweep.layers, shape.n_layers)
+    per_layer = shape.n_heads if sweep.component == "head" else 1  # cells per layer x position
     shards = []
     pair_ids = list(lengths)
     if "same_class" in sweep.controls and len(pair_ids) < 2:
@@ -132,8 +133,8 @@ def make_plan(
             for pid in group:
                 ls, lt = lengths[pid][source], lengths[pid][target]
                 n_pos = len(resolve_positions(sweep.positions, pid, ls, lt))
-                cells += n_pos * len(layers)
-                flops += n_pos * len(layers) * lt * shape.params_per_token_flops
+                cells += n_pos * len(layers) * per_layer
+                flops += n_pos * len(layers) * per_layer * lt * shape.params_per_token_flops
             spec = {
                 "model": model_id,
                 "direction": direction,
@@ -144,6 +145,8 @@ def make_plan(
             }
             if control is not None:  # the experiment's shard ids stay as they were
                 spec["control"] = control
+            if sweep.window != 1:  # keeps the ids of earlier runs' shards unchanged
+                spec["window"] = sweep.window
             digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
             shards.append(
                 Shard(digest, direction, group, tuple(layers), cells, float(flops), control)

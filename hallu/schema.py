@@ -35,6 +35,30 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("restoration", pa.float32(), "(patched - corrupted) / (clean - corrupted); NaN if equal"),
     ("seed", pa.int64(), "the run's seed"),
     ("control", pa.string(), "null for the experiment; else the control (hallu/controls.py)"),
+    (
+        "known",
+        pa.bool_(),
+        "true: `patched` is the corrupted baseline, taken without a forward pass (source and "
+        "target agree on every token up to `position`, so the patch writes what is there)",
+    ),
+    (
+        "resolution",
+        pa.float32(),
+        "spacing of the model's dtype at |patched| (one rounding step); smaller differences "
+        "between values are noise",
+    ),
+    (
+        "approx",
+        pa.float32(),
+        "attribution patching's estimate of patched - corrupted (sweep.screen_top_k); null "
+        "without a screen; rows outside the top K have patched = NaN",
+    ),
+    (
+        "screen_spearman",
+        pa.float32(),
+        "rank correlation of `approx` and the exact patched - corrupted over the pair's top K "
+        "cells; null without a screen",
+    ),
 ]
 
 SCHEMA = pa.schema([pa.field(name, typ) for name, typ, _ in COLUMNS])

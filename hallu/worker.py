@@ -13,9 +13,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+import torch
 
 from hallu import schema
+from hallu.adapters import Adapter
+from hallu.attribution import screen
+from hallu.cells import Cell, is_known, make_cells, patch_cells
 from hallu.config import DIRECTIONS, Config
+from hallu.engine import Options, Trace, trace
+from hallu.errors import UserError
+from hallu.metrics import kl_to_clean, resolution
 from hallu.models import ModelShape, decoder_layers, load_model, load_shape, load_tokenizer
 from hallu.patching import LogitDiff, capture_resid_pre, patched_logits
 from hallu.plan import Plan, Shard, make_plan, resolve_positions
@@ -65,7 +72,70 @@ class Worker:
         self.run_id = run_id
         self.model, self.revision = load_model(cfg.model, len(self.prep.tokenizer))
         self.layers = decoder_layers(self.model)
-        self.dtype = str(next(self.model.parameters()).dtype).removeprefix("torch.")
+        self.model_dtype = next(self.model.parameters()).dtype
+        self.dtype = str(self.model_dtype).removeprefix("torch.")
+        self.adapter = _adapter(self.model, cfg.sweep.engine, cfg.sweep.component)
+        memory = cfg.sweep.memory_gb
+        # The attribution screen's (estimates, rank correlation) for the pair being run.
+        self._approx: tuple[list[float], float] | None = None
+        # The fast engine sizes its batches from memory (sweep.batch_size is the hook engine's).
+        self.options = Options(memory_bytes=None if memory is None else int(memory * 2**30))
+
+    def _patch_pair(
+        self, src_ids: list[int], tgt_ids: list[int], positions: list[tuple[int, int]], layers
+    ) -> tuple[torch.Tensor, torch.Tensor, list[Cell], torch.Tensor, list[bool]]:
+        """(source logits, target logits, cells, [cells, V] patched logits, known) of a pair."""
+        sweep = self.prep.cfg.sweep
+        n_layers = len(self.layers)
+        if self.adapter is None:  # the hook engine: one forward pass of the target per cell
+            resid, src_logits = capture_resid_pre(self.model, self.layers, src_ids)
+            _, tgt_logits = capture_resid_pre(self.model, self.layers, tgt_ids)
+            cells = make_cells("resid_pre", layers, positions, n_layers)
+            logits = patched_logits(
+                self.model,
+                self.layers,
+                tgt_ids,
+                resid,
+                [((c.layer, c.position, c.source_position),) for c in cells],
+                sweep.batch_size,
+            )
+            known = [False] * len(cells)
+        else:
+            ad, comp = self.adapter, sweep.component
+            source, target = trace(ad, src_ids, [comp]), trace(ad, tgt_ids, [comp])
+            src_logits, tgt_logits = source.logits, target.logits
+            cells = make_cells(comp, layers, positions, n_layers, sweep.window, ad.n_heads)
+            if sweep.screen_top_k is None:
+                logits, known = patch_cells(ad, comp, source, target, cells, self.options)
+            else:
+                logits, known = self._screen(source, target, cells, sweep.screen_top_k)
+        return src_logits, tgt_logits, cells, logits, known
+
+    def _screen(
+        self, source: Trace, target: Trace, cells: list[Cell], k: int
+    ) -> tuple[torch.Tensor, list[bool]]:
+        """Attribution screen: exact logits for known and top-K cells, NaN for the rest."""
+        res = screen(self.adapter, source, target, cells, self.prep.metric, k, self.options)
+        known = [is_known(c, source.ids, target.ids) for c in cells]
+        logits = torch.full((len(cells), target.logits.shape[-1]), math.nan)
+        logits = logits.to(target.logits)
+        for i, is_k in enumerate(known):
+            if is_k:
+                logits[i] = target.logits
+        logits[torch.tensor(res.top, dtype=torch.long)] = res.logits.to(logits.dtype)
+        self._approx = (res.approx.tolist(), res.spearman)
+        return logits, known
+
+    def _metrics(self, src_logits, tgt_logits, logits) -> dict[str, tuple[float, float, list]]:
+        """metric name -> (clean, corrupted, patched per cell), all float32."""
+        out = {}
+        for name in [self.prep.cfg.metric.name, *self.prep.cfg.metric.extra]:
+            if name == "kl_to_clean":
+                f = lambda x: kl_to_clean(x, src_logits)  # noqa: E731
+            else:
+                f = self.prep.metric
+            out[name] = (float(f(src_logits)), float(f(tgt_logits)), f(logits).float())
+        return out
 
     def run_shard(self, shard: Shard, progress: Any = None) -> pa.Table:
         cfg, prep = self.prep.cfg, self.prep
@@ -81,41 +151,47 @@ class Worker:
         cols: dict[str, list] = {name: [] for name in schema.SCHEMA.names}
         for pid in shard.pair_ids:
             src_ids, tgt_ids = prep.token_ids[pid][source_cond], prep.token_ids[pid][target_cond]
-            resid, src_logits = capture_resid_pre(self.model, self.layers, src_ids)
-            _, tgt_logits = capture_resid_pre(self.model, self.layers, tgt_ids)
-            clean, corrupted = float(prep.metric(src_logits)), float(prep.metric(tgt_logits))
             positions = resolve_positions(cfg.sweep.positions, pid, len(src_ids), len(tgt_ids))
-            cells = [(layer, t, s) for layer in shard.layers for t, s in positions]
-            patched = prep.metric(
-                patched_logits(
-                    self.model,
-                    self.layers,
-                    tgt_ids,
-                    resid,
-                    [(c,) for c in cells],
-                    cfg.sweep.batch_size,
-                )
-            ).tolist()
+            self._approx = None
+            src_logits, tgt_logits, cells, logits, known = self._patch_pair(
+                src_ids, tgt_ids, positions, shard.layers
+            )
+            approx, rho = self._approx or ([None] * len(cells), None)
             src_tok = prep.tokenizer.convert_ids_to_tokens(src_ids)
             tgt_tok = prep.tokenizer.convert_ids_to_tokens(tgt_ids)
-            gap = clean - corrupted
-            for (layer, t, s), value in zip(cells, patched, strict=True):
-                row = {
-                    "layer": layer,
-                    "position": t,
-                    "position_from_end": t - len(tgt_ids),
-                    "source_position": s,
-                    "token": tgt_tok[t],
-                    "source_token": src_tok[s],
-                    "n_tokens": len(tgt_ids),
-                    "pair_id": pid,
-                    "clean": clean,
-                    "corrupted": corrupted,
-                    "patched": value,
-                    "restoration": (value - corrupted) / gap if gap != 0 else math.nan,
-                }
-                for k, v in row.items():
-                    cols[k].append(v)
+            for name, (clean, corrupted, values) in self._metrics(
+                src_logits, tgt_logits, logits
+            ).items():
+                steps = resolution(values, self.model_dtype).tolist()
+                gap = clean - corrupted
+                for cell, value, step, was_known, est in zip(
+                    cells, values.tolist(), steps, known, approx, strict=True
+                ):
+                    t, s = cell.position, cell.source_position
+                    screened = name == cfg.metric.name and rho is not None
+                    row = {
+                        "metric": name,
+                        "approx": est if screened else None,
+                        "screen_spearman": rho if screened else None,
+                        "resolution": step,
+                        "layer": cell.layer,
+                        "layer_window": cell.window,
+                        "head": cell.head,
+                        "known": was_known,
+                        "position": t,
+                        "position_from_end": t - len(tgt_ids),
+                        "source_position": s,
+                        "token": tgt_tok[t],
+                        "source_token": src_tok[s],
+                        "n_tokens": len(tgt_ids),
+                        "pair_id": pid,
+                        "clean": clean,
+                        "corrupted": corrupted,
+                        "patched": value,
+                        "restoration": (value - corrupted) / gap if gap != 0 else math.nan,
+                    }
+                    for k, v in row.items():
+                        cols[k].append(v)
             if progress is not None:
                 progress.update(len(cells))
         n = len(cols["layer"])
@@ -128,12 +204,25 @@ class Worker:
             "experiment": "patching",
             "direction": shard.direction,
             "component": cfg.sweep.component,
-            "layer_window": 1,
-            "head": None,
-            "metric": cfg.metric.name,
             "seed": cfg.seed,
             "control": None,
         }
         for k, v in constant.items():
             cols[k] = [v] * n
         return stamp(schema.to_table(cols), started, device)
+
+
+def _adapter(model: Any, engine: str, component: str) -> Adapter | None:
+    """The fast engine's adapter, or None for the hook engine (which does resid_pre only)."""
+    if engine == "hooks":
+        if component != "resid_pre":
+            raise UserError(
+                f"sweep.component={component} needs the fast engine; set sweep.engine=auto"
+            )
+        return None
+    try:
+        return Adapter(model)
+    except UserError:
+        if engine == "fast" or component != "resid_pre":
+            raise
+        return None

@@ -1,0 +1,138 @@
+"""Where each model family keeps what the fast engine calls: one small adapter per family.
+
+The engine (hallu/engine.py) runs the decoder layers itself, one at a time, so it must know how
+to embed tokens, build the position embeddings a layer expects, call a layer with a mask and a
+key/value cache, and turn the last hidden state into logits. Families differ only in names:
+
+| family | blocks | embedding | positions | final norm | attention / MLP | head input |
+|---|---|---|---|---|---|---|
+| Llama/Mistral/Qwen2 | model.layers | embed_tokens | rotary | norm | self_attn / mlp | o_proj |
+| GPT-2 | transformer.h | wte + wpe | absolute | ln_f | attn / mlp | c_proj |
+| GPT-NeoX | gpt_neox.layers | embed_in | rotary | final_layer_norm | attention / mlp | dense |
+
+Layers return a tensor in recent transformers and a tuple in older ones; `run_layer` accepts both.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from hallu.errors import UserError
+
+
+def _get(obj: Any, path: str) -> Any:
+    for attr in path.split("."):
+        obj = getattr(obj, attr, None)
+        if obj is None:
+            return None
+    return obj
+
+
+@dataclass(frozen=True)
+class _Family:
+    name: str
+    layers: str
+    embed: str
+    final_norm: str
+    attn: str  # attribute of a block
+    mlp: str
+    head_proj: str  # attribute of the attention module whose input holds the heads side by side
+    rotary: str | None = None
+    abs_pos: str | None = None  # absolute position embedding (GPT-2)
+
+
+FAMILIES = [
+    _Family(
+        "llama", "model.layers", "model.embed_tokens", "model.norm",
+        "self_attn", "mlp", "o_proj", rotary="model.rotary_emb",
+    ),
+    _Family(
+        "gpt2", "transformer.h", "transformer.wte", "transformer.ln_f",
+        "attn", "mlp", "c_proj", abs_pos="transformer.wpe",
+    ),
+    _Family(
+        "gpt_neox", "gpt_neox.layers", "gpt_neox.embed_in", "gpt_neox.final_layer_norm",
+        "attention", "mlp", "dense", rotary="gpt_neox.rotary_emb",
+    ),
+]  # fmt: skip
+
+
+class Adapter:
+    """A causal LM seen as embed -> blocks -> norm -> unembedding, for one family."""
+
+    def __init__(self, model: torch.nn.Module):
+        family = next((f for f in FAMILIES if _get(model, f.layers) is not None), None)
+        if family is None:
+            raise UserError(
+                f"sweep.engine=fast: no adapter for {type(model).__name__} (supported: Llama, "
+                "Mistral, Qwen2, GPT-2, GPT-NeoX); use sweep.engine=hooks"
+            )
+        self.model, self.family = model, family
+        self.layers: torch.nn.ModuleList = _get(model, family.layers)
+        self.embed_tokens = _get(model, family.embed)
+        self.norm = _get(model, family.final_norm)
+        # lm_head everywhere in recent transformers; GPT-NeoX called it embed_out before.
+        self.unembed = _get(model, "lm_head") or _get(model, "embed_out")
+        self.rotary = _get(model, family.rotary) if family.rotary else None
+        self.abs_pos = _get(model, family.abs_pos) if family.abs_pos else None
+        params = inspect.signature(self.layers[0].forward).parameters
+        self.cache_kw = next(k for k in ("cache", "past_key_values", "layer_past") if k in params)
+        self.takes_pos_emb = "position_embeddings" in params
+        cfg = model.config
+        self.n_heads = cfg.num_attention_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads
+        self.n_kv_heads = getattr(cfg, "num_key_value_heads", None) or self.n_heads
+        window = getattr(cfg, "sliding_window", None)
+        self.sliding_window = window if getattr(cfg, "use_sliding_window", True) else None
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.embed_tokens.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed_tokens.weight.device
+
+    def attn(self, layer: int) -> torch.nn.Module:
+        return getattr(self.layers[layer], self.family.attn)
+
+    def mlp(self, layer: int) -> torch.nn.Module:
+        return getattr(self.layers[layer], self.family.mlp)
+
+    def head_proj(self, layer: int) -> torch.nn.Module:
+        return getattr(self.attn(layer), self.family.head_proj)
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """[B, T] token ids -> [B, T, d] input of layer 0."""
+        h = self.embed_tokens(ids)
+        if self.abs_pos is not None:
+            h = h + self.abs_pos(torch.arange(ids.shape[1], device=ids.device))[None]
+        return h
+
+    def position_embeddings(self, h: torch.Tensor, n_tokens: int) -> Any:
+        """What a layer needs to place positions 0..n_tokens-1 (None: absolute, already added)."""
+        if self.rotary is None:
+            return None
+        pos = torch.arange(n_tokens, device=h.device)[None]
+        return self.rotary(h, pos)
+
+    def run_layer(
+        self, layer: int, h: torch.Tensor, pos_emb: Any, mask: torch.Tensor, cache: Any
+    ) -> torch.Tensor:
+        kwargs: dict[str, Any] = {"attention_mask": mask, self.cache_kw: cache}
+        if self.takes_pos_emb:
+            kwargs["position_embeddings"] = pos_emb
+        out = self.layers[layer](h, **kwargs)
+        return out[0] if isinstance(out, tuple) else out
+
+    def logits(self, h_last: torch.Tensor) -> torch.Tensor:
+        """[B, d] last layer output -> [B, V] logits."""
+        return self.unembed(self.norm(h_last))
