@@ -187,14 +187,17 @@ def small_config(*overrides: str, root=None) -> Config:
     )
 
 
+# What identifies a result row: one per cell, direction, control and metric.
+CELL = ("direction", "control", "metric", "pair_id", "layer", "head", "position")
+
+
 def cell_keys(table) -> list[tuple]:
-    cols = ("direction", "pair_id", "layer", "position")
-    return list(zip(*(table[c].to_pylist() for c in cols), strict=True))
+    return list(zip(*(table[c].to_pylist() for c in CELL), strict=True))
 
 
 def sorted_rows(table):
     """Rows in a canonical order, without the run id (which names the run, not the result)."""
-    order = [(c, "ascending") for c in ("direction", "pair_id", "layer", "position")]
+    order = [(c, "ascending") for c in CELL]
     return table.drop_columns(["run_id"]).sort_by(order)
 
 

@@ -6,6 +6,7 @@ import pyarrow as pa
 import pytest
 import torch
 
+from hallu import schema
 from hallu.controls import UNRELATED_TEXT, norm_matched, same_class_partner
 from hallu.errors import UserError
 from hallu.worker import Worker, prepare
@@ -43,7 +44,7 @@ def test_control_rows_beside_unchanged_experiment_rows(tmp_path):
     worker = Worker(with_controls, "r")
     tables = {(s.direction, s.control): worker.run_shard(s) for s in plan.shards}
     table = pa.concat_tables(tables.values())
-    assert table.schema.names[-1] == "control"
+    assert table.schema == schema.SCHEMA and "control" in table.schema.names
     n_layers = 3
     for (direction, control), t in tables.items():
         rows = t.to_pylist()

@@ -92,6 +92,8 @@ def test_killed_worker_is_replaced_and_rows_stay_exactly_once(cluster, tmp_path)
     # Slower shards (more layers, small batches) so that the kill lands mid-shard.
     cfg = small_config(
         "+sweep=full",
+        "sweep.controls=[]",  # the fault tests count experiment cells; controls have their own
+        "sweep.noise_floor=false",
         "sweep.pairs=8",
         "sweep.pairs_per_shard=1",
         "model.tiny.n_layers=6",
@@ -192,6 +194,8 @@ def test_killed_driver_is_resumed_by_rerunning(cluster, moto, tmp_path, capsys):
         "-m",
         "hallu.launch",
         "+sweep=full",
+        "sweep.controls=[]",  # the fault tests count experiment cells; controls have their own
+        "sweep.noise_floor=false",
         "sweep.pairs=16",
         "sweep.pairs_per_shard=2",
         "sweep.batch_size=2",
