@@ -217,7 +217,7 @@ class BehaviorCfg(_Strict):
     decoding: list[Literal["greedy", "sampled"]] = Field(
         default=["greedy", "sampled"], min_length=1
     )
-    temperature: float = Field(default=0.7, gt=0, le=5)  # for sampled decoding only
+    temperature: float = Field(default=1.0, gt=0, le=5)  # for sampled decoding only
     n_samples: int = Field(default=4, ge=1, le=1000)  # sampled answers per prompt
     max_new_tokens: int = Field(default=64, ge=1, le=4096)
     batch_size: int = Field(default=16, ge=1, le=4096)  # prompts generated together

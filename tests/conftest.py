@@ -13,9 +13,17 @@ from hallu.config import Config, compose
 REPO = Path(__file__).resolve().parent.parent
 
 
+# The tests' baseline: the tiny random model with the seed's metric, and a small patching-only
+# sweep (the default sweep is the toy model's demo, with behaviour, every pair and position).
+TINY = ["model=tiny", "metric=is_vs_might"]
+SMALL_SWEEP = ["sweep.experiments=[patching]", "sweep.positions=last:8", "sweep.pairs=12"]
+
+
 def tiny_config(*overrides: str, root: Path | None = None) -> Config:
-    """The default config with a smaller tiny model (fast) and results under `root`."""
-    base = ["model.tiny.n_layers=3", "model.tiny.d_model=32", "model.tiny.d_mlp=64"]
+    """A smaller tiny model, the small sweep unless +sweep=NAME is given, results in `root`."""
+    base = [*TINY, "model.tiny.n_layers=3", "model.tiny.d_model=32", "model.tiny.d_mlp=64"]
+    if not any(o.startswith("+sweep=") for o in overrides):
+        base += SMALL_SWEEP
     if root is not None:
         base.append(f"storage.root={root}")
     return compose(base + list(overrides))
@@ -25,8 +33,10 @@ def tiny_config(*overrides: str, root: Path | None = None) -> Config:
 def run_cli(tmp_path: Path):
     """Run `python -m hallu.launch ARGS` in a subprocess, with results under tmp_path/runs."""
 
-    def run(*args: str, root: bool = True) -> subprocess.CompletedProcess:
-        cmd = [sys.executable, "-m", "hallu.launch", *args]
+    def run(*args: str, root: bool = True, tiny: bool = True) -> subprocess.CompletedProcess:
+        """tiny=True: on the tiny random model and the seed's metric, unless args pick a model."""
+        pick = tiny and not any(a.startswith("model=") for a in args)
+        cmd = [sys.executable, "-m", "hallu.launch", *(TINY if pick else []), *args]
         if root:
             cmd.append(f"storage.root={tmp_path / 'runs'}")
         return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)

@@ -7,8 +7,9 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from hallu.config import TinySpec
+from hallu.config import TinySpec, compose
 from hallu.tiny import build_model, build_tokenizer
+from hallu.worker import prepare
 
 pytestmark = pytest.mark.slow
 
@@ -19,12 +20,13 @@ def _only_run(tmp_path):
     return runs[0]
 
 
-def test_default_run_leaves_parquet_figures_and_summary(run_cli, tmp_path):
-    proc = run_cli()
+def test_default_run_is_the_toy_demo_with_parquet_figures_and_summary(run_cli, tmp_path):
+    """The README's first line: the toy model, patching and behaviour, every pair and position."""
+    proc = run_cli(tiny=False)
     assert proc.returncode == 0, proc.stderr
     run = _only_run(tmp_path)
     meta = json.loads((run / "run.json").read_text())
-    assert meta["config"]["model"]["name_or_path"] == "tiny"
+    assert meta["config"]["model"]["name_or_path"] == "toy"
     assert meta["versions"]["torch"] and "plan" in meta
     for name in (
         "heatmap_restore_confidence.png",
@@ -32,21 +34,23 @@ def test_default_run_leaves_parquet_figures_and_summary(run_cli, tmp_path):
         "layers.png",
         "summary.md",
         "summary.json",
+        "behavior/figure1.png",
+        "behavior/summary.md",
     ):
         assert (run / name).stat().st_size > 0, name
     shards = sorted((run / "shards").glob("*.parquet"))
     rows = sum(pq.read_metadata(p).num_rows for p in shards)
+    assert rows == prepare(compose([])).plan().n_cells > 48 * 4 * 2 * 10
     summary = json.loads((run / "summary.json").read_text())
-    # default sweep: 12 pairs x 4 layers x last 8 positions x 2 directions
-    assert rows == 12 * 4 * 8 * 2
     for s in summary["directions"].values():
-        assert s["n_pairs"] == 12 and s["headline"] is not None
-        assert len(s["mean_restoration"]) == 4 and len(s["mean_restoration"][0]) == 8
-    assert "band-mean restoration" in proc.stdout
+        assert s["n_pairs"] == 48 and s["headline"] is not None and len(s["mean_restoration"]) == 4
+        # The toy's planted bias: the certainty marker moves the metric by several logits.
+        assert abs(s["gap_mean"]) > 1.0
+    assert "band-mean restoration" in proc.stdout and "behavior (sampled)" in proc.stdout
     # Rerunning the same run id does nothing twice.
-    again = run_cli(f"run_id={run.name}")
+    again = run_cli(f"run_id={run.name}", tiny=False)
     assert again.returncode == 0, again.stderr
-    assert "0 shard(s) run" in again.stderr
+    assert "0 shard(s) run" in again.stderr and "0 behaviour chunk(s) run" in again.stderr
     assert sorted((run / "shards").glob("*.parquet")) == shards
 
 

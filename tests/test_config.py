@@ -34,7 +34,8 @@ def test_every_config_file_composes_and_validates(override):
 
 def test_default_sweep_is_small_and_full_sweeps_everything():
     default, full = compose([]).sweep, compose(["+sweep=full"]).sweep
-    assert default.name == "default" and default.pairs == 12 and default.positions == "last:8"
+    assert default.name == "default" and default.pairs == "all" and default.positions == "all"
+    assert default.experiments == ["patching", "behavior"] and default.controls == []
     assert (full.layers, full.positions, full.pairs) == ("all", "all", "all")
     assert set(full.directions) == {"restore_confidence", "induce_tentativeness"}
 

@@ -8,6 +8,8 @@ import pytest
 
 from hallu.launch import main
 
+from .conftest import TINY
+
 
 def _write(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
@@ -43,7 +45,7 @@ CSV_HEADER = "pair_id,condition,text\n"
 )
 def test_bad_config_is_one_clear_error(args, expected, capsys, tmp_path):
     root = tmp_path / "runs"
-    code = main(["model.tiny.n_layers=3", f"storage.root={root}", *args])
+    code = main([*TINY, "model.tiny.n_layers=3", f"storage.root={root}", *args])
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith("hallu: error:") and "Traceback" not in err
@@ -106,7 +108,9 @@ def _bad_prompt_files(tmp: Path) -> list[tuple[Path, list[str], list[str]]]:
 def test_bad_prompt_files_are_one_clear_error(capsys, tmp_path):
     for path, extra, expected in _bad_prompt_files(tmp_path):
         root = tmp_path / "runs"
-        code = main([f"prompts.path={path}", "sweep.pairs=all", f"storage.root={root}", *extra])
+        code = main(
+            [*TINY, f"prompts.path={path}", "sweep.pairs=all", f"storage.root={root}", *extra]
+        )
         err = capsys.readouterr().err
         assert code == 2, (path.name, err)
         assert "Traceback" not in err

@@ -170,17 +170,17 @@ def test_ratio_with_gap_inside_the_noise_floor_is_flagged(tmp_path):
 
 
 def test_behaviour_rows_fill_figure_1_and_the_behaviour_criteria(tmp_path):
-    """Rows as hallu/behavior.py writes them (behavior/responses/*.parquet); greedy ones used."""
+    """Rows as hallu/behavior.py writes them (behavior/responses/*.parquet); sampled ones used."""
     run = make_run(tmp_path, "r")
     rng = np.random.default_rng(0)
     rows = []
     p_decl = {"certain": 1.0, "neutral": 0.9, "uncertain": 0.4}
     for p in range(16):
         for cond, pr in p_decl.items():
-            for decoding in ("greedy", "sampled"):
+            for decoding in ("sampled", "greedy"):
                 label = "declarative" if rng.random() < pr else "tentative"
-                if decoding == "sampled":
-                    label = "tentative"  # must be ignored: the greedy answers are used
+                if decoding == "greedy":
+                    label = "tentative"  # must be ignored: the sampled answers are used
                 metric = (1.0 if label == "declarative" else -1.0) + rng.normal(0, 0.3)
                 rows.append(
                     {
@@ -200,7 +200,7 @@ def test_behaviour_rows_fill_figure_1_and_the_behaviour_criteria(tmp_path):
     doc, _ = build_report(open_run(run), Options(n_boot=200, n_perm=200))
     md = doc.markdown()
     assert doc.n_figures == 6 and "Behaviour was not run" not in md
-    assert "greedy decoding" in md and "| certain | 16/16 |" in md
+    assert "sampled decoding" in md and "| certain | 16/16 |" in md
 
 
 def test_compare_two_runs_of_different_depth(tmp_path, capsys):

@@ -11,11 +11,18 @@ import pytest
 
 from hallu.analysis.scorecard import CRITERIA
 
+from .conftest import TINY
 from .test_report import chromium_check
 
 pytestmark = pytest.mark.slow
 
-SMALL = ["model.tiny.d_model=32", "model.tiny.d_mlp=64", "sweep.pairs=6", "sweep.positions=last:4"]
+SMALL = [
+    *TINY,
+    "model.tiny.d_model=32",
+    "model.tiny.d_mlp=64",
+    "sweep.pairs=6",
+    "sweep.positions=last:4",
+]
 
 
 def _report(*args: str) -> subprocess.CompletedProcess:

@@ -25,7 +25,7 @@ from .cluster_fixtures import (
     service_env,
     sorted_rows,
 )
-from .conftest import tiny_config
+from .conftest import TINY, tiny_config
 from .test_store import _table
 
 
@@ -104,6 +104,7 @@ def test_transient_connection_failures_are_retried(moto):
 
 def test_cli_run_to_s3_matches_the_local_run_and_logs_no_secret(moto, tmp_path, capsys):
     args = [
+        *TINY,
         "model.tiny.n_layers=3",
         "model.tiny.d_model=32",
         "model.tiny.d_mlp=64",
@@ -218,6 +219,7 @@ def test_behaviour_chunks_and_figures_land_in_s3_and_resume(moto, capsys):
         "run_id=b",
         "behavior.decoding=[greedy]",
         "behavior.max_new_tokens=4",
+        *TINY,
         "model.tiny.n_layers=2",
     ]
     assert main(args) == 0, capsys.readouterr().err

@@ -27,10 +27,15 @@ def label_column(beh: pa.Table) -> str | None:
 
 
 def answers(beh: pa.Table) -> tuple[pa.Table, str]:
-    """The answers the scorecard uses, and which ('greedy', 'sampled' or 'all')."""
+    """The answers the scorecard uses, and which ('sampled', 'greedy' or 'all').
+
+    Sampled answers first: their rates estimate the model's answer distribution, while greedy
+    decoding keeps only each prompt's most likely answer and so exaggerates any majority (a
+    model that is 60% tentative answers tentatively 100% of the time under greedy decoding).
+    """
     if "decoding" not in beh.column_names:
         return beh, "all"
-    for decoding in ("greedy", "sampled"):
+    for decoding in ("sampled", "greedy"):
         sub = beh.filter(pc.equal(beh["decoding"], decoding))
         if sub.num_rows:
             return sub, decoding
