@@ -91,6 +91,17 @@ def run_metadata(cfg: Config, run_id: str, extra: dict[str, Any]) -> dict[str, A
     }
 
 
+def same_study(old_meta: dict[str, Any], cfg: Config, run_id: str, where: object) -> bool:
+    """True if an existing run.json is of this study (so the run resumes); UserError if not."""
+    if old_meta.get("study_hash") != cfg.study_hash():
+        raise UserError(
+            f"run_id={run_id}: {where} holds a run with a different config "
+            f"(study hash {old_meta.get('study_hash')} vs {cfg.study_hash()}); its results are "
+            "kept. Fix: choose a new run_id, or drop run_id= for a fresh one"
+        )
+    return True
+
+
 class LocalStore:
     def __init__(self, root: str | Path, run_id: str):
         self.run_id = run_id
@@ -101,14 +112,7 @@ class LocalStore:
         """True if this run exists with the same study (resume); UserError if it differs."""
         meta_path = self.dir / "run.json"
         if meta_path.exists():
-            old = json.loads(meta_path.read_text())
-            if old.get("study_hash") != cfg.study_hash():
-                raise UserError(
-                    f"run_id={self.run_id}: {self.dir} holds a run with a different config "
-                    f"(study hash {old.get('study_hash')} vs {cfg.study_hash()}); its results are "
-                    "kept. Fix: choose a new run_id, or drop run_id= for a fresh one"
-                )
-            return True
+            return same_study(json.loads(meta_path.read_text()), cfg, self.run_id, self.dir)
         if self.dir.exists() and any(self.dir.iterdir()):
             raise UserError(
                 f"run_id={self.run_id}: {self.dir} exists without run.json; "
@@ -130,15 +134,7 @@ class LocalStore:
         return {p.stem for p in self.shard_dir.glob("*.parquet")}
 
     def write_shard(self, shard_id: str, table: pa.Table) -> Path:
-        final = self.shard_dir / f"{shard_id}.parquet"
-        fd, tmp = tempfile.mkstemp(dir=self.shard_dir, prefix=f".{shard_id}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            pq.write_table(table, tmp)
-            os.link(tmp, final)  # fails with FileExistsError instead of replacing a result
-        finally:
-            os.unlink(tmp)
-        return final
+        return self.write_table(f"shards/{shard_id}.parquet", table)
 
     def read_results(self) -> pa.Table:
         files = sorted(str(p) for p in self.shard_dir.glob("*.parquet"))

@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from hallu import schema
 from hallu.config import Config, StorageCfg
 from hallu.errors import UserError
-from hallu.store import run_metadata
+from hallu.store import run_metadata, same_study
 
 
 class S3Store:
@@ -188,13 +188,7 @@ class S3Store:
         """True if this run exists with the same study (resume); UserError if it differs."""
         old = self._read_meta()
         if old is not None:
-            if old.get("study_hash") != cfg.study_hash():
-                raise UserError(
-                    f"run_id={self.run_id}: {self.dir} holds a run with a different config "
-                    f"(study hash {old.get('study_hash')} vs {cfg.study_hash()}); its results are "
-                    "kept. Fix: choose a new run_id, or drop run_id= for a fresh one"
-                )
-            return True
+            return same_study(old, cfg, self.run_id, self.dir)
         if self._list(self.base + "/"):
             raise UserError(
                 f"run_id={self.run_id}: {self.dir} holds objects but no run.json; "
