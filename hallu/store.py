@@ -143,6 +143,9 @@ class LocalStore:
     def write_table(self, name: str, table: pa.Table) -> Path:
         """Write `<run>/<name>` (e.g. behavior/responses/x.parquet) atomically, never replacing."""
         final = self.dir / name
+        if final.parent.exists() and not final.parent.is_dir():
+            # Not FileExistsError: callers read that as "this result is already stored".
+            raise NotADirectoryError(f"{final.parent} is not a directory")
         final.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
         os.close(fd)
