@@ -129,7 +129,7 @@ class Worker:
         return logits, known
 
     def _metrics(
-        self, src_logits, tgt_logits, logits, pair=None
+        self, src_logits, tgt_logits, logits, pair
     ) -> dict[str, tuple[float, float, list]]:
         """metric name -> (clean, corrupted, patched per cell), all float32.
 
