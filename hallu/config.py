@@ -82,8 +82,13 @@ class MetricCfg(_Strict):
     confident_tokens: list[str] = Field(min_length=1)
     tentative_tokens: list[str] = Field(min_length=1)
     # More metrics, one row each per cell: kl_to_clean = KL(clean run || this run) at the last
-    # position (0 for the clean run itself).
-    extra: list[Literal["kl_to_clean"]] = []
+    # position (0 for the clean run itself); logprob_diff = teacher-forced log p(confident
+    # continuation) - log p(tentative continuation) after the prompt (resid_pre only).
+    extra: list[Literal["kl_to_clean", "logprob_diff"]] = []
+    # The reference answers logprob_diff reads, as the assistant's text after the prompt; the
+    # defaults are the toy model's two answers, also natural first words for a chat model.
+    confident_continuation: str = " Yes, that is right."
+    tentative_continuation: str = " Maybe, but I am not sure."
 
 
 class WorkerResources(_Strict):

@@ -52,6 +52,24 @@ def _final_logits(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
     return out.logits[:, -1, :]
 
 
+def _continuation_logprob(model: torch.nn.Module, ids: torch.Tensor, n: int) -> torch.Tensor:
+    """[B] float32 sum of log p(token) over the last n tokens of `ids`, teacher-forced."""
+    # Logits at positions T-n-1 .. T-2 predict the n continuation tokens.
+    logits = model(input_ids=ids, use_cache=False, logits_to_keep=n + 1).logits[:, :-1]
+    logp = torch.log_softmax(logits.float(), -1)
+    return logp.gather(-1, ids[:, -n:, None]).squeeze(-1).sum(-1)
+
+
+@torch.no_grad()
+def continuation_logprob(
+    model: torch.nn.Module, prompt_ids: Sequence[int], continuation: Sequence[int]
+) -> float:
+    """Unpatched sum of log p(continuation | prompt), float32."""
+    device = next(model.parameters()).device
+    ids = torch.tensor([[*prompt_ids, *continuation]], device=device)
+    return float(_continuation_logprob(model, ids, len(continuation))[0])
+
+
 @torch.no_grad()
 def capture_resid_pre(
     model: torch.nn.Module, layers: torch.nn.ModuleList, ids: Sequence[int]
@@ -92,12 +110,41 @@ def patched_logits(
     to check invariants; several layers for windows. Batches of `batch_size` rows; on
     out-of-memory the batch is halved and the work retried.
     """
+    return _batched(model, layers, target_ids, source_resid, patches, batch_size, _final_logits)
+
+
+@torch.no_grad()
+def patched_logprobs(
+    model: torch.nn.Module,
+    layers: torch.nn.ModuleList,
+    target_ids: Sequence[int],
+    source_resid: torch.Tensor,
+    patches: Sequence[Sequence[Cell]],
+    batch_size: int,
+    continuation: Sequence[int],
+) -> torch.Tensor:
+    """[len(patches)] float32 sum of log p(continuation | target prompt), one patch set per row.
+
+    The continuation's tokens are appended after the prompt and read teacher-forced; patches
+    write prompt positions only, which under causal attention change the continuation's logits.
+    """
+    n = len(continuation)
+
+    def read(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
+        return _continuation_logprob(model, ids, n)
+
+    ids = [*target_ids, *continuation]
+    return _batched(model, layers, ids, source_resid, patches, batch_size, read)
+
+
+def _batched(model, layers, target_ids, source_resid, patches, batch_size, read) -> torch.Tensor:
+    """`read` of the patched target run, in batches halved on out-of-memory."""
     out: list[torch.Tensor] = []
     start = 0
     while start < len(patches):
         chunk = patches[start : start + batch_size]
         try:
-            out.append(_patched_batch(model, layers, target_ids, source_resid, chunk))
+            out.append(_patched_batch(model, layers, target_ids, source_resid, chunk, read))
         except torch.OutOfMemoryError:
             if batch_size == 1:
                 raise
@@ -115,6 +162,7 @@ def _patched_batch(
     target_ids: Sequence[int],
     source_resid: torch.Tensor,
     patches: Sequence[Sequence[Cell]],
+    read: Any = _final_logits,
 ) -> torch.Tensor:
     device = source_resid.device
     by_layer: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
@@ -140,7 +188,7 @@ def _patched_batch(
     ]
     try:
         ids = torch.tensor([list(target_ids)] * len(patches), device=device)
-        return _final_logits(model, ids)
+        return read(model, ids)
     finally:
         for h in handles:
             h.remove()

@@ -20,6 +20,7 @@ from hallu.adapters import Adapter
 from hallu.attribution import screen
 from hallu.cells import Cell, is_known, make_cells, patch_cells
 from hallu.config import DIRECTIONS, Config
+from hallu.continuation import LogprobDiff, from_config
 from hallu.engine import Options, Trace, trace
 from hallu.errors import UserError
 from hallu.metrics import kl_to_clean, resolution
@@ -37,6 +38,7 @@ class Prepared:
     shape: ModelShape
     token_ids: dict[str, dict[str, list[int]]]  # pair id -> condition -> ids
     metric: LogitDiff
+    logprob_diff: LogprobDiff | None = None  # only when metric.extra asks for it
 
     def plan(self) -> Plan:
         lengths = {
@@ -61,7 +63,7 @@ def prepare(cfg: Config) -> Prepared:
             for t in cfg.metric.tentative_tokens
         ),
     )
-    return Prepared(cfg, tokenizer, shape, token_ids, metric)
+    return Prepared(cfg, tokenizer, shape, token_ids, metric, from_config(cfg, tokenizer))
 
 
 class Worker:
@@ -126,16 +128,40 @@ class Worker:
         self._approx = (res.approx.tolist(), res.spearman)
         return logits, known
 
-    def _metrics(self, src_logits, tgt_logits, logits) -> dict[str, tuple[float, float, list]]:
-        """metric name -> (clean, corrupted, patched per cell), all float32."""
+    def _metrics(
+        self, src_logits, tgt_logits, logits, pair
+    ) -> dict[str, tuple[float, float, list]]:
+        """metric name -> (clean, corrupted, patched per cell), all float32.
+
+        `pair` = (source ids, target ids, cells, known) for metrics that rerun the model."""
         out = {}
         for name in [self.prep.cfg.metric.name, *self.prep.cfg.metric.extra]:
+            if name == "logprob_diff":
+                out[name] = self._logprob_diff(logits, *pair)
+                continue
             if name == "kl_to_clean":
                 f = lambda x: kl_to_clean(x, src_logits)  # noqa: E731
             else:
                 f = self.prep.metric
             out[name] = (float(f(src_logits)), float(f(tgt_logits)), f(logits).float())
         return out
+
+    def _logprob_diff(self, logits, src_ids, tgt_ids, cells, known):
+        """logprob_diff through the hook route; known cells are the baseline, and cells the
+        attribution screen left out (NaN logits) stay NaN, as for the main metric."""
+        todo = [i for i, k in enumerate(known) if not k and not logits[i].isnan().any()]
+        clean, corrupted, computed = self.prep.logprob_diff.pair(
+            self.model,
+            self.layers,
+            src_ids,
+            tgt_ids,
+            [(cells[i].layer, cells[i].position, cells[i].source_position) for i in todo],
+            self.prep.cfg.sweep.batch_size,
+        )
+        values = torch.tensor([corrupted if k else math.nan for k in known])
+        if todo:
+            values[torch.tensor(todo)] = computed
+        return clean, corrupted, values
 
     def run_shard(self, shard: Shard, progress: Any = None) -> pa.Table:
         cfg, prep = self.prep.cfg, self.prep
@@ -160,7 +186,7 @@ class Worker:
             src_tok = prep.tokenizer.convert_ids_to_tokens(src_ids)
             tgt_tok = prep.tokenizer.convert_ids_to_tokens(tgt_ids)
             for name, (clean, corrupted, values) in self._metrics(
-                src_logits, tgt_logits, logits
+                src_logits, tgt_logits, logits, (src_ids, tgt_ids, cells, known)
             ).items():
                 steps = resolution(values, self.model_dtype).tolist()
                 gap = clean - corrupted

@@ -124,3 +124,32 @@ def naive_component_logits(
     finally:
         for h in handles:
             h.remove()
+
+
+@torch.no_grad()
+def naive_continuation_logprob(model, target_ids, continuation, source_ids=None, cells=()):
+    """Sum of log p(continuation | target prompt), teacher-forced, in float32, with the residual
+    stream entering each (layer, tpos, spos) of `cells` replaced by the source prompt's."""
+
+    def put(tpos, value):
+        def hook(_m, _inp, out):
+            t = (out[0] if isinstance(out, tuple) else out).clone()
+            t[0, tpos] = value
+            return (t, *out[1:]) if isinstance(out, tuple) else t
+
+        return hook
+
+    handles = []
+    if cells:
+        src = model(torch.tensor([source_ids]), output_hidden_states=True).hidden_states
+        for layer, tpos, spos in cells:
+            value = src[layer][0, spos].clone()
+            handles.append(_before(model, layer).register_forward_hook(put(tpos, value)))
+    try:
+        logits = model(torch.tensor([list(target_ids) + list(continuation)])).logits[0]
+    finally:
+        for h in handles:
+            h.remove()
+    n, t = len(continuation), len(target_ids)
+    logp = torch.log_softmax(logits[t - 1 : t - 1 + n].float(), -1)
+    return logp[torch.arange(n), torch.tensor(continuation)].sum().item()
