@@ -21,7 +21,6 @@ Only the engine's public functions (`capture_resid_pre`, `patched_logits`) are u
 from __future__ import annotations
 
 import hashlib
-import math
 from typing import Any
 
 import pyarrow as pa
@@ -118,22 +117,11 @@ def run_control_shard(
         patched = values.tolist()
         steps = resolution(values, next(model.parameters()).dtype).tolist()
         tgt_tokens = prep.tokenizer.convert_ids_to_tokens(tgt)
-        gap = clean - corrupted
         for (layer, t, s), value, step in zip(cells, patched, steps, strict=True):
             row = {
                 "resolution": step,
                 "layer": layer,
-                "position": t,
-                "position_from_end": t - len(tgt),
-                "source_position": s,
-                "token": tgt_tokens[t],
-                "source_token": src_tokens[s],
-                "n_tokens": len(tgt),
-                "pair_id": pid,
-                "clean": clean,
-                "corrupted": corrupted,
-                "patched": value,
-                "restoration": (value - corrupted) / gap if gap != 0 else math.nan,
+                **schema.cell_fields(pid, t, s, tgt_tokens, src_tokens, clean, corrupted, value),
             }
             for k, v in row.items():
                 cols[k].append(v)

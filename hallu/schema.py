@@ -5,6 +5,7 @@ Add columns at the end; never retype or rename one (old runs must stay readable)
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pyarrow as pa
@@ -71,6 +72,33 @@ def to_table(rows: dict[str, list[Any]]) -> pa.Table:
     if missing or extra:
         raise KeyError(f"result rows: missing columns {missing}, unknown columns {extra}")
     return pa.table({f.name: pa.array(rows[f.name], type=f.type) for f in SCHEMA}, schema=SCHEMA)
+
+
+def cell_fields(
+    pair_id: str,
+    position: int,
+    source_position: int,
+    tokens: list[str],
+    source_tokens: list[str],
+    clean: float,
+    corrupted: float,
+    patched: float,
+) -> dict[str, Any]:
+    """The columns every patched cell fills the same way: where, which tokens, the metric."""
+    gap = clean - corrupted
+    return {
+        "position": position,
+        "position_from_end": position - len(tokens),
+        "source_position": source_position,
+        "token": tokens[position],
+        "source_token": source_tokens[source_position],
+        "n_tokens": len(tokens),
+        "pair_id": pair_id,
+        "clean": clean,
+        "corrupted": corrupted,
+        "patched": patched,
+        "restoration": (patched - corrupted) / gap if gap != 0 else math.nan,
+    }
 
 
 def describe() -> str:

@@ -189,7 +189,6 @@ class Worker:
                 src_logits, tgt_logits, logits, (src_ids, tgt_ids, cells, known)
             ).items():
                 steps = resolution(values, self.model_dtype).tolist()
-                gap = clean - corrupted
                 for cell, value, step, was_known, est in zip(
                     cells, values.tolist(), steps, known, approx, strict=True
                 ):
@@ -204,17 +203,7 @@ class Worker:
                         "layer_window": cell.window,
                         "head": cell.head,
                         "known": was_known,
-                        "position": t,
-                        "position_from_end": t - len(tgt_ids),
-                        "source_position": s,
-                        "token": tgt_tok[t],
-                        "source_token": src_tok[s],
-                        "n_tokens": len(tgt_ids),
-                        "pair_id": pid,
-                        "clean": clean,
-                        "corrupted": corrupted,
-                        "patched": value,
-                        "restoration": (value - corrupted) / gap if gap != 0 else math.nan,
+                        **schema.cell_fields(pid, t, s, tgt_tok, src_tok, clean, corrupted, value),
                     }
                     for k, v in row.items():
                         cols[k].append(v)
