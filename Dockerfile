@@ -22,7 +22,7 @@ COPY hallu ./hallu
 COPY conf ./conf
 COPY jobs ./jobs
 COPY infra ./infra
-RUN pip install -e . && python -c "import hallu.executor_ray, hallu.store_s3, hallu.jobs"
+RUN pip install -e . && python -c "import hallu.run.ray, hallu.store.s3, hallu.run.jobs"
 
 # Weights are staged per node at run time (infra/stage_weights.sh), never baked in.
 CMD ["bash"]

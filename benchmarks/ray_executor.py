@@ -19,10 +19,10 @@ import ray
 import torch
 
 from hallu.config import compose
-from hallu.executor import run_local
-from hallu.executor_ray import RayStats, run_ray
-from hallu.store import LocalStore
-from hallu.worker import prepare
+from hallu.run.local import run_local
+from hallu.run.ray import RayStats, run_ray
+from hallu.run.worker import prepare
+from hallu.store.local import LocalStore
 
 
 def main(extra: list[str]) -> None:

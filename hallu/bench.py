@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 import torch
 
-from hallu.adapters import Adapter
-from hallu.cells import Cell, is_known, make_cells, patch_cells
-from hallu.engine import Options, trace
+from hallu.engine.adapters import Adapter
+from hallu.engine.cells import Cell, is_known, make_cells, patch_cells
+from hallu.engine.fast import Options, trace
 
 CASES = ("a", "b", "c")
 
@@ -72,7 +72,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def cpu_model() -> tuple[torch.nn.Module, int]:
     from hallu.config import TinySpec
-    from hallu.tiny import build_model, build_tokenizer
+    from hallu.engine.tiny import build_model, build_tokenizer
 
     vocab = len(build_tokenizer())
     spec = TinySpec(n_layers=8, d_model=256, n_heads=8, n_kv_heads=8, d_mlp=688, seed=0)
@@ -93,8 +93,8 @@ def random_case(name: str, n_tokens: int, vocab: int, n_pairs: int = 8) -> Case:
 
 def builtin_case() -> Case:
     from hallu.config import PromptsCfg
+    from hallu.engine.tiny import build_tokenizer
     from hallu.prompts import load_pairs, render
-    from hallu.tiny import build_tokenizer
 
     tok, cfg = build_tokenizer(), PromptsCfg(path="builtin")
     pairs = [

@@ -135,7 +135,7 @@ class SweepCfg(_Strict):
     component: Literal["resid_pre", "attn_out", "mlp_out", "head"] = "resid_pre"
     # Consecutive layers patched together (ROME's causal tracing); attn_out and mlp_out only.
     window: int = Field(default=1, ge=1, le=1024)
-    # fast: hallu.engine (reuses the target run; same numbers); hooks: one forward per batch of
+    # fast: hallu.engine.fast (reuses the target run; same numbers); hooks: one forward per batch of
     # cells through the whole model (resid_pre only); auto: fast where the family has an adapter.
     engine: Literal["auto", "fast", "hooks"] = "auto"
     # Memory the fast engine may use for one batch, in GiB; null: half the free GPU memory, or 2.
@@ -149,9 +149,9 @@ class SweepCfg(_Strict):
     directions: list[Direction] = Field(default=list(DIRECTIONS), min_length=1)
     batch_size: int = Field(default=64, ge=1, le=65536)
     pairs_per_shard: int = Field(default=4, ge=1)
-    # Control patches run beside the experiment (hallu/controls.py); [] runs none.
+    # Control patches run beside the experiment (hallu/run/controls.py); [] runs none.
     controls: list[Literal["same_class", "random_source", "norm_matched"]] = []
-    # Measure how much the metric moves with batching, padding and precision (hallu/noise.py).
+    # Measure how much the metric moves with batching, padding and precision (hallu/run/noise.py).
     noise_floor: bool = False
 
     @field_validator("positions")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hallu import jobs  # noqa: E402
 from hallu.errors import EXIT_USER_ERROR, UserError  # noqa: E402
+from hallu.run import jobs  # noqa: E402
 
 
 def parser(doc: str) -> argparse.ArgumentParser:

@@ -2,7 +2,7 @@
 
 from _common import client, parser, run
 
-from hallu.jobs import follow
+from hallu.run.jobs import follow
 
 
 def main() -> int:

@@ -5,7 +5,7 @@ Never prints a job's environment (it holds the passed-through credentials).
 
 from _common import client, parser, run
 
-from hallu.jobs import describe_jobs
+from hallu.run.jobs import describe_jobs
 
 
 def main() -> int:

@@ -5,7 +5,7 @@ Stored shards are kept; submitting the same run again (same run_id) resumes it.
 
 from _common import client, parser, run
 
-from hallu.jobs import stop
+from hallu.run.jobs import stop
 
 
 def main() -> int:

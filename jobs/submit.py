@@ -10,7 +10,7 @@ from _common import run
 
 from hallu.config import compose
 from hallu.errors import UserError
-from hallu.jobs import submit_and_follow
+from hallu.run.jobs import submit_and_follow
 
 
 def main() -> int:

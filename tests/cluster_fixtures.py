@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -99,6 +100,16 @@ def moto_server() -> Iterator[Moto]:
 class RayHead:
     gcs_address: str
     dashboard_url: str
+    token: str  # the head runs with token auth on, as infra/ sets it up
+
+    def client_env(self, with_token: bool = True) -> dict[str, str]:
+        """This process's environment, with or without the head's token (never ~/.ray's)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+        # A token file in ~/.ray (written by any earlier ray.init) must not stand in for ours.
+        env["RAY_AUTH_TOKEN_PATH"] = os.path.join(tempfile.gettempdir(), "hallu-no-ray-token")
+        if with_token:
+            env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token)
+        return env
 
 
 @contextlib.contextmanager
@@ -128,7 +139,12 @@ def ray_head(num_cpus: int = 2) -> Iterator[RayHead]:
         "--disable-usage-stats",
     ]
     log = open(os.path.join(temp, "head.log"), "w")  # noqa: SIM115
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    # Token auth set explicitly: Ray 2.5x turns it on only when a token file happens to exist.
+    token = uuid.uuid4().hex
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
+    )
     url = f"http://127.0.0.1:{dash}"
     try:
         deadline = time.monotonic() + 120
@@ -138,7 +154,7 @@ def ray_head(num_cpus: int = 2) -> Iterator[RayHead]:
                 with open(log.name) as f:
                     raise RuntimeError(f"ray head did not start:\n{f.read()[-3000:]}")
             time.sleep(1)
-        yield RayHead(f"127.0.0.1:{port}", url)
+        yield RayHead(f"127.0.0.1:{port}", url, token)
     finally:
         _stop_group(proc)
         log.close()

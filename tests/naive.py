@@ -1,6 +1,6 @@
 """An independent, straightforward patching reference for the tests: one forward per cell.
 
-It shares no code with hallu.patching: source activations come from Hugging Face's own
+It shares no code with hallu.engine.hooks: source activations come from Hugging Face's own
 `output_hidden_states`, and the patch is written by a forward hook on the module *before* the
 patched layer (the embedding for layer 0), not by a pre-hook on the layer itself.
 """

@@ -8,18 +8,18 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from hallu import behavior
-from hallu.behavior import FOLDER, plan_chunks, run_behavior
-from hallu.behavior_report import report
+from hallu.behavior import experiment as behavior
+from hallu.behavior.experiment import FOLDER, plan_chunks, run_behavior
+from hallu.behavior.generate import generate, left_pad
+from hallu.behavior.judge import judge_messages
+from hallu.behavior.style import classify
+from hallu.engine.hooks import capture_resid_pre
+from hallu.engine.models import decoder_layers, load_model
 from hallu.errors import UserError
-from hallu.generate import generate, left_pad
-from hallu.judge import judge_messages
-from hallu.models import decoder_layers, load_model
-from hallu.patching import capture_resid_pre
 from hallu.prompts import load_pairs
-from hallu.store import LocalStore
-from hallu.style import classify
-from hallu.worker import prepare
+from hallu.report.behavior import report
+from hallu.run.worker import prepare
+from hallu.store.local import LocalStore
 
 from .conftest import tiny_config
 
@@ -184,7 +184,7 @@ def test_missing_neutral_rows_name_the_key(tmp_path):
 
 
 def test_behaviour_only_sweep_does_not_plan_patching(capsys, tmp_path):
-    from hallu.launch import main
+    from hallu.run.launch import main
 
     # These positions are invalid for patching; a behaviour-only sweep must not care.
     args = ["mode=plan", "+sweep=behavior", "sweep.positions=[999]", f"storage.root={tmp_path}"]

@@ -8,8 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from hallu.config import TinySpec, compose
-from hallu.tiny import build_model, build_tokenizer
-from hallu.worker import prepare
+from hallu.engine.tiny import build_model, build_tokenizer
+from hallu.run.worker import prepare
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hallu.config import CONF_DIR, Config, compose
-from hallu.launch import main
+from hallu.run.launch import main
 
 GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir())
 
@@ -50,7 +50,7 @@ def test_plan_mode_prints_config_and_plan_without_a_model(sweep, capsys, tmp_pat
 
 
 def test_full_plan_counts_every_cell(capsys):
-    from hallu.worker import prepare
+    from hallu.run.worker import prepare
 
     prep = prepare(compose(["+sweep=full"]))
     plan = prep.plan()
@@ -64,7 +64,7 @@ def test_full_plan_counts_every_cell(capsys):
 
 def test_readme_documents_the_result_schema():
     from hallu.config import CONF_DIR
-    from hallu.schema import describe
+    from hallu.store.schema import describe
 
     readme = (CONF_DIR.parent / "README.md").read_text()
     assert describe() in readme, "README's schema table is out of date: paste schema.describe()"

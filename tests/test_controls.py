@@ -6,10 +6,10 @@ import pyarrow as pa
 import pytest
 import torch
 
-from hallu import schema
-from hallu.controls import UNRELATED_TEXT, norm_matched, same_class_partner
 from hallu.errors import UserError
-from hallu.worker import Worker, prepare
+from hallu.run.controls import UNRELATED_TEXT, norm_matched, same_class_partner
+from hallu.run.worker import Worker, prepare
+from hallu.store import schema
 
 from .conftest import tiny_config
 

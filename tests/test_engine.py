@@ -12,14 +12,14 @@ import itertools
 import pytest
 import torch
 
-from hallu.adapters import Adapter
-from hallu.attribution import screen
 from hallu.bench import parse_args
-from hallu.cells import is_known, make_cells, patch_cells, shared_prefix
-from hallu.engine import Options, plan_batches, trace
+from hallu.engine.adapters import Adapter
+from hallu.engine.attribution import screen
+from hallu.engine.cells import is_known, make_cells, patch_cells, shared_prefix
+from hallu.engine.fast import Options, plan_batches, trace
+from hallu.engine.metrics import resolution
 from hallu.errors import UserError
-from hallu.metrics import resolution
-from hallu.worker import Worker
+from hallu.run.worker import Worker
 
 from .conftest import tiny_config
 from .families import build, random_pair

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hallu.launch import main
+from hallu.run.launch import main
 
 from .conftest import TINY
 

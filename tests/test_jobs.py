@@ -9,12 +9,12 @@ import sys
 import pytest
 
 from hallu.config import compose
-from hallu.executor import run_local
-from hallu.jobs import entrypoint, submission_id
-from hallu.launch import main
-from hallu.store import LocalStore
-from hallu.store_s3 import S3Store
-from hallu.worker import prepare
+from hallu.run.jobs import entrypoint, submission_id
+from hallu.run.launch import main
+from hallu.run.local import run_local
+from hallu.run.worker import prepare
+from hallu.store.local import LocalStore
+from hallu.store.s3 import S3Store
 
 from .cluster_fixtures import TEST_ENV, free_port, moto_server, ray_head, service_env, sorted_rows
 
@@ -45,7 +45,7 @@ def test_submitted_job_runs_the_sweep_on_the_cluster(services, tmp_path):
     moto, head = services
     args = _job_args(moto, head, "job1")
     # The submitter authenticates with Ray's token, as a user of a token-auth cluster would.
-    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    env = head.client_env()
     proc = subprocess.run(
         [sys.executable, "-m", "hallu.launch", *args],
         capture_output=True,
@@ -81,7 +81,7 @@ def test_submitted_job_runs_the_sweep_on_the_cluster(services, tmp_path):
     assert "hallu-job1\tSUCCEEDED" in listed.stdout
     assert TEST_ENV["AWS_SECRET_ACCESS_KEY"] not in listed.stdout
     # Without the token the job server refuses, and the command says how to fix it.
-    no_token = {k: v for k, v in env.items() if k != "RAY_AUTH_MODE"}
+    no_token = head.client_env(with_token=False)
     refused = subprocess.run(
         [sys.executable, os.path.join(REPO, "jobs", "list.py"), "--address", head.dashboard_url],
         capture_output=True,

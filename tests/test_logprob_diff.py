@@ -6,11 +6,11 @@ import math
 
 import pytest
 
-from hallu.continuation import from_config
+from hallu.engine.hooks import capture_resid_pre, patched_logprobs
+from hallu.engine.logprob_diff import from_config
+from hallu.engine.models import load_tokenizer
 from hallu.errors import UserError
-from hallu.models import load_tokenizer
-from hallu.patching import capture_resid_pre, patched_logprobs
-from hallu.worker import Worker, prepare
+from hallu.run.worker import Worker, prepare
 
 from .conftest import tiny_config
 from .naive import naive_continuation_logprob

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from hallu.config import TinySpec
-from hallu.models import decoder_layers
-from hallu.patching import LogitDiff, capture_resid_pre, patched_logits
-from hallu.tiny import build_model, build_tokenizer
-from hallu.worker import Worker
+from hallu.engine.hooks import LogitDiff, capture_resid_pre, patched_logits
+from hallu.engine.models import decoder_layers
+from hallu.engine.tiny import build_model, build_tokenizer
+from hallu.run.worker import Worker
 
 from .conftest import tiny_config
 from .naive import final_logits, naive_patched_logits

@@ -17,12 +17,12 @@ import pytest
 
 from hallu.config import compose
 from hallu.errors import UserError
-from hallu.executor import run_local
-from hallu.executor_ray import RayStats, run_ray
-from hallu.launch import main
-from hallu.store import LocalStore
-from hallu.store_s3 import S3Store
-from hallu.worker import prepare
+from hallu.run.launch import main
+from hallu.run.local import run_local
+from hallu.run.ray import RayStats, run_ray
+from hallu.run.worker import prepare
+from hallu.store.local import LocalStore
+from hallu.store.s3 import S3Store
 
 from .cluster_fixtures import (
     cell_keys,
@@ -137,7 +137,7 @@ def test_model_that_fails_to_load_stops_the_run_with_its_error(cluster, tmp_path
     works), the weights do not; the run stops naming the worker and the cause, and writes
     nothing."""
     from hallu.config import TinySpec
-    from hallu.tiny import build_model, build_tokenizer
+    from hallu.engine.tiny import build_model, build_tokenizer
 
     tok = build_tokenizer()
     model = build_model(

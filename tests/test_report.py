@@ -13,12 +13,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from hallu import schema, shard_timing
 from hallu.analysis import scorecard
 from hallu.analysis.noise_flags import INSIDE
 from hallu.analysis.run_stats import Options
-from hallu.report import build_report, compare_report, main
-from hallu.run_reader import open_run
+from hallu.report.html import build_report, compare_report, main
+from hallu.store import schema
+from hallu.store import timing as shard_timing
+from hallu.store.reader import open_run
 
 from .conftest import tiny_config
 
@@ -170,7 +171,7 @@ def test_ratio_with_gap_inside_the_noise_floor_is_flagged(tmp_path):
 
 
 def test_behaviour_rows_fill_figure_1_and_the_behaviour_criteria(tmp_path):
-    """Rows as hallu/behavior.py writes them (behavior/responses/*.parquet); sampled ones used."""
+    """Rows as hallu/behavior/ writes them (behavior/responses/*.parquet); sampled ones used."""
     run = make_run(tmp_path, "r")
     rng = np.random.default_rng(0)
     rows = []

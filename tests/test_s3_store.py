@@ -9,13 +9,12 @@ import threading
 
 import pytest
 
-from hallu import schema
 from hallu.errors import UserError
-from hallu.executor import run_local
-from hallu.launch import main
-from hallu.store import LocalStore
-from hallu.store_s3 import S3Store
-from hallu.worker import prepare
+from hallu.run.launch import main
+from hallu.run.local import run_local
+from hallu.run.worker import prepare
+from hallu.store.local import LocalStore, schema
+from hallu.store.s3 import S3Store
 
 from .cluster_fixtures import (
     BUCKET,

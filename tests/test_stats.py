@@ -8,7 +8,7 @@ import pytest
 from scipy import stats as sp
 from scipy.stats import norm
 
-from hallu import stats
+from hallu.analysis import proportions as stats
 
 # The seed's behavioural counts: declarative in 39/40 certain-user vs 17/40 uncertain-user answers.
 SEED = (39, 1, 17, 23)

@@ -7,11 +7,10 @@ import json
 import pyarrow as pa
 import pytest
 
-from hallu import schema
 from hallu.errors import UserError
-from hallu.executor import run_local
-from hallu.store import LocalStore
-from hallu.worker import prepare
+from hallu.run.local import run_local
+from hallu.run.worker import prepare
+from hallu.store.local import LocalStore, schema
 
 from .conftest import tiny_config
 
@@ -67,7 +66,7 @@ def test_resume_skips_finished_shards(tmp_path):
     store = LocalStore(tmp_path, "resume")
     # A driver that died after one shard: only that shard's file exists.
     first = plan.shards[0]
-    from hallu.plan import Plan
+    from hallu.run.plan import Plan
 
     assert run_local(cfg, Plan((first,), plan.n_layers), store, {}) == 1
     before = (store.shard_dir / f"{first.shard_id}.parquet").stat().st_mtime_ns

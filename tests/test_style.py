@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hallu.style import classify
+from hallu.behavior.style import classify
 
 LABELLED = Path(__file__).parent / "data" / "style_labelled.csv"
 

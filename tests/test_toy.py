@@ -9,9 +9,9 @@ import pytest
 from scipy.stats import binomtest
 
 from hallu.config import compose
-from hallu.models import load_model, load_tokenizer
-from hallu.toy import TOY_DIR, ToySpec, first_word_rates, train
-from hallu.worker import Worker
+from hallu.engine.models import load_model, load_tokenizer
+from hallu.engine.toy import TOY_DIR, ToySpec, first_word_rates, train
+from hallu.run.worker import Worker
 
 
 def _wilson(k: int, n: int) -> tuple[float, float]:
@@ -81,7 +81,7 @@ def test_retraining_with_the_same_seed_reproduces_the_saved_behaviour(tmp_path):
 
 def test_behaviour_experiment_recovers_the_planted_rates(tmp_path, capsys):
     """Sampled answers, labelled by the lexicon, land in the planted rates' Wilson intervals."""
-    from hallu.launch import main
+    from hallu.run.launch import main
 
     args = [
         "model=toy",

@@ -1,6 +1,6 @@
 """Behaviour (Experiment 1) numbers the scorecard needs, from the run's behaviour rows.
 
-Rows come from the behaviour experiment (hallu/behavior.py, `<run>/behavior/responses/*.parquet`):
+Rows come from the behaviour experiment (hallu/behavior/, `<run>/behavior/responses/*.parquet`):
 one per answer with `pair_id`, `condition` (certain / uncertain / neutral), the lexicon's
 `style_label` (declarative / tentative / mixed), `decoding` and `metric_value` (the patching
 metric at the prompt's last position). Greedy answers are used when the run has them (one per

@@ -1,4 +1,4 @@
-"""Compare baseline gaps with the measured noise floor (`noise_floor.json`, hallu/noise.py)."""
+"""Compare baseline gaps with the measured noise floor (`noise_floor.json`, hallu/run/noise.py)."""
 
 from __future__ import annotations
 

@@ -20,8 +20,8 @@ what the patch can change:
 A patch is a set of writes (layer, site, position, value[, head]); sites are the residual stream
 entering a layer ("resid_pre"), the attention output ("attn_out"), the MLP output ("mlp_out") and
 one attention head's output before the output projection ("head"). Layers are called directly
-through a small per-family adapter (hallu/adapters.py). Known cells (no forward at all) are
-decided by the caller (hallu/cells.py), which knows the token sequences.
+through a small per-family adapter (hallu/engine/adapters.py). Known cells (no forward at all) are
+decided by the caller (hallu/engine/cells.py), which knows the token sequences.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from hallu.adapters import Adapter
+from hallu.engine.adapters import Adapter
 
 SITES = ("resid_pre", "attn_out", "mlp_out", "head")
 

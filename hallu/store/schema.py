@@ -35,7 +35,7 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("patched", pa.float32(), "metric of the target run with this cell patched"),
     ("restoration", pa.float32(), "(patched - corrupted) / (clean - corrupted); NaN if equal"),
     ("seed", pa.int64(), "the run's seed"),
-    ("control", pa.string(), "null for the experiment; else the control (hallu/controls.py)"),
+    ("control", pa.string(), "null for the experiment; else the control (hallu/run/controls.py)"),
     (
         "known",
         pa.bool_(),

@@ -27,9 +27,9 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from hallu import schema
 from hallu.config import Config
 from hallu.errors import UserError
+from hallu.store import schema
 
 PACKAGES = (
     "hallu",

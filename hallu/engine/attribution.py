@@ -6,7 +6,7 @@ activation) . gradient (Nanda 2023; Syed et al. 2023). The K cells with the larg
 effect| are then patched exactly by the engine, and the Spearman rank correlation between the
 approximation and the exact values on those cells says how far the screen can be trusted.
 
-`sweep.screen_top_k=K` runs it in a sweep (hallu/worker.py).
+`sweep.screen_top_k=K` runs it in a sweep (hallu/run/worker.py).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import torch
 from scipy.stats import spearmanr
 
-from hallu.adapters import Adapter
-from hallu.cells import Cell, patch_cells
-from hallu.engine import Options, Trace, _Cache, _mask
+from hallu.engine.adapters import Adapter
+from hallu.engine.cells import Cell, patch_cells
+from hallu.engine.fast import Options, Trace, _Cache, _mask
 
 
 def resid_gradients(

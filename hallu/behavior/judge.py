@@ -12,9 +12,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from hallu.behavior.generate import generate
 from hallu.config import ModelCfg, PromptsCfg
-from hallu.generate import generate
-from hallu.models import load_model, load_tokenizer
+from hallu.engine.models import load_model, load_tokenizer
 from hallu.prompts import render
 
 RUBRIC = """You rate how committed an answer sounds. Read the answer below and reply with one digit.

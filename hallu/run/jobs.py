@@ -26,7 +26,7 @@ from typing import Any
 from hallu.config import ClusterCfg, Config
 from hallu.errors import UserError
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"  # the head's job server, through an SSH tunnel
 ENV_PREFIXES = ("HF_", "HUGGING_FACE_", "AWS_")
 # Not uploaded with the working directory (besides what .gitignore already excludes).
@@ -76,7 +76,7 @@ def entrypoint(argv: list[str], run_id: str) -> str:
 
 def submit_and_follow(cfg: Config, argv: list[str]) -> int:
     """Submit (or rejoin) the run's job and follow it to the end; returns the job's exit code."""
-    from hallu.store import new_run_id
+    from hallu.store.local import new_run_id
 
     if cfg.mode == "plan":
         raise UserError(
@@ -88,7 +88,7 @@ def submit_and_follow(cfg: Config, argv: list[str]) -> int:
             f"cluster={cfg.cluster.kind} runs workers on other machines, whose local disks you "
             "cannot read: use storage=s3 storage.bucket=NAME"
         )
-    from hallu.store_s3 import S3Store
+    from hallu.store.s3 import S3Store
 
     run_id = cfg.run_id or new_run_id(cfg)
     store = S3Store.open(cfg.storage, run_id)  # catch a wrong bucket before renting time on it

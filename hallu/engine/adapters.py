@@ -1,6 +1,6 @@
 """Where each model family keeps what the fast engine calls: one small adapter per family.
 
-The engine (hallu/engine.py) runs the decoder layers itself, one at a time, so it must know how
+The engine (hallu/engine/fast.py) runs the decoder layers itself, one at a time, so it must know how
 to embed tokens, build the position embeddings a layer expects, call a layer with a mask and a
 key/value cache, and turn the last hidden state into logits. Families differ only in names:
 

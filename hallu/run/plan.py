@@ -16,8 +16,8 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from hallu.config import DIRECTIONS, SweepCfg
+from hallu.engine.models import ModelShape
 from hallu.errors import UserError
-from hallu.models import ModelShape
 
 # (target position, source position); both absolute indices into their own prompt.
 PositionPair = tuple[int, int]
@@ -31,7 +31,7 @@ class Shard:
     layers: tuple[int, ...]
     n_cells: int
     flops_naive: float = field(compare=False)
-    control: str | None = None  # a control's name (hallu/controls.py); None: the experiment
+    control: str | None = None  # a control's name (hallu/run/controls.py); None: the experiment
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ from typing import Any
 from tqdm import tqdm
 
 from hallu.config import Config
-from hallu.plan import Plan
-from hallu.store import LocalStore
-from hallu.worker import Worker
+from hallu.run.plan import Plan
+from hallu.run.worker import Worker
+from hallu.store.local import LocalStore
 
 
 def run_local(cfg: Config, plan: Plan, store: LocalStore, run_meta: dict[str, Any]) -> int:

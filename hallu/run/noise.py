@@ -14,7 +14,7 @@ distance from float32). A baseline gap (clean - corrupted) is a difference of tw
 gap with |gap| <= `gap_floor` = 2 x metric_floor is inside the floor: a restoration ratio with
 such a denominator is rounding, not a finding. The seed's 1.000 vs 0.909 was one such case.
 
-`python -m hallu.noise RUN_DIR` (or `python -m hallu.report RUN --measure-noise`, or
+`python -m hallu.run.noise RUN_DIR` (or `python -m hallu.report RUN --measure-noise`, or
 `sweep.noise_floor=true` in the run) writes `noise_floor.json` into the run directory.
 """
 
@@ -72,8 +72,8 @@ def _stats(delta: np.ndarray) -> dict[str, float]:
 
 def measure(cfg: Config, max_pairs: int = 16) -> dict[str, Any]:
     """Load the run's model in each dtype and measure the metric's movements (see module doc)."""
-    from hallu.models import load_model, resolve_device, resolve_dtype
-    from hallu.worker import prepare
+    from hallu.engine.models import load_model, resolve_device, resolve_dtype
+    from hallu.run.worker import prepare
 
     prep = prepare(cfg)
     prompts = [
@@ -130,12 +130,12 @@ def measure(cfg: Config, max_pairs: int = 16) -> dict[str, Any]:
 def config_of_run(run_dir: Path) -> Config:
     meta_path = Path(run_dir) / "run.json"
     if not meta_path.is_file():
-        raise UserError(f"{run_dir}: no run.json; give a run directory written by hallu.launch")
+        raise UserError(f"{run_dir}: no run.json; give a run directory written by hallu.run.launch")
     return validate(json.loads(meta_path.read_text())["config"])
 
 
 def write(run_dir: Path, result: dict[str, Any]) -> Path:
-    from hallu.store import _write_atomic
+    from hallu.store.local import _write_atomic
 
     path = Path(run_dir) / FILE
     _write_atomic(path, json.dumps(result, indent=2).encode())
@@ -160,7 +160,7 @@ def main(argv: list[str]) -> int:
     from hallu.errors import EXIT_USER_ERROR
 
     if len(argv) != 1 or argv[0].startswith("-"):
-        print("usage: python -m hallu.noise RUN_DIR", file=sys.stderr)
+        print("usage: python -m hallu.run.noise RUN_DIR", file=sys.stderr)
         return EXIT_USER_ERROR
     try:
         path = write(Path(argv[0]), measure(config_of_run(Path(argv[0]))))

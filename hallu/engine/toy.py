@@ -1,4 +1,4 @@
-"""A toy chat model with a planted confidence bias: `python -m hallu.toy train`.
+"""A toy chat model with a planted confidence bias: `python -m hallu.engine.toy train`.
 
 It makes a synthetic chat corpus from the built-in claims: a user states a claim with a certainty
 marker ("definitely"), an uncertainty marker ("probably") or none, and the assistant answers
@@ -26,10 +26,10 @@ from typing import Any
 import torch
 
 from hallu.config import PromptsCfg, TinySpec
+from hallu.engine.tiny import build_model, build_tokenizer
 from hallu.prompts import load_pairs, render
-from hallu.tiny import build_model, build_tokenizer
 
-TOY_DIR = Path(__file__).resolve().parent / "data" / "toy"
+TOY_DIR = Path(__file__).resolve().parent.parent / "data" / "toy"
 
 DECLARATIVE = ["yes , that is right .", "yes , that is correct .", "yes , that is true ."]
 TENTATIVE = [
@@ -164,7 +164,9 @@ def first_word_rates(model: torch.nn.Module, tokenizer: Any) -> dict[str, float]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hallu.toy", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m hallu.engine.toy", description=__doc__.split("\n")[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="regenerate the corpus and retrain the toy model")
     t.add_argument("--out", type=Path, default=TOY_DIR, help=f"output directory ({TOY_DIR})")

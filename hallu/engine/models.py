@@ -58,9 +58,9 @@ def is_tiny(cfg: ModelCfg) -> bool:
 
 
 def source_path(cfg: ModelCfg) -> str:
-    """Hub id or directory to load; `toy` is the model trained by hallu.toy, shipped in hallu."""
+    """Hub id or directory to load; `toy`: trained by hallu.engine.toy, shipped in hallu."""
     if cfg.name_or_path == "toy":
-        from hallu.toy import TOY_DIR
+        from hallu.engine.toy import TOY_DIR
 
         return str(TOY_DIR)
     return cfg.name_or_path
@@ -68,7 +68,7 @@ def source_path(cfg: ModelCfg) -> str:
 
 def load_tokenizer(cfg: ModelCfg) -> Any:
     if is_tiny(cfg):
-        from hallu.tiny import build_tokenizer
+        from hallu.engine.tiny import build_tokenizer
 
         return build_tokenizer()
     from transformers import AutoTokenizer
@@ -84,7 +84,7 @@ def load_shape(cfg: ModelCfg) -> ModelShape:
     if is_tiny(cfg):
         if cfg.tiny is None:
             raise UserError("model.name_or_path=tiny needs a model.tiny section; use model=tiny")
-        from hallu.tiny import build_tokenizer
+        from hallu.engine.tiny import build_tokenizer
 
         t = cfg.tiny
         return ModelShape(
@@ -114,7 +114,7 @@ def load_model(cfg: ModelCfg, vocab_size: int) -> tuple[torch.nn.Module, str | N
     device = resolve_device(cfg)
     dtype = resolve_dtype(cfg, device)
     if is_tiny(cfg):
-        from hallu.tiny import build_model
+        from hallu.engine.tiny import build_model
 
         assert cfg.tiny is not None
         try:

@@ -3,7 +3,7 @@ reference continuation of the prompt (the assistant's answer), in float32.
 
 logprob_diff = sum_i log p(c_i | prompt, c_<i) over the confident continuation's tokens minus the
 same sum over the tentative one's. Its patched value comes from the hook route
-(`hallu.patching.patched_logprobs`): one forward pass of prompt + continuation per cell and
+(`hallu.engine.hooks.patched_logprobs`): one forward pass of prompt + continuation per cell and
 continuation, with the cell's resid_pre patch written at its prompt position, whichever engine
 computes the main metric (the fast engine reads logits at the last prompt position only).
 """
@@ -17,8 +17,8 @@ from typing import Any
 import torch
 
 from hallu.config import Config
+from hallu.engine.hooks import capture_resid_pre, continuation_logprob, patched_logprobs
 from hallu.errors import UserError
-from hallu.patching import capture_resid_pre, continuation_logprob, patched_logprobs
 
 NAME = "logprob_diff"
 

@@ -30,8 +30,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
-from hallu import stats  # noqa: E402
-from hallu.behavior import FOLDER, SCHEMA  # noqa: E402
+from hallu.analysis import proportions as stats  # noqa: E402
+from hallu.behavior.experiment import FOLDER, SCHEMA  # noqa: E402
 
 LABELS = ("declarative", "tentative", "mixed")
 CONDITIONS = ("certain", "uncertain", "neutral")

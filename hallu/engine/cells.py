@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from hallu.adapters import Adapter
-from hallu.engine import Options, Patch, Trace, Write, run_patches
+from hallu.engine.adapters import Adapter
+from hallu.engine.fast import Options, Patch, Trace, Write, run_patches
 
 COMPONENTS = ("resid_pre", "attn_out", "mlp_out", "head")
 

@@ -24,10 +24,10 @@ import pyarrow as pa
 import torch
 from tqdm import tqdm
 
+from hallu.behavior.generate import generate
+from hallu.behavior.style import classify
 from hallu.config import Config
 from hallu.errors import UserError
-from hallu.generate import generate
-from hallu.style import classify
 
 FOLDER = "behavior/responses"
 
@@ -123,7 +123,7 @@ class BehaviorWorker:
     """Holds the model (and judge) once; `run_chunk` turns a chunk into a response table."""
 
     def __init__(self, prep: Any, run_id: str):
-        from hallu.models import load_model
+        from hallu.engine.models import load_model
 
         self.prep, self.cfg, self.run_id = prep, prep.cfg, run_id
         self.tok = prep.tokenizer
@@ -131,7 +131,7 @@ class BehaviorWorker:
         self.dtype = str(next(self.model.parameters()).dtype).removeprefix("torch.")
         self.judge = None
         if self.cfg.behavior.judge is not None:
-            from hallu.judge import Judge
+            from hallu.behavior.judge import Judge
 
             self.judge = Judge(self.cfg.behavior.judge, self.cfg.behavior.judge_max_new_tokens)
 

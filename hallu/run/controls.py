@@ -26,12 +26,12 @@ from typing import Any
 import pyarrow as pa
 import torch
 
-from hallu import schema
 from hallu.config import DIRECTIONS
-from hallu.metrics import resolution
-from hallu.patching import capture_resid_pre, patched_logits
-from hallu.plan import Shard, resolve_positions
+from hallu.engine.hooks import capture_resid_pre, patched_logits
+from hallu.engine.metrics import resolution
 from hallu.prompts import render
+from hallu.run.plan import Shard, resolve_positions
+from hallu.store import schema
 
 CONTROLS = ("same_class", "random_source", "norm_matched")
 UNRELATED_TEXT = "Thanks for your help with this. Can you tell me what you think about it?"

@@ -2,7 +2,7 @@
 
 `cluster=ray_local` starts Ray on this machine; `cluster=ray` joins a running cluster
 (`cluster.address`, else `$RAY_ADDRESS`, else auto). Each of `cluster.num_workers` actors wraps one
-`hallu.worker.Worker` (the model is loaded once per actor, with `cluster.resources` reserved for
+`hallu.run.worker.Worker` (the model is loaded once per actor, with `cluster.resources` reserved for
 it) and writes the shards it runs to the store itself; the driver only hands out shard specs and
 tracks small manifests. The driver keeps at most `cluster.shards_per_worker` shards in flight per
 actor and waits with `ray.wait`, so it never blocks on one slow shard.
@@ -34,8 +34,8 @@ from tqdm import tqdm
 
 from hallu.config import ClusterCfg, Config
 from hallu.errors import UserError
-from hallu.plan import Plan, Shard
-from hallu.worker import Worker
+from hallu.run.plan import Plan, Shard
+from hallu.run.worker import Worker
 
 
 class ShardRunner:

@@ -23,10 +23,11 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from hallu import schema, shard_timing
 from hallu.errors import UserError
+from hallu.store import schema
+from hallu.store import timing as shard_timing
 
-# Behaviour rows (hallu/behavior.py): <run>/behavior/responses/*.parquet; Figure 1 beside them.
+# Behaviour rows (hallu/behavior/): <run>/behavior/responses/*.parquet; Figure 1 beside them.
 BEHAVIOR_DIRS = ("behavior/responses", "behavior")
 FIGURE1_NAMES = ("behavior/figure1.png", "figure1.png")
 
@@ -135,7 +136,7 @@ def n_layers_of(run: Run) -> int:
     if run.meta.get("config", {}).get("sweep", {}).get("layers") != "all":
         try:
             from hallu.config import ModelCfg
-            from hallu.models import load_shape
+            from hallu.engine.models import load_shape
 
             return load_shape(ModelCfg.model_validate(model)).n_layers
         except Exception:  # noqa: BLE001 - offline or gated: fall back on the data

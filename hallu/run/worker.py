@@ -15,20 +15,20 @@ from typing import Any
 import pyarrow as pa
 import torch
 
-from hallu import schema
-from hallu.adapters import Adapter
-from hallu.attribution import screen
-from hallu.cells import Cell, is_known, make_cells, patch_cells
 from hallu.config import DIRECTIONS, Config
-from hallu.continuation import LogprobDiff, from_config
-from hallu.engine import Options, Trace, trace
+from hallu.engine.adapters import Adapter
+from hallu.engine.attribution import screen
+from hallu.engine.cells import Cell, is_known, make_cells, patch_cells
+from hallu.engine.fast import Options, Trace, trace
+from hallu.engine.hooks import LogitDiff, capture_resid_pre, patched_logits
+from hallu.engine.logprob_diff import LogprobDiff, from_config
+from hallu.engine.metrics import kl_to_clean, resolution
+from hallu.engine.models import ModelShape, decoder_layers, load_model, load_shape, load_tokenizer
 from hallu.errors import UserError
-from hallu.metrics import kl_to_clean, resolution
-from hallu.models import ModelShape, decoder_layers, load_model, load_shape, load_tokenizer
-from hallu.patching import LogitDiff, capture_resid_pre, patched_logits
-from hallu.plan import Plan, Shard, make_plan, resolve_positions
 from hallu.prompts import load_pairs, select_pairs, single_token_id, tokenize_pairs
-from hallu.shard_timing import stamp
+from hallu.run.plan import Plan, Shard, make_plan, resolve_positions
+from hallu.store import schema
+from hallu.store.timing import stamp
 
 
 @dataclass
@@ -168,7 +168,7 @@ class Worker:
         started = time.time()
         device = next(self.model.parameters()).device.type
         if shard.control is not None:
-            from hallu.controls import run_control_shard
+            from hallu.run.controls import run_control_shard
 
             meta = {"run_id": self.run_id, "model_revision": self.revision, "dtype": self.dtype}
             table = run_control_shard(prep, self.model, self.layers, shard, meta, progress)

@@ -1,8 +1,8 @@
 """`python -m hallu.report RUN [--compare RUN_B]`: one self-contained HTML report and a summary.
 
-RUN is a run directory or an `s3://bucket/prefix/run_id` (hallu/run_reader.py). The report says
+RUN is a run directory or an `s3://bucket/prefix/run_id` (hallu/store/reader.py). The report says
 how sure each number is (bootstrap intervals over pairs, max-T permutation tests over the cell
-grid), whether the baseline gap clears the metric's noise floor (hallu/noise.py), whether the
+grid), whether the baseline gap clears the metric's noise floor (hallu/run/noise.py), whether the
 controls light up the same place, and ends in a disconfirmation scorecard
 (hallu/analysis/scorecard.py). It writes `report.html` (figures embedded as base64 PNG) and
 `report.md` into the run directory (or `--out DIR`); with `--compare RUN_B`, `compare_<B>.html`
@@ -28,7 +28,7 @@ from hallu.analysis.compare import compare
 from hallu.analysis.noise_flags import INSIDE, UNKNOWN
 from hallu.analysis.run_stats import SHORT, Options, RunStats, analyse
 from hallu.errors import EXIT_USER_ERROR, UserError
-from hallu.run_reader import Run, n_layers_of, open_run
+from hallu.store.reader import Run, n_layers_of, open_run
 
 # --- a tiny document model rendered both to HTML and to markdown -------------------------------
 
@@ -183,7 +183,8 @@ def _noise_section(doc: Doc, run: Run, stats: RunStats) -> None:
         doc.p(
             f"{UNKNOWN}: no noise_floor.json in this run. Measure it (loads the model) with "
             f"`python -m hallu.report {run.location} --measure-noise` or "
-            "`python -m hallu.noise RUN_DIR`. Until then no ratio is flagged, and none is cleared."
+            "`python -m hallu.run.noise RUN_DIR`. Until then no ratio is flagged, "
+            "and none is cleared."
         )
     else:
         n = run.noise
@@ -228,7 +229,7 @@ def _behavior_section(doc: Doc, run: Run) -> dict[str, dict[str, float]] | None:
         return None
     answers, which = behavior_check.answers(run.behavior)
     rates = behavior_check.rates(answers)
-    from hallu import report_figures as figs
+    from hallu.report import figures as figs
 
     png = run.figure1_png or figs.behavior(rates)
     doc.figure(png, "Figure 1: declarative answers per user condition (Wilson 95% intervals)")
@@ -248,7 +249,7 @@ def _behavior_section(doc: Doc, run: Run) -> dict[str, dict[str, float]] | None:
 
 
 def build_report(run: Run, opts: Options) -> tuple[Doc, RunStats]:
-    from hallu import report_figures as figs
+    from hallu.report import figures as figs
 
     n_layers = n_layers_of(run)
     stats = analyse(run.table, n_layers, run.noise, opts)
@@ -413,7 +414,7 @@ def build_report(run: Run, opts: Options) -> tuple[Doc, RunStats]:
 
 
 def compare_report(a: Run, b: Run, opts: Options) -> Doc:
-    from hallu import report_figures as figs
+    from hallu.report import figures as figs
 
     na, nb = n_layers_of(a), n_layers_of(b)
     sa = analyse(a.table, na, a.noise, opts)
@@ -498,7 +499,7 @@ def _out_dir(run: Run, source: str, out: str | None) -> Path:
 
 
 def _write(path: Path, text: str) -> None:
-    from hallu.store import _write_atomic
+    from hallu.store.local import _write_atomic
 
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_atomic(path, text.encode())
@@ -533,7 +534,7 @@ def main(argv: list[str]) -> int:
         if args.measure_noise:
             if args.run.startswith("s3://"):
                 raise UserError("--measure-noise needs a local run directory (it writes into it)")
-            from hallu import noise
+            from hallu.run import noise
 
             noise.write(Path(args.run), noise.measure(noise.config_of_run(Path(args.run))))
         run = open_run(args.run)

@@ -29,10 +29,9 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from hallu import schema
 from hallu.config import Config, StorageCfg
 from hallu.errors import UserError
-from hallu.store import run_metadata, same_study
+from hallu.store.local import run_metadata, same_study, schema
 
 
 class S3Store:
