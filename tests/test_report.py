@@ -16,7 +16,9 @@ import pytest
 from hallu.analysis import scorecard
 from hallu.analysis.noise_flags import INSIDE
 from hallu.analysis.run_stats import Options
-from hallu.report.html import build_report, compare_report, main
+from hallu.report.comparison import compare_report
+from hallu.report.html import main
+from hallu.report.sections import build_report
 from hallu.store import schema
 from hallu.store import timing as shard_timing
 from hallu.store.reader import open_run
