@@ -123,11 +123,11 @@ def test_report_renders_names_every_criterion_and_says_behaviour_was_not_run(tmp
     assert main([str(run), *FAST]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[-1]) == {"figures": 5}
     md = (run / "report.md").read_text()
-    for criterion in scorecard.CRITERIA:
+    for criterion in (c.name for c in scorecard.CRITERIA):
         assert criterion in md, criterion
     assert "Behaviour was not run" in md
     card = _verdicts(run)
-    assert card[scorecard.CRITERIA[0]] == card[scorecard.CRITERIA[3]] == scorecard.NOT_RUN
+    assert card[scorecard.ASYMMETRY.name] == card[scorecard.TRACKING.name] == scorecard.NOT_RUN
     html = (run / "report.html").read_text()
     assert len(re.findall(r'src="data:image/png;base64,', html)) == 5
     for section in (
@@ -198,8 +198,8 @@ def test_behaviour_rows_fill_figure_1_and_the_behaviour_criteria(tmp_path):
     pq.write_table(pa.Table.from_pylist(rows), run / "behavior" / "responses" / "c.parquet")
     card = _verdicts(run)
     # certain moves 0.1 from neutral, uncertain 0.5: against the baseline the asymmetry reverses.
-    assert card[scorecard.CRITERIA[0]] == scorecard.CONTRADICTS
-    assert card[scorecard.CRITERIA[3]] == scorecard.SUPPORTS  # metric separates the labels
+    assert card[scorecard.ASYMMETRY.name] == scorecard.CONTRADICTS
+    assert card[scorecard.TRACKING.name] == scorecard.SUPPORTS  # metric separates the labels
     doc, _ = build_report(open_run(run), Options(n_boot=200, n_perm=200))
     md = doc.markdown()
     assert doc.n_figures == 6 and "Behaviour was not run" not in md
