@@ -134,11 +134,12 @@ def summarize(table: pa.Table) -> dict[str, Any]:
 def metric_check(units: list[dict[str, Any]]) -> dict[str, Any]:
     pos = [r["metric_value"] for r in units if r["style_label"] == "declarative"]
     neg = [r["metric_value"] for r in units if r["style_label"] != "declarative"]
+    auc = stats.auroc(pos, neg)  # nan when a class is empty: null here, as the note says
     return {
         "metric": units[0]["metric"] if units else None,
         "n_declarative": len(pos),
         "n_other": len(neg),
-        "auroc_declarative": stats.auroc(pos, neg),
+        "auroc_declarative": None if np.isnan(auc) else auc,
         "note": "AUROC of the metric at the prompt's last position for telling declarative "
         "answers from tentative/mixed ones; 0.5 = no relation; null if one class is empty",
     }
