@@ -84,9 +84,10 @@ def rates(beh: pa.Table) -> dict[str, dict[str, float]]:
 def asymmetry(beh: pa.Table, n_boot: int, seed: int) -> dict[str, Interval] | None:
     """E_c = certain - neutral, E_u = neutral - uncertain declarative shares; E_c - E_u.
 
-    The seed reads 97.5% vs 57.5% as "mirrors certainty well, uncertainty badly"; against the
-    neutral baseline that predicts E_c > E_u. If neutral answers are already declarative, the
-    certain user moves nothing and the asymmetry is the model's default, not a marker effect.
+    The source study reads 97.5% vs 57.5% as "mirrors certainty well, uncertainty badly";
+    against the neutral baseline that predicts E_c > E_u. If neutral answers are already
+    declarative, the certain user moves nothing and the asymmetry is the model's default, not a
+    marker effect.
     """
     if label_column(beh) is None or "condition" not in beh.column_names:
         return None

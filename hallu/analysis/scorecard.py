@@ -1,6 +1,7 @@
-"""The disconfirmation scorecard: each of the seed's claims, a verdict, and the numbers behind it.
+"""The disconfirmation scorecard: each of the source study's claims, a verdict, and the numbers
+behind it.
 
-Verdicts: `supports` (the interval lies on the seed's side), `contradicts` (it lies on the other
+Verdicts: `supports` (the interval lies on the study's side), `contradicts` (it lies on the other
 side), `inconclusive` (it straddles the boundary), `not a finding (noise floor)` (the ratio's
 denominator is inside the measured noise floor), `not run` (the run lacks the data; the entry
 says what to run).
@@ -163,13 +164,13 @@ ASYMMETRY = Criterion(
     "Behavioural asymmetry against the neutral baseline",
     "Does the user's certainty marker move answers toward declarative more than the "
     "uncertainty marker moves them toward tentative, measured from neutral answers? "
-    "(E_c = certain - neutral, E_u = neutral - uncertain declarative rates; seed: E_c > E_u)",
+    "(E_c = certain - neutral, E_u = neutral - uncertain declarative rates; study: E_c > E_u)",
     _asymmetry,
 )
 DIFFERENCE = Criterion(
     "2A - 2B interval excludes 0",
     "Is band-mean restoration of 2A (certain into uncertain) larger than that of 2B, with a "
-    "95% interval that excludes 0? (seed: 1.000 vs 0.909)",
+    "95% interval that excludes 0? (study: 1.000 vs 0.909)",
     _difference,
 )
 CONTROLS = Criterion(
@@ -186,7 +187,7 @@ TRACKING = Criterion(
 )
 LOCUS = Criterion(
     "Shared locus for 2A and 2B",
-    "Do 2A and 2B locate their effect in the same layer band? (seed: the same layers 20-39)",
+    "Do 2A and 2B locate their effect in the same layer band? (study: the same layers 20-39)",
     _locus,
 )
 CRITERIA = (ASYMMETRY, DIFFERENCE, CONTROLS, TRACKING, LOCUS)

@@ -77,8 +77,8 @@ def scorecard_section(c: Context) -> None:
     card = scorecard.build(c.stats, asym, tracking, c.run.behavior is not None, which)
     c.doc.h("Disconfirmation scorecard")
     c.doc.p(
-        "Each criterion is a way the seed's hypothesis could fail. 'supports': the 95% interval "
-        "lies on the seed's side; 'contradicts': on the other side; 'inconclusive': it "
+        "Each criterion is a way the source study's hypothesis could fail. 'supports': the 95% "
+        "interval lies on the study's side; 'contradicts': on the other side; 'inconclusive': it "
         "straddles; 'not a finding (noise floor)': the ratio's denominator is inside the "
         "measured noise floor; 'not run': this run lacks the data (the entry says what to run)."
     )
@@ -160,7 +160,7 @@ def headline_numbers(c: Context) -> None:
         "Headline = band-mean restoration: restoration at the last position, averaged over the "
         "band's layers, as a ratio of means over pairs (both numerator and denominator "
         "recomputed in every bootstrap resample). Default band: the upper half of the layers, "
-        "the seed's layers 20-39 of 40 (--band A:B to change)."
+        "the source study's layers 20-39 of 40 (--band A:B to change)."
     )
     rows = []
     for d, s in c.stats.directions.items():

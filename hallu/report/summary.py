@@ -1,10 +1,11 @@
-"""Turn a run's shards into figures and a summary: what the seed's Figures 2-3 showed, and more.
+"""Turn a run's shards into figures and a summary: what the source study's Figures 2-3 showed,
+and more.
 
 Per direction: a heatmap of mean restoration over pairs (layer x position counted from the end,
 so pairs of different lengths line up on the chat template's final tokens), a per-layer curve at
 the last position, and the headline number, defined as the *band mean*: restoration at the last
-position averaged over the upper half of the layers (the seed's "layers 20-39" of 40) and over
-pairs. It is given two ways, mean of per-pair ratios and ratio of mean metrics, beside the
+position averaged over the upper half of the layers (the source study's "layers 20-39" of 40)
+and over pairs. It is given two ways, mean of per-pair ratios and ratio of mean metrics, beside the
 baseline gap (clean - corrupted) that every ratio divides by: a small gap makes a ratio noise.
 """
 
