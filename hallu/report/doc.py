@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import base64
 import html
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from hallu.analysis import scorecard
 from hallu.analysis.noise_flags import INSIDE, UNKNOWN
+
+
+def fmt(x: float | None, digits: int = 3, missing: str = "n/a") -> str:
+    """A number for a table or caption; `missing` for None or a non-finite value."""
+    return missing if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
 
 
 @dataclass

@@ -17,7 +17,7 @@ from hallu.analysis import behavior_check, scorecard
 from hallu.analysis.noise_flags import UNKNOWN
 from hallu.analysis.run_stats import SHORT, Options, RunStats, analyse
 from hallu.errors import UserError
-from hallu.report.doc import Doc
+from hallu.report.doc import Doc, fmt
 from hallu.store.reader import Run, n_layers_of
 
 
@@ -36,10 +36,6 @@ class Context:
         """The run has behaviour rows with a style label (Experiment 1 was run)."""
         beh = self.run.behavior
         return beh is not None and behavior_check.label_column(beh) is not None
-
-
-def fmt(x: float | None, digits: int = 3) -> str:
-    return "n/a" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
 
 
 def token_labels(run: Run, direction: str, positions: list[int]) -> list[str]:
