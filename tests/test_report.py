@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from hallu.analysis import scorecard
+from hallu.analysis.locus import Locus
 from hallu.analysis.noise_flags import INSIDE
-from hallu.analysis.run_stats import Options
+from hallu.analysis.run_stats import Options, analyse
 from hallu.report.comparison import compare_report
 from hallu.report.html import main
 from hallu.report.sections import build_report
@@ -157,6 +159,33 @@ def test_no_asymmetry_and_unspecific_patch_are_not_supported(tmp_path):
     assert card["Controls restore less than the real patch"] != scorecard.SUPPORTS
 
 
+def test_controls_that_restore_more_than_the_patch_contradict(tmp_path):
+    card = _verdicts(make_run(tmp_path, "r", effect=(0.3, 0.3), control_effect=1.0))
+    assert card[scorecard.CONTROLS.name] == scorecard.CONTRADICTS
+
+
+def test_locus_criterion_gives_each_verdict(tmp_path):
+    """The overlap rule on real run statistics with the two loci placed by hand."""
+    run = open_run(make_run(tmp_path, "r", n_layers=8))
+    stats = analyse(run.table, 8, run.noise, Options(n_boot=100, n_perm=100))
+
+    def verdict(a: tuple[int, int] | None, b: tuple[int, int] | None) -> str:
+        loci = {"restore_confidence": a, "induce_tentativeness": b}
+        dirs = {
+            d: replace(
+                s, locus=None if loci[d] is None else Locus(*loci[d], (0, 0), (0, 0), 0.8, 8, 1)
+            )
+            for d, s in stats.directions.items()
+        }
+        ev = scorecard.Evidence(replace(stats, directions=dirs), None, None, False)
+        return scorecard.LOCUS.entry(ev).verdict
+
+    assert verdict((4, 7), (5, 7)) == scorecard.SUPPORTS  # the shorter band lies inside
+    assert verdict((0, 3), (3, 7)) == scorecard.INCONCLUSIVE  # 1 shared layer of 4
+    assert verdict((0, 2), (5, 7)) == scorecard.CONTRADICTS  # disjoint
+    assert verdict((4, 7), None) == scorecard.NOT_RUN  # 2B has no positive effect
+
+
 def test_ratio_with_gap_inside_the_noise_floor_is_flagged(tmp_path):
     run = make_run(tmp_path, "r", gap=0.01, noise_floor=0.05)
     doc, stats = build_report(open_run(run), Options(n_boot=200, n_perm=200))
@@ -166,6 +195,7 @@ def test_ratio_with_gap_inside_the_noise_floor_is_flagged(tmp_path):
     assert headline_rows and INSIDE in headline_rows[0]
     card = {r[0]: r[2] for r in next(v for k, v in doc.blocks if k == "table")[1]}
     assert card["2A - 2B interval excludes 0"] == scorecard.NOISE
+    assert card[scorecard.CONTROLS.name] == scorecard.NOISE
     # The same run with a floor below its gap is cleared.
     clear = make_run(tmp_path, "clear", gap=2.0, noise_floor=0.05)
     _, stats = build_report(open_run(clear), Options(n_boot=200, n_perm=200))
