@@ -217,7 +217,7 @@ def _markdown(run_id: str, n_layers: int, summaries: dict[str, dict[str, Any]]) 
 def aggregate(store: LocalStore, n_layers: int) -> dict[str, Any]:
     """Read every shard, write figures and summaries into the run directory, return the summary."""
     table = store.read_results()
-    table = table.filter(pa.compute.is_null(table["control"]))  # controls: see hallu/report/html.py
+    table = table.filter(pa.compute.is_null(table["control"]))  # controls: report/sections.py
     directions = [d for d in TITLES if d in set(table["direction"].to_pylist())]
     cols = {d: _columns(table, d) for d in directions}
     summaries = {d: summarize_direction(cols[d], n_layers) for d in directions}
