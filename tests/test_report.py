@@ -23,6 +23,7 @@ from hallu.report.html import main
 from hallu.report.sections import build_report
 from hallu.store import schema
 from hallu.store import timing as shard_timing
+from hallu.store.base import store_at
 from hallu.store.reader import open_run
 
 from .conftest import tiny_config
@@ -314,9 +315,13 @@ def test_report_reads_a_run_from_s3(tmp_path, monkeypatch, capsys):
         s3 = boto3.client("s3")
         s3.create_bucket(Bucket="hallu-test")
         run = make_run(tmp_path, "r1", noise_floor=0.01)
+        # Uploaded through the store, as a run on S3 is written: shards with their done markers.
+        remote_store = store_at("s3://hallu-test/runs/r1")
         for path in run.rglob("*"):
-            if path.is_file():
-                s3.upload_file(str(path), "hallu-test", f"runs/r1/{path.relative_to(run)}")
+            if path.parent.name == "shards":
+                remote_store.write_shard(path.stem, pq.read_table(path))
+            elif path.is_file():
+                remote_store.write_file(str(path.relative_to(run)), path.read_bytes())
         out = tmp_path / "out"
         assert main(["s3://hallu-test/runs/r1", "--out", str(out), *FAST]) == 0
         remote = (out / "report.md").read_text()

@@ -33,13 +33,14 @@ import pyarrow as pa  # noqa: E402
 from hallu.analysis import proportions as stats  # noqa: E402
 from hallu.behavior.experiment import FOLDER, SCHEMA  # noqa: E402
 from hallu.report.doc import fmt  # noqa: E402
+from hallu.store.base import Store  # noqa: E402
 
 LABELS = ("declarative", "tentative", "mixed")
 CONDITIONS = ("certain", "uncertain", "neutral")
 COLOURS = {"declarative": "tab:blue", "tentative": "tab:orange", "mixed": "tab:grey"}
 
 
-def read_responses(store: Any) -> pa.Table:
+def read_responses(store: Store) -> pa.Table:
     return store.read_tables(FOLDER, SCHEMA)
 
 
@@ -310,7 +311,7 @@ def _no_nan(x: Any) -> Any:
     return x
 
 
-def report(store: Any, patching: pa.Table | None = None) -> dict[str, Any]:
+def report(store: Store, patching: pa.Table | None = None) -> dict[str, Any]:
     """Write behavior/summary.{json,md}, figure1.png and metric_check.png; return the summary."""
     table = read_responses(store)
     summary = summarize(table)

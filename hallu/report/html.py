@@ -43,10 +43,10 @@ def _out_dir(run: Run, source: str, out: str | None) -> Path:
 
 
 def _write(path: Path, text: str) -> None:
-    from hallu.store.local import _write_atomic
+    from hallu.store.local import write_atomic
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path, text.encode())
+    write_atomic(path, text.encode())
 
 
 def _parser() -> argparse.ArgumentParser:

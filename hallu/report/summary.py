@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
-from hallu.store.local import LocalStore  # noqa: E402
+from hallu.store.base import Store  # noqa: E402
 
 TITLES = {
     "restore_confidence": "2A restore confidence: certain -> uncertain run",
@@ -214,7 +214,7 @@ def _markdown(run_id: str, n_layers: int, summaries: dict[str, dict[str, Any]]) 
     return "\n".join(lines)
 
 
-def aggregate(store: LocalStore, n_layers: int) -> dict[str, Any]:
+def aggregate(store: Store, n_layers: int) -> dict[str, Any]:
     """Read every shard, write figures and summaries into the run directory, return the summary."""
     table = store.read_results()
     table = table.filter(pa.compute.is_null(table["control"]))  # controls: report/sections.py
