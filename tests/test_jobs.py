@@ -12,7 +12,7 @@ from hallu.config import compose
 from hallu.run.jobs import entrypoint, submission_id
 from hallu.run.launch import main
 from hallu.run.local import run_local
-from hallu.run.worker import prepare
+from hallu.run.prepare import prepare
 from hallu.store.local import LocalStore
 from hallu.store.s3 import S3Store
 

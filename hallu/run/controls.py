@@ -31,6 +31,7 @@ from hallu.engine.hooks import capture_resid_pre, patched_logits
 from hallu.engine.metrics import resolution
 from hallu.prompts import render
 from hallu.run.plan import Shard, resolve_positions
+from hallu.run.prepare import Prepared
 from hallu.store import schema
 
 CONTROLS = ("same_class", "random_source", "norm_matched")
@@ -53,7 +54,7 @@ def same_class_partner(token_ids: dict[str, dict[str, list[int]]], pid: str, con
     return max(others, key=lambda q: len(token_ids[q][cond]))
 
 
-def unrelated_ids(prep: Any, min_len: int) -> list[int]:
+def unrelated_ids(prep: Prepared, min_len: int) -> list[int]:
     """The unrelated prompt, its text repeated until it has at least `min_len` tokens."""
     text = UNRELATED_TEXT
     ids = render(prep.tokenizer, text, prep.cfg.prompts)
@@ -74,7 +75,7 @@ def norm_matched(resid: torch.Tensor, seed_text: str) -> torch.Tensor:
 
 
 def run_control_shard(
-    prep: Any,
+    prep: Prepared,
     model: torch.nn.Module,
     layers: torch.nn.ModuleList,
     shard: Shard,

@@ -73,7 +73,7 @@ def _stats(delta: np.ndarray) -> dict[str, float]:
 def measure(cfg: Config, max_pairs: int = 16) -> dict[str, Any]:
     """Load the run's model in each dtype and measure the metric's movements (see module doc)."""
     from hallu.engine.models import load_model, resolve_device, resolve_dtype
-    from hallu.run.worker import prepare
+    from hallu.run.prepare import prepare
 
     prep = prepare(cfg)
     prompts = [

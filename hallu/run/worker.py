@@ -1,15 +1,13 @@
-"""What runs a shard: tokenized prompts and metric (`prepare`), and the model (`Worker`).
+"""What runs a shard: the `Worker` holds one model replica and turns shards into result tables.
 
-`prepare` needs the tokenizer and the model's config but no weights, so the driver uses it to
-validate and plan; a `Worker` calls it again on its own machine, loads the weights once, and then
-turns shards into result tables. It imports nothing from Ray: the Ray executor wraps it.
+It calls `hallu.run.prepare.prepare` on its own machine (tokenizer, prompts, metric), loads the
+weights once, and then runs shards. It imports nothing from Ray: the Ray executor wraps it.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -20,50 +18,14 @@ from hallu.engine.adapters import Adapter
 from hallu.engine.attribution import screen
 from hallu.engine.cells import Cell, is_known, make_cells, patch_cells
 from hallu.engine.fast import Options, Trace, trace
-from hallu.engine.hooks import LogitDiff, capture_resid_pre, patched_logits
-from hallu.engine.logprob_diff import LogprobDiff, from_config
+from hallu.engine.hooks import capture_resid_pre, patched_logits
 from hallu.engine.metrics import kl_to_clean, resolution
-from hallu.engine.models import ModelShape, decoder_layers, load_model, load_shape, load_tokenizer
+from hallu.engine.models import decoder_layers, load_model
 from hallu.errors import UserError
-from hallu.prompts import load_pairs, select_pairs, single_token_id, tokenize_pairs
-from hallu.run.plan import Plan, Shard, make_plan, resolve_positions
+from hallu.run.plan import Shard, resolve_positions
+from hallu.run.prepare import prepare
 from hallu.store import schema
 from hallu.store.timing import stamp
-
-
-@dataclass
-class Prepared:
-    cfg: Config
-    tokenizer: Any
-    shape: ModelShape
-    token_ids: dict[str, dict[str, list[int]]]  # pair id -> condition -> ids
-    metric: LogitDiff
-    logprob_diff: LogprobDiff | None = None  # only when metric.extra asks for it
-
-    def plan(self) -> Plan:
-        lengths = {
-            pid: {c: len(ids) for c, ids in conds.items()} for pid, conds in self.token_ids.items()
-        }
-        return make_plan(self.cfg.sweep, self.shape, lengths, self.cfg.model.name_or_path)
-
-
-def prepare(cfg: Config) -> Prepared:
-    """Everything but the weights; raises UserError for any bad key, file or prompt."""
-    tokenizer = load_tokenizer(cfg.model)
-    shape = load_shape(cfg.model)
-    pairs = select_pairs(load_pairs(cfg.prompts), cfg.sweep)
-    token_ids = tokenize_pairs(tokenizer, pairs, cfg.prompts)
-    metric = LogitDiff(
-        tuple(
-            single_token_id(tokenizer, t, "metric.confident_tokens")
-            for t in cfg.metric.confident_tokens
-        ),
-        tuple(
-            single_token_id(tokenizer, t, "metric.tentative_tokens")
-            for t in cfg.metric.tentative_tokens
-        ),
-    )
-    return Prepared(cfg, tokenizer, shape, token_ids, metric, from_config(cfg, tokenizer))
 
 
 class Worker:
