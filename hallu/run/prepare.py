@@ -12,9 +12,10 @@ from typing import Any
 from hallu.config import Config
 from hallu.engine.hooks import LogitDiff
 from hallu.engine.logprob_diff import LogprobDiff, from_config
-from hallu.engine.models import ModelShape, load_shape, load_tokenizer
+from hallu.engine.models import load_shape, load_tokenizer
 from hallu.prompts import load_pairs, select_pairs, single_token_id, tokenize_pairs
 from hallu.run.plan import Plan, make_plan
+from hallu.shape import ModelShape
 
 
 @dataclass
