@@ -43,7 +43,7 @@ class BehaviorWorker:
             self.judge = Judge(self.cfg.behavior.judge, self.cfg.behavior.judge_max_new_tokens)
 
     def run_chunk(self, chunk: Chunk, progress: Any = None) -> pa.Table:
-        b, tok = self.cfg.behavior, self.tok
+        b = self.cfg.behavior
         sampled = chunk.decoding == "sampled"
         # One row per answer: (pair, condition, sample index, seed).
         jobs = [
@@ -52,45 +52,9 @@ class BehaviorWorker:
             for k in range(b.n_samples if sampled else 1)
         ]
         cols: dict[str, list] = {name: [] for name in SCHEMA.names}
-        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         for start in range(0, len(jobs), b.batch_size):
             batch = jobs[start : start + b.batch_size]
-            ids = [self.prep.token_ids[pid][cond] for pid, cond, _, _ in batch]
-            gen = generate(
-                self.model,
-                ids,
-                pad_id=pad,
-                eos_id=tok.eos_token_id,
-                max_new_tokens=b.max_new_tokens,
-                temperature=b.temperature if sampled else None,
-                seeds=[s for *_, s in batch] if sampled else None,
-            )
-            metric = self.prep.metric(gen.first_logits).tolist()
-            for (pid, cond, k, seed), new, fin, m, prompt in zip(
-                batch, gen.tokens, gen.finished, metric, ids, strict=True
-            ):
-                text = tok.decode(new, skip_special_tokens=True).strip()
-                style = classify(text)  # the answer text alone: never the prompt
-                row = {
-                    "prompt_id": f"{pid}/{cond}",
-                    "pair_id": pid,
-                    "condition": cond,
-                    "sample_index": k,
-                    "seed": seed,
-                    "temperature": b.temperature if sampled else 0.0,
-                    "n_prompt_tokens": len(prompt),
-                    "n_new_tokens": len(new),
-                    "finished": fin,
-                    "response": text,
-                    "style_label": style.label,
-                    "n_hedges": style.n_hedges,
-                    "n_boosters": style.n_boosters,
-                    "n_negated": style.n_negated,
-                    "stance": style.stance,
-                    "hedges": style.hedges,
-                    "boosters": style.boosters,
-                    "metric_value": m,
-                }
+            for row in self._answer_rows(batch, sampled):
                 for key, v in row.items():
                     cols[key].append(v)
             if progress is not None:
@@ -117,3 +81,47 @@ class BehaviorWorker:
         for key, v in constant.items():
             cols[key] = [v] * n
         return pa.table({f.name: pa.array(cols[f.name], type=f.type) for f in SCHEMA})
+
+    def _answer_rows(self, batch: list[tuple[str, str, int, int | None]], sampled: bool) -> list:
+        """Generate one batch of answers and label each; one row (dict) per answer."""
+        b, tok = self.cfg.behavior, self.tok
+        ids = [self.prep.token_ids[pid][cond] for pid, cond, _, _ in batch]
+        gen = generate(
+            self.model,
+            ids,
+            pad_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+            eos_id=tok.eos_token_id,
+            max_new_tokens=b.max_new_tokens,
+            temperature=b.temperature if sampled else None,
+            seeds=[s for *_, s in batch] if sampled else None,
+        )
+        metric = self.prep.metric(gen.first_logits).tolist()
+        rows = []
+        for (pid, cond, k, seed), new, fin, m, prompt in zip(
+            batch, gen.tokens, gen.finished, metric, ids, strict=True
+        ):
+            text = tok.decode(new, skip_special_tokens=True).strip()
+            style = classify(text)  # the answer text alone: never the prompt
+            rows.append(
+                {
+                    "prompt_id": f"{pid}/{cond}",
+                    "pair_id": pid,
+                    "condition": cond,
+                    "sample_index": k,
+                    "seed": seed,
+                    "temperature": b.temperature if sampled else 0.0,
+                    "n_prompt_tokens": len(prompt),
+                    "n_new_tokens": len(new),
+                    "finished": fin,
+                    "response": text,
+                    "style_label": style.label,
+                    "n_hedges": style.n_hedges,
+                    "n_boosters": style.n_boosters,
+                    "n_negated": style.n_negated,
+                    "stance": style.stance,
+                    "hedges": style.hedges,
+                    "boosters": style.boosters,
+                    "metric_value": m,
+                }
+            )
+        return rows

@@ -126,52 +126,20 @@ class Worker:
         return clean, corrupted, values
 
     def run_shard(self, shard: Shard, progress: Any = None) -> pa.Table:
-        cfg, prep = self.prep.cfg, self.prep
         started = time.time()
         device = next(self.model.parameters()).device.type
         if shard.control is not None:
             from hallu.run.controls import run_control_shard
 
             meta = {"run_id": self.run_id, "model_revision": self.revision, "dtype": self.dtype}
-            table = run_control_shard(prep, self.model, self.layers, shard, meta, progress)
+            table = run_control_shard(self.prep, self.model, self.layers, shard, meta, progress)
             return stamp(table, started, device)
-        source_cond, target_cond = DIRECTIONS[shard.direction]
         cols: dict[str, list] = {name: [] for name in schema.SCHEMA.names}
         for pid in shard.pair_ids:
-            src_ids, tgt_ids = prep.token_ids[pid][source_cond], prep.token_ids[pid][target_cond]
-            positions = resolve_positions(cfg.sweep.positions, pid, len(src_ids), len(tgt_ids))
-            self._approx = None
-            src_logits, tgt_logits, cells, logits, known = self._patch_pair(
-                src_ids, tgt_ids, positions, shard.layers
-            )
-            approx, rho = self._approx or ([None] * len(cells), None)
-            src_tok = prep.tokenizer.convert_ids_to_tokens(src_ids)
-            tgt_tok = prep.tokenizer.convert_ids_to_tokens(tgt_ids)
-            for name, (clean, corrupted, values) in self._metrics(
-                src_logits, tgt_logits, logits, (src_ids, tgt_ids, cells, known)
-            ).items():
-                steps = resolution(values, self.model_dtype).tolist()
-                for cell, value, step, was_known, est in zip(
-                    cells, values.tolist(), steps, known, approx, strict=True
-                ):
-                    t, s = cell.position, cell.source_position
-                    screened = name == cfg.metric.name and rho is not None
-                    row = {
-                        "metric": name,
-                        "approx": est if screened else None,
-                        "screen_spearman": rho if screened else None,
-                        "resolution": step,
-                        "layer": cell.layer,
-                        "layer_window": cell.window,
-                        "head": cell.head,
-                        "known": was_known,
-                        **schema.cell_fields(pid, t, s, tgt_tok, src_tok, clean, corrupted, value),
-                    }
-                    for k, v in row.items():
-                        cols[k].append(v)
+            n_cells = self._pair_rows(shard, pid, cols)
             if progress is not None:
-                progress.update(len(cells))
-        n = len(cols["layer"])
+                progress.update(n_cells)
+        cfg, n = self.prep.cfg, len(cols["layer"])
         constant = {
             "run_id": self.run_id,
             "shard_id": shard.shard_id,
@@ -187,6 +155,52 @@ class Worker:
         for k, v in constant.items():
             cols[k] = [v] * n
         return stamp(schema.to_table(cols), started, device)
+
+    def _pair_rows(self, shard: Shard, pid: str, cols: dict[str, list]) -> int:
+        """Patch one pair's cells and append a row per (metric, cell) to `cols`; the cell count."""
+        prep = self.prep
+        source_cond, target_cond = DIRECTIONS[shard.direction]
+        src_ids, tgt_ids = prep.token_ids[pid][source_cond], prep.token_ids[pid][target_cond]
+        positions = resolve_positions(prep.cfg.sweep.positions, pid, len(src_ids), len(tgt_ids))
+        self._approx = None
+        src_logits, tgt_logits, cells, logits, known = self._patch_pair(
+            src_ids, tgt_ids, positions, shard.layers
+        )
+        tokens = (
+            prep.tokenizer.convert_ids_to_tokens(tgt_ids),
+            prep.tokenizer.convert_ids_to_tokens(src_ids),
+        )
+        metrics = self._metrics(src_logits, tgt_logits, logits, (src_ids, tgt_ids, cells, known))
+        for name, (clean, corrupted, values) in metrics.items():
+            for row in self._cell_rows(pid, name, cells, known, tokens, (clean, corrupted), values):
+                for k, v in row.items():
+                    cols[k].append(v)
+        return len(cells)
+
+    def _cell_rows(self, pid, name, cells, known, tokens, baselines, values) -> list[dict]:
+        """One metric's rows for a pair's cells; `tokens` = (target, source) token strings."""
+        approx, rho = self._approx or ([None] * len(cells), None)
+        screened = name == self.prep.cfg.metric.name and rho is not None
+        steps = resolution(values, self.model_dtype).tolist()
+        rows = []
+        for cell, value, step, was_known, est in zip(
+            cells, values.tolist(), steps, known, approx, strict=True
+        ):
+            t, s = cell.position, cell.source_position
+            rows.append(
+                {
+                    "metric": name,
+                    "approx": est if screened else None,
+                    "screen_spearman": rho if screened else None,
+                    "resolution": step,
+                    "layer": cell.layer,
+                    "layer_window": cell.window,
+                    "head": cell.head,
+                    "known": was_known,
+                    **schema.cell_fields(pid, t, s, *tokens, *baselines, value),
+                }
+            )
+        return rows
 
 
 def _adapter(model: Any, engine: str, component: str) -> Adapter | None:
