@@ -34,6 +34,7 @@ from typing import Any, NamedTuple
 import torch
 
 from hallu.engine.adapters import Adapter
+from hallu.engine.oom import halve_on_oom
 
 SITES = ("resid_pre", "attn_out", "mlp_out", "head")
 
@@ -80,7 +81,7 @@ class Options:
     target_tokens: int | None = None  # merge positions into one batch until it holds this many
 
 
-class _Cache:
+class PrefixCache:
     """Duck-typed key/value cache: the trace's prefix before the keys/values a layer computes."""
 
     def __init__(self, keys: torch.Tensor | None = None, values: torch.Tensor | None = None):
@@ -95,7 +96,7 @@ class _Cache:
         return torch.cat([pk, k], 2), torch.cat([pv, v], 2)
 
 
-def _mask(t0: int, n_tokens: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def causal_mask(t0: int, n_tokens: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """Additive causal mask [1, 1, T - t0, T]: query t0 + i sees keys 0..t0 + i."""
     q = torch.arange(t0, n_tokens, device=device)[:, None]
     k = torch.arange(n_tokens, device=device)[None, :]
@@ -125,7 +126,7 @@ def trace(ad: Adapter, ids: Sequence[int], sites: Sequence[str] = ()) -> Trace:
         raise ValueError(f"prompt of {n} tokens exceeds the sliding window {ad.sliding_window}")
     h = ad.embed(torch.tensor([list(ids)], device=ad.device))
     pos_emb = ad.position_embeddings(h, n)
-    mask = _mask(0, n, h.dtype, h.device)
+    mask = causal_mask(0, n, h.dtype, h.device)
     resid, keys, values = [h[0]], [], []
     kept: dict[str, list[torch.Tensor]] = {s: [] for s in sites if s != "resid_pre"}
 
@@ -143,7 +144,7 @@ def trace(ad: Adapter, ids: Sequence[int], sites: Sequence[str] = ()) -> Trace:
                 handles.append(mod.register_forward_pre_hook(keep(site)))
             else:
                 handles.append(mod.register_forward_hook(keep(site)))
-        cache = _Cache()
+        cache = PrefixCache()
         try:
             h = ad.run_layer(layer, h, pos_emb, mask, cache)
         finally:
@@ -242,14 +243,8 @@ def run_patches(
                     ad, target, [patches[i] for i in batch], [starts[i] for i in batch]
                 )
             except (torch.OutOfMemoryError, MemoryError, RuntimeError) as err:
-                oom = isinstance(err, (torch.OutOfMemoryError, MemoryError))
-                oom = oom or "can't allocate memory" in str(err)
-                if len(batch) == 1 or not oom:  # the CPU allocator raises a RuntimeError
-                    raise
-                # Halve and plan what is left again.
-                budget, max_rows = budget // 2, max(1, len(batch) // 2)
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
+                # Halve and plan what is left again (raises unless out-of-memory on 2+ rows).
+                budget, max_rows = budget // 2, halve_on_oom(err, len(batch))
                 break
             for i, row in zip(batch, logits, strict=True):
                 out[i] = row
@@ -271,7 +266,7 @@ def _run_batch(
         for w in p:
             writes[w.layer][w.site].append((slot[i], w.position - t0, w.value, w.head))
     joins = [starts[i][1] for i in order]
-    mask = _mask(t0, n_tokens, tr.resid.dtype, tr.resid.device)
+    mask = causal_mask(t0, n_tokens, tr.resid.dtype, tr.resid.device)
     pos_emb = _slice_pos(tr.pos_emb, t0)
     h: torch.Tensor | None = None
     for layer in range(joins[0], ad.n_layers):
@@ -284,7 +279,7 @@ def _run_batch(
         if "resid_pre" in at:
             _write(h, at["resid_pre"], None)
         handles = [_hook(ad, site, layer, entries) for site, entries in at.items()]
-        cache = _Cache(tr.keys[layer][..., :t0, :], tr.values[layer][..., :t0, :])
+        cache = PrefixCache(tr.keys[layer][..., :t0, :], tr.values[layer][..., :t0, :])
         try:
             h = ad.run_layer(layer, h, pos_emb, mask, cache)
         finally:

@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from hallu.engine.oom import halve_on_oom
+
 Cell = tuple[int, int, int]  # (layer, target position, source position)
 
 
@@ -145,12 +147,8 @@ def _batched(model, layers, target_ids, source_resid, patches, batch_size, read)
         chunk = patches[start : start + batch_size]
         try:
             out.append(_patched_batch(model, layers, target_ids, source_resid, chunk, read))
-        except torch.OutOfMemoryError:
-            if batch_size == 1:
-                raise
-            batch_size //= 2
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+        except (torch.OutOfMemoryError, MemoryError, RuntimeError) as err:
+            batch_size = halve_on_oom(err, batch_size)  # raises unless out-of-memory on 2+ rows
             continue
         start += len(chunk)
     return torch.cat(out) if out else torch.empty(0)
