@@ -2,7 +2,7 @@
 
 The judge's input is built by `judge_messages(response)` from the rubric and the answer text
 only. It never receives the user's prompt, its certainty marker or the condition name, so it
-cannot label an answer by what the user said (the seed's judge read prompt and answer together).
+cannot label an answer by what the user said (the study's judge read prompt and answer together).
 The rubric asks for a single digit; the first digit 1-3 in the judge's greedy reply is the label,
 and a reply without one is stored as unparsed (null label, raw reply kept).
 """

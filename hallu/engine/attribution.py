@@ -19,7 +19,7 @@ from scipy.stats import spearmanr
 
 from hallu.engine.adapters import Adapter
 from hallu.engine.cells import Cell, patch_cells
-from hallu.engine.fast import Options, PrefixCache, Trace, causal_mask
+from hallu.engine.fast import BatchOptions, PrefixCache, Trace, causal_mask
 
 
 def resid_gradients(
@@ -56,7 +56,7 @@ def screen(
     cells: Sequence[Cell],
     metric: Callable[[torch.Tensor], torch.Tensor],
     k: int,
-    opts: Options | None = None,
+    opts: BatchOptions | None = None,
 ) -> Screen:
     grad = resid_gradients(ad, target.ids, metric)
     approx = torch.stack(

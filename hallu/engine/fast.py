@@ -36,8 +36,6 @@ import torch
 from hallu.engine.adapters import Adapter
 from hallu.engine.oom import halve_on_oom
 
-SITES = ("resid_pre", "attn_out", "mlp_out", "head")
-
 
 class Write(NamedTuple):
     layer: int
@@ -71,7 +69,7 @@ class Trace:
 
 
 @dataclass(frozen=True)
-class Options:
+class BatchOptions:
     """Each optimisation can be switched off alone (the tests check every combination)."""
 
     resume: bool = True
@@ -114,7 +112,7 @@ def _site_module(ad: Adapter, site: str, layer: int) -> torch.nn.Module:
     return {"attn_out": ad.attn, "mlp_out": ad.mlp, "head": ad.head_proj}[site](layer)
 
 
-def _first(out: Any) -> torch.Tensor:
+def _output_tensor(out: Any) -> torch.Tensor:
     return out[0] if isinstance(out, tuple) else out
 
 
@@ -132,7 +130,9 @@ def trace(ad: Adapter, ids: Sequence[int], sites: Sequence[str] = ()) -> Trace:
 
     def keep(site: str) -> Any:
         def hook(_m: Any, inp: Any, out: Any = None) -> None:
-            kept[site].append((inp[0] if site == "head" else _first(out))[0].detach().clone())
+            kept[site].append(
+                (inp[0] if site == "head" else _output_tensor(out))[0].detach().clone()
+            )
 
         return hook
 
@@ -166,14 +166,14 @@ def trace(ad: Adapter, ids: Sequence[int], sites: Sequence[str] = ()) -> Trace:
     )
 
 
-def _start(p: Patch, opts: Options) -> tuple[int, int]:
+def _start(p: Patch, opts: BatchOptions) -> tuple[int, int]:
     """(first position, first layer) a patch's row must compute."""
     t = min(w.position for w in p) if opts.suffix else 0
     layer = min(w.layer for w in p) if opts.resume else 0
     return t, layer
 
 
-def _budget(ad: Adapter, opts: Options) -> int:
+def _budget(ad: Adapter, opts: BatchOptions) -> int:
     if opts.memory_bytes is not None:
         return opts.memory_bytes
     if ad.device.type == "cuda":
@@ -216,7 +216,7 @@ def plan_batches(
 
 @torch.no_grad()
 def run_patches(
-    ad: Adapter, target: Trace, patches: Sequence[Patch], opts: Options = Options()
+    ad: Adapter, target: Trace, patches: Sequence[Patch], opts: BatchOptions = BatchOptions()
 ) -> torch.Tensor:
     """[len(patches), V] last-position logits of the target run with each patch applied."""
     if not patches:
@@ -314,7 +314,7 @@ def _hook(ad: Adapter, site: str, layer: int, entries: list) -> Any:
         return mod.register_forward_pre_hook(pre)
 
     def post(_m: Any, _inp: Any, out: Any) -> Any:
-        x = _first(out).clone()
+        x = _output_tensor(out).clone()
         _write(x, entries, None)
         return (x, *out[1:]) if isinstance(out, tuple) else x
 

@@ -22,7 +22,7 @@ import torch
 
 from hallu.engine.oom import halve_on_oom
 
-Cell = tuple[int, int, int]  # (layer, target position, source position)
+HookCell = tuple[int, int, int]  # (layer, target position, source position)
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ def patched_logits(
     layers: torch.nn.ModuleList,
     target_ids: Sequence[int],
     source_resid: torch.Tensor,
-    patches: Sequence[Sequence[Cell]],
+    patches: Sequence[Sequence[HookCell]],
     batch_size: int,
 ) -> torch.Tensor:
     """[len(patches), V] last-position logits of the target run, one patch set per row.
@@ -121,7 +121,7 @@ def patched_logprobs(
     layers: torch.nn.ModuleList,
     target_ids: Sequence[int],
     source_resid: torch.Tensor,
-    patches: Sequence[Sequence[Cell]],
+    patches: Sequence[Sequence[HookCell]],
     batch_size: int,
     continuation: Sequence[int],
 ) -> torch.Tensor:
@@ -159,7 +159,7 @@ def _patched_batch(
     layers: torch.nn.ModuleList,
     target_ids: Sequence[int],
     source_resid: torch.Tensor,
-    patches: Sequence[Sequence[Cell]],
+    patches: Sequence[Sequence[HookCell]],
     read: Any = _final_logits,
 ) -> torch.Tensor:
     device = source_resid.device

@@ -17,7 +17,7 @@ from hallu.config import DIRECTIONS, Config
 from hallu.engine.adapters import Adapter
 from hallu.engine.attribution import screen
 from hallu.engine.cells import Cell, is_known, make_cells, patch_cells
-from hallu.engine.fast import Options, Trace, trace
+from hallu.engine.fast import BatchOptions, Trace, trace
 from hallu.engine.hooks import capture_resid_pre, patched_logits
 from hallu.engine.metrics import kl_to_clean, resolution
 from hallu.engine.models import decoder_layers, load_model
@@ -43,7 +43,7 @@ class Worker:
         # The attribution screen's (estimates, rank correlation) for the pair being run.
         self._approx: tuple[list[float], float] | None = None
         # The fast engine sizes its batches from memory (sweep.batch_size is the hook engine's).
-        self.options = Options(memory_bytes=None if memory is None else int(memory * 2**30))
+        self.options = BatchOptions(memory_bytes=None if memory is None else int(memory * 2**30))
 
     def _patch_pair(
         self, src_ids: list[int], tgt_ids: list[int], positions: list[tuple[int, int]], layers
