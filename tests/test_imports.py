@@ -1,8 +1,8 @@
-"""The package's import rules (docs/architecture.md), checked in a fresh interpreter per module.
+"""The package's import rules (docs/architecture.md), checked in fresh interpreters.
 
-plan, shape, behaviour's schema, store, analysis and report never import torch; engine and
-behaviour never import Ray, boto3/botocore or a store. Modules are listed from the package, so a
-new module is checked without editing this file.
+config, prompts, shape, plan, behaviour's schema, store, analysis and report never import torch;
+engine and behaviour never import Ray, boto3/botocore or a store. Modules are listed from the
+packages, so a new module is checked without editing this file.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def _modules(package: str) -> list[str]:
 
 GROUPS = {
     "no torch": (
-        ["hallu.run.plan", "hallu.shape", "hallu.behavior.schema"]
+        ["hallu.config", "hallu.prompts", "hallu.shape", "hallu.run.plan", "hallu.behavior.schema"]
         + [m for p in ("hallu.store", "hallu.analysis", "hallu.report") for m in _modules(p)],
         NO_TORCH,
     ),
