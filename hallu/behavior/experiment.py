@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from hallu.behavior.generate import generate
+from hallu.behavior.generate import generate, pad_id_of
 from hallu.behavior.schema import SCHEMA, Chunk, answer_seed
 from hallu.behavior.style import classify
 
@@ -89,7 +89,7 @@ class BehaviorWorker:
         gen = generate(
             self.model,
             ids,
-            pad_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+            pad_id=pad_id_of(tok),
             eos_id=tok.eos_token_id,
             max_new_tokens=b.max_new_tokens,
             temperature=b.temperature if sampled else None,

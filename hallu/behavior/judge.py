@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from hallu.behavior.generate import generate
+from hallu.behavior.generate import generate, pad_id_of
 from hallu.config import ModelCfg, PromptsCfg
 from hallu.engine.models import load_model, load_tokenizer
 from hallu.prompts import render
@@ -63,7 +63,7 @@ class Judge:
             gen = generate(
                 self.model,
                 ids,
-                pad_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+                pad_id=pad_id_of(tok),
                 eos_id=tok.eos_token_id,
                 max_new_tokens=self.max_new_tokens,
             )
