@@ -10,8 +10,10 @@ what the patch can change:
 - *suffix only*: under causal attention a patch at position t leaves positions 0..t-1 unchanged,
   so rows run only positions t0..T-1 and attend to the trace's keys/values for 0..t0-1 (a prefix
   cache); position embeddings (RoPE) and the causal mask are sliced at the same offset;
-- *many patches per forward*: patches of one target are stacked in the batch dimension; a row
-  joins the batch at its first layer, so no row runs a layer it does not need. A batch shares
+- *many patches per forward*: patches are stacked in the batch dimension, across pairs too
+  (rows of targets of one length share a batch, each attending to its own target's prefix
+  keys/values, so a shard of several pairs runs as one schedule); a row joins the batch at its
+  first layer, so no row runs a layer it does not need. A batch shares
   one suffix start t0 (its smallest patched position), so rows patched later waste t - t0
   positions; batches are therefore cut by position, and merged only while small. The batch size
   comes from a memory budget and is halved on out-of-memory;
@@ -220,12 +222,38 @@ def run_patches(
     """[len(patches), V] last-position logits of the target run with each patch applied."""
     if not patches:
         return torch.empty(0, target.logits.shape[-1])
-    n_tokens = len(target.ids)
-    starts = [_start(p, opts) for p in patches]
+    return run_rows(ad, [(target, p) for p in patches], opts)
+
+
+@torch.no_grad()
+def run_rows(
+    ad: Adapter, rows: Sequence[tuple[Trace, Patch]], opts: Options = Options()
+) -> torch.Tensor:
+    """[len(rows), V] last-position logits of each (target run, patch) row.
+
+    Rows of different targets (pairs) share batches when their targets have the same length:
+    the mask and position embeddings depend on the length only, and each row attends to its own
+    target's prefix keys/values. Lengths are never padded; each length is its own schedule."""
+    if not rows:
+        raise ValueError("run_rows: no rows")
+    out: list[torch.Tensor | None] = [None] * len(rows)
+    by_len: dict[int, list[int]] = defaultdict(list)
+    for i, (tr, _) in enumerate(rows):
+        by_len[len(tr.ids)].append(i)
+    for n_tokens, idx in by_len.items():
+        for i, row in zip(idx, _run_length(ad, [rows[i] for i in idx], n_tokens, opts)):
+            out[i] = row
+    return torch.stack(out)  # type: ignore[arg-type]
+
+
+def _run_length(
+    ad: Adapter, rows: Sequence[tuple[Trace, Patch]], n_tokens: int, opts: Options
+) -> list[torch.Tensor]:
+    starts = [_start(p, opts) for _, p in rows]
     budget, max_rows = _budget(ad, opts), opts.max_rows
     target_tokens = opts.target_tokens or (16384 if ad.device.type == "cuda" else 512)
-    out: list[torch.Tensor | None] = [None] * len(patches)
-    todo = list(range(len(patches)))
+    out: list[torch.Tensor | None] = [None] * len(rows)
+    todo = list(range(len(rows)))
     while todo:
         plan = plan_batches(
             [starts[i] for i in todo],
@@ -238,9 +266,7 @@ def run_patches(
         for group in plan:
             batch = [todo[j] for j in group]
             try:
-                logits = _run_batch(
-                    ad, target, [patches[i] for i in batch], [starts[i] for i in batch]
-                )
+                logits = _run_batch(ad, [rows[i] for i in batch], [starts[i] for i in batch])
             except (torch.OutOfMemoryError, MemoryError, RuntimeError) as err:
                 oom = isinstance(err, (torch.OutOfMemoryError, MemoryError))
                 oom = oom or "can't allocate memory" in str(err)
@@ -254,46 +280,83 @@ def run_patches(
             for i, row in zip(batch, logits, strict=True):
                 out[i] = row
         todo = [i for i in todo if out[i] is None]
-    return torch.stack(out)  # type: ignore[arg-type]
+    return out  # type: ignore[return-value]
+
+
+class _Rows:
+    """The targets of one batch's rows, in slot order, and how to gather per-row prefixes."""
+
+    def __init__(self, traces: list[Trace], which: list[int], t0: int):
+        self.traces, self.t0 = traces, t0
+        dev = traces[0].resid.device
+        self.which = torch.tensor(which, device=dev)  # slot -> index into traces
+        self.single = len(traces) == 1  # one target: expand, never copy
+
+    def resid(self, layer: int, slots: range) -> torch.Tensor:
+        """[len(slots), T - t0, d] trace input of `layer` for the rows in `slots`."""
+        if self.single:
+            return self.traces[0].resid[layer, self.t0 :].expand(len(slots), -1, -1)
+        stacked = torch.stack([tr.resid[layer, self.t0 :] for tr in self.traces])
+        return stacked[self.which[slots.start : slots.stop]]
+
+    def cache(self, layer: int, n_rows: int) -> _Cache:
+        t0 = self.t0
+        if self.single or t0 == 0:
+            tr = self.traces[0]
+            return _Cache(tr.keys[layer][..., :t0, :], tr.values[layer][..., :t0, :])
+        idx = self.which[:n_rows]
+        keys = torch.cat([tr.keys[layer][..., :t0, :] for tr in self.traces])[idx]
+        values = torch.cat([tr.values[layer][..., :t0, :] for tr in self.traces])[idx]
+        return _Cache(keys, values)
 
 
 def _run_batch(
-    ad: Adapter, tr: Trace, patches: Sequence[Patch], starts: Sequence[tuple[int, int]]
+    ad: Adapter, rows: Sequence[tuple[Trace, Patch]], starts: Sequence[tuple[int, int]]
 ) -> torch.Tensor:
-    n_tokens = len(tr.ids)
+    tr0 = rows[0][0]
+    n_tokens = len(tr0.ids)
     t0 = min(t for t, _ in starts)
-    order = sorted(range(len(patches)), key=lambda i: starts[i][1])  # rows join by first layer
+    traces: list[Trace] = []
+    index: dict[int, int] = {}
+    for tr, _ in rows:
+        index.setdefault(id(tr), len(traces))
+        if len(traces) < len(index):
+            traces.append(tr)
+    which = [index[id(tr)] for tr, _ in rows]
+    # Rows join by first layer; within a layer, rows of one target sit together.
+    order = sorted(range(len(rows)), key=lambda i: (starts[i][1], which[i]))
     slot = {i: r for r, i in enumerate(order)}
+    batch = _Rows(traces, [which[i] for i in order], t0)
     writes: dict[int, dict[str, list[tuple[int, int, torch.Tensor, int | None]]]] = defaultdict(
         lambda: defaultdict(list)
     )
-    for i, p in enumerate(patches):
+    for i, (_, p) in enumerate(rows):
         for w in p:
             writes[w.layer][w.site].append((slot[i], w.position - t0, w.value, w.head))
     joins = [starts[i][1] for i in order]
-    mask = _mask(t0, n_tokens, tr.resid.dtype, tr.resid.device)
-    pos_emb = _slice_pos(tr.pos_emb, t0)
+    mask = _mask(t0, n_tokens, tr0.resid.dtype, tr0.resid.device)
+    pos_emb = _slice_pos(tr0.pos_emb, t0)
     h: torch.Tensor | None = None
     for layer in range(joins[0], ad.n_layers):
         n_join = sum(1 for j in joins if j == layer)
         if n_join:
-            x = tr.resid[layer, t0:].expand(n_join, -1, -1)
+            n_have = 0 if h is None else h.shape[0]
+            x = batch.resid(layer, range(n_have, n_have + n_join))
             h = x.clone() if h is None else torch.cat([h, x])
         assert h is not None
         at = writes.get(layer, {})
         if "resid_pre" in at:
             _write(h, at["resid_pre"], None)
         handles = [_hook(ad, site, layer, entries) for site, entries in at.items()]
-        cache = _Cache(tr.keys[layer][..., :t0, :], tr.values[layer][..., :t0, :])
         try:
-            h = ad.run_layer(layer, h, pos_emb, mask, cache)
+            h = ad.run_layer(layer, h, pos_emb, mask, batch.cache(layer, h.shape[0]))
         finally:
             for handle in handles:
                 if handle is not None:
                     handle.remove()
     assert h is not None
     logits = ad.logits(h[:, -1])
-    return logits[torch.tensor([slot[i] for i in range(len(patches))], device=logits.device)]
+    return logits[torch.tensor([slot[i] for i in range(len(rows))], device=logits.device)]
 
 
 def _write(t: torch.Tensor, entries: list, head_dim: int | None) -> None:
