@@ -241,7 +241,8 @@ def run_rows(
     for i, (tr, _) in enumerate(rows):
         by_len[len(tr.ids)].append(i)
     for n_tokens, idx in by_len.items():
-        for i, row in zip(idx, _run_length(ad, [rows[i] for i in idx], n_tokens, opts)):
+        got = _run_length(ad, [rows[i] for i in idx], n_tokens, opts)
+        for i, row in zip(idx, got, strict=True):
             out[i] = row
     return torch.stack(out)  # type: ignore[arg-type]
 
