@@ -3,6 +3,7 @@
     python -m hallu.bench                 # the three CPU cases, 3 repeats each, medians
     python -m hallu.bench --case a --repeats 1
     python -m hallu.bench --gpu           # Llama-2-13b-shaped fp16 model, random weights, on CUDA
+    python -m hallu.bench --gpu --device cpu --shape tiny   # the same code path, on the CPU
 
 Cases (full resid_pre sweeps, every layer x every position, one direction):
   a: tiny random Llama (8 layers, d_model 256, 8 heads), 8 pairs of 32 tokens differing at 3-6;
@@ -18,8 +19,8 @@ per pair plus, per computed cell, (L - l) layers on (T - t) tokens and one unemb
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -52,16 +53,27 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "cell does not depend on the cell, so a subset estimates its cells/s",
     )
     p.add_argument("--gpu", action="store_true", help="Llama-2-13b-shaped fp16 model on CUDA")
-    p.add_argument("--gpu-layers", type=int, default=40, help="--gpu: layers (13b has 40)")
+    p.add_argument("--device", default="cuda", help="--gpu: device (cpu tries the code path)")
+    p.add_argument("--shape", choices=("13b", "tiny"), default="13b", help="--gpu: model shape")
+    p.add_argument("--gpu-layers", type=int, default=0, help="--gpu: layers (0: the shape's)")
     p.add_argument("--gpu-tokens", type=int, default=64, help="--gpu: tokens per prompt")
-    p.add_argument("--gpu-pairs", type=int, default=2, help="--gpu: prompt pairs")
-    p.add_argument("--gpu-naive-cells", type=int, default=40, help="--gpu: naive cells timed")
+    p.add_argument("--gpu-pairs", type=int, default=4, help="--gpu: prompt pairs")
+    p.add_argument("--gpu-naive-cells", type=int, default=40, help="--gpu: cells checked")
+    p.add_argument(
+        "--calibration",
+        default=None,
+        help="--gpu: calibration file to update (default: hallu.run.gpus.calibration_path(); "
+        "'none' writes nothing)",
+    )
+    p.add_argument("--json", default=None, help="also write every number to this JSON file")
     args = p.parse_args(argv)
     if args.repeats < 1:
         p.error(f"--repeats {args.repeats}: give at least 1")
     if args.naive_pairs < 0:
         p.error(f"--naive-pairs {args.naive_pairs}: give 0 (all) or a positive count")
-    for name in ("gpu_layers", "gpu_tokens", "gpu_pairs", "gpu_naive_cells"):
+    if args.gpu_layers < 0:
+        p.error(f"--gpu-layers {args.gpu_layers}: give 0 (the shape's) or a positive count")
+    for name in ("gpu_tokens", "gpu_pairs", "gpu_naive_cells"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} {getattr(args, name)}: give at least 1")
     return args
@@ -230,91 +242,19 @@ def cpu_main(args: argparse.Namespace) -> list[dict]:
     return results
 
 
-# --- GPU mode ----------------------------------------------------------------------------------
-
-
-def matmul_rate(device: torch.device, n: int = 8192, reps: int = 20) -> float:
-    """Measured fp16 FLOP/s of a large square matmul: the card's practical peak."""
-    a = torch.randn(n, n, device=device, dtype=torch.float16)
-    b = torch.randn(n, n, device=device, dtype=torch.float16)
-    for _ in range(3):
-        a @ b
-    torch.cuda.synchronize(device)
-    t = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    torch.cuda.synchronize(device)
-    return 2 * n**3 * reps / (time.perf_counter() - t)
-
-
-def gpu_model(n_layers: int) -> torch.nn.Module:
-    """Llama-2-13b's shape, random fp16 weights made directly on the GPU (no 52 GB CPU detour)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    cfg = LlamaConfig(
-        vocab_size=32000, hidden_size=5120, intermediate_size=13824, num_hidden_layers=n_layers,
-        num_attention_heads=40, num_key_value_heads=40, max_position_embeddings=4096,
-    )  # fmt: skip
-    torch.set_default_dtype(torch.float16)
-    try:
-        with torch.device("cuda"):
-            model = LlamaForCausalLM(cfg)
-    finally:
-        torch.set_default_dtype(torch.float32)
-    return model.eval()
-
-
-def gpu_main(args: argparse.Namespace) -> dict:
-    if not torch.cuda.is_available():
-        sys.exit("python -m hallu.bench --gpu: no CUDA device is visible; run it on a GPU machine")
-    dev = torch.device("cuda")
-    rate = matmul_rate(dev)
-    model = gpu_model(args.gpu_layers)
-    ad = Adapter(model)
-    g = torch.Generator().manual_seed(0)
-    case = []
-    for _ in range(args.gpu_pairs):
-        tgt = torch.randint(3, 32000, (args.gpu_tokens,), generator=g).tolist()
-        src = list(tgt)
-        src[3:7] = [(x + 1) % 32000 for x in src[3:7]]
-        case.append((src, tgt))
-    cells = all_cells(ad.n_layers, args.gpu_tokens)
-    engine_sweep(ad, *case[0], cells[:64], Options())  # warm-up
-    torch.cuda.synchronize()
-    t = time.perf_counter()
-    for src, tgt in case:
-        engine_sweep(ad, src, tgt, cells, Options())
-    torch.cuda.synchronize()
-    engine_s = time.perf_counter() - t
-    sub = cells[:: max(1, len(cells) // args.gpu_naive_cells)][: args.gpu_naive_cells]
-    t = time.perf_counter()
-    naive_sweep(model, *case[0], sub)
-    torch.cuda.synchronize()
-    naive_cps = len(sub) / (time.perf_counter() - t)
-    naive_flop, engine_flop, n = flop_counts(model, Case("gpu", case))
-    r = {
-        "matmul_tflops": rate / 1e12,
-        "engine_cells_per_s": n / engine_s,
-        "naive_cells_per_s": naive_cps,
-        "engine_tokens_per_s": engine_flop / flops_per_token(model)[0] / ad.n_layers / engine_s,
-        "mfu": engine_flop / engine_s / rate,
-        "flop_ratio": naive_flop / engine_flop,
-    }
-    r["ratio"] = r["engine_cells_per_s"] / naive_cps
-    print(torch.cuda.get_device_name(dev), f"{args.gpu_layers} layers, {args.gpu_tokens} tokens")
-    for k, v in r.items():
-        print(f"{k:22s} {v:12.3f}")
-    return r
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.gpu:
+        from hallu.bench_gpu import gpu_main
+
         gpu_main(args)
     else:
-        cpu_main(args)
+        results = cpu_main(args)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(results, f, indent=1)
 
 
 if __name__ == "__main__":
