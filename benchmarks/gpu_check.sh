@@ -7,7 +7,7 @@ set -u
 OUT="${OUT:-$(mktemp -d)}"
 mkdir -p "$OUT"
 cd "$(dirname "$0")/.."
-export PYTHONPATH="$PWD"
+export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
 exec > >(tee -a "$OUT/gpu_check.log") 2>&1
 
 steps() {
@@ -29,7 +29,9 @@ print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torc
       --json "$OUT/gpu_8layers.json" --calibration none
   fi
   date -u
-  # 2. CPU baselines on this box, 2 threads as in docs/benchmarks.md (engine, naive batched
+  # 2. A replica split over cuda + cpu equals the unsplit one (and the CPU placement tests).
+  timeout 90 python -m pytest -q -p no:cacheprovider tests/test_placement.py -rs
+  # 3. CPU baselines on this box, 2 threads as in docs/benchmarks.md (engine, naive batched
   #    across pairs, TransformerLens when installed, naive one pair per forward).
   timeout 180 python -m hallu.bench --repeats 3 --threads 2 --naive-pairs 4 \
     --json "$OUT/cpu.json" || echo "=== CPU bench did not finish (exit $?)"

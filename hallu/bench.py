@@ -22,13 +22,21 @@ import argparse
 import json
 import statistics
 import time
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
+from hallu.bench_baselines import (
+    length_groups,
+    metric,
+    naive_batched,
+    transformer_lens,
+    transformer_lens_bridge,
+)
 from hallu.engine.adapters import Adapter
-from hallu.engine.cells import Cell, is_known, make_cells, patch_cells
+from hallu.engine.cells import Cell, is_known, make_cells, patch_cells, patch_pairs
 from hallu.engine.fast import Options, trace
 
 CASES = ("a", "b", "c")
@@ -64,6 +72,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="--gpu: calibration file to update (default: hallu.run.gpus.calibration_path(); "
         "'none' writes nothing)",
+    )
+    p.add_argument(
+        "--no-tl", action="store_true", help="skip TransformerLens even when it is installed"
     )
     p.add_argument("--json", default=None, help="also write every number to this JSON file")
     args = p.parse_args(argv)
@@ -182,63 +193,103 @@ def flop_counts(model: torch.nn.Module, case: Case) -> tuple[float, float, int]:
 # --- CPU cases ---------------------------------------------------------------------------------
 
 
-def run_case(model: torch.nn.Module, case: Case, repeats: int, naive_pairs: int = 0) -> dict:
-    ad = Adapter(model)
-    opts = Options()
+def engine_case(ad: Adapter, pairs, cells_per, opts: Options) -> list[torch.Tensor]:
+    """All pairs of a case in one schedule (rows of equal-length pairs share batches)."""
+    items = [(trace(ad, s), trace(ad, t), c) for (s, t), c in zip(pairs, cells_per, strict=True)]
+    return [out for out, _ in patch_pairs(ad, "resid_pre", items, opts)]
+
+
+def _timed(fn):
+    t = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t
+
+
+def _group_metric(got: list[torch.Tensor], group: list[int], n_layers: int) -> torch.Tensor:
+    """[L, T] the engine's logit-difference metric summed over a group's pairs."""
+    return sum(metric(got[i]).reshape(n_layers, -1) for i in group)  # type: ignore[return-value]
+
+
+def run_case(model: torch.nn.Module, case: Case, repeats: int, naive_pairs: int = 0, bridge=None):
+    """Every way to run the case's sweep, alternating within each repeat; medians of seconds."""
+    ad, opts = Adapter(model), Options()
     cells_per = [all_cells(ad.n_layers, len(t)) for _, t in case.pairs]
-    n_cells = sum(len(c) for c in cells_per)
     step = max(1, len(case.pairs) // naive_pairs) if naive_pairs else 1
     sub = list(range(0, len(case.pairs), step))[: naive_pairs or None]
-    n_naive = sum(len(cells_per[i]) for i in sub)
-    naive_t, engine_t, worst = [], [], 0.0
+    groups = length_groups(case.pairs)
+    secs: dict[str, list[float]] = defaultdict(list)
+    worst: dict[str, float] = defaultdict(float)
     for _ in range(repeats):
-        t = time.perf_counter()
-        ref = {i: naive_sweep(model, *case.pairs[i], cells_per[i]) for i in sub}
-        naive_t.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        got = [
-            engine_sweep(ad, s, tg, c, opts)
-            for (s, tg), c in zip(case.pairs, cells_per, strict=True)
-        ]
-        engine_t.append(time.perf_counter() - t)
-        worst = max(worst, max((ref[i] - got[i]).abs().max().item() for i in sub))
+        ref, s = _timed(lambda: {i: naive_sweep(model, *case.pairs[i], cells_per[i]) for i in sub})
+        secs["naive"].append(s)
+        batched, s = _timed(lambda: [naive_batched(model, case.pairs, g) for g in groups])
+        secs["batched"].append(s)
+        if bridge is not None:
+            tl, s = _timed(lambda: [transformer_lens(bridge, case.pairs, g) for g in groups])
+            secs["tl"].append(s)
+        _, s = _timed(
+            lambda: [engine_sweep(ad, *p, c, opts) for p, c in zip(case.pairs, cells_per)]  # noqa: B905
+        )
+        secs["engine_per_pair"].append(s)
+        got, s = _timed(lambda: engine_case(ad, case.pairs, cells_per, opts))
+        secs["engine"].append(s)
+        worst["naive"] = max([worst["naive"]] + [(ref[i] - got[i]).abs().max().item() for i in sub])
+        for k, g in enumerate(groups):
+            mine = _group_metric(got, g, ad.n_layers)
+            worst["batched"] = max(worst["batched"], (mine - batched[k]).abs().max().item())
+            if bridge is not None:
+                worst["tl"] = max(worst["tl"], (mine - tl[k]).abs().max().item())
+    n_cells = sum(len(c) for c in cells_per)
+    counts = {"naive": sum(len(cells_per[i]) for i in sub)}
     naive_flop, engine_flop, _ = flop_counts(model, case)
-    naive_cps = n_naive / statistics.median(naive_t)
-    engine_cps = n_cells / statistics.median(engine_t)
-    return {
-        "case": case.name,
-        "cells": n_cells,
-        "naive_cells": n_naive,
-        "naive_cells_per_s": naive_cps,
-        "engine_cells_per_s": engine_cps,
-        "ratio": engine_cps / naive_cps,
-        "flop_ratio": naive_flop / engine_flop,
-        "max_abs_diff": worst,
-        "naive_s": naive_t,
-        "engine_s": engine_t,
-    }
+    r = {"case": case.name, "cells": n_cells, "naive_cells": counts["naive"]}
+    r["flop_ratio"] = naive_flop / engine_flop  # the same for every baseline: a forward per cell
+    for name, times in secs.items():
+        r[f"{name}_cells_per_s"] = counts.get(name, n_cells) / statistics.median(times)
+        r[f"{name}_s"] = times
+    for name in ("naive", "batched", "tl", "engine_per_pair"):
+        if f"{name}_cells_per_s" in r:
+            r[f"x_{name}"] = r["engine_cells_per_s"] / r[f"{name}_cells_per_s"]
+    r["max_abs_diff"] = dict(worst)
+    return r
+
+
+COLUMNS = [("naive", "1-pair"), ("batched", "batched"), ("tl", "TLens")]
+COLUMNS += [("engine_per_pair", "per-pair")]  # the engine without cross-pair batching
 
 
 def cpu_main(args: argparse.Namespace) -> list[dict]:
+    from hallu.engine.tiny import build_tokenizer
+
     model, vocab = cpu_model()
+    bridge = None if args.no_tl else transformer_lens_bridge(model, build_tokenizer())
     makers = {
         "a": lambda: random_case("a: random, 32 tokens", 32, vocab),
         "b": lambda: random_case("b: random, 64 tokens", 64, vocab),
         "c": builtin_case,
     }
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, CPU")
-    print(f"{'case':38s} {'cells':>6s} {'naive c/s':>10s} {'engine c/s':>11s} "
-          f"{'ratio':>6s} {'FLOP ratio':>10s} {'max|diff|':>9s}")  # fmt: skip
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, CPU; "
+        f"TransformerLens: {'yes' if bridge is not None else 'not installed (or --no-tl)'}"
+    )
+    print(
+        "cells/s of each baseline, the engine's, and the engine's speed-up over each "
+        "(x ...); FLOP ratio = naive FLOP / engine FLOP, the same for every baseline"
+    )
     results = []
     for name in args.case:
-        r = run_case(model, makers[name](), args.repeats, args.naive_pairs)
+        r = run_case(model, makers[name](), args.repeats, args.naive_pairs, bridge)
         results.append(r)
         print(
-            f"{r['case']:38s} {r['cells']:6d} {r['naive_cells_per_s']:10.1f} "
-            f"{r['engine_cells_per_s']:11.1f} {r['ratio']:6.2f} {r['flop_ratio']:10.2f} "
-            f"{r['max_abs_diff']:9.1e}",
-            flush=True,
+            f"{r['case']}: {r['cells']} cells, engine {r['engine_cells_per_s']:.1f} cells/s, "
+            f"FLOP ratio {r['flop_ratio']:.2f}"
         )
+        for key, label in COLUMNS:
+            if f"x_{key}" in r:
+                print(
+                    f"   vs {label:9s} {r[f'{key}_cells_per_s']:9.1f} cells/s  "
+                    f"x{r[f'x_{key}']:6.2f}  max|diff| {r['max_abs_diff'].get(key, 0.0):.1e}"
+                )
     return results
 
 

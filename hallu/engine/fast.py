@@ -111,6 +111,23 @@ def _slice_pos(pos_emb: Any, t0: int) -> Any:
     return tuple(p[:, t0:] for p in pos_emb)
 
 
+class _Local:
+    """The mask and position embeddings, copied once to each slot's device that needs them."""
+
+    def __init__(self, ad: Adapter, pos_emb: Any, mask: torch.Tensor):
+        self.ad = ad
+        self.copies: dict[int, tuple[Any, torch.Tensor]] = {0: (pos_emb, mask)}
+
+    def at(self, layer: int) -> tuple[Any, torch.Tensor]:
+        slot = self.ad.placement.layer_slot[layer]
+        if slot not in self.copies:
+            dev = self.ad.placement.devices[slot]
+            pos, mask = self.copies[0]
+            pos = None if pos is None else tuple(p.to(dev) for p in pos)
+            self.copies[slot] = (pos, mask.to(dev))
+        return self.copies[slot]
+
+
 def _site_module(ad: Adapter, site: str, layer: int) -> torch.nn.Module:
     return {"attn_out": ad.attn, "mlp_out": ad.mlp, "head": ad.head_proj}[site](layer)
 
@@ -125,15 +142,19 @@ def trace(ad: Adapter, ids: Sequence[int], sites: Sequence[str] = ()) -> Trace:
     n = len(ids)
     if ad.sliding_window is not None and n > ad.sliding_window:
         raise ValueError(f"prompt of {n} tokens exceeds the sliding window {ad.sliding_window}")
+    ad.begin()
     h = ad.embed(torch.tensor([list(ids)], device=ad.device))
     pos_emb = ad.position_embeddings(h, n)
     mask = _mask(0, n, h.dtype, h.device)
+    local = _Local(ad, pos_emb, mask)
+    first = ad.placement.first  # traces are stored on the first slot's device
     resid, keys, values = [h[0]], [], []
     kept: dict[str, list[torch.Tensor]] = {s: [] for s in sites if s != "resid_pre"}
 
     def keep(site: str) -> Any:
         def hook(_m: Any, inp: Any, out: Any = None) -> None:
-            kept[site].append((inp[0] if site == "head" else _first(out))[0].detach().clone())
+            x = inp[0] if site == "head" else _first(out)
+            kept[site].append(x[0].detach().to(first, copy=True))
 
         return hook
 
@@ -146,15 +167,16 @@ def trace(ad: Adapter, ids: Sequence[int], sites: Sequence[str] = ()) -> Trace:
             else:
                 handles.append(mod.register_forward_hook(keep(site)))
         cache = _Cache()
+        h = ad.enter(layer, h)
         try:
-            h = ad.run_layer(layer, h, pos_emb, mask, cache)
+            h = ad.run_layer(layer, h, *local.at(layer), cache)
         finally:
             for handle in handles:
                 handle.remove()
         assert cache.new is not None, "the layer did not use the key/value cache"
         keys.append(cache.new[0])
         values.append(cache.new[1])
-        resid.append(h[0])
+        resid.append(h[0].to(first))
     logits = ad.logits(h[:, -1])[0]
     return Trace(
         list(ids),
@@ -305,8 +327,9 @@ class _Rows:
         if self.single or t0 == 0:
             tr = self.traces[0]
             return _Cache(tr.keys[layer][..., :t0, :], tr.values[layer][..., :t0, :])
-        idx = self.which[:n_rows]
-        keys = torch.cat([tr.keys[layer][..., :t0, :] for tr in self.traces])[idx]
+        keys = torch.cat([tr.keys[layer][..., :t0, :] for tr in self.traces])
+        idx = self.which[:n_rows].to(keys.device)
+        keys = keys[idx]
         values = torch.cat([tr.values[layer][..., :t0, :] for tr in self.traces])[idx]
         return _Cache(keys, values)
 
@@ -338,11 +361,16 @@ def _run_batch(
     mask = _mask(t0, n_tokens, tr0.resid.dtype, tr0.resid.device)
     pos_emb = _slice_pos(tr0.pos_emb, t0)
     h: torch.Tensor | None = None
+    local = _Local(ad, pos_emb, mask)
     for layer in range(joins[0], ad.n_layers):
+        if h is not None:
+            h = ad.enter(layer, h)
         n_join = sum(1 for j in joins if j == layer)
         if n_join:
             n_have = 0 if h is None else h.shape[0]
-            x = batch.resid(layer, range(n_have, n_have + n_join))
+            x = ad.bring(layer, batch.resid(layer, range(n_have, n_have + n_join)))
+            if h is None:
+                ad.begin(ad.placement.layer_slot[layer])
             h = x.clone() if h is None else torch.cat([h, x])
         assert h is not None
         at = writes.get(layer, {})
@@ -350,7 +378,7 @@ def _run_batch(
             _write(h, at["resid_pre"], None)
         handles = [_hook(ad, site, layer, entries) for site, entries in at.items()]
         try:
-            h = ad.run_layer(layer, h, pos_emb, mask, batch.cache(layer, h.shape[0]))
+            h = ad.run_layer(layer, h, *local.at(layer), batch.cache(layer, h.shape[0]))
         finally:
             for handle in handles:
                 if handle is not None:
@@ -363,10 +391,12 @@ def _run_batch(
 def _write(t: torch.Tensor, entries: list, head_dim: int | None) -> None:
     for row, pos, value, head in entries:
         if head is None:
-            t[row, pos] = value.to(t.dtype)
+            t[row, pos] = value.to(device=t.device, dtype=t.dtype)
         else:
             assert head_dim is not None
-            t[row, pos, head * head_dim : (head + 1) * head_dim] = value.to(t.dtype)
+            t[row, pos, head * head_dim : (head + 1) * head_dim] = value.to(
+                device=t.device, dtype=t.dtype
+            )
 
 
 def _hook(ad: Adapter, site: str, layer: int, entries: list) -> Any:
