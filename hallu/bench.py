@@ -3,6 +3,7 @@
     python -m hallu.bench                 # the three CPU cases, 3 repeats each, medians
     python -m hallu.bench --case a --repeats 1
     python -m hallu.bench --gpu           # Llama-2-13b-shaped fp16 model, random weights, on CUDA
+    python -m hallu.bench --gpu --device cpu --shape tiny   # the same code path, on the CPU
 
 Cases (full resid_pre sweeps, every layer x every position, one direction):
   a: tiny random Llama (8 layers, d_model 256, 8 heads), 8 pairs of 32 tokens differing at 3-6;
@@ -18,16 +19,24 @@ per pair plus, per computed cell, (L - l) layers on (T - t) tokens and one unemb
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
-import sys
 import time
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
+from hallu.bench_baselines import (
+    length_groups,
+    metric,
+    naive_batched,
+    transformer_lens,
+    transformer_lens_bridge,
+)
 from hallu.engine.adapters import Adapter
-from hallu.engine.cells import Cell, is_known, make_cells, patch_cells
+from hallu.engine.cells import Cell, is_known, make_cells, patch_cells, patch_pairs
 from hallu.engine.fast import BatchOptions, trace
 
 CASES = ("a", "b", "c")
@@ -52,16 +61,30 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "cell does not depend on the cell, so a subset estimates its cells/s",
     )
     p.add_argument("--gpu", action="store_true", help="Llama-2-13b-shaped fp16 model on CUDA")
-    p.add_argument("--gpu-layers", type=int, default=40, help="--gpu: layers (13b has 40)")
+    p.add_argument("--device", default="cuda", help="--gpu: device (cpu tries the code path)")
+    p.add_argument("--shape", choices=("13b", "tiny"), default="13b", help="--gpu: model shape")
+    p.add_argument("--gpu-layers", type=int, default=0, help="--gpu: layers (0: the shape's)")
     p.add_argument("--gpu-tokens", type=int, default=64, help="--gpu: tokens per prompt")
-    p.add_argument("--gpu-pairs", type=int, default=2, help="--gpu: prompt pairs")
-    p.add_argument("--gpu-naive-cells", type=int, default=40, help="--gpu: naive cells timed")
+    p.add_argument("--gpu-pairs", type=int, default=4, help="--gpu: prompt pairs")
+    p.add_argument("--gpu-naive-cells", type=int, default=40, help="--gpu: cells checked")
+    p.add_argument(
+        "--calibration",
+        default=None,
+        help="--gpu: calibration file to update (default: hallu.run.gpus.calibration_path(); "
+        "'none' writes nothing)",
+    )
+    p.add_argument(
+        "--no-tl", action="store_true", help="skip TransformerLens even when it is installed"
+    )
+    p.add_argument("--json", default=None, help="also write every number to this JSON file")
     args = p.parse_args(argv)
     if args.repeats < 1:
         p.error(f"--repeats {args.repeats}: give at least 1")
     if args.naive_pairs < 0:
         p.error(f"--naive-pairs {args.naive_pairs}: give 0 (all) or a positive count")
-    for name in ("gpu_layers", "gpu_tokens", "gpu_pairs", "gpu_naive_cells"):
+    if args.gpu_layers < 0:
+        p.error(f"--gpu-layers {args.gpu_layers}: give 0 (the shape's) or a positive count")
+    for name in ("gpu_tokens", "gpu_pairs", "gpu_naive_cells"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} {getattr(args, name)}: give at least 1")
     return args
@@ -172,141 +195,104 @@ def flop_counts(model: torch.nn.Module, case: Case) -> tuple[float, float, int]:
 # --- CPU cases ---------------------------------------------------------------------------------
 
 
-def run_case(model: torch.nn.Module, case: Case, repeats: int, naive_pairs: int = 0) -> dict:
-    ad = Adapter(model)
-    opts = BatchOptions()
+def engine_case(ad: Adapter, pairs, cells_per, opts: BatchOptions) -> list[torch.Tensor]:
+    """All pairs of a case in one schedule (rows of equal-length pairs share batches)."""
+    items = [(trace(ad, s), trace(ad, t), c) for (s, t), c in zip(pairs, cells_per, strict=True)]
+    return [out for out, _ in patch_pairs(ad, "resid_pre", items, opts)]
+
+
+def _timed(fn):
+    t = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t
+
+
+def _group_metric(got: list[torch.Tensor], group: list[int], n_layers: int) -> torch.Tensor:
+    """[L, T] the engine's logit-difference metric summed over a group's pairs."""
+    return sum(metric(got[i]).reshape(n_layers, -1) for i in group)  # type: ignore[return-value]
+
+
+def run_case(model: torch.nn.Module, case: Case, repeats: int, naive_pairs: int = 0, bridge=None):
+    """Every way to run the case's sweep, alternating within each repeat; medians of seconds."""
+    ad, opts = Adapter(model), BatchOptions()
     cells_per = [all_cells(ad.n_layers, len(t)) for _, t in case.pairs]
-    n_cells = sum(len(c) for c in cells_per)
     step = max(1, len(case.pairs) // naive_pairs) if naive_pairs else 1
     sub = list(range(0, len(case.pairs), step))[: naive_pairs or None]
-    n_naive = sum(len(cells_per[i]) for i in sub)
-    naive_t, engine_t, worst = [], [], 0.0
+    groups = length_groups(case.pairs)
+    secs: dict[str, list[float]] = defaultdict(list)
+    worst: dict[str, float] = defaultdict(float)
     for _ in range(repeats):
-        t = time.perf_counter()
-        ref = {i: naive_sweep(model, *case.pairs[i], cells_per[i]) for i in sub}
-        naive_t.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        got = [
-            engine_sweep(ad, s, tg, c, opts)
-            for (s, tg), c in zip(case.pairs, cells_per, strict=True)
-        ]
-        engine_t.append(time.perf_counter() - t)
-        worst = max(worst, max((ref[i] - got[i]).abs().max().item() for i in sub))
+        ref, s = _timed(lambda: {i: naive_sweep(model, *case.pairs[i], cells_per[i]) for i in sub})
+        secs["naive"].append(s)
+        batched, s = _timed(lambda: [naive_batched(model, case.pairs, g) for g in groups])
+        secs["batched"].append(s)
+        if bridge is not None:
+            tl, s = _timed(lambda: [transformer_lens(bridge, case.pairs, g) for g in groups])
+            secs["tl"].append(s)
+        _, s = _timed(
+            lambda: [engine_sweep(ad, *p, c, opts) for p, c in zip(case.pairs, cells_per)]  # noqa: B905
+        )
+        secs["engine_per_pair"].append(s)
+        got, s = _timed(lambda: engine_case(ad, case.pairs, cells_per, opts))
+        secs["engine"].append(s)
+        worst["naive"] = max([worst["naive"]] + [(ref[i] - got[i]).abs().max().item() for i in sub])
+        for k, g in enumerate(groups):
+            mine = _group_metric(got, g, ad.n_layers)
+            worst["batched"] = max(worst["batched"], (mine - batched[k]).abs().max().item())
+            if bridge is not None:
+                worst["tl"] = max(worst["tl"], (mine - tl[k]).abs().max().item())
+    n_cells = sum(len(c) for c in cells_per)
+    counts = {"naive": sum(len(cells_per[i]) for i in sub)}
     naive_flop, engine_flop, _ = flop_counts(model, case)
-    naive_cps = n_naive / statistics.median(naive_t)
-    engine_cps = n_cells / statistics.median(engine_t)
-    return {
-        "case": case.name,
-        "cells": n_cells,
-        "naive_cells": n_naive,
-        "naive_cells_per_s": naive_cps,
-        "engine_cells_per_s": engine_cps,
-        "ratio": engine_cps / naive_cps,
-        "flop_ratio": naive_flop / engine_flop,
-        "max_abs_diff": worst,
-        "naive_s": naive_t,
-        "engine_s": engine_t,
-    }
+    r = {"case": case.name, "cells": n_cells, "naive_cells": counts["naive"]}
+    r["flop_ratio"] = naive_flop / engine_flop  # the same for every baseline: a forward per cell
+    for name, times in secs.items():
+        r[f"{name}_cells_per_s"] = counts.get(name, n_cells) / statistics.median(times)
+        r[f"{name}_s"] = times
+    for name in ("naive", "batched", "tl", "engine_per_pair"):
+        if f"{name}_cells_per_s" in r:
+            r[f"x_{name}"] = r["engine_cells_per_s"] / r[f"{name}_cells_per_s"]
+    r["max_abs_diff"] = dict(worst)
+    return r
+
+
+COLUMNS = [("naive", "1-pair"), ("batched", "batched"), ("tl", "TLens")]
+COLUMNS += [("engine_per_pair", "per-pair")]  # the engine without cross-pair batching
 
 
 def cpu_main(args: argparse.Namespace) -> list[dict]:
+    from hallu.engine.tiny import build_tokenizer
+
     model, vocab = cpu_model()
+    bridge = None if args.no_tl else transformer_lens_bridge(model, build_tokenizer())
     makers = {
         "a": lambda: random_case("a: random, 32 tokens", 32, vocab),
         "b": lambda: random_case("b: random, 64 tokens", 64, vocab),
         "c": builtin_case,
     }
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, CPU")
-    print(f"{'case':38s} {'cells':>6s} {'naive c/s':>10s} {'engine c/s':>11s} "
-          f"{'ratio':>6s} {'FLOP ratio':>10s} {'max|diff|':>9s}")  # fmt: skip
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, CPU; "
+        f"TransformerLens: {'yes' if bridge is not None else 'not installed (or --no-tl)'}"
+    )
+    print(
+        "cells/s of each baseline, the engine's, and the engine's speed-up over each "
+        "(x ...); FLOP ratio = naive FLOP / engine FLOP, the same for every baseline"
+    )
     results = []
     for name in args.case:
-        r = run_case(model, makers[name](), args.repeats, args.naive_pairs)
+        r = run_case(model, makers[name](), args.repeats, args.naive_pairs, bridge)
         results.append(r)
         print(
-            f"{r['case']:38s} {r['cells']:6d} {r['naive_cells_per_s']:10.1f} "
-            f"{r['engine_cells_per_s']:11.1f} {r['ratio']:6.2f} {r['flop_ratio']:10.2f} "
-            f"{r['max_abs_diff']:9.1e}",
-            flush=True,
+            f"{r['case']}: {r['cells']} cells, engine {r['engine_cells_per_s']:.1f} cells/s, "
+            f"FLOP ratio {r['flop_ratio']:.2f}"
         )
+        for key, label in COLUMNS:
+            if f"x_{key}" in r:
+                print(
+                    f"   vs {label:9s} {r[f'{key}_cells_per_s']:9.1f} cells/s  "
+                    f"x{r[f'x_{key}']:6.2f}  max|diff| {r['max_abs_diff'].get(key, 0.0):.1e}"
+                )
     return results
-
-
-# --- GPU mode ----------------------------------------------------------------------------------
-
-
-def matmul_rate(device: torch.device, n: int = 8192, reps: int = 20) -> float:
-    """Measured fp16 FLOP/s of a large square matmul: the card's practical peak."""
-    a = torch.randn(n, n, device=device, dtype=torch.float16)
-    b = torch.randn(n, n, device=device, dtype=torch.float16)
-    for _ in range(3):
-        a @ b
-    torch.cuda.synchronize(device)
-    t = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    torch.cuda.synchronize(device)
-    return 2 * n**3 * reps / (time.perf_counter() - t)
-
-
-def gpu_model(n_layers: int) -> torch.nn.Module:
-    """Llama-2-13b's shape, random fp16 weights made directly on the GPU (no 52 GB CPU detour)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    cfg = LlamaConfig(
-        vocab_size=32000, hidden_size=5120, intermediate_size=13824, num_hidden_layers=n_layers,
-        num_attention_heads=40, num_key_value_heads=40, max_position_embeddings=4096,
-    )  # fmt: skip
-    torch.set_default_dtype(torch.float16)
-    try:
-        with torch.device("cuda"):
-            model = LlamaForCausalLM(cfg)
-    finally:
-        torch.set_default_dtype(torch.float32)
-    return model.eval()
-
-
-def gpu_main(args: argparse.Namespace) -> dict:
-    if not torch.cuda.is_available():
-        sys.exit("python -m hallu.bench --gpu: no CUDA device is visible; run it on a GPU machine")
-    dev = torch.device("cuda")
-    rate = matmul_rate(dev)
-    model = gpu_model(args.gpu_layers)
-    ad = Adapter(model)
-    g = torch.Generator().manual_seed(0)
-    case = []
-    for _ in range(args.gpu_pairs):
-        tgt = torch.randint(3, 32000, (args.gpu_tokens,), generator=g).tolist()
-        src = list(tgt)
-        src[3:7] = [(x + 1) % 32000 for x in src[3:7]]
-        case.append((src, tgt))
-    cells = all_cells(ad.n_layers, args.gpu_tokens)
-    engine_sweep(ad, *case[0], cells[:64], BatchOptions())  # warm-up
-    torch.cuda.synchronize()
-    t = time.perf_counter()
-    for src, tgt in case:
-        engine_sweep(ad, src, tgt, cells, BatchOptions())
-    torch.cuda.synchronize()
-    engine_s = time.perf_counter() - t
-    sub = cells[:: max(1, len(cells) // args.gpu_naive_cells)][: args.gpu_naive_cells]
-    t = time.perf_counter()
-    naive_sweep(model, *case[0], sub)
-    torch.cuda.synchronize()
-    naive_cps = len(sub) / (time.perf_counter() - t)
-    naive_flop, engine_flop, n = flop_counts(model, Case("gpu", case))
-    r = {
-        "matmul_tflops": rate / 1e12,
-        "engine_cells_per_s": n / engine_s,
-        "naive_cells_per_s": naive_cps,
-        "engine_tokens_per_s": engine_flop / flops_per_token(model)[0] / ad.n_layers / engine_s,
-        "mfu": engine_flop / engine_s / rate,
-        "flop_ratio": naive_flop / engine_flop,
-    }
-    r["ratio"] = r["engine_cells_per_s"] / naive_cps
-    print(torch.cuda.get_device_name(dev), f"{args.gpu_layers} layers, {args.gpu_tokens} tokens")
-    for k, v in r.items():
-        print(f"{k:22s} {v:12.3f}")
-    return r
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -314,9 +300,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.gpu:
+        from hallu.bench_gpu import gpu_main
+
         gpu_main(args)
     else:
-        cpu_main(args)
+        results = cpu_main(args)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(results, f, indent=1)
 
 
 if __name__ == "__main__":

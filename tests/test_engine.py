@@ -218,7 +218,7 @@ def test_bench_arguments():
     assert args.gpu and args.gpu_layers == 2 and args.gpu_tokens == 16
     assert parse_args([]).case == ["a", "b", "c"] and parse_args([]).repeats == 3
     assert parse_args(["--case", "b", "--repeats", "1"]).case == ["b"]
-    for bad in (["--repeats", "0"], ["--gpu-layers", "0"], ["--case", "d"]):
+    for bad in (["--repeats", "0"], ["--gpu-layers", "-1"], ["--case", "d"], ["--shape", "7b"]):
         with pytest.raises(SystemExit):
             parse_args(bad)
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from hallu.engine.placement import infer
 from hallu.errors import UserError
 
 
@@ -88,6 +89,31 @@ class Adapter:
         self.n_kv_heads = getattr(cfg, "num_key_value_heads", None) or self.n_heads
         window = getattr(cfg, "sliding_window", None)
         self.sliding_window = window if getattr(cfg, "use_sliding_window", True) else None
+        # Which device runs each layer (hallu/engine/placement.py; `place` replaces it).
+        self.placement = infer(model, self.layers)
+        self.moves = 0  # hidden-state transfers between slots, counted for the tests
+        self._slot = 0
+
+    def begin(self, slot: int = 0) -> None:
+        """A new pass starts on `slot` (the first: embedding and stored traces live there)."""
+        self._slot = slot
+
+    def enter(self, layer: int, h: torch.Tensor) -> torch.Tensor:
+        """`h` moved to `layer`'s device if the previous layer ran on another slot."""
+        slot = self.placement.layer_slot[layer]
+        if slot == self._slot:
+            return h
+        self._slot = slot
+        self.moves += 1
+        return h.to(self.placement.devices[slot])
+
+    def bring(self, layer: int, x: torch.Tensor) -> torch.Tensor:
+        """A tensor stored on the first slot (trace residuals), onto `layer`'s device."""
+        slot = self.placement.layer_slot[layer]
+        if slot == 0:
+            return x
+        self.moves += 1
+        return x.to(self.placement.devices[slot])
 
     @property
     def n_layers(self) -> int:
@@ -134,5 +160,5 @@ class Adapter:
         return out[0] if isinstance(out, tuple) else out
 
     def logits(self, h_last: torch.Tensor) -> torch.Tensor:
-        """[B, d] last layer output -> [B, V] logits."""
-        return self.unembed(self.norm(h_last))
+        """[B, d] last layer output -> [B, V] logits (on the last slot's device)."""
+        return self.unembed(self.norm(h_last.to(self.placement.last)))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from hallu.engine.adapters import Adapter
-from hallu.engine.fast import BatchOptions, Patch, Trace, Write, run_patches
+from hallu.engine.fast import BatchOptions, Patch, Trace, Write, run_rows
 
 COMPONENTS = ("resid_pre", "attn_out", "mlp_out", "head")
 
@@ -90,11 +90,27 @@ def patch_cells(
     skip_known: bool = True,
 ) -> tuple[torch.Tensor, list[bool]]:
     """([len(cells), V] last-position logits, whether each came from the baseline unrun)."""
-    known = [skip_known and is_known(c, source.ids, target.ids) for c in cells]
-    todo = [i for i, k in enumerate(known) if not k]
-    patches = [to_patch(component, cells[i], source, ad.head_dim) for i in todo]
-    computed = run_patches(ad, target, patches, opts or BatchOptions())
-    out = target.logits.expand(len(cells), -1).clone()
-    if todo:
-        out[torch.tensor(todo, device=out.device)] = computed.to(out.dtype)
-    return out, known
+    return patch_pairs(ad, component, [(source, target, cells)], opts, skip_known)[0]
+
+
+def patch_pairs(
+    ad: Adapter,
+    component: str,
+    pairs: Sequence[tuple[Trace, Trace, Sequence[Cell]]],
+    opts: BatchOptions | None = None,
+    skip_known: bool = True,
+) -> list[tuple[torch.Tensor, list[bool]]]:
+    """`patch_cells` for several (source, target, cells) pairs run as one schedule: rows of
+    different pairs share batches (targets of equal length; see hallu.engine.fast.run_rows)."""
+    rows, owner, results = [], [], []
+    for k, (source, target, cells) in enumerate(pairs):
+        known = [skip_known and is_known(c, source.ids, target.ids) for c in cells]
+        todo = [i for i, kn in enumerate(known) if not kn]
+        rows += [(target, to_patch(component, cells[i], source, ad.head_dim)) for i in todo]
+        owner += [(k, i) for i in todo]
+        results.append((target.logits.expand(len(cells), -1).clone(), known))
+    if rows:
+        computed = run_rows(ad, rows, opts or BatchOptions())
+        for (k, i), row in zip(owner, computed, strict=True):
+            results[k][0][i] = row.to(results[k][0].dtype)
+    return results

@@ -10,8 +10,10 @@ what the patch can change:
 - *suffix only*: under causal attention a patch at position t leaves positions 0..t-1 unchanged,
   so rows run only positions t0..T-1 and attend to the trace's keys/values for 0..t0-1 (a prefix
   cache); position embeddings (RoPE) and the causal mask are sliced at the same offset;
-- *many patches per forward*: patches of one target are stacked in the batch dimension; a row
-  joins the batch at its first layer, so no row runs a layer it does not need. A batch shares
+- *many patches per forward*: patches are stacked in the batch dimension, across pairs too
+  (rows of targets of one length share a batch, each attending to its own target's prefix
+  keys/values, so a shard of several pairs runs as one schedule); a row joins the batch at its
+  first layer, so no row runs a layer it does not need. A batch shares
   one suffix start t0 (its smallest patched position), so rows patched later waste t - t0
   positions; batches are therefore cut by position, and merged only while small. The batch size
   comes from a memory budget and is halved on out-of-memory;
@@ -108,6 +110,23 @@ def _slice_pos(pos_emb: Any, t0: int) -> Any:
     return tuple(p[:, t0:] for p in pos_emb)
 
 
+class _Local:
+    """The mask and position embeddings, copied once to each slot's device that needs them."""
+
+    def __init__(self, ad: Adapter, pos_emb: Any, mask: torch.Tensor):
+        self.ad = ad
+        self.copies: dict[int, tuple[Any, torch.Tensor]] = {0: (pos_emb, mask)}
+
+    def at(self, layer: int) -> tuple[Any, torch.Tensor]:
+        slot = self.ad.placement.layer_slot[layer]
+        if slot not in self.copies:
+            dev = self.ad.placement.devices[slot]
+            pos, mask = self.copies[0]
+            pos = None if pos is None else tuple(p.to(dev) for p in pos)
+            self.copies[slot] = (pos, mask.to(dev))
+        return self.copies[slot]
+
+
 def _site_module(ad: Adapter, site: str, layer: int) -> torch.nn.Module:
     return {"attn_out": ad.attn, "mlp_out": ad.mlp, "head": ad.head_proj}[site](layer)
 
@@ -122,17 +141,19 @@ def trace(ad: Adapter, ids: Sequence[int], sites: Sequence[str] = ()) -> Trace:
     n = len(ids)
     if ad.sliding_window is not None and n > ad.sliding_window:
         raise ValueError(f"prompt of {n} tokens exceeds the sliding window {ad.sliding_window}")
+    ad.begin()
     h = ad.embed(torch.tensor([list(ids)], device=ad.device))
     pos_emb = ad.position_embeddings(h, n)
     mask = causal_mask(0, n, h.dtype, h.device)
+    local = _Local(ad, pos_emb, mask)
+    first = ad.placement.first  # traces are stored on the first slot's device
     resid, keys, values = [h[0]], [], []
     kept: dict[str, list[torch.Tensor]] = {s: [] for s in sites if s != "resid_pre"}
 
     def keep(site: str) -> Any:
         def hook(_m: Any, inp: Any, out: Any = None) -> None:
-            kept[site].append(
-                (inp[0] if site == "head" else _output_tensor(out))[0].detach().clone()
-            )
+            x = inp[0] if site == "head" else _output_tensor(out)
+            kept[site].append(x[0].detach().to(first, copy=True))
 
         return hook
 
@@ -145,15 +166,16 @@ def trace(ad: Adapter, ids: Sequence[int], sites: Sequence[str] = ()) -> Trace:
             else:
                 handles.append(mod.register_forward_hook(keep(site)))
         cache = PrefixCache()
+        h = ad.enter(layer, h)
         try:
-            h = ad.run_layer(layer, h, pos_emb, mask, cache)
+            h = ad.run_layer(layer, h, *local.at(layer), cache)
         finally:
             for handle in handles:
                 handle.remove()
         assert cache.new is not None, "the layer did not use the key/value cache"
         keys.append(cache.new[0])
         values.append(cache.new[1])
-        resid.append(h[0])
+        resid.append(h[0].to(first))
     logits = ad.logits(h[:, -1])[0]
     return Trace(
         list(ids),
@@ -221,12 +243,39 @@ def run_patches(
     """[len(patches), V] last-position logits of the target run with each patch applied."""
     if not patches:
         return torch.empty(0, target.logits.shape[-1])
-    n_tokens = len(target.ids)
-    starts = [_start(p, opts) for p in patches]
+    return run_rows(ad, [(target, p) for p in patches], opts)
+
+
+@torch.no_grad()
+def run_rows(
+    ad: Adapter, rows: Sequence[tuple[Trace, Patch]], opts: BatchOptions = BatchOptions()
+) -> torch.Tensor:
+    """[len(rows), V] last-position logits of each (target run, patch) row.
+
+    Rows of different targets (pairs) share batches when their targets have the same length:
+    the mask and position embeddings depend on the length only, and each row attends to its own
+    target's prefix keys/values. Lengths are never padded; each length is its own schedule."""
+    if not rows:
+        raise ValueError("run_rows: no rows")
+    out: list[torch.Tensor | None] = [None] * len(rows)
+    by_len: dict[int, list[int]] = defaultdict(list)
+    for i, (tr, _) in enumerate(rows):
+        by_len[len(tr.ids)].append(i)
+    for n_tokens, idx in by_len.items():
+        got = _run_length(ad, [rows[i] for i in idx], n_tokens, opts)
+        for i, row in zip(idx, got, strict=True):
+            out[i] = row
+    return torch.stack(out)  # type: ignore[arg-type]
+
+
+def _run_length(
+    ad: Adapter, rows: Sequence[tuple[Trace, Patch]], n_tokens: int, opts: BatchOptions
+) -> list[torch.Tensor]:
+    starts = [_start(p, opts) for _, p in rows]
     budget, max_rows = _budget(ad, opts), opts.max_rows
     target_tokens = opts.target_tokens or (16384 if ad.device.type == "cuda" else 512)
-    out: list[torch.Tensor | None] = [None] * len(patches)
-    todo = list(range(len(patches)))
+    out: list[torch.Tensor | None] = [None] * len(rows)
+    todo = list(range(len(rows)))
     while todo:
         plan = plan_batches(
             [starts[i] for i in todo],
@@ -239,9 +288,7 @@ def run_patches(
         for group in plan:
             batch = [todo[j] for j in group]
             try:
-                logits = _run_batch(
-                    ad, target, [patches[i] for i in batch], [starts[i] for i in batch]
-                )
+                logits = _run_batch(ad, [rows[i] for i in batch], [starts[i] for i in batch])
             except (torch.OutOfMemoryError, MemoryError, RuntimeError) as err:
                 # Halve and plan what is left again (raises unless out-of-memory on 2+ rows).
                 budget, max_rows = budget // 2, halve_on_oom(err, len(batch))
@@ -249,55 +296,100 @@ def run_patches(
             for i, row in zip(batch, logits, strict=True):
                 out[i] = row
         todo = [i for i in todo if out[i] is None]
-    return torch.stack(out)  # type: ignore[arg-type]
+    return out  # type: ignore[return-value]
+
+
+class _Rows:
+    """The targets of one batch's rows, in slot order, and how to gather per-row prefixes."""
+
+    def __init__(self, traces: list[Trace], which: list[int], t0: int):
+        self.traces, self.t0 = traces, t0
+        dev = traces[0].resid.device
+        self.which = torch.tensor(which, device=dev)  # slot -> index into traces
+        self.single = len(traces) == 1  # one target: expand, never copy
+
+    def resid(self, layer: int, slots: range) -> torch.Tensor:
+        """[len(slots), T - t0, d] trace input of `layer` for the rows in `slots`."""
+        if self.single:
+            return self.traces[0].resid[layer, self.t0 :].expand(len(slots), -1, -1)
+        stacked = torch.stack([tr.resid[layer, self.t0 :] for tr in self.traces])
+        return stacked[self.which[slots.start : slots.stop]]
+
+    def cache(self, layer: int, n_rows: int) -> PrefixCache:
+        t0 = self.t0
+        if self.single or t0 == 0:
+            tr = self.traces[0]
+            return PrefixCache(tr.keys[layer][..., :t0, :], tr.values[layer][..., :t0, :])
+        keys = torch.cat([tr.keys[layer][..., :t0, :] for tr in self.traces])
+        idx = self.which[:n_rows].to(keys.device)
+        keys = keys[idx]
+        values = torch.cat([tr.values[layer][..., :t0, :] for tr in self.traces])[idx]
+        return PrefixCache(keys, values)
 
 
 def _run_batch(
-    ad: Adapter, tr: Trace, patches: Sequence[Patch], starts: Sequence[tuple[int, int]]
+    ad: Adapter, rows: Sequence[tuple[Trace, Patch]], starts: Sequence[tuple[int, int]]
 ) -> torch.Tensor:
-    n_tokens = len(tr.ids)
+    tr0 = rows[0][0]
+    n_tokens = len(tr0.ids)
     t0 = min(t for t, _ in starts)
-    order = sorted(range(len(patches)), key=lambda i: starts[i][1])  # rows join by first layer
+    traces: list[Trace] = []
+    index: dict[int, int] = {}
+    for tr, _ in rows:
+        index.setdefault(id(tr), len(traces))
+        if len(traces) < len(index):
+            traces.append(tr)
+    which = [index[id(tr)] for tr, _ in rows]
+    # Rows join by first layer; within a layer, rows of one target sit together.
+    order = sorted(range(len(rows)), key=lambda i: (starts[i][1], which[i]))
     slot = {i: r for r, i in enumerate(order)}
+    batch = _Rows(traces, [which[i] for i in order], t0)
     writes: dict[int, dict[str, list[tuple[int, int, torch.Tensor, int | None]]]] = defaultdict(
         lambda: defaultdict(list)
     )
-    for i, p in enumerate(patches):
+    for i, (_, p) in enumerate(rows):
         for w in p:
             writes[w.layer][w.site].append((slot[i], w.position - t0, w.value, w.head))
     joins = [starts[i][1] for i in order]
-    mask = causal_mask(t0, n_tokens, tr.resid.dtype, tr.resid.device)
-    pos_emb = _slice_pos(tr.pos_emb, t0)
+    mask = causal_mask(t0, n_tokens, tr0.resid.dtype, tr0.resid.device)
+    pos_emb = _slice_pos(tr0.pos_emb, t0)
     h: torch.Tensor | None = None
+    local = _Local(ad, pos_emb, mask)
     for layer in range(joins[0], ad.n_layers):
+        if h is not None:
+            h = ad.enter(layer, h)
         n_join = sum(1 for j in joins if j == layer)
         if n_join:
-            x = tr.resid[layer, t0:].expand(n_join, -1, -1)
+            n_have = 0 if h is None else h.shape[0]
+            x = ad.bring(layer, batch.resid(layer, range(n_have, n_have + n_join)))
+            if h is None:
+                ad.begin(ad.placement.layer_slot[layer])
             h = x.clone() if h is None else torch.cat([h, x])
         assert h is not None
         at = writes.get(layer, {})
         if "resid_pre" in at:
             _write(h, at["resid_pre"], None)
         handles = [_hook(ad, site, layer, entries) for site, entries in at.items()]
-        cache = PrefixCache(tr.keys[layer][..., :t0, :], tr.values[layer][..., :t0, :])
         try:
-            h = ad.run_layer(layer, h, pos_emb, mask, cache)
+            h = ad.run_layer(layer, h, *local.at(layer), batch.cache(layer, h.shape[0]))
         finally:
             for handle in handles:
                 if handle is not None:
                     handle.remove()
     assert h is not None
     logits = ad.logits(h[:, -1])
-    return logits[torch.tensor([slot[i] for i in range(len(patches))], device=logits.device)]
+    return logits[torch.tensor([slot[i] for i in range(len(rows))], device=logits.device)]
 
 
 def _write(t: torch.Tensor, entries: list, head_dim: int | None) -> None:
     for row, pos, value, head in entries:
         if head is None:
-            t[row, pos] = value.to(t.dtype)
+            t[row, pos] = value.to(device=t.device, dtype=t.dtype)
         else:
             assert head_dim is not None
-            t[row, pos, head * head_dim : (head + 1) * head_dim] = value.to(t.dtype)
+            t[row, pos, head * head_dim : (head + 1) * head_dim] = value.to(
+                device=t.device, dtype=t.dtype
+            )
 
 
 def _hook(ad: Adapter, site: str, layer: int, entries: list) -> Any:
