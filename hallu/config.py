@@ -41,12 +41,38 @@ class TinySpec(_Strict):
     seed: int = 0
 
 
+class PlantedSpec(_Strict):
+    """The hand-built model of hallu/engine/planted.py: where its two heads sit, and the gains.
+
+    `layer`/`head`: the named head that copies the marker's sign to the last position;
+    `late_layer`/`late_head`: the head that copies the marker's pathway gain there later.
+    """
+
+    n_layers: int = Field(default=6, ge=2, le=64)
+    layer: int = Field(default=2, ge=0)
+    head: int = Field(default=1, ge=0, le=3)
+    late_layer: int = Field(default=4, ge=1)
+    late_head: int = Field(default=3, ge=0, le=3)
+    certain_gain: float = Field(default=1.0, gt=0, le=100)
+    uncertain_gain: float = Field(default=1.0, gt=0, le=100)
+
+    @model_validator(mode="after")
+    def _layers(self) -> PlantedSpec:
+        if not self.layer < self.late_layer < self.n_layers:
+            raise ValueError(
+                f"model.planted needs layer < late_layer < n_layers, got layer={self.layer}, "
+                f"late_layer={self.late_layer}, n_layers={self.n_layers}"
+            )
+        return self
+
+
 class ModelCfg(_Strict):
     name_or_path: str = Field(min_length=1)
     revision: str | None = None
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     device: str = "auto"
     tiny: TinySpec | None = None
+    planted: PlantedSpec | None = None
 
     @field_validator("device")
     @classmethod
@@ -258,7 +284,7 @@ class Config(_Strict):
 
 # Hints appended to pydantic's message for the keys users most often get wrong.
 _HINTS = {
-    "model": "choose model=tiny|llama2_7b_chat|llama2_13b_chat|llama2_70b_chat, "
+    "model": "choose model=tiny|toy|planted|llama2_7b_chat|llama2_13b_chat|llama2_70b_chat, "
     "or set model.name_or_path=<hub id or local directory>",
     "sweep.positions": f"use {POSITIONS_HELP}",
     "sweep.layers": "use 'all' or a list like [0,5,-1]",

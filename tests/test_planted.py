@@ -1,0 +1,120 @@
+"""The planted model (hallu/engine/planted.py): stored rows equal the construction's values.
+
+Expected values are derived here from the mechanism as docs/analysis.md states it, not from the
+model: the marker writes (sign, gain) = (+1, certain_gain) or (-1, uncertain_gain); head
+(layer, head) copies the sign to the last position, head (late_layer, late_head) the gain, and
+the metric there is sign * gain. A patch changes which prompt each of the two reads sees.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pytest
+
+from hallu.config import DIRECTIONS, PlantedSpec, compose
+from hallu.store.reader import open_run
+
+L, H, L2, H2 = 2, 1, 4, 3  # conf/model/planted.yaml
+MARKERS = {"definitely": "certain", "probably": "uncertain"}
+
+
+def _launch(tmp: Path, run_id: str, *args: str) -> Path:
+    cmd = [
+        sys.executable,
+        "-m",
+        "hallu.launch",
+        "model=planted",
+        "sweep.experiments=[patching]",
+        f"storage.root={tmp}",
+        f"run_id={run_id}",
+        *args,
+    ]
+    done = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return tmp / run_id
+
+
+def _reads(condition: str, gains: dict[str, float]) -> tuple[float, float]:
+    return (1.0 if condition == "certain" else -1.0), gains[condition]
+
+
+def expected_patched(row: dict, marker: int, gains: dict[str, float]) -> float:
+    """The metric after this cell's patch, from the construction."""
+    source, target = DIRECTIONS[row["direction"]]
+    sign_t, gain_t = _reads(target, gains)
+    sign_s, gain_s = _reads(source, gains)
+    last = row["n_tokens"] - 1
+    layer, pos, head = row["layer"], row["position"], row["head"]
+    sign, gain = sign_t, gain_t
+    if row["component"] == "resid_pre":
+        if pos == marker:  # both heads read the marker when they run (layers L and L2)
+            sign = sign_s if layer <= L else sign_t
+            gain = gain_s if layer <= L2 else gain_t
+        elif pos == last:  # the last position holds what the heads wrote before `layer`
+            sign = sign_s if layer > L else sign_t
+            gain = gain_s if layer > L2 else gain_t
+    elif row["component"] == "head" and pos == last:
+        sign = sign_s if (layer, head) == (L, H) else sign_t
+        gain = gain_s if (layer, head) == (L2, H2) else gain_t
+    return sign * gain
+
+
+def _check_rows(run_dir: Path, gains: dict[str, float]) -> int:
+    table = open_run(run_dir).table
+    table = table.filter(pc.equal(table["metric"], "logit_diff"))
+    rows = table.to_pylist()
+    markers = {(r["pair_id"], r["direction"]): r["position"] for r in rows if r["token"] in MARKERS}
+    for r in rows:
+        source, target = DIRECTIONS[r["direction"]]
+        assert r["clean"] == pytest.approx(_product(source, gains), abs=1e-4)
+        assert r["corrupted"] == pytest.approx(_product(target, gains), abs=1e-4)
+        want = expected_patched(r, markers.get((r["pair_id"], r["direction"]), -1), gains)
+        assert r["patched"] == pytest.approx(want, abs=1e-4), r
+    return len(rows)
+
+
+def _product(condition: str, gains: dict[str, float]) -> float:
+    sign, gain = _reads(condition, gains)
+    return sign * gain
+
+
+@pytest.mark.parametrize("gains", [(1.0, 1.0), (1.0, 1.5)])
+def test_resid_pre_rows_match_the_construction(tmp_path: Path, gains: tuple[float, float]):
+    gc, gu = gains
+    run = _launch(
+        tmp_path,
+        "planted",
+        "sweep.pairs=3",
+        f"model.planted.certain_gain={gc}",
+        f"model.planted.uncertain_gain={gu}",
+    )
+    n = _check_rows(run, {"certain": gc, "uncertain": gu})
+    assert n == 3 * 2 * 6 * 13  # pairs x directions x layers x positions: every row checked
+
+
+def test_head_sweep_rows_match_and_the_planted_head_is_top(tmp_path: Path):
+    run = _launch(
+        tmp_path,
+        "heads",
+        "sweep.pairs=2",
+        "sweep.component=head",
+        "sweep.positions=last:3",
+        "model.planted.uncertain_gain=1.5",
+    )
+    assert _check_rows(run, {"certain": 1.0, "uncertain": 1.5}) == 2 * 2 * 6 * 4 * 3
+    table = open_run(run).table
+    for direction in DIRECTIONS:
+        rows = [r for r in table.to_pylist() if r["direction"] == direction]
+        top = max(rows, key=lambda r: abs(r["restoration"]))
+        assert (top["layer"], top["head"], top["position_from_end"]) == (L, H, -1)
+
+
+def test_planted_spec_rejects_a_late_layer_before_the_copy():
+    with pytest.raises(Exception, match="layer < late_layer < n_layers"):
+        PlantedSpec(layer=3, late_layer=2)
+    cfg = compose(["model=planted", "model.planted.uncertain_gain=2"])
+    assert cfg.model.planted is not None and cfg.model.planted.uncertain_gain == 2.0
