@@ -17,6 +17,7 @@ import pytest
 
 from hallu.config import DIRECTIONS, PlantedSpec, compose
 from hallu.store.reader import open_run
+from hallu.store.schema import anchor_of
 
 L, H, L2, H2 = 2, 1, 4, 3  # conf/model/planted.yaml
 MARKERS = {"definitely": "certain", "probably": "uncertain"}
@@ -67,12 +68,14 @@ def _check_rows(run_dir: Path, gains: dict[str, float]) -> int:
     table = open_run(run_dir).table
     table = table.filter(pc.equal(table["metric"], "logit_diff"))
     rows = table.to_pylist()
-    markers = {(r["pair_id"], r["direction"]): r["position"] for r in rows if r["token"] in MARKERS}
     for r in rows:
         source, target = DIRECTIONS[r["direction"]]
+        # the marker-aligned columns point at the marker token
+        assert (r["token"] in MARKERS) == (r["position_from_marker"] == 0), r
+        assert (r["anchor"], r["anchor_offset"]) != ("marker", 0) or r["token"] in MARKERS
         assert r["clean"] == pytest.approx(_product(source, gains), abs=1e-4)
         assert r["corrupted"] == pytest.approx(_product(target, gains), abs=1e-4)
-        want = expected_patched(r, markers.get((r["pair_id"], r["direction"]), -1), gains)
+        want = expected_patched(r, r["marker_position"], gains)
         assert r["patched"] == pytest.approx(want, abs=1e-4), r
     return len(rows)
 
@@ -111,6 +114,15 @@ def test_head_sweep_rows_match_and_the_planted_head_is_top(tmp_path: Path):
         rows = [r for r in table.to_pylist() if r["direction"] == direction]
         top = max(rows, key=lambda r: abs(r["restoration"]))
         assert (top["layer"], top["head"], top["position_from_end"]) == (L, H, -1)
+
+
+def test_anchor_of_labels_each_position_by_its_nearest_template_anchor():
+    anchors = {"user": 2, "marker": 7, "user_end": 11, "last": 12}
+    labels = [anchor_of(i, anchors) for i in range(13)]
+    assert labels[0] == ("start", 0) and labels[1] == ("user", -1)  # a tie goes to the later
+    assert labels[5:9] == [("marker", -2), ("marker", -1), ("marker", 0), ("marker", 1)]
+    assert labels[11:] == [("user_end", 0), ("last", 0)]
+    assert anchor_of(3, {"user": 1, "marker": None, "user_end": 6, "last": 7}) == ("user", 2)
 
 
 def test_planted_spec_rejects_a_late_layer_before_the_copy():

@@ -117,11 +117,14 @@ def run_control_shard(
         patched = values.tolist()
         steps = resolution(values, next(model.parameters()).dtype).tolist()
         tgt_tokens = prep.tokenizer.convert_ids_to_tokens(tgt)
+        anchors = prep.anchors[pid][target_cond] if prep.anchors else None
         for (layer, t, s), value, step in zip(cells, patched, steps, strict=True):
             row = {
                 "resolution": step,
                 "layer": layer,
-                **schema.cell_fields(pid, t, s, tgt_tokens, src_tokens, clean, corrupted, value),
+                **schema.cell_fields(
+                    pid, t, s, tgt_tokens, src_tokens, clean, corrupted, value, anchors
+                ),
             }
             for k, v in row.items():
                 cols[k].append(v)

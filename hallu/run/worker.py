@@ -25,7 +25,13 @@ from hallu.engine.logprob_diff import LogprobDiff, from_config
 from hallu.engine.metrics import kl_to_clean, resolution
 from hallu.engine.models import ModelShape, decoder_layers, load_model, load_shape, load_tokenizer
 from hallu.errors import UserError
-from hallu.prompts import load_pairs, select_pairs, single_token_id, tokenize_pairs
+from hallu.prompts import (
+    load_pairs,
+    prompt_anchors,
+    select_pairs,
+    single_token_id,
+    tokenize_pairs,
+)
 from hallu.run.plan import Plan, Shard, make_plan, resolve_positions
 from hallu.store import schema
 from hallu.store.timing import stamp
@@ -39,6 +45,8 @@ class Prepared:
     token_ids: dict[str, dict[str, list[int]]]  # pair id -> condition -> ids
     metric: LogitDiff
     logprob_diff: LogprobDiff | None = None  # only when metric.extra asks for it
+    # pair id -> condition -> template anchors (prompts.prompt_anchors), for the row columns
+    anchors: dict[str, dict[str, dict[str, int | None]]] | None = None
 
     def plan(self) -> Plan:
         lengths = {
@@ -63,7 +71,9 @@ def prepare(cfg: Config) -> Prepared:
             for t in cfg.metric.tentative_tokens
         ),
     )
-    return Prepared(cfg, tokenizer, shape, token_ids, metric, from_config(cfg, tokenizer))
+    anchors = prompt_anchors(tokenizer, pairs, cfg.prompts, token_ids)
+    lp = from_config(cfg, tokenizer)
+    return Prepared(cfg, tokenizer, shape, token_ids, metric, lp, anchors)
 
 
 class Worker:
@@ -185,6 +195,7 @@ class Worker:
             approx, rho = self._approx or ([None] * len(cells), None)
             src_tok = prep.tokenizer.convert_ids_to_tokens(src_ids)
             tgt_tok = prep.tokenizer.convert_ids_to_tokens(tgt_ids)
+            anchors = prep.anchors[pid][target_cond] if prep.anchors else None
             for name, (clean, corrupted, values) in self._metrics(
                 src_logits, tgt_logits, logits, (src_ids, tgt_ids, cells, known)
             ).items():
@@ -203,7 +214,9 @@ class Worker:
                         "layer_window": cell.window,
                         "head": cell.head,
                         "known": was_known,
-                        **schema.cell_fields(pid, t, s, tgt_tok, src_tok, clean, corrupted, value),
+                        **schema.cell_fields(
+                            pid, t, s, tgt_tok, src_tok, clean, corrupted, value, anchors
+                        ),
                     }
                     for k, v in row.items():
                         cols[k].append(v)
