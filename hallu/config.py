@@ -111,6 +111,9 @@ class MetricCfg(_Strict):
     # position (0 for the clean run itself); logprob_diff = teacher-forced log p(confident
     # continuation) - log p(tentative continuation) after the prompt (resid_pre only).
     extra: list[Literal["kl_to_clean", "logprob_diff"]] = []
+    # Arithmetic of the logit difference: float32 (exact for any model dtype), or bfloat16, the
+    # seed's (logits rounded to bf16 and subtracted there; +protocol=seed).
+    dtype: Literal["float32", "bfloat16"] = "float32"
     # The reference answers logprob_diff reads, as the assistant's text after the prompt; the
     # defaults are the toy model's two answers, also natural first words for a chat model.
     confident_continuation: str = " Yes, that is right."

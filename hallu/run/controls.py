@@ -28,7 +28,6 @@ import torch
 
 from hallu.config import DIRECTIONS
 from hallu.engine.hooks import capture_resid_pre, patched_logits
-from hallu.engine.metrics import resolution
 from hallu.prompts import render
 from hallu.run.plan import Shard, resolve_positions
 from hallu.store import schema
@@ -111,11 +110,11 @@ def run_control_shard(
             pos = {t: len(src_ids) - (len(tgt) - t) for t in targets}
             src_tokens = prep.tokenizer.convert_ids_to_tokens(src_ids)
         cells = [(layer, t, pos[t]) for layer in shard.layers for t in targets if pos[t] >= 0]
-        values = prep.metric(
-            patched_logits(model, layers, tgt, resid, [(c,) for c in cells], cfg.sweep.batch_size)
+        logits = patched_logits(
+            model, layers, tgt, resid, [(c,) for c in cells], cfg.sweep.batch_size
         )
-        patched = values.tolist()
-        steps = resolution(values, next(model.parameters()).dtype).tolist()
+        patched = prep.metric(logits).tolist()
+        steps = prep.metric.resolution(logits, next(model.parameters()).dtype).tolist()
         tgt_tokens = prep.tokenizer.convert_ids_to_tokens(tgt)
         anchors = prep.anchors[pid][target_cond] if prep.anchors else None
         for (layer, t, s), value, step in zip(cells, patched, steps, strict=True):

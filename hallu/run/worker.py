@@ -23,7 +23,14 @@ from hallu.engine.fast import Options, Trace, trace
 from hallu.engine.hooks import LogitDiff, capture_resid_pre, patched_logits
 from hallu.engine.logprob_diff import LogprobDiff, from_config
 from hallu.engine.metrics import kl_to_clean, resolution
-from hallu.engine.models import ModelShape, decoder_layers, load_model, load_shape, load_tokenizer
+from hallu.engine.models import (
+    DTYPES,
+    ModelShape,
+    decoder_layers,
+    load_model,
+    load_shape,
+    load_tokenizer,
+)
 from hallu.errors import UserError
 from hallu.prompts import (
     load_pairs,
@@ -70,6 +77,7 @@ def prepare(cfg: Config) -> Prepared:
             single_token_id(tokenizer, t, "metric.tentative_tokens")
             for t in cfg.metric.tentative_tokens
         ),
+        DTYPES[cfg.metric.dtype],
     )
     anchors = prompt_anchors(tokenizer, pairs, cfg.prompts, token_ids)
     lp = from_config(cfg, tokenizer)
@@ -199,7 +207,11 @@ class Worker:
             for name, (clean, corrupted, values) in self._metrics(
                 src_logits, tgt_logits, logits, (src_ids, tgt_ids, cells, known)
             ).items():
-                steps = resolution(values, self.model_dtype).tolist()
+                steps = (
+                    prep.metric.resolution(logits, self.model_dtype)
+                    if name == cfg.metric.name
+                    else resolution(values, self.model_dtype)
+                ).tolist()
                 for cell, value, step, was_known, est in zip(
                     cells, values.tolist(), steps, known, approx, strict=True
                 ):

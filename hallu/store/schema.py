@@ -45,8 +45,9 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
     (
         "resolution",
         pa.float32(),
-        "spacing of the model's dtype at |patched| (one rounding step); smaller differences "
-        "between values are noise",
+        "one rounding step of the model's (or the metric's, if coarser) dtype at the largest "
+        "|logit| the metric subtracts; smaller differences are noise (other metrics: at the "
+        "value)",
     ),
     (
         "approx",
