@@ -269,6 +269,9 @@ class BehaviorCfg(_Strict):
 
 class Config(_Strict):
     mode: Literal["run", "plan"] = "run"
+    # A label for a bundle of choices (conf/protocol/): `seed` = the seed study's protocol.
+    # The report derives the limits it names from the resolved values, not from this label.
+    protocol: Literal["default", "seed"] = "default"
     run_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
     seed: int = 0
     model: ModelCfg

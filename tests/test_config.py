@@ -68,3 +68,12 @@ def test_readme_documents_the_result_schema():
 
     readme = (CONF_DIR.parent / "README.md").read_text()
     assert describe() in readme, "README's schema table is out of date: paste schema.describe()"
+
+
+def test_protocol_seed_sets_the_seeds_choices():
+    cfg = compose(["+protocol=seed"])
+    assert cfg.protocol == "seed" and cfg.prompts.chat_template is False
+    assert cfg.sweep.positions == "last:1"
+    assert (cfg.metric.confident_tokens, cfg.metric.tentative_tokens) == ([" is"], [" might"])
+    assert cfg.model.dtype == "bfloat16" and cfg.metric.dtype == "bfloat16"
+    assert compose([]).protocol == "default" and compose([]).metric.dtype == "float32"
