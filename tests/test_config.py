@@ -24,7 +24,11 @@ def test_conf_has_the_documented_groups():
 
 @pytest.mark.parametrize(
     "override",
-    [f"+sweep={o}" if g == "sweep" else f"{g}={o}" for g in GROUPS for o in _options(g)],
+    [
+        f"+{g}={o}" if g in ("sweep", "protocol") else f"{g}={o}"
+        for g in GROUPS
+        for o in _options(g)
+    ],
 )
 def test_every_config_file_composes_and_validates(override):
     extra = ["prompts.path=builtin"] if override == "prompts=file" else []
