@@ -44,6 +44,7 @@ class PairGrid:
     patched: np.ndarray  # [n_pairs, n_layers, n_positions], NaN where the pair has no such cell
     key: Key | None = None
     align: str = "end"
+    resolution: np.ndarray | None = None  # [n_pairs] largest rounding step among a pair's rows
 
     @property
     def gap(self) -> np.ndarray:
@@ -60,6 +61,7 @@ class PairGrid:
             self.patched[idx],
             self.key,
             self.align,
+            None if self.resolution is None else self.resolution[idx],
         )
 
 
@@ -124,6 +126,10 @@ def build(
     corrupted = np.zeros(len(pair_ids))
     clean[pi] = sub["clean"].to_numpy(zero_copy_only=False).astype(float)
     corrupted[pi] = sub["corrupted"].to_numpy(zero_copy_only=False).astype(float)
+    step = np.zeros(len(pair_ids))
+    if "resolution" in sub.column_names:
+        res = sub["resolution"].to_numpy(zero_copy_only=False).astype(float)
+        np.fmax.at(step, pi, np.nan_to_num(res, nan=0.0))
     return PairGrid(
         [str(p) for p in pair_ids],
         [int(v) for v in layers],
@@ -133,4 +139,5 @@ def build(
         patched,
         key,
         align,
+        step,
     )
