@@ -15,8 +15,9 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pytest
 
+from hallu.analysis import results, verdicts
 from hallu.config import DIRECTIONS, PlantedSpec, compose
-from hallu.store.reader import open_run
+from hallu.store.reader import n_layers_of, open_run
 from hallu.store.schema import anchor_of
 
 L, H, L2, H2 = 2, 1, 4, 3  # conf/model/planted.yaml
@@ -97,6 +98,18 @@ def test_resid_pre_rows_match_the_construction(tmp_path: Path, gains: tuple[floa
     )
     n = _check_rows(run, {"certain": gc, "uncertain": gu})
     assert n == 3 * 2 * 6 * 13  # pairs x directions x layers x positions: every row checked
+    # The pipeline finds what was planted: the band-mean values of docs/analysis.md, the
+    # locus starting at the first resid_pre after the copying layer, and the asymmetry verdict.
+    stored = open_run(run)
+    res = results.compute(stored.table, n_layers_of(stored), None, results.Options(n_boot=200))
+    r_2a, r_2b = 2 * gu / (gc + gu), 2 * gc / (gc + gu)
+    for d, r in (("restore_confidence", r_2a), ("induce_tentativeness", r_2b)):
+        assert res.directions[d].headline.estimate == pytest.approx((2 * r + 1) / 3, abs=1e-4)
+        loc = res.directions[d].locus
+        assert loc.first_ci[0] <= L + 1 <= loc.first_ci[1] and loc.last == 5
+    want = verdicts.EQUIVALENT if gc == gu else verdicts.SUPPORTS
+    assert verdicts.asymmetry(res).verdict == want
+    assert verdicts.locus_shared(res).verdict == verdicts.SUPPORTS
 
 
 def test_head_sweep_rows_match_and_the_planted_head_is_top(tmp_path: Path):
