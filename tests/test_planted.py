@@ -113,20 +113,25 @@ def test_resid_pre_rows_match_the_construction(tmp_path: Path, gains: tuple[floa
 
 
 def test_head_sweep_rows_match_and_the_planted_head_is_top(tmp_path: Path):
-    run = _launch(
-        tmp_path,
-        "heads",
-        "sweep.pairs=2",
-        "sweep.component=head",
-        "sweep.positions=last:3",
-        "model.planted.uncertain_gain=1.5",
-    )
+    args = ("sweep.pairs=2", "sweep.component=head", "sweep.positions=last:3")
+    gains = ("model.planted.uncertain_gain=1.5",)
+    run = _launch(tmp_path, "heads", *args, *gains, "metric.extra=[kl_to_clean]")
     assert _check_rows(run, {"certain": 1.0, "uncertain": 1.5}) == 2 * 2 * 6 * 4 * 3
     table = open_run(run).table
     for direction in DIRECTIONS:
         rows = [r for r in table.to_pylist() if r["direction"] == direction]
         top = max(rows, key=lambda r: abs(r["restoration"]))
         assert (top["layer"], top["head"], top["position_from_end"]) == (L, H, -1)
+    # Each metric and head on its own; the logit difference's numbers are those of the same run
+    # without the extra metric.
+    with_kl = results.groups(table, 6)
+    assert len(with_kl) == 2 * 2 * 4  # directions x metrics x heads
+    alone = results.groups(open_run(_launch(tmp_path, "alone", *args, *gains)).table, 6)
+    assert [g for g in with_kl if g.key.metric == "logit_diff"] == alone
+    for g in alone:
+        planted = g.key.head == H
+        assert (g.top_layer == L and g.top_position == -1) == planted, g.describe()
+        assert planted or abs(g.top_value) < 0.5  # head (4, 3): 0.2; the others 0
 
 
 def test_anchor_of_labels_each_position_by_its_nearest_template_anchor():

@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from hallu.analysis import bootstrap, locus
 from hallu.analysis.bootstrap import Interval
-from hallu.analysis.grid import Key, PairGrid, build
+from hallu.analysis.grid import Key, PairGrid, build, keys
 
 DIRECTIONS = ("restore_confidence", "induce_tentativeness")
 SHORT = {"restore_confidence": "2A", "induce_tentativeness": "2B"}
@@ -218,4 +218,57 @@ def compute(
             per[d] = r
     out = Results(opts, n_layers, gap_floor, per)
     _difference(out, opts)
+    return out
+
+
+@dataclass(frozen=True)
+class GroupSummary:
+    """One identity's numbers (every metric, component, head, window and control separately)."""
+
+    key: Key
+    n_pairs: int
+    band_mean: float | None  # ratio of means at the last position over the band, all pairs
+    top_layer: int | None  # the cell with the largest |mean restoration| (ratio of means)
+    top_position: int | None
+    top_value: float | None
+
+    def describe(self) -> str:
+        k = self.key
+        name = f"{SHORT.get(k.direction, k.direction)} {k.metric} {k.component}"
+        name += f" head {k.head}" if k.head is not None else ""
+        name += f" window {k.window}" if k.window != 1 else ""
+        name += f" control {k.control}" if k.control else ""
+        band = "n/a" if self.band_mean is None else f"{self.band_mean:.3f}"
+        top = (
+            "n/a"
+            if self.top_value is None
+            else f"{self.top_value:.3f} at layer {self.top_layer}, position {self.top_position}"
+        )
+        return f"{name}: band mean {band}; top cell {top} ({self.n_pairs} pairs)"
+
+
+def _group(grid: PairGrid, band: list[int]) -> GroupSummary:
+    w = np.ones((1, len(grid.pair_ids)))
+    try:
+        band_mean = float(bootstrap.band_samples(grid, band, w)[0])
+    except ValueError:
+        band_mean = None
+    est = bootstrap.cells(grid, np.vstack([w, w]), 0.95).estimate
+    top = None
+    if np.isfinite(est).any():
+        i, j = np.unravel_index(np.nanargmax(np.abs(est)), est.shape)
+        top = (grid.layers[i], grid.positions[j], float(est[i, j]))
+    return GroupSummary(
+        grid.key, len(grid.pair_ids), band_mean, *(top if top else (None, None, None))
+    )
+
+
+def groups(table: pa.Table, n_layers: int, opts: Options = Options()) -> list[GroupSummary]:
+    """Every identity in the rows, summarised on its own: no row of one reaches another."""
+    band = opts.band or bootstrap.default_band(n_layers)
+    out = []
+    for key in keys(table):
+        grid = build(table, key)
+        if grid is not None:
+            out.append(_group(grid, band))
     return out
