@@ -179,7 +179,7 @@ class SweepCfg(_Strict):
     batch_size: int = Field(default=64, ge=1, le=65536)
     pairs_per_shard: int = Field(default=4, ge=1)
     # Control patches run beside the experiment (hallu/run/controls.py); [] runs none.
-    controls: list[Literal["same_class", "random_source", "norm_matched"]] = []
+    controls: list[Literal["same_class", "random_source", "norm_matched", "neutral_source"]] = []
     # Measure how much the metric moves with batching, padding and precision (hallu/run/noise.py).
     noise_floor: bool = False
 
@@ -295,7 +295,8 @@ _HINTS = {
     "sweep.positions": f"use {POSITIONS_HELP}",
     "sweep.layers": "use 'all' or a list like [0,5,-1]",
     "sweep.directions": f"use a list from {list(DIRECTIONS)}",
-    "sweep.controls": "use a list from [same_class, random_source, norm_matched], or []",
+    "sweep.controls": "use a list from [same_class, random_source, norm_matched, "
+    "neutral_source], or []",
     "mode": "use mode=run or mode=plan",
     "behavior.conditions": "use a list from [certain, uncertain, neutral]",
     "behavior.decoding": "use a list from [greedy, sampled]",

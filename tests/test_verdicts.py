@@ -169,3 +169,38 @@ def test_grids_key_on_every_identity_column_and_refuse_overwrites():
     assert h1 is not None and np.all(h1.patched == 1.0)
     with pytest.raises(ValueError, match="repeat a"):
         build(_table(base + base), "restore_confidence")
+
+
+def _with_control(control_restoration: np.ndarray, noise: float = 0.0) -> results.Results:
+    n = len(control_restoration)
+    gap = np.full(n, 2.0)
+    rows = _direction("restore_confidence", np.full(n, 0.8), gap)
+    ctrl = _direction("restore_confidence", control_restoration, gap)
+    for r in ctrl:  # the control's own source sits at +0.5, not at the real clean (+1)
+        r.update(control="same_class", clean=0.5, patched=r["patched"] + noise * RNG.normal())
+    return results.compute(_table(rows + ctrl), N_LAYERS, None, results.Options(n_boot=300))
+
+
+@pytest.mark.parametrize(
+    ("control", "noise", "want"),
+    [
+        (0.0, 0.01, verdicts.SUPPORTS),
+        (1.2, 0.01, verdicts.CONTRADICTS),
+        (0.8, 3.0, verdicts.INCONCLUSIVE),
+    ],
+)
+def test_controls_return_each_verdict_per_direction(control, noise, want):
+    res = _with_control(np.full(16, control), noise)
+    v = verdicts.controls(res, "restore_confidence")
+    assert v.verdict == want, v.numbers
+    c = res.directions["restore_confidence"].controls["same_class"]
+    # patched = corrupted + control x 2 logits; toward the own source: that change / 1.5 logits
+    assert c.change.estimate == pytest.approx(2 * control, abs=1.0)
+    if noise < 0.1:
+        assert c.toward_own.estimate == pytest.approx(2 * control / 1.5, abs=0.05)
+    assert verdicts.controls(res, "induce_tentativeness").verdict == verdicts.NOT_RUN
+
+
+def test_controls_not_run_without_control_rows():
+    res = _compute(np.ones(5), np.ones(5))
+    assert verdicts.controls(res, "restore_confidence").verdict == verdicts.NOT_RUN

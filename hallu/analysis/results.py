@@ -63,6 +63,22 @@ class PairCheck:
         )
 
 
+@dataclass(frozen=True)
+class ControlResult:
+    """One control in one direction, over the pairs the direction uses.
+
+    `toward_own`: band-mean restoration toward the control's own source metric (NaN for
+    norm_matched); `change`: band-mean raw change patched - corrupted, in logits;
+    `real_minus_control`: paired (real change - control change) x the direction's expected sign,
+    in logits: > 0 means the real patch moves the metric further the hypothesised way."""
+
+    name: str
+    n_pairs: int
+    toward_own: Interval | None
+    change: Interval
+    real_minus_control: Interval
+
+
 @dataclass
 class DirectionResult:
     direction: str
@@ -75,6 +91,7 @@ class DirectionResult:
     locus: locus.Locus | None
     resolution: float  # median rounding step at the logits' magnitude over the rows
     flags: list[str] = field(default_factory=list)
+    controls: dict[str, ControlResult] = field(default_factory=dict)
 
     @property
     def short(self) -> str:
@@ -184,6 +201,45 @@ def direction_result(
     return out
 
 
+def band_change(grid: PairGrid, band: list[int]) -> np.ndarray:
+    """Each pair's mean raw change (patched - corrupted) over the band at the last position."""
+    cols = [grid.layers.index(layer) for layer in band if layer in grid.layers]
+    if -1 not in grid.positions or not cols:
+        return np.full(len(grid.pair_ids), np.nan)
+    patched = grid.patched[:, cols, grid.positions.index(-1)]
+    with bootstrap.quiet():
+        return np.nanmean(patched, axis=1) - grid.corrupted
+
+
+def _control(table: pa.Table, d: DirectionResult, name: str, opts: Options) -> ControlResult | None:
+    cgrid = build(table, Key(d.direction, control=name))
+    common = [p for p in d.check.used if cgrid is not None and p in cgrid.pair_ids]
+    if len(common) < 2:
+        return None
+    real, ctrl = d.grid.subset(common), cgrid.subset(common)
+    w = bootstrap.resample_weights(len(common), opts.n_boot, opts.seed)
+    toward = None
+    if np.isfinite(ctrl.gap).all():
+        toward = bootstrap.summarize(bootstrap.band_samples(ctrl, d.band, w), opts.level)
+    change = band_change(ctrl, d.band)
+    diff = EXPECTED_SIGN[d.direction] * (band_change(real, d.band) - change)
+    return ControlResult(
+        name,
+        len(common),
+        toward,
+        bootstrap.summarize(w @ change / len(common), opts.level),
+        bootstrap.summarize(w @ diff / len(common), opts.level),
+    )
+
+
+def _controls(table: pa.Table, d: DirectionResult, opts: Options) -> None:
+    names = {k.control for k in keys(table) if k.direction == d.direction and k.control}
+    for name in sorted(names):
+        c = _control(table, d, name, opts)
+        if c is not None:
+            d.controls[name] = c
+
+
 def _difference(out: Results, opts: Options) -> None:
     """Paired 2A - 2B band-mean difference over pairs used in both, and its margin."""
     a, b = (out.directions.get(d) for d in DIRECTIONS)
@@ -215,6 +271,7 @@ def compute(
     for d in DIRECTIONS:
         r = direction_result(table, d, n_layers, gap_floor, opts)
         if r is not None:
+            _controls(table, r, opts)
             per[d] = r
     out = Results(opts, n_layers, gap_floor, per)
     _difference(out, opts)

@@ -7,6 +7,11 @@ reason, and each has a test that makes every outcome happen (tests/test_verdicts
   bootstrap interval [lo, hi] of 2A - 2B: `supports` if lo > m (2A restores more than 2B by more
   than the margin), `contradicts` if hi < -m, `equivalent` if -m < lo and hi < m, else
   `inconclusive`. A difference smaller than one rounding step can never be `supports`.
+- Controls, per direction (2A and 2B never merged): each control's paired (real - control) raw
+  band change in logits, signed the way the direction should move the metric. `supports` if for
+  every control its interval lies above the pairs' gap floor, `contradicts` if for any control it
+  lies below 0 (the control moves the metric the hypothesised way at least as far), else
+  `inconclusive`.
 - Shared locus: `supports` if the bootstrap intervals of the first layers overlap and those of the
   last layers overlap, `contradicts` if either pair is disjoint, `inconclusive` if a direction
   found a band in under 95% of resamples.
@@ -23,6 +28,7 @@ SUPPORTS, CONTRADICTS, EQUIVALENT = "supports", "contradicts", "equivalent"
 INCONCLUSIVE, NOT_RUN = "inconclusive", "not run"
 ASYMMETRY = "2A restores more than 2B"
 LOCUS = "Shared locus for 2A and 2B"
+CONTROLS = "Controls move the metric less than the real patch"
 
 
 @dataclass(frozen=True)
@@ -150,3 +156,44 @@ def limits(cfg: dict[str, Any], res: Results | None) -> list[str]:
                 f"smaller than one rounding step ({step:.3f} in restoration units)"
             )
     return out
+
+
+def controls(res: Results, direction: str) -> Verdict:
+    """The controls criterion for one direction (module docstring)."""
+    name = f"{CONTROLS} ({'2A' if direction == DIRECTIONS[0] else '2B'})"
+    d = res.directions.get(direction)
+    if d is None or not d.controls:
+        return Verdict(name, NOT_RUN, numbers="no control rows: run with +sweep=controls")
+    floor = d.check.floor
+    sides = {
+        c.name: SUPPORTS
+        if c.real_minus_control.lo > floor
+        else CONTRADICTS
+        if c.real_minus_control.hi < 0
+        else INCONCLUSIVE
+        for c in d.controls.values()
+    }
+    verdict = (
+        SUPPORTS
+        if all(v == SUPPORTS for v in sides.values())
+        else CONTRADICTS
+        if CONTRADICTS in sides.values()
+        else INCONCLUSIVE
+    )
+    numbers = "; ".join(
+        f"{c.name}: change {c.change.fmt()} logits, toward its own source "
+        f"{c.toward_own.fmt() if c.toward_own else 'n/a (no source prompt)'}, real - control "
+        f"{c.real_minus_control.fmt()} logits ({sides[c.name]})"
+        for c in d.controls.values()
+    )
+    worst = min(d.controls.values(), key=lambda c: c.real_minus_control.lo)
+    return Verdict(
+        name,
+        verdict,
+        worst.real_minus_control.estimate,
+        (worst.real_minus_control.lo, worst.real_minus_control.hi),
+        min(c.n_pairs for c in d.controls.values()),
+        len(d.check.excluded),
+        [f"floor {floor:.3g} logits"] + list(d.flags),
+        numbers,
+    )

@@ -11,16 +11,20 @@ with a different *source* of the patched residual-stream vector:
   the same chat template), aligned from the end.
 - `norm_matched`: a random direction with the same L2 norm as the real source's vector at that
   layer and position (seeded by run seed, direction and pair), so only the norm is kept.
+- `neutral_source`: the same claim said by the neutral user (no marker), aligned from the end: it
+  moves the target toward the neutral prompt's metric, the baseline both markers depart from.
 
-Rows have the experiment's schema with `control` set to the name. `clean` and `corrupted` are the
-*real* pair's baselines, so `restoration` is on the experiment's scale: a control that reaches the
-real patch's restoration says the real patch is not specific to the certainty marker.
+Rows have the experiment's schema with `control` set to the name. `clean` is the metric of the
+control's *own* source prompt (NaN for `norm_matched`, which has none) and `corrupted` the real
+target's, so `restoration` is the fraction of the way the metric moved toward where the control's
+source sits; analysis reports the raw change (patched - corrupted, in logits) beside it.
 Only the engine's public functions (`capture_resid_pre`, `patched_logits`) are used.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from typing import Any
 
 import pyarrow as pa
@@ -32,7 +36,7 @@ from hallu.prompts import render
 from hallu.run.plan import Shard, resolve_positions
 from hallu.store import schema
 
-CONTROLS = ("same_class", "random_source", "norm_matched")
+CONTROLS = ("same_class", "random_source", "norm_matched", "neutral_source")
 UNRELATED_TEXT = "Thanks for your help with this. Can you tell me what you think about it?"
 
 
@@ -72,6 +76,15 @@ def norm_matched(resid: torch.Tensor, seed_text: str) -> torch.Tensor:
     return (noise * scale.cpu()).to(device=resid.device, dtype=resid.dtype)
 
 
+def _source_ids(prep: Any, control: str, pid: str, target_cond: str, n_target: int) -> list[int]:
+    """The control's source prompt (same_class, random_source or neutral_source)."""
+    if control == "same_class":
+        return prep.token_ids[same_class_partner(prep.token_ids, pid, target_cond)][target_cond]
+    if control == "neutral_source":
+        return prep.token_ids[pid]["neutral"]
+    return unrelated_ids(prep, n_target)
+
+
 def run_control_shard(
     prep: Any,
     model: torch.nn.Module,
@@ -88,24 +101,23 @@ def run_control_shard(
     cols: dict[str, list] = {name: [] for name in schema.SCHEMA.names}
     for pid in shard.pair_ids:
         real_src, tgt = prep.token_ids[pid][source_cond], prep.token_ids[pid][target_cond]
-        real_resid, real_logits = capture_resid_pre(model, layers, real_src)
+        real_resid, _ = capture_resid_pre(model, layers, real_src)
         _, tgt_logits = capture_resid_pre(model, layers, tgt)
-        clean, corrupted = float(prep.metric(real_logits)), float(prep.metric(tgt_logits))
+        corrupted = float(prep.metric(tgt_logits))
         real_positions = resolve_positions(cfg.sweep.positions, pid, len(real_src), len(tgt))
         targets = [t for t, _ in real_positions]
+        if shard.control == "neutral_source" and "neutral" not in prep.token_ids[pid]:
+            continue  # a pair without a neutral prompt has no such control
         if shard.control == "norm_matched":
             src_ids = real_src
             resid = norm_matched(real_resid, f"{cfg.seed}/{shard.direction}/{pid}")
             pos = dict(real_positions)
             src_tokens = ["<random>"] * len(src_ids)
+            clean = math.nan  # no source prompt: analysis reads the raw change only
         else:
-            if shard.control == "same_class":
-                src_ids = prep.token_ids[same_class_partner(prep.token_ids, pid, target_cond)][
-                    target_cond
-                ]
-            else:
-                src_ids = unrelated_ids(prep, len(tgt))
-            resid, _ = capture_resid_pre(model, layers, src_ids)
+            src_ids = _source_ids(prep, shard.control, pid, target_cond, len(tgt))
+            resid, src_logits = capture_resid_pre(model, layers, src_ids)
+            clean = float(prep.metric(src_logits))  # the control's own source metric
             # Aligned from the end: the target's last token takes the source's last token.
             pos = {t: len(src_ids) - (len(tgt) - t) for t in targets}
             src_tokens = prep.tokenizer.convert_ids_to_tokens(src_ids)
