@@ -267,6 +267,14 @@ class BehaviorCfg(_Strict):
         return v
 
 
+class AnalysisCfg(_Strict):
+    """How hallu.report judges the numbers (docs/analysis.md)."""
+
+    # Smallest 2A - 2B difference in band-mean restoration that counts as an asymmetry; the
+    # margin used is the largest of this, one rounding step and the noise floor (each / |gap|).
+    equivalence_margin: float = Field(default=0.05, ge=0, le=10)
+
+
 class Config(_Strict):
     mode: Literal["run", "plan"] = "run"
     # A label for a bundle of choices (conf/protocol/): `seed` = the seed study's protocol.
@@ -281,10 +289,11 @@ class Config(_Strict):
     storage: StorageCfg = StorageCfg()
     sweep: SweepCfg = SweepCfg()
     behavior: BehaviorCfg = BehaviorCfg()
+    analysis: AnalysisCfg = AnalysisCfg()
 
     def study_hash(self) -> str:
         """Hash of everything that determines the results (not mode, run id or where they go)."""
-        d = self.model_dump(exclude={"mode", "run_id", "cluster", "storage"})
+        d = self.model_dump(exclude={"mode", "run_id", "cluster", "storage", "analysis"})
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
