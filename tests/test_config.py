@@ -62,8 +62,8 @@ def test_full_plan_counts_every_cell(capsys):
     real = [s for s in plan.shards if s.control is None]
     # 48 pairs x 4 layers x every position, for each of the 2 directions.
     assert sum(s.n_cells for s in real) == 2 * 4 * sum(lengths)
-    # ... and the same shards again for each of the 3 controls (sweep.controls).
-    assert len({s.shard_id for s in plan.shards}) == len(plan.shards) == 2 * 12 * 4
+    # ... and the same shards again for each of the 4 controls (sweep.controls).
+    assert len({s.shard_id for s in plan.shards}) == len(plan.shards) == 2 * 12 * 5
 
 
 def test_readme_documents_the_result_schema():
