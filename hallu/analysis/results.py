@@ -329,3 +329,8 @@ def groups(table: pa.Table, n_layers: int, opts: Options = Options()) -> list[Gr
         if grid is not None:
             out.append(_group(grid, band))
     return out
+
+
+def headline_lines(res: Results) -> list[str]:
+    """The lines the terminal, summary.md and the report print, word for word."""
+    return [d.headline_text() for d in res.directions.values()]

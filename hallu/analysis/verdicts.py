@@ -197,3 +197,26 @@ def controls(res: Results, direction: str) -> Verdict:
         [f"floor {floor:.3g} logits"] + list(d.flags),
         numbers,
     )
+
+
+def patching(res: Results) -> list[Verdict]:
+    """The patching criteria, in the order every output lists them."""
+    return [asymmetry(res), locus_shared(res), *(controls(res, d) for d in DIRECTIONS)]
+
+
+def scorecard_json(entries: list[Verdict]) -> str:
+    """scorecard.json: a list of {criterion, verdict, estimate, interval, n_pairs_used,
+    n_pairs_excluded, flags, numbers}; NaN written as null."""
+    import json
+    import math
+
+    def clean(v: object) -> object:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, list):
+            return [clean(x) for x in v]
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        return v
+
+    return json.dumps([clean(e.to_json()) for e in entries], indent=2) + "\n"
