@@ -1,10 +1,11 @@
-"""Turn a run's shards into figures and a summary: what the seed's Figures 2-3 showed, and more.
+"""Turn a run's shards into figures and a summary: what the source study's Figures 2-3 showed,
+and more.
 
 Per direction: a heatmap of mean restoration over pairs (layer x position counted from the end,
 so pairs of different lengths line up on the chat template's final tokens), a per-layer curve at
 the last position, and the headline number, defined as the *band mean*: restoration at the last
-position averaged over the upper half of the layers (the seed's "layers 20-39" of 40) and over
-pairs. It is given two ways, mean of per-pair ratios and ratio of mean metrics, beside the
+position averaged over the upper half of the layers (the source study's "layers 20-39" of 40)
+and over pairs. It is given two ways, mean of per-pair ratios and ratio of mean metrics, beside the
 baseline gap (clean - corrupted) that every ratio divides by: a small gap makes a ratio noise.
 """
 
@@ -13,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
 from hallu.analysis import results, verdicts  # noqa: E402
-from hallu.store.local import LocalStore  # noqa: E402
+from hallu.store.base import Store  # noqa: E402
 
 TITLES = {
     "restore_confidence": "2A restore confidence: certain -> uncertain run",
@@ -224,16 +224,16 @@ def _markdown(
     return "\n".join(lines)
 
 
-def _noise(store: LocalStore) -> dict[str, Any] | None:
-    path = Path(getattr(store, "dir", "")) / "noise_floor.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+def _noise(store: Store) -> dict[str, Any] | None:
+    raw = store.read_file("noise_floor.json")
+    return json.loads(raw) if raw else None
 
 
 def pipeline(
     table: pa.Table, n_layers: int, noise: dict[str, Any] | None, margin: float
 ) -> tuple[results.Results, list[str]]:
     """The one result pipeline's numbers, and the lines every output prints: each direction's
-    headline, then each patching verdict."""
+    headline, then the 2A vs 2B verdict."""
     floor = float(noise["gap_floor"]) if noise else None
     res = results.compute(table, n_layers, floor, results.Options(equivalence_margin=margin))
     lines = results.headline_lines(res)
@@ -241,11 +241,11 @@ def pipeline(
     return res, lines
 
 
-def aggregate(store: LocalStore, n_layers: int, margin: float = 0.05) -> dict[str, Any]:
+def aggregate(store: Store, n_layers: int, margin: float = 0.05) -> dict[str, Any]:
     """Read every shard, write figures and summaries into the run directory, return the summary."""
     table = store.read_results()
     _, headline = pipeline(table, n_layers, _noise(store), margin)
-    table = table.filter(pa.compute.is_null(table["control"]))  # controls: see hallu/report/html.py
+    table = table.filter(pa.compute.is_null(table["control"]))  # controls: report/sections.py
     directions = [d for d in TITLES if d in set(table["direction"].to_pylist())]
     cols = {d: _columns(table, d) for d in directions}
     summaries = {d: summarize_direction(cols[d], n_layers) for d in directions}
