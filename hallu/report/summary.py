@@ -230,12 +230,20 @@ def _noise(store: Store) -> dict[str, Any] | None:
 
 
 def pipeline(
-    table: pa.Table, n_layers: int, noise: dict[str, Any] | None, margin: float
+    table: pa.Table,
+    n_layers: int,
+    noise: dict[str, Any] | None,
+    margin: float,
+    opts: Any = None,
 ) -> tuple[results.Results, list[str]]:
     """The one result pipeline's numbers, and the lines every output prints: each direction's
-    headline, then the 2A vs 2B verdict."""
+    headline, then the 2A vs 2B verdict. `opts`: the report's resampling options (n_boot, seed,
+    band); the defaults are the terminal's."""
     floor = float(noise["gap_floor"]) if noise else None
-    res = results.compute(table, n_layers, floor, results.Options(equivalence_margin=margin))
+    o = results.Options(equivalence_margin=margin)
+    if opts is not None:
+        o = results.Options(opts.n_boot, 0.95, opts.seed, opts.band, equivalence_margin=margin)
+    res = results.compute(table, n_layers, floor, o)
     lines = results.headline_lines(res)
     lines += [f"{v.criterion}: {v.verdict}" for v in verdicts.patching(res)[:1]]
     return res, lines
