@@ -66,9 +66,14 @@ def tost(lo: float, hi: float, margin: float) -> str:
 def asymmetry(res: Results) -> Verdict:
     flags = [f"{d.short}: {f}" for d in res.directions.values() for f in d.flags]
     if res.difference is None or res.difference_tost is None or res.margin is None:
-        why = "needs both directions, the last position and 2+ pairs used in both"
+        verdict, why = NOT_RUN, "needs both directions, the last position and 2+ pairs used in both"
+        if len(res.directions) == 2 and _excluded(res):  # the data exist; no pair can carry
+            verdict = INCONCLUSIVE
+            why = "fewer than 2 pairs clear the gap checks: " + "; ".join(
+                d.headline_text() for d in res.directions.values()
+            )
         return Verdict(
-            ASYMMETRY, NOT_RUN, n_pairs_excluded=_excluded(res), flags=flags, numbers=why
+            ASYMMETRY, verdict, n_pairs_excluded=_excluded(res), flags=flags, numbers=why
         )
     t, m = res.difference_tost, res.margin
     verdict = tost(t.lo, t.hi, m)
@@ -162,6 +167,9 @@ def controls(res: Results, direction: str) -> Verdict:
     """The controls criterion for one direction (module docstring)."""
     name = f"{CONTROLS} ({'2A' if direction == DIRECTIONS[0] else '2B'})"
     d = res.directions.get(direction)
+    if d is not None and not d.controls and len(d.check.used) < 2 and d.check.excluded:
+        why = f"fewer than 2 pairs clear the gap checks ({d.check.describe()})"
+        return Verdict(name, INCONCLUSIVE, n_pairs_excluded=len(d.check.excluded), numbers=why)
     if d is None or not d.controls:
         return Verdict(name, NOT_RUN, numbers="no control rows: run with +sweep=controls")
     floor = d.check.floor
