@@ -8,6 +8,7 @@ the metric there is sign * gain. A patch changes which prompt each of the two re
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -148,3 +149,51 @@ def test_planted_spec_rejects_a_late_layer_before_the_copy():
         PlantedSpec(layer=3, late_layer=2)
     cfg = compose(["model=planted", "model.planted.uncertain_gain=2"])
     assert cfg.model.planted is not None and cfg.model.planted.uncertain_gain == 2.0
+
+
+def test_terminal_summary_report_and_scorecard_print_the_same_headline(tmp_path: Path):
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hallu.launch",
+            "model=planted",
+            "sweep.experiments=[patching]",
+            "sweep.pairs=4",
+            "sweep.positions=last:3",
+            "model.planted.uncertain_gain=1.5",
+            f"storage.root={tmp_path}",
+            "run_id=same",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    run = tmp_path / "same"
+    report = subprocess.run(
+        [sys.executable, "-m", "hallu.report", str(run), "--n-boot", "2000"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert report.returncode == 0, report.stderr[-2000:]
+    stored = open_run(run)
+    res = results.compute(stored.table, n_layers_of(stored), None)
+    lines = results.headline_lines(res)
+    assert len(lines) == 2 and lines[0].startswith("2A") and lines[1].startswith("2B")
+    summary_md = (run / "summary.md").read_text()
+    report_md = (run / "report.md").read_text()
+    card = {e["criterion"]: e for e in json.loads((run / "scorecard.json").read_text())}
+    asym = card[verdicts.ASYMMETRY]
+    for line in lines:  # every direction, word for word, in all four outputs
+        assert line in done.stdout.splitlines()
+        assert f"- {line}" in summary_md.splitlines()
+        assert line in report_md.splitlines()
+        assert line in asym["numbers"]
+    verdict_line = f"{verdicts.ASYMMETRY}: {asym['verdict']}"
+    assert verdict_line in done.stdout and verdict_line in summary_md and verdict_line in report_md
+    assert asym["verdict"] == verdicts.SUPPORTS
+    assert asym["estimate"] == pytest.approx(res.difference.estimate)
