@@ -204,3 +204,45 @@ def test_controls_return_each_verdict_per_direction(control, noise, want):
 def test_controls_not_run_without_control_rows():
     res = _compute(np.ones(5), np.ones(5))
     assert verdicts.controls(res, "restore_confidence").verdict == verdicts.NOT_RUN
+
+
+def _answers(p_decl: dict[str, float], n_pairs: int = 20, n_samples: int = 4) -> pa.Table:
+    rows = []
+    for p in range(n_pairs):
+        for cond, pr in p_decl.items():
+            for s in range(n_samples):
+                decl = RNG.random() < pr
+                # within a condition the metric tracks the answer only for 'certain'
+                lean = (1.0 if decl else -1.0) if cond == "certain" else 0.0
+                metric = {"certain": 2.0, "neutral": 0.0, "uncertain": -2.0}[cond] + lean
+                rows.append(
+                    {
+                        "pair_id": f"p{p:02d}",
+                        "condition": cond,
+                        "decoding": "sampled",
+                        "sample": s,
+                        "style_label": "declarative" if decl else "tentative",
+                        "metric_value": metric + 0.1 * RNG.normal(),
+                    }
+                )
+    return pa.Table.from_pylist(rows)
+
+
+def test_behaviour_rates_count_each_prompt_once_and_auroc_is_also_within_condition():
+    from hallu.analysis import behavior_rates
+
+    beh = _answers({"certain": 0.7, "neutral": 0.5, "uncertain": 0.2})
+    rates = behavior_rates.prompt_rates(beh, n_boot=300)
+    for cond, r in rates.items():
+        assert (r.n_prompts, r.n_answers) == (20, 80)
+        sub = beh.filter(pa.compute.equal(beh["condition"], cond)).to_pylist()
+        per_prompt = [
+            np.mean([a["style_label"] == "declarative" for a in sub if a["pair_id"] == p])
+            for p in sorted({a["pair_id"] for a in sub})
+        ]
+        assert r.rate.estimate == pytest.approx(np.mean(per_prompt))
+        assert r.rate.lo < r.rate.estimate < r.rate.hi
+    auc = behavior_rates.tracking(beh, n_boot=200)
+    assert auc["pooled"].lo > 0.6  # pooled: the condition drives both
+    assert auc["certain"].estimate > 0.95  # within 'certain' the metric follows the answer
+    assert auc["neutral"].lo < 0.5 < auc["neutral"].hi  # within 'neutral' it does not
