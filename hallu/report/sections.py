@@ -149,6 +149,26 @@ def behavior_section(c: Context) -> None:
     )
 
 
+def behavior_units(c: Context) -> None:
+    """Rates with the prompt as the unit (samples averaged first), and AUROC within condition."""
+    if not c.has_labels:
+        return
+    from hallu.analysis import behavior_rates
+
+    rates = behavior_rates.prompt_rates(c.run.behavior, c.opts.n_boot, c.opts.seed)
+    c.doc.p(
+        "Per prompt (the mean over its answers), then the mean over prompts, with a 95% "
+        "bootstrap interval over claims: " + "; ".join(r.describe() for r in rates.values())
+    )
+    auc = behavior_rates.tracking(c.run.behavior, c.opts.n_boot, c.opts.seed)
+    if auc:
+        c.doc.p(
+            "AUROC of the unpatched metric for declarative vs tentative answers (bootstrap over "
+            "claims), pooled and within each condition (the marker held fixed): "
+            + "; ".join(f"{k} {v.fmt() if v else 'n/a'}" for k, v in auc.items())
+        )
+
+
 def heatmaps(c: Context) -> None:
     from hallu.report import figures as figs
 
@@ -364,6 +384,7 @@ SECTIONS: tuple[Callable[[Context], None], ...] = (
     limits_section,
     scorecard_section,
     behavior_section,
+    behavior_units,
     heatmaps,
     curve_figures,
     headline_numbers,
