@@ -3,6 +3,8 @@ identity keys (no row overwrites another)."""
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -12,6 +14,7 @@ from hallu.analysis.grid import Key, build, keys
 from hallu.store import schema
 
 N_LAYERS = 6
+POSITIONS = [-2, -1]  # the effect sits at the last position; -2 restores nothing
 
 
 def _rows(
@@ -25,7 +28,7 @@ def _rows(
     """patched [n_pairs, n_layers]: rows at the last position for every pair and layer."""
     out = []
     for i, (c, k) in enumerate(zip(clean, corrupted, strict=True)):
-        for layer in range(patched.shape[1]):
+        for layer, pfe in ((lay, pfe) for lay in range(patched.shape[1]) for pfe in POSITIONS):
             row = dict.fromkeys(schema.SCHEMA.names)
             row.update(
                 direction=direction,
@@ -34,11 +37,11 @@ def _rows(
                 layer_window=1,
                 pair_id=f"p{i:02d}",
                 layer=layer,
-                position=9,
-                position_from_end=-1,
+                position=10 + pfe,
+                position_from_end=pfe,
                 clean=float(c),
                 corrupted=float(k),
-                patched=float(patched[i, layer]),
+                patched=float(patched[i, layer]) if pfe == -1 else float(k),
                 resolution=step,
             )
             row.update(identity)
@@ -147,6 +150,13 @@ def test_locus_returns_each_verdict(band_a, band_b, noise, want):
     a = 0.3 + noise * RNG.standard_normal(n)
     res = _compute(a, 0.3 + noise * RNG.standard_normal(n), band_a=band_a, band_b=band_b)
     assert verdicts.locus_shared(res).verdict == want
+
+
+def test_locus_from_a_single_position_is_inconclusive(monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "POSITIONS", [-1])
+    res = _compute(np.full(12, 0.5), np.full(12, 0.5))
+    v = verdicts.locus_shared(res)
+    assert v.verdict == verdicts.INCONCLUSIVE and "one position" in v.flags[-1]
 
 
 def test_locus_not_run_without_a_positive_effect():

@@ -14,7 +14,7 @@ reason, and each has a test that makes every outcome happen (tests/test_verdicts
   `inconclusive`.
 - Shared locus: `supports` if the bootstrap intervals of the first layers overlap and those of the
   last layers overlap, `contradicts` if either pair is disjoint, `inconclusive` if a direction
-  found a band in under 95% of resamples.
+  found a band in under 95% of resamples or only one position was swept.
 """
 
 from __future__ import annotations
@@ -111,9 +111,10 @@ def locus_shared(res: Results) -> Verdict:
         return Verdict(
             LOCUS, NOT_RUN, n_pairs_used=used, n_pairs_excluded=_excluded(res), numbers=why
         )
+    single = any(len(d.grid.positions) == 1 for d in res.directions.values())
     if not (_overlap(a.first_ci, b.first_ci) and _overlap(a.last_ci, b.last_ci)):
         verdict = CONTRADICTS
-    elif min(a.found_in, b.found_in) < 0.95:
+    elif min(a.found_in, b.found_in) < 0.95 or single:
         verdict = INCONCLUSIVE
     else:
         verdict = SUPPORTS
@@ -122,6 +123,8 @@ def locus_shared(res: Results) -> Verdict:
         for n, loc in (("2A", a), ("2B", b))
         if loc.found_in < 0.95
     ]
+    if single:  # the source study's 40 layers x 1 position: where the effect enters is unseen
+        flags.append("one position swept: a shared band there cannot say where the effect is")
     return Verdict(
         LOCUS,
         verdict,
