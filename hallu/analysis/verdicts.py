@@ -19,9 +19,11 @@ reason, and each has a test that makes every outcome happen (tests/test_verdicts
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from hallu.analysis.bootstrap import Interval
 from hallu.analysis.results import DIRECTIONS, Results
 
 SUPPORTS, CONTRADICTS, EQUIVALENT = "supports", "contradicts", "equivalent"
@@ -166,6 +168,14 @@ def limits(cfg: dict[str, Any], res: Results | None) -> list[str]:
     return out
 
 
+def _toward(iv: Interval | None) -> str:
+    if iv is None:
+        return "n/a (no source prompt)"
+    if not math.isfinite(iv.estimate):
+        return "n/a (its source's metric equals the target's)"
+    return iv.fmt()
+
+
 def controls(res: Results, direction: str) -> Verdict:
     """The controls criterion for one direction (module docstring)."""
     name = f"{CONTROLS} ({'2A' if direction == DIRECTIONS[0] else '2B'})"
@@ -193,7 +203,7 @@ def controls(res: Results, direction: str) -> Verdict:
     )
     numbers = "; ".join(
         f"{c.name}: change {c.change.fmt()} logits, toward its own source "
-        f"{c.toward_own.fmt() if c.toward_own else 'n/a (no source prompt)'}, real - control "
+        f"{_toward(c.toward_own)}, real - control "
         f"{c.real_minus_control.fmt()} logits ({sides[c.name]})"
         for c in d.controls.values()
     )
