@@ -42,16 +42,27 @@ class Context:
 
 
 def token_labels(run: Run, direction: str, positions: list[int]) -> list[str]:
-    """Label each column with the first experiment row's target token at that position."""
+    """Label each column with the target token every pair has there, or with the distinct
+    tokens (most common first) and 'differs' when pairs have different tokens at that column."""
+    from collections import Counter
+
     import pyarrow.compute as pc
 
     t = run.table
     sub = t.filter(pc.and_(pc.equal(t["direction"], direction), pc.is_null(t["control"])))
     sub = sub.filter(pc.equal(sub["layer"], pc.min(sub["layer"])))
-    first: dict[int, str] = {}
-    for p, tok in zip(sub["position_from_end"].to_pylist(), sub["token"].to_pylist(), strict=True):
-        first.setdefault(p, tok)
-    return [f"{p} {first.get(p, '')}" for p in positions]
+    seen: dict[int, dict[str, str]] = {}
+    cols = ("position_from_end", "pair_id", "token")
+    for p, pid, tok in zip(*(sub[c].to_pylist() for c in cols), strict=True):
+        seen.setdefault(p, {})[pid] = tok
+    labels = []
+    for p in positions:
+        counts = Counter(seen.get(p, {}).values()).most_common()
+        if len(counts) <= 1:
+            labels.append(f"{p} {counts[0][0] if counts else ''}")
+        else:
+            labels.append(f"{p} differs: " + "/".join(tok for tok, _ in counts[:2]))
+    return labels
 
 
 def intro(c: Context) -> None:
