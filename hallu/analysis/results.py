@@ -100,7 +100,8 @@ class DirectionResult:
     def headline_text(self) -> str:
         """The one line every output prints for this direction."""
         if self.headline is None:
-            return f"{self.short}: no headline ({self.check.describe()})"
+            why = "last position not swept or no pair used"
+            return f"{self.short} band-mean restoration n/a ({why}; {self.check.describe()})"
         return (
             f"{self.short} band-mean restoration {self.headline.fmt()} (ratio of means, layers "
             f"{self.band[0]}-{self.band[-1]} at the last position; {self.check.describe()})"
