@@ -41,12 +41,38 @@ class TinySpec(_Strict):
     seed: int = 0
 
 
+class PlantedSpec(_Strict):
+    """The hand-built model of hallu/engine/planted.py: where its two heads sit, and the gains.
+
+    `layer`/`head`: the named head that copies the marker's sign to the last position;
+    `late_layer`/`late_head`: the head that copies the marker's pathway gain there later.
+    """
+
+    n_layers: int = Field(default=6, ge=2, le=64)
+    layer: int = Field(default=2, ge=0)
+    head: int = Field(default=1, ge=0, le=3)
+    late_layer: int = Field(default=4, ge=1)
+    late_head: int = Field(default=3, ge=0, le=3)
+    certain_gain: float = Field(default=1.0, gt=0, le=100)
+    uncertain_gain: float = Field(default=1.0, gt=0, le=100)
+
+    @model_validator(mode="after")
+    def _layers(self) -> PlantedSpec:
+        if not self.layer < self.late_layer < self.n_layers:
+            raise ValueError(
+                f"model.planted needs layer < late_layer < n_layers, got layer={self.layer}, "
+                f"late_layer={self.late_layer}, n_layers={self.n_layers}"
+            )
+        return self
+
+
 class ModelCfg(_Strict):
     name_or_path: str = Field(min_length=1)
     revision: str | None = None
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     device: str = "auto"
     tiny: TinySpec | None = None
+    planted: PlantedSpec | None = None
 
     @field_validator("device")
     @classmethod
@@ -85,6 +111,9 @@ class MetricCfg(_Strict):
     # position (0 for the clean run itself); logprob_diff = teacher-forced log p(confident
     # continuation) - log p(tentative continuation) after the prompt (resid_pre only).
     extra: list[Literal["kl_to_clean", "logprob_diff"]] = []
+    # Arithmetic of the logit difference: float32 (exact for any model dtype), or bfloat16, the
+    # seed's (logits rounded to bf16 and subtracted there; +protocol=seed).
+    dtype: Literal["float32", "bfloat16"] = "float32"
     # The reference answers logprob_diff reads, as the assistant's text after the prompt; the
     # defaults are the toy model's two answers, also natural first words for a chat model.
     confident_continuation: str = " Yes, that is right."
@@ -150,7 +179,7 @@ class SweepCfg(_Strict):
     batch_size: int = Field(default=64, ge=1, le=65536)
     pairs_per_shard: int = Field(default=4, ge=1)
     # Control patches run beside the experiment (hallu/run/controls.py); [] runs none.
-    controls: list[Literal["same_class", "random_source", "norm_matched"]] = []
+    controls: list[Literal["same_class", "random_source", "norm_matched", "neutral_source"]] = []
     # Measure how much the metric moves with batching, padding and precision (hallu/run/noise.py).
     noise_floor: bool = False
 
@@ -238,8 +267,19 @@ class BehaviorCfg(_Strict):
         return v
 
 
+class AnalysisCfg(_Strict):
+    """How hallu.report judges the numbers (docs/analysis.md)."""
+
+    # Smallest 2A - 2B difference in band-mean restoration that counts as an asymmetry; the
+    # margin used is the largest of this, one rounding step and the noise floor (each / |gap|).
+    equivalence_margin: float = Field(default=0.05, ge=0, le=10)
+
+
 class Config(_Strict):
     mode: Literal["run", "plan"] = "run"
+    # A label for a bundle of choices (conf/protocol/): `seed` = the seed study's protocol.
+    # The report derives the limits it names from the resolved values, not from this label.
+    protocol: Literal["default", "seed"] = "default"
     run_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
     seed: int = 0
     model: ModelCfg
@@ -249,21 +289,23 @@ class Config(_Strict):
     storage: StorageCfg = StorageCfg()
     sweep: SweepCfg = SweepCfg()
     behavior: BehaviorCfg = BehaviorCfg()
+    analysis: AnalysisCfg = AnalysisCfg()
 
     def study_hash(self) -> str:
         """Hash of everything that determines the results (not mode, run id or where they go)."""
-        d = self.model_dump(exclude={"mode", "run_id", "cluster", "storage"})
+        d = self.model_dump(exclude={"mode", "run_id", "cluster", "storage", "analysis"})
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
 # Hints appended to pydantic's message for the keys users most often get wrong.
 _HINTS = {
-    "model": "choose model=tiny|llama2_7b_chat|llama2_13b_chat|llama2_70b_chat, "
+    "model": "choose model=tiny|toy|planted|llama2_7b_chat|llama2_13b_chat|llama2_70b_chat, "
     "or set model.name_or_path=<hub id or local directory>",
     "sweep.positions": f"use {POSITIONS_HELP}",
     "sweep.layers": "use 'all' or a list like [0,5,-1]",
     "sweep.directions": f"use a list from {list(DIRECTIONS)}",
-    "sweep.controls": "use a list from [same_class, random_source, norm_matched], or []",
+    "sweep.controls": "use a list from [same_class, random_source, norm_matched, "
+    "neutral_source], or []",
     "mode": "use mode=run or mode=plan",
     "behavior.conditions": "use a list from [certain, uncertain, neutral]",
     "behavior.decoding": "use a list from [greedy, sampled]",

@@ -127,6 +127,65 @@ def tokenize_pairs(
     return {p.pair_id: {c: render(tokenizer, t, cfg) for c, t in p.texts.items()} for p in pairs}
 
 
+def user_span(tokenizer: Any, text: str, cfg: PromptsCfg) -> tuple[int, int] | None:
+    """(first, last) token index of the user's own text inside the rendered prompt.
+
+    Found from the tokenizer's character offsets on the rendered string (the template copies
+    the text verbatim); None when the tokenizer gives no offsets or the text is not found."""
+    if cfg.chat_template:
+        messages = [{"role": "user", "content": text}]
+        if cfg.system_prompt:
+            messages.insert(0, {"role": "system", "content": cfg.system_prompt})
+        string = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        special = False
+    else:
+        string, special = text, True
+    start = string.rfind(text)  # rfind: a system prompt may repeat the text's words
+    try:
+        enc = tokenizer(string, add_special_tokens=special, return_offsets_mapping=True)
+    except (NotImplementedError, ValueError):  # slow tokenizers have no offsets
+        return None
+    inside = [
+        i
+        for i, (a, b) in enumerate(enc["offset_mapping"])
+        if b > a and a < start + len(text) and b > start
+    ]
+    return (inside[0], inside[-1]) if start >= 0 and inside else None
+
+
+def first_difference(a: list[int], b: list[int]) -> int | None:
+    """The first position where two prompts' tokens differ: a minimal pair's marker."""
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x != y:
+            return i
+    return None if len(a) == len(b) else min(len(a), len(b))
+
+
+def prompt_anchors(
+    tokenizer: Any,
+    pairs: list[PromptPair],
+    cfg: PromptsCfg,
+    token_ids: dict[str, dict[str, list[int]]],
+) -> dict[str, dict[str, dict[str, int | None]]]:
+    """pair id -> condition -> the template anchors of that prompt (token positions):
+    user (first token of the user's text), marker (where certain and uncertain differ),
+    user_end (last token of the user's text), last (last prompt token)."""
+    out: dict[str, dict[str, dict[str, int | None]]] = {}
+    for p in pairs:
+        ids = token_ids[p.pair_id]
+        marker = first_difference(ids["certain"], ids["uncertain"])
+        out[p.pair_id] = {}
+        for cond, text in p.texts.items():
+            span = user_span(tokenizer, text, cfg)
+            out[p.pair_id][cond] = {
+                "user": span[0] if span else None,
+                "marker": marker if cond != "neutral" else None,
+                "user_end": span[1] if span else None,
+                "last": len(ids[cond]) - 1,
+            }
+    return out
+
+
 def single_token_id(tokenizer: Any, text: str, key: str) -> int:
     """The id of `text` as it appears after other text (so " is" is the word, with its space)."""
     prefix = tokenizer("a", add_special_tokens=False)["input_ids"]

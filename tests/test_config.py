@@ -24,7 +24,11 @@ def test_conf_has_the_documented_groups():
 
 @pytest.mark.parametrize(
     "override",
-    [f"+sweep={o}" if g == "sweep" else f"{g}={o}" for g in GROUPS for o in _options(g)],
+    [
+        f"+{g}={o}" if g in ("sweep", "protocol") else f"{g}={o}"
+        for g in GROUPS
+        for o in _options(g)
+    ],
 )
 def test_every_config_file_composes_and_validates(override):
     extra = ["prompts.path=builtin"] if override == "prompts=file" else []
@@ -58,8 +62,8 @@ def test_full_plan_counts_every_cell(capsys):
     real = [s for s in plan.shards if s.control is None]
     # 48 pairs x 4 layers x every position, for each of the 2 directions.
     assert sum(s.n_cells for s in real) == 2 * 4 * sum(lengths)
-    # ... and the same shards again for each of the 3 controls (sweep.controls).
-    assert len({s.shard_id for s in plan.shards}) == len(plan.shards) == 2 * 12 * 4
+    # ... and the same shards again for each of the 4 controls (sweep.controls).
+    assert len({s.shard_id for s in plan.shards}) == len(plan.shards) == 2 * 12 * 5
 
 
 def test_readme_documents_the_result_schema():
@@ -68,3 +72,12 @@ def test_readme_documents_the_result_schema():
 
     readme = (CONF_DIR.parent / "README.md").read_text()
     assert describe() in readme, "README's schema table is out of date: paste schema.describe()"
+
+
+def test_protocol_seed_sets_the_seeds_choices():
+    cfg = compose(["+protocol=seed"])
+    assert cfg.protocol == "seed" and cfg.prompts.chat_template is False
+    assert cfg.sweep.positions == "last:1"
+    assert (cfg.metric.confident_tokens, cfg.metric.tentative_tokens) == ([" is"], [" might"])
+    assert cfg.model.dtype == "bfloat16" and cfg.metric.dtype == "bfloat16"
+    assert compose([]).protocol == "default" and compose([]).metric.dtype == "float32"

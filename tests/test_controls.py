@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import math
+
 import pyarrow as pa
 import pytest
 import torch
 
+from hallu.config import DIRECTIONS
 from hallu.errors import UserError
-from hallu.run.controls import UNRELATED_TEXT, norm_matched, same_class_partner
+from hallu.run.controls import UNRELATED_TEXT, norm_matched, same_class_partner, unrelated_ids
 from hallu.run.prepare import prepare
 from hallu.run.worker import Worker
 from hallu.store import schema
 
 from .conftest import tiny_config
+from .naive import final_logits
 
 SWEEP = ["sweep.pairs=3", "sweep.positions=last:4", "sweep.pairs_per_shard=3"]
 
@@ -37,7 +41,9 @@ def test_same_class_partner_is_another_pair_long_enough():
 def test_control_rows_beside_unchanged_experiment_rows(tmp_path):
     plain = tiny_config(*SWEEP, root=tmp_path)
     with_controls = tiny_config(
-        *SWEEP, "sweep.controls=[same_class,random_source,norm_matched]", root=tmp_path
+        *SWEEP,
+        "sweep.controls=[same_class,random_source,norm_matched,neutral_source]",
+        root=tmp_path,
     )
     plan0, plan = prepare(plain).plan(), prepare(with_controls).plan()
     real = [s for s in plan.shards if s.control is None]
@@ -57,8 +63,12 @@ def test_control_rows_beside_unchanged_experiment_rows(tmp_path):
         }
         for r in rows:
             twin = real_rows[(r["pair_id"], r["layer"], r["position"])]
-            # Controls are normalised by the real pair's baselines.
-            assert (r["clean"], r["corrupted"]) == (twin["clean"], twin["corrupted"])
+            # Controls are measured toward their own source's metric, from the real target's.
+            assert r["corrupted"] == twin["corrupted"]
+            if control is not None:
+                assert r["clean"] == pytest.approx(
+                    _own_source_metric(worker, r, control), abs=1e-4, nan_ok=True
+                )
             if r["position_from_end"] == -1 and control in ("same_class", "random_source"):
                 assert r["source_token"] == r["token"] == "[/INST]"  # aligned from the end
         if control == "random_source":
@@ -71,6 +81,24 @@ def test_control_rows_beside_unchanged_experiment_rows(tmp_path):
     sc = tables[("restore_confidence", "same_class")].to_pylist()
     last = [r for r in sc if r["layer"] == n_layers - 1 and r["position_from_end"] == -1]
     assert any(abs(r["patched"] - r["corrupted"]) > 1e-4 for r in last)
+
+
+def _own_source_metric(worker: Worker, row: dict, control: str) -> float:
+    """The metric of the control's source prompt, from an independent forward pass (NaN for
+    norm_matched, whose source is a random vector, not a prompt)."""
+    prep = worker.prep
+    target_cond = DIRECTIONS[row["direction"]][1]
+    if control == "norm_matched":
+        return math.nan
+    if control == "neutral_source":
+        ids = prep.token_ids[row["pair_id"]]["neutral"]
+    elif control == "same_class":
+        ids = prep.token_ids[same_class_partner(prep.token_ids, row["pair_id"], target_cond)][
+            target_cond
+        ]
+    else:
+        ids = unrelated_ids(prep, row["n_tokens"])
+    return float(prep.metric(final_logits(worker.model, ids)))
 
 
 def test_same_class_needs_two_pairs(tmp_path):

@@ -17,6 +17,7 @@ from hallu.engine.adapters import Adapter
 from hallu.engine.attribution import screen
 from hallu.engine.cells import is_known, make_cells, patch_cells, shared_prefix
 from hallu.engine.fast import BatchOptions, plan_batches, trace
+from hallu.engine.hooks import LogitDiff
 from hallu.engine.metrics import resolution
 from hallu.errors import UserError
 from hallu.run.worker import Worker
@@ -245,8 +246,30 @@ def test_extra_metric_rows_and_resolution():
         )
         kl = (clean_p.exp() * (clean_p - torch.log_softmax(ref, -1))).sum().item()
         assert abs(kl - r["patched"]) <= TOL
-    for r in rows:  # float32 spacing at |patched|
+    for r in by_metric["kl_to_clean"]:  # float32 spacing at the value
         assert 0 < r["resolution"] <= max(abs(r["patched"]), 1e-30) * 2**-23
+    metric = worker.prep.metric
+    ids_used = list(metric.confident_ids) + list(metric.tentative_ids)
+    for r in by_metric["logit_diff"]:  # float32 spacing at the largest logit subtracted
+        ref = naive_component_logits(
+            worker.model, tgt, src, "resid_pre", [r["layer"]], r["position"], r["source_position"]
+        )
+        top = ref[ids_used].abs().max().reshape(1)
+        assert r["resolution"] == resolution(top, torch.float32).item()
+        assert r["resolution"] >= max(abs(r["patched"]), 1e-30) * 2**-25
+
+
+def test_resolution_at_the_logits_magnitude_in_bfloat16():
+    """The issue's example: a bf16 logit near 10 is known to 0.0625, however small the metric."""
+    metric = LogitDiff((0,), (1,))
+    logits = torch.tensor([[10.26, 10.24, 0.0], [-3.0, 0.5, 7.0]])
+    steps = metric.resolution(logits, torch.bfloat16)
+    assert steps.tolist() == [0.0625, 0.015625]  # |10.26| in [8, 16); |-3.0| in [2, 4)
+    assert metric.resolution(logits, torch.float32)[0].item() == 2**-20
+    bf16 = LogitDiff((0,), (1,), torch.bfloat16)  # bf16 metric arithmetic on a float32 model
+    assert bf16.resolution(logits, torch.float32)[0].item() == 0.0625
+    assert bf16(logits)[0].item() == 0.0  # 10.26 and 10.24 both round to 10.25 in bf16
+    assert abs(metric(logits)[0].item() - 0.02) < 1e-5
 
 
 def test_resolution_is_one_rounding_step():

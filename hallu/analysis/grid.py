@@ -1,26 +1,50 @@
-"""A run's rows for one direction (and control) as arrays indexed by pair, layer and position.
+"""A run's rows for one identity (direction, metric, component, head, window, control) as arrays
+indexed by pair, layer and position.
 
-Positions are counted from the end (`position_from_end`), so pairs of different lengths line up
-on the chat template's final tokens; a cell a pair does not have is NaN.
+Every grouping keys on every identity column: rows of another metric, head, window or control
+never land in the same grid, and two rows that would fill the same (pair, layer, position) cell
+are an error, never a silent overwrite. Positions are aligned either from the end
+(`position_from_end`, -1 = the last token: pairs of different lengths line up on the chat
+template's final tokens) or on the marker (`position_from_marker`, 0 = the marker token). A cell
+a pair does not have is NaN.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+ALIGN_COLUMN = {"end": "position_from_end", "marker": "position_from_marker"}
+MAIN_METRIC = "logit_diff"
+
+
+@dataclass(frozen=True)
+class Key:
+    """The identity columns of a grid; `head`/`window`/`control` None where not applicable."""
+
+    direction: str
+    metric: str = MAIN_METRIC
+    component: str = "resid_pre"
+    head: int | None = None
+    window: int = 1
+    control: str | None = None
 
 
 @dataclass(frozen=True)
 class PairGrid:
     pair_ids: list[str]
     layers: list[int]
-    positions: list[int]  # position_from_end, ascending (-1 is the last token)
+    positions: list[int]  # aligned positions, ascending (-1 = last token when aligned on the end)
     clean: np.ndarray  # [n_pairs] metric of the source run
     corrupted: np.ndarray  # [n_pairs] metric of the target run
     patched: np.ndarray  # [n_pairs, n_layers, n_positions], NaN where the pair has no such cell
+    key: Key | None = None
+    align: str = "end"
+    resolution: np.ndarray | None = None  # [n_pairs] largest rounding step among a pair's rows
 
     @property
     def gap(self) -> np.ndarray:
@@ -35,35 +59,77 @@ class PairGrid:
             self.clean[idx],
             self.corrupted[idx],
             self.patched[idx],
+            self.key,
+            self.align,
+            None if self.resolution is None else self.resolution[idx],
         )
 
 
-def select(table: pa.Table, direction: str, control: str | None = None) -> pa.Table:
-    keep = pc.equal(table["direction"], direction)
-    if control is None:
-        keep = pc.and_(keep, pc.is_null(table["control"]))
-    else:
-        keep = pc.and_(keep, pc.equal(table["control"], control))
+def _eq(table: pa.Table, column: str, value: object) -> pa.ChunkedArray:
+    if value is None:
+        return pc.is_null(table[column])
+    return pc.fill_null(pc.equal(table[column], value), False)
+
+
+def select(table: pa.Table, key: Key) -> pa.Table:
+    """The rows of exactly this identity."""
+    keep = _eq(table, "direction", key.direction)
+    for column, value in (
+        ("metric", key.metric),
+        ("component", key.component),
+        ("head", key.head),
+        ("layer_window", key.window),
+        ("control", key.control),
+    ):
+        keep = pc.and_(keep, _eq(table, column, value))
     return table.filter(keep)
 
 
-def build(table: pa.Table, direction: str, control: str | None = None) -> PairGrid | None:
-    """The grid of `direction` (experiment rows, or one control's); None if it has no rows."""
-    sub = select(table, direction, control)
+def keys(table: pa.Table) -> list[Key]:
+    """Every identity present in the rows, in a stable order."""
+    cols = ["direction", "metric", "component", "head", "layer_window", "control"]
+    seen = {tuple(r[c] for c in cols) for r in table.select(cols).to_pylist()}
+    order = sorted(seen, key=lambda t: tuple("" if v is None else str(v) for v in t))
+    return [Key(d, m, c, h, int(w), ctl) for d, m, c, h, w, ctl in order]
+
+
+def build(
+    table: pa.Table,
+    key: Key | str,
+    control: str | None = None,
+    align: Literal["end", "marker"] = "end",
+) -> PairGrid | None:
+    """The grid of one identity; `key` may be a direction (then: the main metric, resid_pre, no
+    head, window 1, `control`). None if it has no rows; ValueError if two rows share a cell."""
+    if isinstance(key, str):
+        key = Key(key, control=control)
+    sub = select(table, key)
+    column = ALIGN_COLUMN[align]
+    sub = sub.filter(pc.is_valid(sub[column]))
     if sub.num_rows == 0:
         return None
     pid = np.asarray(sub["pair_id"].to_pylist(), dtype=object)
     layer = sub["layer"].to_numpy().astype(int)
-    pfe = sub["position_from_end"].to_numpy().astype(int)
+    pos = sub[column].to_numpy().astype(int)
     pair_ids, pi = np.unique(pid, return_inverse=True)
     layers, li = np.unique(layer, return_inverse=True)
-    positions, qi = np.unique(pfe, return_inverse=True)
+    positions, qi = np.unique(pos, return_inverse=True)
+    flat = np.ravel_multi_index((pi, li, qi), (len(pair_ids), len(layers), len(positions)))
+    if len(np.unique(flat)) != len(flat):
+        raise ValueError(
+            f"{key}: {len(flat) - len(np.unique(flat))} row(s) repeat a (pair, layer, position) "
+            "cell of another row; the rows hold an identity column this grid does not key on"
+        )
     patched = np.full((len(pair_ids), len(layers), len(positions)), np.nan)
     patched[pi, li, qi] = sub["patched"].to_numpy(zero_copy_only=False).astype(float)
     clean = np.zeros(len(pair_ids))
     corrupted = np.zeros(len(pair_ids))
     clean[pi] = sub["clean"].to_numpy(zero_copy_only=False).astype(float)
     corrupted[pi] = sub["corrupted"].to_numpy(zero_copy_only=False).astype(float)
+    step = np.zeros(len(pair_ids))
+    if "resolution" in sub.column_names:
+        res = sub["resolution"].to_numpy(zero_copy_only=False).astype(float)
+        np.fmax.at(step, pi, np.nan_to_num(res, nan=0.0))
     return PairGrid(
         [str(p) for p in pair_ids],
         [int(v) for v in layers],
@@ -71,4 +137,7 @@ def build(table: pa.Table, direction: str, control: str | None = None) -> PairGr
         clean,
         corrupted,
         patched,
+        key,
+        align,
+        step,
     )

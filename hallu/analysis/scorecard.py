@@ -86,50 +86,6 @@ def _asymmetry(ev: Evidence) -> tuple[str, str]:
     )
 
 
-def _difference(ev: Evidence) -> tuple[str, str]:
-    stats = ev.stats
-    if stats.difference is None:
-        return NOT_RUN, "needs both directions and the last position"
-    heads = "; ".join(
-        f"{SHORT[d]} {s.headline.fmt()} (gap {s.gap.fmt()})"
-        for d, s in stats.directions.items()
-        if s.headline is not None
-    )
-    nums = (
-        f"{heads}; 2A - 2B {stats.difference.fmt()} (paired bootstrap over "
-        f"{len(stats.common_pairs)} pairs)"
-    )
-    if stats.per_pair_difference is not None:
-        nums += f"; mean per-pair difference {stats.per_pair_difference.fmt()}"
-    if ev.noisy:
-        return NOISE, nums + f"; baseline gap of {', '.join(ev.noisy)} inside the noise floor"
-    return _side(stats.difference, 0.0), nums
-
-
-def _controls(ev: Evidence) -> tuple[str, str]:
-    diffs = [
-        (d, c, c.real_minus_control)
-        for d, s in ev.stats.directions.items()
-        for c in s.controls.values()
-        if c.real_minus_control is not None
-    ]
-    if not diffs:
-        return NOT_RUN, "no control rows: run with +sweep=controls"
-    sides = [_side(iv, 0.0) for _, _, iv in diffs]
-    if ev.noisy:
-        verdict = NOISE
-    elif all(s == SUPPORTS for s in sides):
-        verdict = SUPPORTS
-    else:
-        verdict = CONTRADICTS if CONTRADICTS in sides else INCONCLUSIVE
-    nums = "; ".join(
-        f"{SHORT[d]} {c.name}: control {c.headline.fmt() if c.headline else 'n/a'}, "
-        f"real - control {iv.fmt()}"
-        for d, c, iv in diffs
-    )
-    return verdict, nums
-
-
 def _tracking(ev: Evidence) -> tuple[str, str]:
     if ev.tracking is None:
         if not ev.has_behavior:
@@ -146,20 +102,6 @@ def _tracking(ev: Evidence) -> tuple[str, str]:
     )
 
 
-def _locus(ev: Evidence) -> tuple[str, str]:
-    loci = {d: s.locus for d, s in ev.stats.directions.items()}
-    a, b = loci.get("restore_confidence"), loci.get("induce_tentativeness")
-    if len(loci) < 2 or a is None or b is None:
-        return NOT_RUN, "needs both directions with a positive effect"
-    overlap = max(0, min(a.last, b.last) - max(a.first, b.first) + 1)
-    shorter = min(a.last - a.first, b.last - b.first) + 1
-    verdict = SUPPORTS if overlap >= shorter / 2 else CONTRADICTS if overlap == 0 else INCONCLUSIVE
-    return verdict, (
-        f"2A {a.describe()}; 2B {b.describe()}; overlap {overlap} of the shorter "
-        f"band's {shorter} layers"
-    )
-
-
 ASYMMETRY = Criterion(
     "Behavioural asymmetry against the neutral baseline",
     "Does the user's certainty marker move answers toward declarative more than the "
@@ -167,30 +109,14 @@ ASYMMETRY = Criterion(
     "(E_c = certain - neutral, E_u = neutral - uncertain declarative rates; study: E_c > E_u)",
     _asymmetry,
 )
-DIFFERENCE = Criterion(
-    "2A - 2B interval excludes 0",
-    "Is band-mean restoration of 2A (certain into uncertain) larger than that of 2B, with a "
-    "95% interval that excludes 0? (study: 1.000 vs 0.909)",
-    _difference,
-)
-CONTROLS = Criterion(
-    "Controls restore less than the real patch",
-    "Does the real patch restore more than every control (same-class source, unrelated "
-    "source, norm-matched random vector) in the same band? (paired real - control > 0)",
-    _controls,
-)
 TRACKING = Criterion(
     "Metric tracks generated behaviour",
     "Does the unpatched metric at the last prompt position tell declarative from tentative "
     "generated answers? (AUROC > 0.5; 0.5 = no relation)",
     _tracking,
 )
-LOCUS = Criterion(
-    "Shared locus for 2A and 2B",
-    "Do 2A and 2B locate their effect in the same layer band? (study: the same layers 20-39)",
-    _locus,
-)
-CRITERIA = (ASYMMETRY, DIFFERENCE, CONTROLS, TRACKING, LOCUS)
+# The patching criteria (2A vs 2B, locus, controls) are hallu/analysis/verdicts.py.
+CRITERIA = (ASYMMETRY, TRACKING)
 
 
 def build(

@@ -37,6 +37,11 @@ def is_tiny(cfg: ModelCfg) -> bool:
     return cfg.name_or_path == "tiny"
 
 
+def is_planted(cfg: ModelCfg) -> bool:
+    """The hand-built model of hallu/engine/planted.py (the toy's tokenizer, weights in code)."""
+    return cfg.name_or_path == "planted"
+
+
 def source_path(cfg: ModelCfg) -> str:
     """Hub id or directory to load; `toy`: trained by hallu.engine.toy, shipped in hallu."""
     if cfg.name_or_path == "toy":
@@ -47,7 +52,7 @@ def source_path(cfg: ModelCfg) -> str:
 
 
 def load_tokenizer(cfg: ModelCfg) -> Any:
-    if is_tiny(cfg):
+    if is_tiny(cfg) or is_planted(cfg):
         from hallu.engine.tiny import build_tokenizer
 
         return build_tokenizer()
@@ -61,6 +66,19 @@ def load_tokenizer(cfg: ModelCfg) -> Any:
 
 
 def load_shape(cfg: ModelCfg) -> ModelShape:
+    if is_planted(cfg):
+        from hallu.engine import planted
+        from hallu.engine.tiny import build_tokenizer
+
+        spec = _planted_spec(cfg)
+        return ModelShape(
+            spec.n_layers,
+            planted.D_MODEL,
+            planted.N_HEADS,
+            planted.N_HEADS,
+            planted.D_MLP,
+            len(build_tokenizer()),
+        )
     if is_tiny(cfg):
         if cfg.tiny is None:
             raise UserError("model.name_or_path=tiny needs a model.tiny section; use model=tiny")
@@ -80,6 +98,12 @@ def load_model(cfg: ModelCfg, vocab_size: int) -> tuple[torch.nn.Module, str | N
     """Return the model in eval mode on its device, and the hub revision it came from."""
     device = resolve_device(cfg)
     dtype = resolve_dtype(cfg, device)
+    if is_planted(cfg):
+        from hallu.engine.planted import build_model as build_planted
+        from hallu.engine.tiny import build_tokenizer
+
+        model = build_planted(_planted_spec(cfg), build_tokenizer())
+        return model.to(device=device, dtype=dtype), None
     if is_tiny(cfg):
         from hallu.engine.tiny import build_model
 
@@ -115,6 +139,14 @@ def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
         f"model.name_or_path: cannot find the decoder layers of {type(model).__name__}; "
         "supported families keep them at model.layers, transformer.h or gpt_neox.layers"
     )
+
+
+def _planted_spec(cfg: ModelCfg) -> Any:
+    if cfg.planted is None:
+        raise UserError(
+            "model.name_or_path=planted needs a model.planted section; use model=planted"
+        )
+    return cfg.planted
 
 
 def _load_failure(what: str, cfg: ModelCfg, err: Exception) -> str:

@@ -16,11 +16,12 @@ import json
 import sys
 from pathlib import Path
 
+from hallu.analysis import verdicts
 from hallu.analysis.run_stats import Options
 from hallu.errors import EXIT_USER_ERROR, UserError
 from hallu.report.comparison import compare_report
 from hallu.report.doc import Doc
-from hallu.report.sections import build_report
+from hallu.report.sections import report_context
 from hallu.store.reader import Run, open_run
 
 
@@ -91,8 +92,9 @@ def _make(args: argparse.Namespace, opts: Options) -> tuple[Doc, Path, str]:
         doc = compare_report(run, other, opts)
         stem = f"compare_{other.run_id}"
     else:
-        doc, _ = build_report(run, opts)
-        stem = "report"
+        ctx = report_context(run, opts)
+        doc, stem = ctx.doc, "report"
+        _write(out / "scorecard.json", verdicts.scorecard_json(ctx.card))
     _write(out / f"{stem}.html", doc.html())
     _write(out / f"{stem}.md", doc.markdown())
     return doc, out, stem

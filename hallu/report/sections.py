@@ -7,13 +7,13 @@ to each section in `SECTIONS`; a section only appends to the document.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 
-from hallu.analysis import behavior_check, scorecard
+from hallu.analysis import behavior_check, results, scorecard, verdicts
 from hallu.analysis.noise_flags import UNKNOWN
 from hallu.analysis.run_stats import SHORT, Options, RunStats, analyse
 from hallu.errors import UserError
@@ -30,6 +30,9 @@ class Context:
     stats: RunStats
     n_layers: int
     doc: Doc
+    res: results.Results | None = None  # the one result pipeline (hallu/analysis/results.py)
+    headline: list[str] = field(default_factory=list)  # the lines terminal and summary.md print
+    card: list[verdicts.Verdict] = field(default_factory=list)  # what scorecard.json holds
 
     @property
     def has_labels(self) -> bool:
@@ -39,16 +42,27 @@ class Context:
 
 
 def token_labels(run: Run, direction: str, positions: list[int]) -> list[str]:
-    """Label each column with the first experiment row's target token at that position."""
+    """Label each column with the target token every pair has there, or with the distinct
+    tokens (most common first) and 'differs' when pairs have different tokens at that column."""
+    from collections import Counter
+
     import pyarrow.compute as pc
 
     t = run.table
     sub = t.filter(pc.and_(pc.equal(t["direction"], direction), pc.is_null(t["control"])))
     sub = sub.filter(pc.equal(sub["layer"], pc.min(sub["layer"])))
-    first: dict[int, str] = {}
-    for p, tok in zip(sub["position_from_end"].to_pylist(), sub["token"].to_pylist(), strict=True):
-        first.setdefault(p, tok)
-    return [f"{p} {first.get(p, '')}" for p in positions]
+    seen: dict[int, dict[str, str]] = {}
+    cols = ("position_from_end", "pair_id", "token")
+    for p, pid, tok in zip(*(sub[c].to_pylist() for c in cols), strict=True):
+        seen.setdefault(p, {})[pid] = tok
+    labels = []
+    for p in positions:
+        counts = Counter(seen.get(p, {}).values()).most_common()
+        if len(counts) <= 1:
+            labels.append(f"{p} {counts[0][0] if counts else ''}")
+        else:
+            labels.append(f"{p} differs: " + "/".join(tok for tok, _ in counts[:2]))
+    return labels
 
 
 def intro(c: Context) -> None:
@@ -63,7 +77,20 @@ def intro(c: Context) -> None:
     )
 
 
-def scorecard_section(c: Context) -> None:
+def limits_section(c: Context) -> None:
+    """At the top: the one headline every output prints, and what limits the conclusion."""
+    c.doc.h("Headline (the terminal, summary.md and scorecard.json print the same)")
+    for line in c.headline:
+        c.doc.p(line)
+    found = verdicts.limits(c.run.meta.get("config", {}), c.res)
+    if found:
+        c.doc.h("Limits of this run")
+        c.doc.p("These choices limit what the run can conclude (docs/analysis.md):")
+        for line in found:
+            c.doc.p(f"- {line}")
+
+
+def _behaviour_entries(c: Context) -> list[verdicts.Verdict]:
     asym = tracking = None
     which = ""
     if c.has_labels:
@@ -71,16 +98,36 @@ def scorecard_section(c: Context) -> None:
         asym = behavior_check.asymmetry(answers, c.opts.n_boot, c.opts.seed)
         tracking = behavior_check.metric_tracking(answers, c.run.table, c.opts.n_boot, c.opts.seed)
     card = scorecard.build(c.stats, asym, tracking, c.run.behavior is not None, which)
+    keep = (scorecard.ASYMMETRY.name, scorecard.TRACKING.name)
+    return [
+        verdicts.Verdict(e.criterion, e.verdict, numbers=e.numbers)
+        for e in card
+        if e.criterion in keep
+    ]
+
+
+def scorecard_section(c: Context) -> None:
+    assert c.res is not None
+    c.card = _behaviour_entries(c) + verdicts.patching(c.res)
     c.doc.h("Disconfirmation scorecard")
     c.doc.p(
-        "Each criterion is a way the source study's hypothesis could fail. 'supports': the 95% "
-        "interval lies on the study's side; 'contradicts': on the other side; 'inconclusive': it "
-        "straddles; 'not a finding (noise floor)': the ratio's denominator is inside the "
-        "measured noise floor; 'not run': this run lacks the data (the entry says what to run)."
+        "Each criterion is a way the source study's hypothesis could fail (docs/analysis.md). "
+        "'supports' / 'contradicts': the interval lies on the study's side / the other side "
+        "(for 2A vs 2B: beyond the equivalence margin); 'equivalent': within the margin; "
+        "'inconclusive': neither; 'not run': this run lacks the data. Also in scorecard.json."
     )
     c.doc.table(
-        ["criterion", "question", "verdict", "numbers"],
-        [[e.criterion, e.question, e.verdict, e.numbers] for e in card],
+        ["criterion", "verdict", "pairs used / excluded", "numbers", "flags"],
+        [
+            [
+                e.criterion,
+                e.verdict,
+                f"{e.n_pairs_used} / {e.n_pairs_excluded}" if e.n_pairs_used else "",
+                e.numbers,
+                "; ".join(e.flags),
+            ]
+            for e in c.card
+        ],
     )
 
 
@@ -111,6 +158,26 @@ def behavior_section(c: Context) -> None:
             for cond, r in rates.items()
         ],
     )
+
+
+def behavior_units(c: Context) -> None:
+    """Rates with the prompt as the unit (samples averaged first), and AUROC within condition."""
+    if not c.has_labels:
+        return
+    from hallu.analysis import behavior_rates
+
+    rates = behavior_rates.prompt_rates(c.run.behavior, c.opts.n_boot, c.opts.seed)
+    c.doc.p(
+        "Per prompt (the mean over its answers), then the mean over prompts, with a 95% "
+        "bootstrap interval over claims: " + "; ".join(r.describe() for r in rates.values())
+    )
+    auc = behavior_rates.tracking(c.run.behavior, c.opts.n_boot, c.opts.seed)
+    if auc:
+        c.doc.p(
+            "AUROC of the unpatched metric for declarative vs tentative answers (bootstrap over "
+            "claims), pooled and within each condition (the marker held fixed): "
+            + "; ".join(f"{k} {v.fmt() if v else 'n/a'}" for k, v in auc.items())
+        )
 
 
 def heatmaps(c: Context) -> None:
@@ -151,9 +218,11 @@ def curve_figures(c: Context) -> None:
 
 
 def headline_numbers(c: Context) -> None:
-    c.doc.h("Headline numbers")
+    c.doc.h("Band means over every pair (descriptive)")
     c.doc.p(
-        "Headline = band-mean restoration: restoration at the last position, averaged over the "
+        "The headline at the top excludes pairs whose baseline gap has the wrong sign or lies "
+        "inside the floor; this table keeps every pair, to show what the exclusion changes. "
+        "Band-mean restoration: restoration at the last position, averaged over the "
         "band's layers, as a ratio of means over pairs (both numerator and denominator "
         "recomputed in every bootstrap resample). Default band: the upper half of the layers, "
         "the source study's layers 20-39 of 40 (--band A:B to change)."
@@ -323,8 +392,10 @@ def provenance(c: Context) -> None:
 
 SECTIONS: tuple[Callable[[Context], None], ...] = (
     intro,
+    limits_section,
     scorecard_section,
     behavior_section,
+    behavior_units,
     heatmaps,
     curve_figures,
     headline_numbers,
@@ -339,11 +410,21 @@ SECTIONS: tuple[Callable[[Context], None], ...] = (
 
 def build_report(run: Run, opts: Options) -> tuple[Doc, RunStats]:
     """The report of one run, and the statistics behind it."""
+    ctx = report_context(run, opts)
+    return ctx.doc, ctx.stats
+
+
+def report_context(run: Run, opts: Options) -> Context:
+    """Analyse the run once, write every section; the context holds the scorecard entries."""
+    from hallu.report.summary import pipeline
+
     n_layers = n_layers_of(run)
     stats = analyse(run.table, n_layers, run.noise, opts)
     if not stats.directions:
         raise UserError(f"{run.location}: the run has no patching rows to report on")
     ctx = Context(run, opts, stats, n_layers, Doc(f"hallu report: run {run.run_id}"))
+    margin = run.meta.get("config", {}).get("analysis", {}).get("equivalence_margin", 0.05)
+    ctx.res, ctx.headline = pipeline(run.table, n_layers, run.noise, margin, opts)
     for section in SECTIONS:
         section(ctx)
-    return ctx.doc, stats
+    return ctx

@@ -23,6 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
+from hallu.analysis import results, verdicts  # noqa: E402
 from hallu.store.base import Store  # noqa: E402
 
 TITLES = {
@@ -169,9 +170,18 @@ def _layer_curve(cols: dict[str, dict[str, np.ndarray]], path: str) -> None:
     plt.close(fig)
 
 
-def _markdown(run_id: str, n_layers: int, summaries: dict[str, dict[str, Any]]) -> str:
+def _markdown(
+    run_id: str, n_layers: int, summaries: dict[str, dict[str, Any]], headline: list[str]
+) -> str:
     lines = [
         f"# hallu run {run_id}",
+        "",
+        "## Headline (hallu/analysis/results.py; the report prints the same)",
+        "",
+        *[f"- {line}" for line in headline],
+        "",
+        "The per-direction sections below are descriptive: means over every pair, including "
+        "pairs the headline excludes.",
         "",
         "Restoration = (patched - corrupted) / (clean - corrupted); 1 = the patch carries "
         "the whole difference between the two prompts, 0 = none.",
@@ -191,8 +201,8 @@ def _markdown(run_id: str, n_layers: int, summaries: dict[str, dict[str, Any]]) 
         if h:
             rom = "n/a" if h["ratio_of_means"] is None else f"{h['ratio_of_means']:.4f}"
             lines.append(
-                f"- **headline** ({h['definition']}): mean of per-pair ratios "
-                f"{h['mean_of_ratios']:.4f}; ratio of means {rom}"
+                f"- band mean over all pairs, descriptive ({h['definition']}): mean of "
+                f"per-pair ratios {h['mean_of_ratios']:.4f}; ratio of means {rom}"
             )
         else:
             lines.append("- headline: not computed (the last position was not swept)")
@@ -214,9 +224,35 @@ def _markdown(run_id: str, n_layers: int, summaries: dict[str, dict[str, Any]]) 
     return "\n".join(lines)
 
 
-def aggregate(store: Store, n_layers: int) -> dict[str, Any]:
+def _noise(store: Store) -> dict[str, Any] | None:
+    raw = store.read_file("noise_floor.json")
+    return json.loads(raw) if raw else None
+
+
+def pipeline(
+    table: pa.Table,
+    n_layers: int,
+    noise: dict[str, Any] | None,
+    margin: float,
+    opts: Any = None,
+) -> tuple[results.Results, list[str]]:
+    """The one result pipeline's numbers, and the lines every output prints: each direction's
+    headline, then the 2A vs 2B verdict. `opts`: the report's resampling options (n_boot, seed,
+    band); the defaults are the terminal's."""
+    floor = float(noise["gap_floor"]) if noise else None
+    o = results.Options(equivalence_margin=margin)
+    if opts is not None:
+        o = results.Options(opts.n_boot, 0.95, opts.seed, opts.band, equivalence_margin=margin)
+    res = results.compute(table, n_layers, floor, o)
+    lines = results.headline_lines(res)
+    lines += [f"{v.criterion}: {v.verdict}" for v in verdicts.patching(res)[:1]]
+    return res, lines
+
+
+def aggregate(store: Store, n_layers: int, margin: float = 0.05) -> dict[str, Any]:
     """Read every shard, write figures and summaries into the run directory, return the summary."""
     table = store.read_results()
+    _, headline = pipeline(table, n_layers, _noise(store), margin)
     table = table.filter(pa.compute.is_null(table["control"]))  # controls: report/sections.py
     directions = [d for d in TITLES if d in set(table["direction"].to_pylist())]
     cols = {d: _columns(table, d) for d in directions}
@@ -229,7 +265,13 @@ def aggregate(store: Store, n_layers: int) -> dict[str, Any]:
         for name in sorted(os.listdir(tmp)):
             with open(os.path.join(tmp, name), "rb") as f:
                 store.write_file(name, f.read())
-    summary = {"run_id": store.run_id, "n_layers": n_layers, "directions": summaries}
+    summary = {
+        "run_id": store.run_id,
+        "n_layers": n_layers,
+        "headline_lines": headline,
+        "directions": summaries,
+    }
     store.write_file("summary.json", json.dumps(summary, indent=2).encode())
-    store.write_file("summary.md", _markdown(store.run_id, n_layers, summaries).encode())
+    md = _markdown(store.run_id, n_layers, summaries, headline)
+    store.write_file("summary.md", md.encode())
     return summary

@@ -11,16 +11,20 @@ with a different *source* of the patched residual-stream vector:
   the same chat template), aligned from the end.
 - `norm_matched`: a random direction with the same L2 norm as the real source's vector at that
   layer and position (seeded by run seed, direction and pair), so only the norm is kept.
+- `neutral_source`: the same claim said by the neutral user (no marker), aligned from the end: it
+  moves the target toward the neutral prompt's metric, the baseline both markers depart from.
 
-Rows have the experiment's schema with `control` set to the name. `clean` and `corrupted` are the
-*real* pair's baselines, so `restoration` is on the experiment's scale: a control that reaches the
-real patch's restoration says the real patch is not specific to the certainty marker.
+Rows have the experiment's schema with `control` set to the name. `clean` is the metric of the
+control's *own* source prompt (NaN for `norm_matched`, which has none) and `corrupted` the real
+target's, so `restoration` is the fraction of the way the metric moved toward where the control's
+source sits; analysis reports the raw change (patched - corrupted, in logits) beside it.
 Only the engine's public functions (`capture_resid_pre`, `patched_logits`) are used.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from typing import Any
 
 import pyarrow as pa
@@ -28,13 +32,12 @@ import torch
 
 from hallu.config import DIRECTIONS
 from hallu.engine.hooks import capture_resid_pre, patched_logits
-from hallu.engine.metrics import resolution
 from hallu.prompts import render
 from hallu.run.plan import Shard, resolve_positions
 from hallu.run.prepare import Prepared
 from hallu.store import schema
 
-CONTROLS = ("same_class", "random_source", "norm_matched")
+CONTROLS = ("same_class", "random_source", "norm_matched", "neutral_source")
 UNRELATED_TEXT = "Thanks for your help with this. Can you tell me what you think about it?"
 
 
@@ -72,6 +75,17 @@ def norm_matched(resid: torch.Tensor, seed_text: str) -> torch.Tensor:
     real = resid.float()
     scale = real.norm(dim=-1, keepdim=True) / noise.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     return (noise * scale.cpu()).to(device=resid.device, dtype=resid.dtype)
+
+
+def _source_ids(
+    prep: Prepared, control: str, pid: str, target_cond: str, n_target: int
+) -> list[int]:
+    """The control's source prompt (same_class, random_source or neutral_source)."""
+    if control == "same_class":
+        return prep.token_ids[same_class_partner(prep.token_ids, pid, target_cond)][target_cond]
+    if control == "neutral_source":
+        return prep.token_ids[pid]["neutral"]
+    return unrelated_ids(prep, n_target)
 
 
 def run_control_shard(
@@ -123,26 +137,32 @@ def _pair_rows(
 ) -> int:
     """Patch one pair's control cells and append their rows to `cols`; the cells counted."""
     source_cond, target_cond = DIRECTIONS[shard.direction]
+    if shard.control == "neutral_source" and "neutral" not in prep.token_ids[pid]:
+        return 0  # a pair without a neutral prompt has no such control
     real_src, tgt = prep.token_ids[pid][source_cond], prep.token_ids[pid][target_cond]
-    real_resid, real_logits = capture_resid_pre(model, layers, real_src)
+    real_resid, _ = capture_resid_pre(model, layers, real_src)
     _, tgt_logits = capture_resid_pre(model, layers, tgt)
-    clean, corrupted = float(prep.metric(real_logits)), float(prep.metric(tgt_logits))
+    corrupted = float(prep.metric(tgt_logits))
     real_positions = resolve_positions(prep.cfg.sweep.positions, pid, len(real_src), len(tgt))
     targets = [t for t, _ in real_positions]
-    resid, pos, src_tokens = _control_source(
+    resid, pos, src_tokens, clean = _control_source(
         prep, model, layers, shard, pid, real_resid, real_positions
     )
     cells = [(layer, t, pos[t]) for layer in shard.layers for t in targets if pos[t] >= 0]
-    values = prep.metric(
-        patched_logits(model, layers, tgt, resid, [(c,) for c in cells], prep.cfg.sweep.batch_size)
+    logits = patched_logits(
+        model, layers, tgt, resid, [(c,) for c in cells], prep.cfg.sweep.batch_size
     )
-    steps = resolution(values, next(model.parameters()).dtype).tolist()
+    patched = prep.metric(logits).tolist()
+    steps = prep.metric.resolution(logits, next(model.parameters()).dtype).tolist()
     tgt_tokens = prep.tokenizer.convert_ids_to_tokens(tgt)
-    for (layer, t, s), value, step in zip(cells, values.tolist(), steps, strict=True):
+    anchors = prep.anchors[pid][target_cond] if prep.anchors else None
+    for (layer, t, s), value, step in zip(cells, patched, steps, strict=True):
         row = {
             "resolution": step,
             "layer": layer,
-            **schema.cell_fields(pid, t, s, tgt_tokens, src_tokens, clean, corrupted, value),
+            **schema.cell_fields(
+                pid, t, s, tgt_tokens, src_tokens, clean, corrupted, value, anchors
+            ),
         }
         for k, v in row.items():
             cols[k].append(v)
@@ -157,19 +177,18 @@ def _control_source(
     pid: str,
     real_resid: torch.Tensor,
     real_positions: list[tuple[int, int]],
-) -> tuple[torch.Tensor, dict[int, int], list[str]]:
-    """The control's (residual stream to patch from, target -> source position, source tokens)."""
+) -> tuple[torch.Tensor, dict[int, int], list[str], float]:
+    """The control's residual stream to patch from, target -> source position, source tokens,
+    and its own source's clean metric (nan for norm_matched: no source prompt, raw change only)."""
     source_cond, target_cond = DIRECTIONS[shard.direction]
     n_target = len(prep.token_ids[pid][target_cond])
     if shard.control == "norm_matched":
         resid = norm_matched(real_resid, f"{prep.cfg.seed}/{shard.direction}/{pid}")
-        return resid, dict(real_positions), ["<random>"] * len(prep.token_ids[pid][source_cond])
-    if shard.control == "same_class":
-        partner = same_class_partner(prep.token_ids, pid, target_cond)
-        src_ids = prep.token_ids[partner][target_cond]
-    else:
-        src_ids = unrelated_ids(prep, n_target)
-    resid, _ = capture_resid_pre(model, layers, src_ids)
+        src_tokens = ["<random>"] * len(prep.token_ids[pid][source_cond])
+        return resid, dict(real_positions), src_tokens, math.nan
+    src_ids = _source_ids(prep, shard.control, pid, target_cond, n_target)
+    resid, src_logits = capture_resid_pre(model, layers, src_ids)
     # Aligned from the end: the target's last token takes the source's last token.
     pos = {t: len(src_ids) - (n_target - t) for t, _ in real_positions}
-    return resid, pos, prep.tokenizer.convert_ids_to_tokens(src_ids)
+    tokens = prep.tokenizer.convert_ids_to_tokens(src_ids)
+    return resid, pos, tokens, float(prep.metric(src_logits))

@@ -103,23 +103,18 @@ def _run_patching(cfg: Config, plan: Plan, store: Store, run_meta: dict) -> None
         from hallu.run.ray import run_ray
 
         ran = run_ray(cfg, plan, store, run_meta=run_meta)
-    summary = aggregate(store, plan.n_layers)
-    if cfg.sweep.noise_floor:
+    if cfg.sweep.noise_floor:  # first: the summary's pair checks read the floor
         from hallu.run.noise import measure_into
 
         measure_into(cfg, store)
+    summary = aggregate(store, plan.n_layers, cfg.analysis.equivalence_margin)
     elapsed = time.perf_counter() - started
     print(
         f"hallu: {ran} shard(s) run, {len(plan.shards) - ran} already done; {elapsed:.1f} s",
         file=sys.stderr,
     )
-    for direction, s in summary["directions"].items():
-        h = s["headline"]
-        value = f"{h['mean_of_ratios']:.3f}" if h else "n/a (last position not swept)"
-        print(
-            f"{direction}: band-mean restoration {value} over {s['n_pairs']} pairs; "
-            f"baseline gap {s['gap_mean']:.3f}"
-        )
+    for line in summary["headline_lines"]:  # hallu/analysis/results.py, as every output
+        print(line)
     print(f"results: {store.dir} (summary.md, heatmap_*.png, layers.png, shards/*.parquet)")
 
 

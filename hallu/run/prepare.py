@@ -12,8 +12,14 @@ from typing import Any
 from hallu.config import Config
 from hallu.engine.hooks import LogitDiff
 from hallu.engine.logprob_diff import LogprobDiff, from_config
-from hallu.engine.models import load_shape, load_tokenizer
-from hallu.prompts import load_pairs, select_pairs, single_token_id, tokenize_pairs
+from hallu.engine.models import DTYPES, load_shape, load_tokenizer
+from hallu.prompts import (
+    load_pairs,
+    prompt_anchors,
+    select_pairs,
+    single_token_id,
+    tokenize_pairs,
+)
 from hallu.run.plan import Plan, make_plan
 from hallu.shape import ModelShape
 
@@ -26,6 +32,8 @@ class Prepared:
     token_ids: dict[str, dict[str, list[int]]]  # pair id -> condition -> ids
     metric: LogitDiff
     logprob_diff: LogprobDiff | None = None  # only when metric.extra asks for it
+    # pair id -> condition -> template anchors (prompts.prompt_anchors), for the row columns
+    anchors: dict[str, dict[str, dict[str, int | None]]] | None = None
 
     def plan(self) -> Plan:
         lengths = {
@@ -49,5 +57,8 @@ def prepare(cfg: Config) -> Prepared:
             single_token_id(tokenizer, t, "metric.tentative_tokens")
             for t in cfg.metric.tentative_tokens
         ),
+        DTYPES[cfg.metric.dtype],
     )
-    return Prepared(cfg, tokenizer, shape, token_ids, metric, from_config(cfg, tokenizer))
+    anchors = prompt_anchors(tokenizer, pairs, cfg.prompts, token_ids)
+    lp = from_config(cfg, tokenizer)
+    return Prepared(cfg, tokenizer, shape, token_ids, metric, lp, anchors)

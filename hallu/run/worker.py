@@ -170,18 +170,27 @@ class Worker:
             prep.tokenizer.convert_ids_to_tokens(tgt_ids),
             prep.tokenizer.convert_ids_to_tokens(src_ids),
         )
+        anchors = prep.anchors[pid][target_cond] if prep.anchors else None
         metrics = self._metrics(src_logits, tgt_logits, logits, (src_ids, tgt_ids, cells, known))
         for name, (clean, corrupted, values) in metrics.items():
-            for row in self._cell_rows(pid, name, cells, known, tokens, (clean, corrupted), values):
+            # The main metric's step is taken at its logits' magnitude; others at their own.
+            steps = (
+                prep.metric.resolution(logits, self.model_dtype)
+                if name == prep.cfg.metric.name
+                else resolution(values, self.model_dtype)
+            ).tolist()
+            baselines = (clean, corrupted, anchors)
+            for row in self._cell_rows(pid, name, cells, known, tokens, baselines, values, steps):
                 for k, v in row.items():
                     cols[k].append(v)
         return len(cells)
 
-    def _cell_rows(self, pid, name, cells, known, tokens, baselines, values) -> list[dict]:
-        """One metric's rows for a pair's cells; `tokens` = (target, source) token strings."""
+    def _cell_rows(self, pid, name, cells, known, tokens, baselines, values, steps) -> list[dict]:
+        """One metric's rows for a pair's cells; `tokens` = (target, source) token strings,
+        `baselines` = (clean, corrupted, the target's template anchors)."""
+        clean, corrupted, anchors = baselines
         approx, rho = self._approx or ([None] * len(cells), None)
         screened = name == self.prep.cfg.metric.name and rho is not None
-        steps = resolution(values, self.model_dtype).tolist()
         rows = []
         for cell, value, step, was_known, est in zip(
             cells, values.tolist(), steps, known, approx, strict=True
@@ -197,7 +206,7 @@ class Worker:
                     "layer_window": cell.window,
                     "head": cell.head,
                     "known": was_known,
-                    **schema.cell_fields(pid, t, s, *tokens, *baselines, value),
+                    **schema.cell_fields(pid, t, s, *tokens, clean, corrupted, value, anchors),
                 }
             )
         return rows

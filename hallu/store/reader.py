@@ -81,8 +81,9 @@ def n_layers_of(run: Run) -> int:
     if "n_layers" in run.meta:
         return int(run.meta["n_layers"])
     model = run.meta.get("config", {}).get("model", {})
-    if model.get("tiny"):
-        return int(model["tiny"]["n_layers"])
+    for spec in ("tiny", "planted"):
+        if model.get(spec):
+            return int(model[spec]["n_layers"])
     if run.meta.get("config", {}).get("sweep", {}).get("layers") != "all":
         try:
             from hallu.config import ModelCfg

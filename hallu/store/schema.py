@@ -47,8 +47,9 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
     (
         "resolution",
         pa.float32(),
-        "spacing of the model's dtype at |patched| (one rounding step); smaller differences "
-        "between values are noise",
+        "one rounding step of the model's (or the metric's, if coarser) dtype at the largest "
+        "|logit| the metric subtracts; smaller differences are noise (other metrics: at the "
+        "value)",
     ),
     (
         "approx",
@@ -62,7 +63,25 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
         "rank correlation of `approx` and the exact patched - corrupted over the pair's top K "
         "cells; null without a screen",
     ),
+    (
+        "marker_position",
+        pa.int32(),
+        "first position where the pair's certain and uncertain prompts differ (the marker)",
+    ),
+    ("position_from_marker", pa.int32(), "position - marker_position (0 = the marker)"),
+    ("user_start", pa.int32(), "target prompt's first token of the user's text"),
+    ("user_end", pa.int32(), "target prompt's last token of the user's text"),
+    (
+        "anchor",
+        pa.string(),
+        "the template anchor nearest `position`: start (BOS), user (first user token), marker, "
+        "user_end (end of the user's text), last (last prompt token); ties go to the later one",
+    ),
+    ("anchor_offset", pa.int32(), "position - the anchor's position"),
 ]
+
+# Anchors in prompt order; `anchor_of` labels a position by the nearest one.
+ANCHORS = ("start", "user", "marker", "user_end", "last")
 
 SCHEMA = pa.schema([pa.field(name, typ) for name, typ, _ in COLUMNS])
 
@@ -85,10 +104,23 @@ def cell_fields(
     clean: float,
     corrupted: float,
     patched: float,
+    anchors: dict[str, int | None] | None = None,
 ) -> dict[str, Any]:
-    """The columns every patched cell fills the same way: where, which tokens, the metric."""
+    """The columns every patched cell fills the same way: where, which tokens, the metric.
+
+    `anchors`: the target prompt's template anchors (prompts.prompt_anchors); None leaves the
+    marker-aligned columns null."""
     gap = clean - corrupted
+    a = anchors or {}
+    marker = a.get("marker")
+    name, offset = anchor_of(position, a) if anchors else (None, None)
     return {
+        "marker_position": marker,
+        "position_from_marker": None if marker is None else position - marker,
+        "user_start": a.get("user"),
+        "user_end": a.get("user_end"),
+        "anchor": name,
+        "anchor_offset": offset,
         "position": position,
         "position_from_end": position - len(tokens),
         "source_position": source_position,
@@ -101,6 +133,13 @@ def cell_fields(
         "patched": patched,
         "restoration": (patched - corrupted) / gap if gap != 0 else math.nan,
     }
+
+
+def anchor_of(position: int, anchors: dict[str, int | None]) -> tuple[str, int]:
+    """(nearest anchor, position - its position); ties go to the later anchor."""
+    found = {"start": 0, **{k: v for k, v in anchors.items() if v is not None}}
+    best = min((abs(position - found[k]), -ANCHORS.index(k), k) for k in ANCHORS if k in found)
+    return best[2], position - found[best[2]]
 
 
 def read_parquet(data: bytes, table_schema: pa.Schema | None) -> pa.Table:

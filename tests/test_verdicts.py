@@ -1,0 +1,258 @@
+"""Every verdict of hallu/analysis/verdicts.py made to happen on synthetic rows, and the grid's
+identity keys (no row overwrites another)."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from hallu.analysis import results, verdicts
+from hallu.analysis.grid import Key, build, keys
+from hallu.store import schema
+
+N_LAYERS = 6
+POSITIONS = [-2, -1]  # the effect sits at the last position; -2 restores nothing
+
+
+def _rows(
+    direction: str,
+    clean: np.ndarray,
+    corrupted: np.ndarray,
+    patched: np.ndarray,
+    step: float = 1e-6,
+    **identity: object,
+) -> list[dict]:
+    """patched [n_pairs, n_layers]: rows at the last position for every pair and layer."""
+    out = []
+    for i, (c, k) in enumerate(zip(clean, corrupted, strict=True)):
+        for layer, pfe in ((lay, pfe) for lay in range(patched.shape[1]) for pfe in POSITIONS):
+            row = dict.fromkeys(schema.SCHEMA.names)
+            row.update(
+                direction=direction,
+                metric="logit_diff",
+                component="resid_pre",
+                layer_window=1,
+                pair_id=f"p{i:02d}",
+                layer=layer,
+                position=10 + pfe,
+                position_from_end=pfe,
+                clean=float(c),
+                corrupted=float(k),
+                patched=float(patched[i, layer]) if pfe == -1 else float(k),
+                resolution=step,
+            )
+            row.update(identity)
+            out.append(row)
+    return out
+
+
+def _table(rows: list[dict]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=schema.SCHEMA)
+
+
+def _direction(
+    direction: str, restoration: np.ndarray, gap: np.ndarray, step: float = 1e-6, band=(3, 6)
+) -> list[dict]:
+    """Restoration [n_pairs] in the band layers, 0 below; clean/corrupted with the given gaps."""
+    sign = results.EXPECTED_SIGN[direction]
+    corrupted = -sign * gap / 2
+    clean = corrupted + sign * gap
+    patched = np.repeat(corrupted[:, None], N_LAYERS, axis=1)
+    for layer in range(*band):
+        patched[:, layer] = corrupted + restoration * (clean - corrupted)
+    return _rows(direction, clean, corrupted, patched, step)
+
+
+def _compute(a: np.ndarray, b: np.ndarray, gap=None, step=1e-6, floor=None, **kw):
+    n = len(a)
+    gap = np.full(n, 2.0) if gap is None else gap
+    rows = _direction("restore_confidence", a, gap, step, kw.pop("band_a", (3, 6)))
+    rows += _direction("induce_tentativeness", b, gap, step, kw.pop("band_b", (3, 6)))
+    return results.compute(_table(rows), N_LAYERS, floor, results.Options(n_boot=500, **kw))
+
+
+RNG = np.random.default_rng(0)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "want"),
+    [
+        (1.0, 0.6, verdicts.SUPPORTS),
+        (0.6, 1.0, verdicts.CONTRADICTS),
+        (0.9, 0.9, verdicts.EQUIVALENT),
+        (0.95, 0.9, verdicts.INCONCLUSIVE),
+    ],
+)
+def test_asymmetry_returns_each_verdict(a: float, b: float, want: str):
+    noise = 0.2 if want == verdicts.INCONCLUSIVE else 0.01
+    res = _compute(a + noise * RNG.standard_normal(24), b + noise * RNG.standard_normal(24))
+    v = verdicts.asymmetry(res)
+    assert v.verdict == want, v.numbers
+    assert v.n_pairs_used == 24 and v.n_pairs_excluded == 0
+    assert v.estimate == pytest.approx(a - b, abs=0.1)
+
+
+def test_asymmetry_not_run_without_both_directions():
+    rows = _direction("restore_confidence", np.ones(5), np.full(5, 2.0))
+    res = results.compute(_table(rows), N_LAYERS, None, results.Options(n_boot=100))
+    assert verdicts.asymmetry(res).verdict == verdicts.NOT_RUN
+
+
+def test_seed_like_difference_of_one_bf16_step_is_never_supports():
+    """Gap 0.172 logits, 1.000 vs 0.909, logits near 10 in bf16 (step 0.0625): the difference
+    is 0.091 restoration units, a quarter of one rounding step (0.0625 / 0.172 = 0.36)."""
+    n = 48
+    res = _compute(np.ones(n), np.full(n, 0.909), gap=np.full(n, 0.172), step=0.0625)
+    v = verdicts.asymmetry(res)
+    assert v.verdict in (verdicts.EQUIVALENT, verdicts.INCONCLUSIVE)
+    assert res.margin == pytest.approx(0.0625 / 0.172)
+    assert any("rounding step" in f for f in v.flags)
+    assert any("below the resolution" in s for s in verdicts.limits({}, res))
+
+
+def test_pairs_with_the_wrong_sign_or_inside_the_floor_are_excluded_and_counted():
+    gap = np.array([2.0] * 8 + [-1.0, -2.0, 0.01])  # 2 wrong sign, 1 inside a floor of 0.05
+    r = np.array([1.0] * 8 + [30.0, -20.0, 500.0])  # wild ratios the excluded pairs would add
+    res = _compute(r, r, gap=gap, floor=0.05)
+    for d in res.directions.values():
+        assert d.check.count(results.WRONG_SIGN) == 2 and d.check.count(results.INSIDE_FLOOR) == 1
+        assert len(d.check.used) == 8 and d.headline.estimate == pytest.approx(1.0)
+    v = verdicts.asymmetry(res)
+    assert (v.n_pairs_used, v.n_pairs_excluded) == (8, 3)
+    assert any("wrong sign" in f for f in v.flags)
+
+
+def test_estimator_disagreement_is_flagged():
+    # One pair with a tiny (but above-floor) gap and a large ratio drags the mean of ratios.
+    gap = np.array([2.0] * 9 + [0.01])
+    r = np.array([0.1] * 9 + [-60.0])
+    res = _compute(r, r, gap=gap)
+    d = res.directions["restore_confidence"]
+    assert d.headline.estimate > 0 > d.mean_of_ratios.estimate
+    assert any("differ in sign" in f for f in d.flags)
+    calm = _compute(np.full(10, 0.5), np.full(10, 0.5)).directions["restore_confidence"]
+    assert not calm.flags
+
+
+@pytest.mark.parametrize(
+    ("band_a", "band_b", "noise", "want"),
+    [
+        ((3, 6), (3, 6), 0.01, verdicts.SUPPORTS),
+        ((0, 2), (4, 6), 0.01, verdicts.CONTRADICTS),
+        ((3, 6), (3, 6), 3.0, verdicts.INCONCLUSIVE),
+    ],
+)
+def test_locus_returns_each_verdict(band_a, band_b, noise, want):
+    n = 12
+    a = 0.3 + noise * RNG.standard_normal(n)
+    res = _compute(a, 0.3 + noise * RNG.standard_normal(n), band_a=band_a, band_b=band_b)
+    assert verdicts.locus_shared(res).verdict == want
+
+
+def test_locus_from_a_single_position_is_inconclusive(monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "POSITIONS", [-1])
+    res = _compute(np.full(12, 0.5), np.full(12, 0.5))
+    v = verdicts.locus_shared(res)
+    assert v.verdict == verdicts.INCONCLUSIVE and "one position" in v.flags[-1]
+
+
+def test_locus_not_run_without_a_positive_effect():
+    res = _compute(np.zeros(6), np.zeros(6))
+    assert verdicts.locus_shared(res).verdict == verdicts.NOT_RUN
+
+
+def test_grids_key_on_every_identity_column_and_refuse_overwrites():
+    g = np.full(4, 2.0)
+    base = _direction("restore_confidence", np.full(4, 0.5), g)
+    kl = [{**r, "metric": "kl_to_clean", "patched": 99.0} for r in base]
+    heads = [
+        {**r, "component": "head", "head": h, "patched": float(h)} for r in base for h in (0, 1)
+    ]
+    table = _table(base + kl + heads)
+    assert len(keys(table)) == 4
+    main = build(table, "restore_confidence")
+    assert main is not None and np.nanmax(main.patched) < 99  # the KL rows did not land here
+    h1 = build(table, Key("restore_confidence", component="head", head=1))
+    assert h1 is not None and np.all(h1.patched == 1.0)
+    with pytest.raises(ValueError, match="repeat a"):
+        build(_table(base + base), "restore_confidence")
+
+
+def _with_control(control_restoration: np.ndarray, noise: float = 0.0) -> results.Results:
+    n = len(control_restoration)
+    gap = np.full(n, 2.0)
+    rows = _direction("restore_confidence", np.full(n, 0.8), gap)
+    ctrl = _direction("restore_confidence", control_restoration, gap)
+    for r in ctrl:  # the control's own source sits at +0.5, not at the real clean (+1)
+        r.update(control="same_class", clean=0.5, patched=r["patched"] + noise * RNG.normal())
+    return results.compute(_table(rows + ctrl), N_LAYERS, None, results.Options(n_boot=300))
+
+
+@pytest.mark.parametrize(
+    ("control", "noise", "want"),
+    [
+        (0.0, 0.01, verdicts.SUPPORTS),
+        (1.2, 0.01, verdicts.CONTRADICTS),
+        (0.8, 3.0, verdicts.INCONCLUSIVE),
+    ],
+)
+def test_controls_return_each_verdict_per_direction(control, noise, want):
+    res = _with_control(np.full(16, control), noise)
+    v = verdicts.controls(res, "restore_confidence")
+    assert v.verdict == want, v.numbers
+    c = res.directions["restore_confidence"].controls["same_class"]
+    # patched = corrupted + control x 2 logits; toward the own source: that change / 1.5 logits
+    assert c.change.estimate == pytest.approx(2 * control, abs=1.0)
+    if noise < 0.1:
+        assert c.toward_own.estimate == pytest.approx(2 * control / 1.5, abs=0.05)
+    assert verdicts.controls(res, "induce_tentativeness").verdict == verdicts.NOT_RUN
+
+
+def test_controls_not_run_without_control_rows():
+    res = _compute(np.ones(5), np.ones(5))
+    assert verdicts.controls(res, "restore_confidence").verdict == verdicts.NOT_RUN
+
+
+def _answers(p_decl: dict[str, float], n_pairs: int = 20, n_samples: int = 4) -> pa.Table:
+    rows = []
+    for p in range(n_pairs):
+        for cond, pr in p_decl.items():
+            for s in range(n_samples):
+                decl = RNG.random() < pr
+                # within a condition the metric tracks the answer only for 'certain'
+                lean = (1.0 if decl else -1.0) if cond == "certain" else 0.0
+                metric = {"certain": 2.0, "neutral": 0.0, "uncertain": -2.0}[cond] + lean
+                rows.append(
+                    {
+                        "pair_id": f"p{p:02d}",
+                        "condition": cond,
+                        "decoding": "sampled",
+                        "sample": s,
+                        "style_label": "declarative" if decl else "tentative",
+                        "metric_value": metric + 0.1 * RNG.normal(),
+                    }
+                )
+    return pa.Table.from_pylist(rows)
+
+
+def test_behaviour_rates_count_each_prompt_once_and_auroc_is_also_within_condition():
+    from hallu.analysis import behavior_rates
+
+    beh = _answers({"certain": 0.7, "neutral": 0.5, "uncertain": 0.2})
+    rates = behavior_rates.prompt_rates(beh, n_boot=300)
+    for cond, r in rates.items():
+        assert (r.n_prompts, r.n_answers) == (20, 80)
+        sub = beh.filter(pa.compute.equal(beh["condition"], cond)).to_pylist()
+        per_prompt = [
+            np.mean([a["style_label"] == "declarative" for a in sub if a["pair_id"] == p])
+            for p in sorted({a["pair_id"] for a in sub})
+        ]
+        assert r.rate.estimate == pytest.approx(np.mean(per_prompt))
+        assert r.rate.lo < r.rate.estimate < r.rate.hi
+    auc = behavior_rates.tracking(beh, n_boot=200)
+    assert auc["pooled"].lo > 0.6  # pooled: the condition drives both
+    assert auc["certain"].estimate > 0.95  # within 'certain' the metric follows the answer
+    assert auc["neutral"].lo < 0.5 < auc["neutral"].hi  # within 'neutral' it does not
