@@ -18,7 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from hallu.errors import UserError
 
-CONF_DIR = Path(os.environ.get("HALLU_CONF_DIR", Path(__file__).resolve().parent.parent / "conf"))
+# The packaged configs (Hydra's pkg://hallu.conf). A user's own directory (--config-dir DIR or
+# $HALLU_CONFIG_DIR) is added to Hydra's search path: its files add options to the packaged groups
+# (model/mine.yaml -> model=mine). Hydra would silently prefer a packaged file of the same name, so
+# such a clash is refused.
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+CONFIG_DIR_ENV = "HALLU_CONFIG_DIR"
 
 Direction = Literal["restore_confidence", "induce_tentativeness"]
 # Which condition's activations are patched into which condition's run, per direction.
@@ -308,33 +313,68 @@ def validate(raw: dict[str, Any]) -> Config:
         raise UserError(_format_validation_error(err)) from None
 
 
-def compose(overrides: list[str]) -> Config:
-    """Compose conf/config.yaml with command-line overrides (Hydra syntax) and validate it."""
+def user_config_dir(config_dir: str | None = None) -> Path | None:
+    """The user's extra config directory: the argument, else $HALLU_CONFIG_DIR, else None."""
+    given = config_dir or os.environ.get(CONFIG_DIR_ENV)
+    if not given:
+        return None
+    path = Path(given).expanduser().resolve()
+    if not path.is_dir():
+        where = "--config-dir" if config_dir else f"${CONFIG_DIR_ENV}"
+        raise UserError(f"{where}={given}: no such directory; give a directory of config groups")
+    clashes = sorted(
+        str(f.relative_to(path))
+        for f in path.glob("*/*.yaml")
+        if (CONF_DIR / f.relative_to(path)).exists()
+    )
+    if clashes:
+        raise UserError(
+            f"config dir {path}: {', '.join(clashes)} has the name of a packaged config, which "
+            "Hydra would use instead; rename yours (e.g. model/my_toy.yaml -> model=my_toy)"
+        )
+    return path
+
+
+def config_dirs(config_dir: str | None = None) -> list[Path]:
+    """Where configs come from: the user's directory (if any), then the packaged one."""
+    user = user_config_dir(config_dir)
+    return ([user] if user else []) + [CONF_DIR]
+
+
+def group_options(group: str, config_dir: str | None = None) -> list[str]:
+    """Every option of a config group, packaged and the user's own."""
+    return sorted({p.stem for d in config_dirs(config_dir) for p in (d / group).glob("*.yaml")})
+
+
+def compose(overrides: list[str], config_dir: str | None = None) -> Config:
+    """Compose hallu.conf's config.yaml with overrides (Hydra syntax) and validate it."""
     from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from hydra import initialize_config_module
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    user = user_config_dir(config_dir)
+    search = [f"hydra.searchpath=[file://{user}]"] if user else []
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-            cfg = hydra_compose("config", overrides=overrides)
+        with initialize_config_module(config_module="hallu.conf", version_base=None):
+            cfg = hydra_compose("config", overrides=search + list(overrides))
         raw = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except (HydraException, OmegaConfBaseException) as err:
-        raise UserError(_format_hydra_error(err)) from None
+        raise UserError(_format_hydra_error(err, config_dir)) from None
     return validate(raw)  # type: ignore[arg-type]
 
 
-def _format_hydra_error(err: Exception) -> str:
+def _format_hydra_error(err: Exception, config_dir: str | None = None) -> str:
     text = str(err).split("\nConfig search path:")[0].strip()
     m = re.search(r"Could not find '(\w+)/([^']+)'", text)
     if m:
         group, option = m.groups()
-        options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+        options = group_options(group, config_dir)
         fix = f"choose one of {', '.join(options)}"
         if group == "model":
             fix += ", or keep a preset and set model.name_or_path=<hub id or local directory>"
-        return f"{group}={option}: there is no conf/{group}/{option}.yaml; {fix}"
+        return f"{group}={option}: there is no {group}/{option}.yaml in the configs; {fix}"
     m = re.search(r"Could not override '([^']+)'", text)
     if m:
         key = m.group(1)

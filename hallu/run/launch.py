@@ -38,20 +38,23 @@ See README.md for every group and key.
 
 
 def main(argv: list[str]) -> int:
-    if any(a in ("-h", "--help") for a in argv):
-        print(USAGE)
-        return 0
+    from hallu.cli import parse
+
     try:
-        return _run(argv)
+        args = parse(argv)
+        if args.help:
+            print(USAGE)
+            return 0
+        return _run(args.overrides, args.config_dir)
     except UserError as err:
         print(f"hallu: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
 
 
-def _run(argv: list[str]) -> int:
+def _run(argv: list[str], config_dir: str | None = None) -> int:
     from hallu.config import compose
 
-    cfg = compose(argv)
+    cfg = compose(argv, config_dir)
     if cfg.cluster.kind in ("lambda", "runpod"):  # submit as a Ray Job; the job runs the rest
         from hallu.run.jobs import submit_and_follow
 
