@@ -46,12 +46,25 @@ class TinySpec(_Strict):
     seed: int = 0
 
 
+class ShapeSpec(_Strict):
+    """A preset's model sizes (from its config.json), so `mode=plan` needs no download."""
+
+    n_layers: int = Field(ge=1)
+    d_model: int = Field(ge=1)
+    n_heads: int = Field(ge=1)
+    n_kv_heads: int = Field(ge=1)
+    d_mlp: int = Field(ge=1)
+    vocab_size: int = Field(ge=1)
+    context: int = Field(ge=1)  # max_position_embeddings
+
+
 class ModelCfg(_Strict):
     name_or_path: str = Field(min_length=1)
     revision: str | None = None
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     device: str = "auto"
     tiny: TinySpec | None = None
+    shape: ShapeSpec | None = None  # for planning offline; the loaded model's config wins
 
     @field_validator("device")
     @classmethod
@@ -114,6 +127,12 @@ class ClusterCfg(_Strict):
     shards_per_worker: int = Field(default=2, ge=1, le=2)  # in flight per worker (ray.wait)
     max_shard_failures: int = Field(default=3, ge=1)  # then the run stops, naming the shard
     max_worker_restarts: int = Field(default=3, ge=0)  # per actor, after its process dies
+    # For the plan's time, memory and cost (hallu/run/gpus.py): the GPU kind each worker gets,
+    # its price per GPU-hour (null: the table's default) and the fraction of peak FLOP/s the
+    # engine reaches (null: measured by hallu.bench --gpu on that kind, else assumed).
+    gpu: Literal["a100_40gb", "a100_80gb", "h100", "h200", "l40s"] | None = None
+    price_per_gpu_hour: float | None = Field(default=None, ge=0)
+    mfu: float | None = Field(default=None, gt=0, le=1)
 
 
 class StorageCfg(_Strict):
@@ -257,7 +276,9 @@ class Config(_Strict):
 
     def study_hash(self) -> str:
         """Hash of everything that determines the results (not mode, run id or where they go)."""
-        d = self.model_dump(exclude={"mode", "run_id", "cluster", "storage"})
+        # model.shape only describes the weights, which are hashed by name and revision.
+        d = self.model_dump(exclude={"mode": True, "run_id": True, "cluster": True,
+                                     "storage": True, "model": {"shape"}})  # fmt: skip
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 

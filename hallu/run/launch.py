@@ -55,6 +55,8 @@ def _run(argv: list[str], config_dir: str | None = None) -> int:
     from hallu.config import compose
 
     cfg = compose(argv, config_dir)
+    if cfg.mode == "plan":  # for any cluster: nothing is submitted, loaded or downloaded
+        return _plan(cfg)
     if cfg.cluster.kind in ("lambda", "runpod"):  # submit as a Ray Job; the job runs the rest
         from hallu.run.jobs import submit_and_follow
 
@@ -69,12 +71,6 @@ def _run(argv: list[str], config_dir: str | None = None) -> int:
     # Each experiment is planned (and its inputs validated) only when it is asked for.
     plan = prep.plan() if "patching" in experiments else None
     chunks = _behavior_chunks(cfg, prep) if "behavior" in experiments else None
-    if cfg.mode == "plan":
-        if plan is not None:
-            _print_plan(cfg, plan)
-        if chunks is not None:
-            _print_behavior_plan(cfg, chunks, config_printed=plan is not None)
-        return 0
 
     from hallu.store.local import LocalStore, new_run_id
 
@@ -162,11 +158,22 @@ def _run_behavior(
     print(f"results: {store.dir}/behavior (summary.md, figure1.png, responses/*.parquet)")
 
 
-def _print_plan(cfg: Config, plan: Plan) -> None:
+def _plan(cfg: Config) -> int:
+    """mode=plan: the resolved config, the work plan and its estimate; loads no weights."""
     from omegaconf import OmegaConf
 
+    from hallu.run.plan_print import format_estimate, plan_and_estimate
+
+    plan, est = plan_and_estimate(cfg)
     print("# resolved config")
     print(OmegaConf.to_yaml(cfg.model_dump()))
+    if plan is not None:
+        _print_plan(plan)
+    print("\n".join(format_estimate(cfg, est)))
+    return 0
+
+
+def _print_plan(plan: Plan) -> None:
     print("# work plan")
     print(plan.describe())
     for s in plan.shards[:10]:
@@ -183,18 +190,6 @@ def _print_plan(cfg: Config, plan: Plan) -> None:
         )
     if len(plan.shards) > 10:
         print(f"... and {len(plan.shards) - 10} more shards")
-
-
-def _print_behavior_plan(cfg: Config, chunks: list[Chunk], config_printed: bool) -> None:
-    from omegaconf import OmegaConf
-
-    from hallu.behavior.experiment import describe
-
-    if not config_printed:
-        print("# resolved config")
-        print(OmegaConf.to_yaml(cfg.model_dump()))
-    print("# behaviour plan")
-    print(describe(cfg, chunks))
 
 
 def cli() -> None:

@@ -1,0 +1,121 @@
+"""GPU kinds a plan can price, and the local calibration file `hallu.bench --gpu` writes. No torch.
+
+Peak rates are the vendors' datasheet dense FP16/BF16 tensor-core TFLOP/s (no 2:4 sparsity):
+A100 SXM 312, H100 SXM 989, H200 989, L40S 362. Prices are rough on-demand list prices per
+GPU-hour (Lambda/RunPod, 2025) and only a default: set `cluster.price_per_gpu_hour=...`.
+
+The calibration file (default ~/.cache/hallu/calibration.json, or $HALLU_CALIBRATION) holds one
+entry per GPU kind, measured by `python -m hallu.bench --gpu` on that card:
+
+    {"version": 1,
+     "gpus": {"h100": {"mfu": 0.38,             # engine FLOP/s / this table's peak_tflops
+                       "engine_tflops": 376.0,  # FLOP/s the fast engine reached (analytic FLOP)
+                       "matmul_tflops": 720.0,  # a large fp16 matmul on the same card
+                       "device_name": "NVIDIA H100 80GB HBM3",
+                       "measured_at": "2026-11-27T13:00:00Z"}}}
+
+A plan uses the measured `mfu` for its GPU kind when there is one, else `ASSUMED_MFU`, and says
+which.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Fraction of the datasheet peak the fast engine's patching is assumed to reach before a
+# measurement: its batches are many short, suffix-only rows, far from one big matmul.
+ASSUMED_MFU = 0.3
+# Generation (Experiment 1) decodes one token at a time: memory-bound, far lower utilisation.
+ASSUMED_GENERATION_MFU = 0.03
+
+
+@dataclass(frozen=True)
+class Gpu:
+    kind: str
+    label: str
+    peak_tflops: float  # dense fp16/bf16 tensor-core, datasheet
+    memory_gb: float  # what the card has (GB = 1e9 bytes, as vendors count)
+    price_per_hour: float  # USD per GPU-hour, a default to override
+
+
+GPUS: dict[str, Gpu] = {
+    g.kind: g
+    for g in (
+        Gpu("a100_40gb", "A100 SXM 40GB", 312.0, 40.0, 1.29),
+        Gpu("a100_80gb", "A100 SXM 80GB", 312.0, 80.0, 1.79),
+        Gpu("h100", "H100 SXM 80GB", 989.0, 80.0, 2.99),
+        Gpu("h200", "H200 SXM 141GB", 989.0, 141.0, 3.79),
+        Gpu("l40s", "L40S 48GB", 362.0, 48.0, 0.99),
+    )
+}
+
+
+def calibration_path() -> Path:
+    env = os.environ.get("HALLU_CALIBRATION")
+    if env:
+        return Path(env).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "hallu" / "calibration.json"
+
+
+def read_calibration(path: Path | None = None) -> dict[str, dict[str, Any]]:
+    """GPU kind -> its measured entry; {} when there is no file (or an unreadable one)."""
+    path = path or calibration_path()
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    gpus = data.get("gpus") if isinstance(data, dict) else None
+    return gpus if isinstance(gpus, dict) else {}
+
+
+def write_calibration(
+    kind: str, engine_tflops: float, path: Path | None = None, **info: Any
+) -> dict:
+    """Record a measurement for GPU `kind` (mfu against the datasheet peak); returns the entry."""
+    if kind not in GPUS:
+        raise ValueError(f"unknown GPU kind {kind!r}; known: {', '.join(GPUS)}")
+    path = path or calibration_path()
+    entry = {
+        "mfu": engine_tflops / GPUS[kind].peak_tflops,
+        "engine_tflops": engine_tflops,
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **info,
+    }
+    gpus = read_calibration(path)
+    gpus[kind] = entry
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"version": 1, "gpus": gpus}, indent=1, sort_keys=True))
+    tmp.replace(path)  # atomic: a reader never sees half a file
+    return entry
+
+
+def kind_for_device(name: str) -> str | None:
+    """The table's kind for a CUDA device name (torch.cuda.get_device_name), or None."""
+    n = name.lower()
+    if "h200" in n:
+        return "h200"
+    if "h100" in n:
+        return "h100"
+    if "l40s" in n:
+        return "l40s"
+    if "a100" in n:
+        return "a100_80gb" if "80" in n else "a100_40gb"
+    return None
+
+
+def mfu_for(kind: str, override: float | None = None) -> tuple[float, str]:
+    """(MFU, where it came from): the user's override, a measurement, or the assumption."""
+    if override is not None:
+        return override, "set by cluster.mfu"
+    entry = read_calibration().get(kind)
+    if entry and isinstance(entry.get("mfu"), int | float) and entry["mfu"] > 0:
+        when = entry.get("measured_at", "?")
+        return float(entry["mfu"]), f"measured by hallu.bench --gpu on {kind} at {when}"
+    return ASSUMED_MFU, "assumed; run `python -m hallu.bench --gpu` on this GPU to measure it"
