@@ -45,6 +45,10 @@ def main(argv: list[str]) -> int:
         if args.help:
             print(USAGE)
             return 0
+        if args.multirun:
+            from hallu.run.multirun import run
+
+            return run(args.overrides, args.config_dir, lambda o: _run(o, args.config_dir))
         return _run(args.overrides, args.config_dir)
     except UserError as err:
         print(f"hallu: error: {err}", file=sys.stderr)

@@ -82,15 +82,11 @@ def format_estimate(cfg: Config, est: dict[str, Any]) -> list[str]:
             f"patching FLOP: naive {est['flops_naive']:.2e}, with the engine "
             f"{est['flops_engine']:.2e} ({ratio:.1f}x fewer)",
         ]
-    if "answers" in est:
-        lines.append(
-            f"behavior: {est['answers']:,} answers, about {est['flops_behavior']:.2e} FLOP"
-        )
     m: Memory = est["memory"]
     lines.append(
-        f"memory per replica: weights {m.weights / GB:.2f} GB + traces {m.traces / GB:.2f} GB + "
-        f"batch {m.batch / GB:.2f} GB (generation KV cache {m.generation / GB:.2f} GB) + CUDA "
-        f"context 1.5 GB = {m.total / GB:.1f} GB"
+        f"memory per replica: weights {_gb(m.weights)} + traces {_gb(m.traces)} + batch "
+        f"{_gb(m.batch)} (generation KV cache {_gb(m.generation)}) + CUDA context 1.5 GB = "
+        f"{_gb(m.total)}"
     )
     if "gpu" not in est:
         lines.append("time and cost: set cluster.gpu=a100_40gb|a100_80gb|h100|h200|l40s")
@@ -100,17 +96,24 @@ def format_estimate(cfg: Config, est: dict[str, Any]) -> list[str]:
         f"fits: {per} x {g.label} per replica ({per * g.memory_gb:.0f} GB), {n} replica(s)",
         f"MFU: {est['mfu']:.2f} ({est['mfu_source']}); generation {ASSUMED_GENERATION_MFU} "
         "(assumed, memory-bound decoding)",
-        f"time: {_hours(est['hours'])} wall on {n} x {per} x {g.label} (compute at "
+        f"time: {hours_text(est['hours'])} wall on {n} x {per} x {g.label} (compute at "
         f"{g.peak_tflops:.0f} TFLOP/s peak x MFU, plus {est['load_s'] / 60:.1f} min to load the "
         "weights at 1 GB/s)",
-        f"cost: ${est['cost']:,.2f} ({n * per} GPUs x {_hours(est['hours'])} x "
+        f"cost: ${est['cost']:,.{2 if est['cost'] >= 1 else 4}f} ({n * per} GPUs x "
+        f"{hours_text(est['hours'])} x "
         f"${est['price']:.2f}/GPU-hour, {est['price_source']})",
     ]
     return lines
 
 
-def _hours(h: float) -> str:
-    return f"{h:.2f} h" if h >= 1 else f"{h * 60:.1f} min"
+def hours_text(h: float) -> str:
+    if h >= 1:
+        return f"{h:.2f} h"
+    return f"{h * 60:.1f} min" if h * 60 >= 1 else f"{h * 3600:.1f} s"
+
+
+def _gb(n: float) -> str:
+    return f"{n / GB:.2f} GB" if n >= 0.01 * GB else f"{n / 1e6:.2f} MB"
 
 
 def offline(cfg: Config) -> tuple[Any, dict[str, dict[str, int]], dict[str, int] | None]:
