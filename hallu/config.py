@@ -266,6 +266,7 @@ class Config(_Strict):
     mode: Literal["run", "plan"] = "run"
     run_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
     seed: int = 0
+    verbose: bool = False  # library logs and progress bars (transformers, hub, Ray)
     model: ModelCfg
     prompts: PromptsCfg
     metric: MetricCfg
@@ -277,7 +278,7 @@ class Config(_Strict):
     def study_hash(self) -> str:
         """Hash of everything that determines the results (not mode, run id or where they go)."""
         # model.shape only describes the weights, which are hashed by name and revision.
-        d = self.model_dump(exclude={"mode": True, "run_id": True, "cluster": True,
+        d = self.model_dump(exclude={"mode": True, "run_id": True, "verbose": True, "cluster": True,
                                      "storage": True, "model": {"shape"}})  # fmt: skip
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -300,22 +301,41 @@ _HINTS = {
 }
 
 
+# Spellings users bring from other tools, for values that are a fixed list.
+_ALIASES = {"fp16": "float16", "half": "float16", "fp32": "float32", "bf16": "bfloat16"}
+
+
 def _format_validation_error(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"] if not str(p).startswith(("literal[", "list[")))
         key = re.sub(r"\.(str|int|function-after\[.*?\])", "", key)
         if e["type"] == "extra_forbidden":
-            parent, _, leaf = key.rpartition(".")
+            from hallu.cli import did_you_mean
+
+            hint = did_you_mean(key, None)
             lines.append(
-                f"unknown config key '{key}': remove it or check its spelling"
-                + (f" (see conf/ for the keys of '{parent}')" if parent else "")
+                f"unknown config key '{key}'" + (hint or ": remove it or check its spelling")
             )
             continue
         given = e.get("input")
-        hint = next((h for k, h in _HINTS.items() if key == k or key.startswith(k + ".")), "")
+        # The 'model' hint is for a missing model section, not for a bad value inside it.
+        hint = next(
+            (
+                h
+                for k, h in _HINTS.items()
+                if key == k or (k != "model" and key.startswith(k + "."))
+            ),
+            "",
+        )
         msg = f"config key '{key}': {e['msg']} (got {given!r})"
-        lines.append(msg + (f"; {hint}" if hint else ""))
+        if e["type"] == "literal_error" and isinstance(given, str):
+            from hallu.cli import closest
+
+            allowed = re.findall(r"'([^']*)'", str(e.get("ctx", {}).get("expected", "")))
+            near = _ALIASES.get(given.lower()) or closest(given, allowed)
+            hint = f"did you mean {key}={near}?" if near in allowed else hint
+        lines.append(msg + (f"; {hint}" if hint and hint not in msg else ""))
     # pydantic reports each union branch separately; keep one line per key.
     seen, unique = set(), []
     for line in lines:
@@ -392,14 +412,23 @@ def _format_hydra_error(err: Exception, config_dir: str | None = None) -> str:
     if m:
         group, option = m.groups()
         options = group_options(group, config_dir)
-        fix = f"choose one of {', '.join(options)}"
+        from hallu.cli import closest
+
+        near = closest(option, options)
+        fix = f"did you mean {group}={near}? Options: " if near else "choose one of "
+        fix += ", ".join(options)
         if group == "model":
             fix += ", or keep a preset and set model.name_or_path=<hub id or local directory>"
         return f"{group}={option}: there is no {group}/{option}.yaml in the configs; {fix}"
-    m = re.search(r"Could not override '([^']+)'", text)
+    m = re.search(r"Could not override '([^']+)'.*?use \+[^=]+=(.*)$", text, re.S)
     if m:
-        key = m.group(1)
-        return f"unknown config key '{key}': check its spelling against conf/ (Hydra: {text})"
+        from hallu.cli import did_you_mean
+
+        key, value = m.group(1), m.group(2).strip()
+        hint = did_you_mean(key, value, config_dir)
+        return f"unknown config key '{key}'" + (
+            hint or "; check its spelling (python -m hallu.launch --help lists the keys)"
+        )
     if "Missing mandatory value" in text:
         key = getattr(err, "full_key", None) or text.split(":")[-1].strip()
         return f"config key '{key}' has no value: set {key}=..."

@@ -43,7 +43,9 @@ def main(argv: list[str]) -> int:
     try:
         args = parse(argv)
         if args.help:
-            print(USAGE)
+            from hallu.cli import help_text
+
+            print(help_text(args.config_dir))
             return 0
         if args.multirun:
             from hallu.run.multirun import run
@@ -65,6 +67,9 @@ def _run(argv: list[str], config_dir: str | None = None) -> int:
         from hallu.run.jobs import submit_and_follow
 
         return submit_and_follow(cfg, argv)
+    from hallu.cli import quiet_libraries
+
+    quiet_libraries(cfg.verbose)
     import torch
 
     from hallu.run.worker import prepare
