@@ -1,7 +1,9 @@
-"""`python -m hallu.launch [group=option ...] [key=value ...] [+sweep=NAME]`: the one entry point.
+"""`python -m hallu.launch [--config-dir DIR] [-m] [group=option ...] [key=value ...]`: the entry.
 
-compose + validate the config -> tokenize prompts and plan (no weights) -> [mode=plan stops here]
--> load the model -> run.json -> run unfinished shards -> aggregate into figures and a summary.
+compose + validate the config -> [mode=plan: plan and price it offline (hallu/run/plan_print.py),
+stop] -> tokenize prompts and plan (no weights) -> load the model -> run.json -> run unfinished
+shards -> aggregate into figures and a summary. `-m` runs one study per combination of swept
+values (hallu/run/multirun.py); flags, --help and "did you mean" live in hallu/cli.py.
 
 Any mistake in what the user asked for ends with one message naming the key or file and the fix,
 exit code 2, and no result files. Hydra's compose API is used instead of `@hydra.main` so that
@@ -23,18 +25,6 @@ if TYPE_CHECKING:
     from hallu.run.plan import Plan
     from hallu.run.worker import Prepared
     from hallu.store.local import LocalStore
-
-USAGE = """usage: python -m hallu.launch [OVERRIDE ...]
-
-Overrides use Hydra syntax:
-  model=tiny|llama2_7b_chat|llama2_13b_chat|llama2_70b_chat   model.name_or_path=<hub id or dir>
-  prompts=builtin|file  prompts.path=my.csv  prompts.chat_template=false
-  +sweep=full|debug|behavior  sweep.layers=[0,5,-1]  sweep.positions=all|last:K|[...]  sweep.pairs=N
-  mode=plan (print config and work plan, load no model)  run_id=NAME (resume or name a run)
-  storage.root=DIR   storage=s3 storage.bucket=B [storage.endpoint_url=URL]
-  cluster=local|ray_local|ray|lambda|runpod  cluster.num_workers=N
-See README.md for every group and key.
-"""
 
 
 def main(argv: list[str]) -> int:
@@ -58,13 +48,21 @@ def main(argv: list[str]) -> int:
 
 
 def _run(argv: list[str], config_dir: str | None = None) -> int:
-    from hallu.config import compose
+    import os
+
+    from hallu.config import CONFIG_DIR_ENV, compose
 
     cfg = compose(argv, config_dir)
     if cfg.mode == "plan":  # for any cluster: nothing is submitted, loaded or downloaded
         return _plan(cfg)
     if cfg.cluster.kind in ("lambda", "runpod"):  # submit as a Ray Job; the job runs the rest
         from hallu.run.jobs import submit_and_follow
+
+        if config_dir or os.environ.get(CONFIG_DIR_ENV):
+            raise UserError(
+                f"cluster={cfg.cluster.kind}: the job composes its config on the cluster, which "
+                "cannot see your --config-dir; put those options in hallu/conf/ of the checkout"
+            )
 
         return submit_and_follow(cfg, argv)
     from hallu.cli import quiet_libraries
