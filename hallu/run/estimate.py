@@ -109,6 +109,8 @@ def memory(cfg: Config, shape: Any, max_len: int) -> Memory:
     if "behavior" in cfg.sweep.experiments:
         new = cfg.behavior.max_new_tokens
         gen = cfg.behavior.batch_size * 2 * L * shape.n_kv_heads * hd * (max_len + new) * b
+    if "patching" not in cfg.sweep.experiments:
+        traces = row = 0
     return Memory(n_params(shape) * b, traces, row * n_layers, gen)
 
 
