@@ -1,6 +1,6 @@
 """`python -m hallu.launch [--config-dir DIR] [-m] [group=option ...] [key=value ...]`: the entry.
 
-compose + validate the config -> [mode=plan: plan and price it offline (hallu/run/plan_print.py),
+compose + validate the config -> [mode=plan: plan and price it offline (hallu/run/offline_plan.py),
 stop] -> tokenize prompts and plan (no weights) -> load the model -> run.json -> run unfinished
 shards -> aggregate into figures and a summary. `-m` runs one study per combination of swept
 values (hallu/run/multirun.py); flags, --help and "did you mean" live in hallu/cli.py.
@@ -169,7 +169,7 @@ def _plan(cfg: Config) -> int:
     """mode=plan: the resolved config, the work plan and its estimate; loads no weights."""
     from omegaconf import OmegaConf
 
-    from hallu.run.plan_print import format_estimate, plan_and_estimate
+    from hallu.run.offline_plan import format_estimate, plan_and_estimate
 
     plan, est = plan_and_estimate(cfg)
     print("# resolved config")

@@ -25,7 +25,7 @@ from typing import Any
 
 from hallu.config import Config, compose
 from hallu.errors import UserError
-from hallu.run.plan_print import hours_text
+from hallu.run.offline_plan import hours_text
 
 INDEX = "multirun.json"
 
@@ -86,7 +86,7 @@ def _configs(
 
 def _estimates(configs: list[tuple[str, list[str], Config]]) -> list[dict[str, Any]]:
     """Plan every study (validating its prompts, metric and positions); print each estimate."""
-    from hallu.run.plan_print import format_estimate, plan_and_estimate
+    from hallu.run.offline_plan import format_estimate, plan_and_estimate
 
     out = []
     for name, study, cfg in configs:
