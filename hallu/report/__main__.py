@@ -1,5 +1,7 @@
-"""`python -m hallu.report RUN_DIR` (hallu/report/html.py), or a multirun directory
-(hallu/report/multirun.py: its studies side by side)."""
+"""`python -m hallu.report RUN_DIR`: the command line is hallu/report/html.py; the document is
+built section by section in hallu/report/sections.py and rendered by hallu/report/doc.py.
+`python -m hallu.report MULTIRUN_DIR` (a directory with multirun.json) compares its studies side
+by side instead (hallu/report/multirun.py)."""
 
 import sys
 
