@@ -83,7 +83,7 @@ def submit_and_follow(cfg: Config, argv: list[str]) -> int:
             f"mode=plan with cluster={cfg.cluster.kind}: plan locally instead "
             "(drop cluster=..., the plan does not depend on it)"
         )
-    if not (REPO / "jobs" / "entry.py").is_file():  # an installed wheel has no jobs/ to upload
+    if not (REPO / "pyproject.toml").is_file():  # an installed wheel: site-packages, no checkout
         raise UserError(
             f"cluster={cfg.cluster.kind} uploads a source checkout as the job's working "
             f"directory, and {REPO} is not one; run from a clone (git clone ...; pip install -e .)"
