@@ -104,7 +104,10 @@ def did_you_mean(key: str, value: str | None, config_dir: str | None = None) -> 
     bare = key.lstrip("+~")
     tail = f"={value}" if value is not None else ""
     if "." not in bare and (g := closest(bare, groups)):
-        return f"; did you mean {'+' if g == 'sweep' else ''}{g}{tail}?"
+        from hallu.config import CONF_DIR
+
+        plus = "" if g in _defaults(CONF_DIR) else "+"  # a group without a default is added
+        return f"; did you mean {plus}{g}{tail}?"
     k = closest(bare, keys)
     return f"; did you mean {k}{tail}?" if k else ""
 
@@ -161,7 +164,9 @@ def help_text(config_dir: str | None = None) -> str:
     ]
     for g in groups:
         opts = [o + ("*" if defaults.get(g) == o else "") for o in group_options(g, config_dir)]
-        how = f"+{g}=NAME (replaces the default sweep)" if g not in defaults else f"{g}=NAME"
+        how = f"{g}=NAME" if g in defaults else f"+{g}=NAME (adds it; no default)"
+        if g == "sweep":
+            how = "+sweep=NAME (replaces the default sweep)"
         out.append(f"  {how:44s} {', '.join(opts)}")
     out += ["", "Main keys (hallu/conf/config.yaml):"]
     for key, doc in key_docs(CONF_DIR / "config.yaml").items():
