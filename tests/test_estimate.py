@@ -81,8 +81,8 @@ def test_engine_flops_match_the_benchmarks_count():
     torch = pytest.importorskip("torch")
     from hallu.bench import Case, flop_counts
     from hallu.engine.cells import shared_prefix
-    from hallu.engine.models import ModelShape
     from hallu.engine.tiny import build_model
+    from hallu.shape import ModelShape
 
     cfg = compose(["model=tiny", "metric=is_vs_might", "sweep.experiments=[patching]",
                    "sweep.directions=[restore_confidence]"])  # fmt: skip

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING
 from hallu.errors import EXIT_USER_ERROR, UserError
 
 if TYPE_CHECKING:
-    from hallu.behavior.experiment import Chunk
+    from hallu.behavior.schema import Chunk
     from hallu.config import Config
     from hallu.run.plan import Plan
-    from hallu.run.worker import Prepared
+    from hallu.run.prepare import Prepared
     from hallu.store.base import Store
 
 
@@ -70,7 +70,7 @@ def _run(argv: list[str], config_dir: str | None = None) -> int:
     quiet_libraries(cfg.verbose)
     import torch
 
-    from hallu.run.worker import prepare
+    from hallu.run.prepare import prepare
 
     torch.manual_seed(cfg.seed)
     prep = prepare(cfg)
@@ -130,7 +130,7 @@ def _run_patching(cfg: Config, plan: Plan, store: Store, run_meta: dict) -> None
 
 
 def _behavior_chunks(cfg: Config, prep: Prepared) -> list[Chunk]:
-    from hallu.behavior.experiment import plan_chunks
+    from hallu.behavior.schema import plan_chunks
 
     return plan_chunks(cfg, {pid: set(c) for pid, c in prep.token_ids.items()})
 
@@ -138,8 +138,9 @@ def _behavior_chunks(cfg: Config, prep: Prepared) -> list[Chunk]:
 def _run_behavior(
     prep: Prepared, chunks: list[Chunk], store: Store, run_meta: dict, with_patching: bool
 ) -> None:
-    from hallu.behavior.experiment import describe, run_behavior
+    from hallu.behavior.schema import describe
     from hallu.report.behavior import report
+    from hallu.run.local import run_behavior
 
     started = time.perf_counter()
     print(f"hallu: {describe(prep.cfg, chunks)}", file=sys.stderr)

@@ -50,7 +50,7 @@ def estimated_lengths(cfg: Config) -> dict[str, dict[str, int]]:
 
 
 def offline_shape(cfg: Config) -> Any:
-    from hallu.engine.models import ModelShape
+    from hallu.shape import ModelShape
 
     s = cfg.model.shape
     if s is None:
@@ -120,12 +120,12 @@ def offline(cfg: Config) -> tuple[Any, dict[str, dict[str, int]], dict[str, int]
     """(shape, token counts, shared prefixes or None) for planning, with no network."""
     if tokenizer_is_local(cfg):
         from hallu.engine.cells import shared_prefix
-        from hallu.run.worker import prepare
+        from hallu.run.prepare import prepare
 
         prep = prepare(cfg)
         ids = prep.token_ids
         if "behavior" in cfg.sweep.experiments:  # validates its conditions, as a run would
-            from hallu.behavior.experiment import plan_chunks
+            from hallu.behavior.schema import plan_chunks
 
             plan_chunks(cfg, {pid: set(c) for pid, c in ids.items()})
         lengths = {p: {c: len(i) for c, i in d.items()} for p, d in ids.items()}
