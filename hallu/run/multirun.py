@@ -115,10 +115,10 @@ def _print_totals(estimates: list[dict[str, Any]]) -> None:
 
 
 def _index(path: Path, studies: list[dict[str, Any]], argv: list[str]) -> None:
-    from hallu.store.local import _write_atomic
+    from hallu.store.local import write_atomic
 
     doc = {"version": 1, "argv": argv, "studies": studies}
-    _write_atomic(path, json.dumps(doc, indent=1).encode())
+    write_atomic(path, json.dumps(doc, indent=1).encode())
 
 
 def _open_dir(cfg: Config, mr_id: str, names: list[str], studies: list[list[str]]) -> Path:
