@@ -1,9 +1,10 @@
 # One image for the hallu driver and its Ray workers (GPU nodes; the driver runs fine on it too).
 #   docker build -t ghcr.io/YOUR-ORG/hallu:0.1.0 .   &&   docker push ghcr.io/YOUR-ORG/hallu:0.1.0
-# The versions are the ones the test suite ran with (CPU build there); Ray's version must be the
-# same on every node and on the machine that submits jobs. Not built in this repository's CI
-# (no docker there): build and smoke-test it before renting a cluster (infra/README.md).
-FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
+# hallu is installed from its wheel (configs, prompts and the toy model inside it), with the
+# versions the test suite ran with (requirements-lock.txt, written by .ci/lock; CPU torch there,
+# the CUDA build of the same torch version here). Ray's version must be the same on every node
+# and on the machine that submits jobs.
+FROM docker.io/nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
 
 ENV DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONUNBUFFERED=1 RAY_USAGE_STATS_ENABLED=0 PATH=/opt/venv/bin:$PATH
@@ -13,16 +14,21 @@ RUN apt-get update && apt-get install -y --no-install-recommends \
 
 # Heavy, rarely changing layers first. torch's CUDA wheels bring their own CUDA libraries.
 RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128
-RUN pip install "ray[default]==2.60.0" transformers==5.24.0 tokenizers==0.23.3 \
-        huggingface_hub==2.4.0 pyarrow==26.0.1 boto3==1.43.11 pydantic==2.13.4 hydra-core==1.3.8
+COPY requirements-lock.txt /tmp/requirements-lock.txt
+# The runtime pins only (the lock's test tools are not needed in the image).
+RUN grep -vE '^(#|pytest|moto|ruff)' /tmp/requirements-lock.txt > /tmp/runtime.txt \
+    && pip install -r /tmp/runtime.txt "ray[default]" -c /tmp/runtime.txt
 
+# Build the wheel in a throwaway stage-like step and install it (not editable, no source tree).
 WORKDIR /opt/hallu
-COPY pyproject.toml README.md* ./
+COPY pyproject.toml README.md ./
 COPY hallu ./hallu
-COPY conf ./conf
+RUN pip wheel --no-deps -w /tmp/dist . && pip install -c /tmp/runtime.txt /tmp/dist/hallu-*.whl \
+    && rm -rf /opt/hallu/hallu /tmp/dist \
+    && cd / && python -c "import hallu.run.ray, hallu.store.s3, hallu.run.jobs, hallu.conf"
+# The Ray Job entry point (jobs/entry.py) and the cluster scripts stay as files.
 COPY jobs ./jobs
 COPY infra ./infra
-RUN pip install -e . && python -c "import hallu.run.ray, hallu.store.s3, hallu.run.jobs"
 
 # Weights are staged per node at run time (infra/stage_weights.sh), never baked in.
 CMD ["bash"]

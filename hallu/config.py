@@ -18,7 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from hallu.errors import UserError
 
-CONF_DIR = Path(os.environ.get("HALLU_CONF_DIR", Path(__file__).resolve().parent.parent / "conf"))
+# The packaged configs (Hydra's pkg://hallu.conf). A user's own directory (--config-dir DIR or
+# $HALLU_CONFIG_DIR) is added to Hydra's search path: its files add options to the packaged groups
+# (model/mine.yaml -> model=mine). Hydra would silently prefer a packaged file of the same name, so
+# such a clash is refused.
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+CONFIG_DIR_ENV = "HALLU_CONFIG_DIR"
 
 Direction = Literal["restore_confidence", "induce_tentativeness"]
 # Which condition's activations are patched into which condition's run, per direction.
@@ -66,6 +71,18 @@ class PlantedSpec(_Strict):
         return self
 
 
+class ShapeSpec(_Strict):
+    """A preset's model sizes (from its config.json), so `mode=plan` needs no download."""
+
+    n_layers: int = Field(ge=1)
+    d_model: int = Field(ge=1)
+    n_heads: int = Field(ge=1)
+    n_kv_heads: int = Field(ge=1)
+    d_mlp: int = Field(ge=1)
+    vocab_size: int = Field(ge=1)
+    context: int = Field(ge=1)  # max_position_embeddings
+
+
 class ModelCfg(_Strict):
     name_or_path: str = Field(min_length=1)
     revision: str | None = None
@@ -73,6 +90,7 @@ class ModelCfg(_Strict):
     device: str = "auto"
     tiny: TinySpec | None = None
     planted: PlantedSpec | None = None
+    shape: ShapeSpec | None = None  # for planning offline; the loaded model's config wins
 
     @field_validator("device")
     @classmethod
@@ -138,6 +156,12 @@ class ClusterCfg(_Strict):
     shards_per_worker: int = Field(default=2, ge=1, le=2)  # in flight per worker (ray.wait)
     max_shard_failures: int = Field(default=3, ge=1)  # then the run stops, naming the shard
     max_worker_restarts: int = Field(default=3, ge=0)  # per actor, after its process dies
+    # For the plan's time, memory and cost (hallu/run/gpus.py): the GPU kind each worker gets,
+    # its price per GPU-hour (null: the table's default) and the fraction of peak FLOP/s the
+    # engine reaches (null: measured by hallu.bench --gpu on that kind, else assumed).
+    gpu: Literal["a100_40gb", "a100_80gb", "h100", "h200", "l40s"] | None = None
+    price_per_gpu_hour: float | None = Field(default=None, ge=0)
+    mfu: float | None = Field(default=None, gt=0, le=1)
 
 
 class StorageCfg(_Strict):
@@ -277,11 +301,12 @@ class AnalysisCfg(_Strict):
 
 class Config(_Strict):
     mode: Literal["run", "plan"] = "run"
-    # A label for a bundle of choices (conf/protocol/): `seed` = the seed study's protocol.
+    # A label for a bundle of choices (hallu/conf/protocol/): `seed` = the source study's.
     # The report derives the limits it names from the resolved values, not from this label.
     protocol: Literal["default", "seed"] = "default"
     run_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
     seed: int = 0
+    verbose: bool = False  # library logs and progress bars (transformers, hub, Ray)
     model: ModelCfg
     prompts: PromptsCfg
     metric: MetricCfg
@@ -293,7 +318,9 @@ class Config(_Strict):
 
     def study_hash(self) -> str:
         """Hash of everything that determines the results (not mode, run id or where they go)."""
-        d = self.model_dump(exclude={"mode", "run_id", "cluster", "storage", "analysis"})
+        # model.shape only describes the weights, which are hashed by name and revision.
+        skip = ("mode", "run_id", "verbose", "cluster", "storage", "analysis")
+        d = self.model_dump(exclude={**dict.fromkeys(skip, True), "model": {"shape"}})
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -316,22 +343,41 @@ _HINTS = {
 }
 
 
+# Spellings users bring from other tools, for values that are a fixed list.
+_ALIASES = {"fp16": "float16", "half": "float16", "fp32": "float32", "bf16": "bfloat16"}
+
+
 def _format_validation_error(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"] if not str(p).startswith(("literal[", "list[")))
         key = re.sub(r"\.(str|int|function-after\[.*?\])", "", key)
         if e["type"] == "extra_forbidden":
-            parent, _, leaf = key.rpartition(".")
+            from hallu.cli import did_you_mean
+
+            hint = did_you_mean(key, None)
             lines.append(
-                f"unknown config key '{key}': remove it or check its spelling"
-                + (f" (see conf/ for the keys of '{parent}')" if parent else "")
+                f"unknown config key '{key}'" + (hint or ": remove it or check its spelling")
             )
             continue
         given = e.get("input")
-        hint = next((h for k, h in _HINTS.items() if key == k or key.startswith(k + ".")), "")
+        # The 'model' hint is for a missing model section, not for a bad value inside it.
+        hint = next(
+            (
+                h
+                for k, h in _HINTS.items()
+                if key == k or (k != "model" and key.startswith(k + "."))
+            ),
+            "",
+        )
         msg = f"config key '{key}': {e['msg']} (got {given!r})"
-        lines.append(msg + (f"; {hint}" if hint else ""))
+        if e["type"] == "literal_error" and isinstance(given, str):
+            from hallu.cli import closest
+
+            allowed = re.findall(r"'([^']*)'", str(e.get("ctx", {}).get("expected", "")))
+            near = _ALIASES.get(given.lower()) or closest(given, allowed)
+            hint = f"did you mean {key}={near}?" if near in allowed else hint
+        lines.append(msg + (f"; {hint}" if hint and hint not in msg else ""))
     # pydantic reports each union branch separately; keep one line per key.
     seen, unique = set(), []
     for line in lines:
@@ -350,37 +396,81 @@ def validate(raw: dict[str, Any]) -> Config:
         raise UserError(_format_validation_error(err)) from None
 
 
-def compose(overrides: list[str]) -> Config:
-    """Compose conf/config.yaml with command-line overrides (Hydra syntax) and validate it."""
+def user_config_dir(config_dir: str | None = None) -> Path | None:
+    """The user's extra config directory: the argument, else $HALLU_CONFIG_DIR, else None."""
+    given = config_dir or os.environ.get(CONFIG_DIR_ENV)
+    if not given:
+        return None
+    path = Path(given).expanduser().resolve()
+    if not path.is_dir():
+        where = "--config-dir" if config_dir else f"${CONFIG_DIR_ENV}"
+        raise UserError(f"{where}={given}: no such directory; give a directory of config groups")
+    clashes = sorted(
+        str(f.relative_to(path))
+        for f in path.glob("*/*.yaml")
+        if (CONF_DIR / f.relative_to(path)).exists()
+    )
+    if clashes:
+        raise UserError(
+            f"config dir {path}: {', '.join(clashes)} has the name of a packaged config, which "
+            "Hydra would use instead; rename yours (e.g. model/my_toy.yaml -> model=my_toy)"
+        )
+    return path
+
+
+def config_dirs(config_dir: str | None = None) -> list[Path]:
+    """Where configs come from: the user's directory (if any), then the packaged one."""
+    user = user_config_dir(config_dir)
+    return ([user] if user else []) + [CONF_DIR]
+
+
+def group_options(group: str, config_dir: str | None = None) -> list[str]:
+    """Every option of a config group, packaged and the user's own."""
+    return sorted({p.stem for d in config_dirs(config_dir) for p in (d / group).glob("*.yaml")})
+
+
+def compose(overrides: list[str], config_dir: str | None = None) -> Config:
+    """Compose hallu.conf's config.yaml with overrides (Hydra syntax) and validate it."""
     from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from hydra import initialize_config_module
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    user = user_config_dir(config_dir)
+    search = [f"hydra.searchpath=[file://{user}]"] if user else []
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-            cfg = hydra_compose("config", overrides=overrides)
+        with initialize_config_module(config_module="hallu.conf", version_base=None):
+            cfg = hydra_compose("config", overrides=search + list(overrides))
         raw = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except (HydraException, OmegaConfBaseException) as err:
-        raise UserError(_format_hydra_error(err)) from None
+        raise UserError(_format_hydra_error(err, config_dir)) from None
     return validate(raw)  # type: ignore[arg-type]
 
 
-def _format_hydra_error(err: Exception) -> str:
+def _format_hydra_error(err: Exception, config_dir: str | None = None) -> str:
     text = str(err).split("\nConfig search path:")[0].strip()
     m = re.search(r"Could not find '(\w+)/([^']+)'", text)
     if m:
         group, option = m.groups()
-        options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
-        fix = f"choose one of {', '.join(options)}"
+        options = group_options(group, config_dir)
+        from hallu.cli import closest
+
+        near = closest(option, options)
+        fix = f"did you mean {group}={near}? Options: " if near else "choose one of "
+        fix += ", ".join(options)
         if group == "model":
             fix += ", or keep a preset and set model.name_or_path=<hub id or local directory>"
-        return f"{group}={option}: there is no conf/{group}/{option}.yaml; {fix}"
-    m = re.search(r"Could not override '([^']+)'", text)
+        return f"{group}={option}: there is no {group}/{option}.yaml in the configs; {fix}"
+    m = re.search(r"Could not override '([^']+)'.*?use \+[^=]+=(.*)$", text, re.S)
     if m:
-        key = m.group(1)
-        return f"unknown config key '{key}': check its spelling against conf/ (Hydra: {text})"
+        from hallu.cli import did_you_mean
+
+        key, value = m.group(1), m.group(2).strip()
+        hint = did_you_mean(key, value, config_dir)
+        return f"unknown config key '{key}'" + (
+            hint or "; check its spelling (python -m hallu.launch --help lists the keys)"
+        )
     if "Missing mandatory value" in text:
         key = getattr(err, "full_key", None) or text.split(":")[-1].strip()
         return f"config key '{key}' has no value: set {key}=..."

@@ -70,7 +70,7 @@ def test_readme_documents_the_result_schema():
     from hallu.config import CONF_DIR
     from hallu.store.schema import describe
 
-    readme = (CONF_DIR.parent / "README.md").read_text()
+    readme = (CONF_DIR.parent.parent / "README.md").read_text()
     assert describe() in readme, "README's schema table is out of date: paste schema.describe()"
 
 

@@ -31,6 +31,8 @@ def _modules(package: str) -> list[str]:
 GROUPS = {
     "no torch": (
         ["hallu.config", "hallu.prompts", "hallu.shape", "hallu.run.plan", "hallu.behavior.schema"]
+        + ["hallu.cli", "hallu.run.gpus", "hallu.run.estimate", "hallu.run.offline_plan"]
+        + ["hallu.run.multirun"]
         + [m for p in ("hallu.store", "hallu.analysis", "hallu.report") for m in _modules(p)],
         NO_TORCH,
     ),

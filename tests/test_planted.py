@@ -21,7 +21,7 @@ from hallu.config import DIRECTIONS, PlantedSpec, compose
 from hallu.store.reader import n_layers_of, open_run
 from hallu.store.schema import anchor_of
 
-L, H, L2, H2 = 2, 1, 4, 3  # conf/model/planted.yaml
+L, H, L2, H2 = 2, 1, 4, 3  # hallu/conf/model/planted.yaml
 MARKERS = {"definitely": "certain", "probably": "uncertain"}
 
 

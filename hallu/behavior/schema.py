@@ -82,13 +82,13 @@ def plan_chunks(cfg: Config, pair_conditions: dict[str, set[str]]) -> list[Chunk
         for start in range(0, len(prompts), b.prompts_per_chunk):
             group = tuple(prompts[start : start + b.prompts_per_chunk])
             spec = {
-                "model": cfg.model.model_dump(exclude={"device"}),
+                "model": cfg.model.model_dump(exclude={"device", "shape"}),  # shape: planning only
                 "prompts_cfg": cfg.prompts.model_dump(),
                 "metric": cfg.metric.model_dump(),
                 "decoding": decoding,
                 "prompts": group,
                 "max_new_tokens": b.max_new_tokens,
-                "judge": b.judge.model_dump() if b.judge else None,
+                "judge": b.judge.model_dump(exclude={"shape"}) if b.judge else None,
                 "judge_max_new_tokens": b.judge_max_new_tokens,
                 "seed": cfg.seed,
             }

@@ -22,6 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from hallu.analysis import results, verdicts  # noqa: E402
 from hallu.store.base import Store  # noqa: E402
@@ -29,6 +30,15 @@ from hallu.store.base import Store  # noqa: E402
 TITLES = {
     "restore_confidence": "2A restore confidence: certain -> uncertain run",
     "induce_tentativeness": "2B induce tentativeness: uncertain -> certain run",
+}
+
+
+# Where each component's patch is written, for axis labels and captions.
+COMPONENTS = {
+    "resid_pre": "residual stream entering the layer",
+    "attn_out": "attention output of the layer",
+    "mlp_out": "MLP output of the layer",
+    "head": "one attention head's output",
 }
 
 
@@ -127,18 +137,21 @@ def _heatmap(summary: dict[str, Any], c: dict[str, np.ndarray], direction: str, 
     ax.set_xticks(range(len(pfes)), _token_labels(c, pfes), rotation=90, fontsize=7)
     ax.set_yticks(range(len(layers)), layers, fontsize=7)
     ax.set_xlabel("position from end, with the first pair's target token")
-    ax.set_ylabel("layer (residual stream entering it)")
+    ax.set_ylabel(f"layer ({summary['component']})")
     ax.set_title(
-        f"{TITLES.get(direction, direction)}\nmean restoration over {summary['n_pairs']} pairs",
+        f"{TITLES.get(direction, direction)}\n{summary['component']} patched; mean restoration "
+        f"over {summary['n_pairs']} pairs",
         fontsize=9,
     )
-    fig.colorbar(im, ax=ax, label="restoration")
+    fig.colorbar(im, ax=ax, label="restoration (share of gap)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def _layer_curve(cols: dict[str, dict[str, np.ndarray]], path: str) -> None:
+def _layer_curve(
+    cols: dict[str, dict[str, np.ndarray]], summaries: dict[str, dict[str, Any]], path: str
+) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for direction, c in cols.items():
         last = c["position_from_end"] == -1
@@ -162,8 +175,15 @@ def _layer_curve(cols: dict[str, dict[str, np.ndarray]], path: str) -> None:
         )
     ax.axhline(0, color="grey", lw=0.5)
     ax.axhline(1, color="grey", lw=0.5, ls="--")
-    ax.set_xlabel("layer")
-    ax.set_ylabel("restoration at last position\n(mean +- s.e. over pairs)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers are whole numbers
+    first = next(iter(summaries.values()), {"component": "?", "n_pairs": 0})
+    ax.set_title(
+        f"Restoration at the last position by layer ({first['component']} patched, "
+        f"{first['n_pairs']} pairs)",
+        fontsize=9,
+    )
+    ax.set_xlabel(f"layer ({COMPONENTS.get(first['component'], first['component'])})")
+    ax.set_ylabel("restoration (fraction of the gap)\nmean +- s.e. over pairs")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -213,10 +233,16 @@ def _markdown(
                 for t in s["top_cells"]
             )
         )
-        lines.append(f"- figure: heatmap_{direction}.png")
+        lines.append(
+            f"- figure heatmap_{direction}.png: {COMPONENTS.get(s['component'], s['component'])}"
+            f" ({s['component']}) copied from the source run into the target run at each layer "
+            "(rows) and each position counted from the end (columns); colour: restoration, the "
+            f"patched metric's share of the baseline gap, mean over {s['n_pairs']} pairs"
+        )
         lines.append("")
     lines += [
-        "Per-layer curve at the last position: layers.png. No confidence intervals yet: "
+        "Figure layers.png: restoration at the last position by layer, one line per direction "
+        "(mean +- standard error over pairs). No confidence intervals yet: "
         "treat differences between directions smaller than the baseline gap's spread as "
         "unresolved.",
         "",
@@ -257,11 +283,14 @@ def aggregate(store: Store, n_layers: int, margin: float = 0.05) -> dict[str, An
     directions = [d for d in TITLES if d in set(table["direction"].to_pylist())]
     cols = {d: _columns(table, d) for d in directions}
     summaries = {d: summarize_direction(cols[d], n_layers) for d in directions}
+    component = table["component"][0].as_py() if table.num_rows else "?"
+    for d in directions:  # what was patched, for the figures' titles and captions
+        summaries[d]["component"] = component
     # Render into a local temp dir, then hand each file to the store (a directory or S3).
     with tempfile.TemporaryDirectory(prefix="hallu-fig-") as tmp:
         for d in directions:
             _heatmap(summaries[d], cols[d], d, os.path.join(tmp, f"heatmap_{d}.png"))
-        _layer_curve(cols, os.path.join(tmp, "layers.png"))
+        _layer_curve(cols, summaries, os.path.join(tmp, "layers.png"))
         for name in sorted(os.listdir(tmp)):
             with open(os.path.join(tmp, name), "rb") as f:
                 store.write_file(name, f.read())

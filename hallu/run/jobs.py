@@ -87,6 +87,11 @@ def submit_and_follow(cfg: Config, argv: list[str]) -> int:
             f"mode=plan with cluster={cfg.cluster.kind}: plan locally instead "
             "(drop cluster=..., the plan does not depend on it)"
         )
+    if not (REPO / "pyproject.toml").is_file():  # an installed wheel: site-packages, no checkout
+        raise UserError(
+            f"cluster={cfg.cluster.kind} uploads a source checkout as the job's working "
+            f"directory, and {REPO} is not one; run from a clone (git clone ...; pip install -e .)"
+        )
     if cfg.storage.kind != "s3":
         raise UserError(
             f"cluster={cfg.cluster.kind} runs workers on other machines, whose local disks you "

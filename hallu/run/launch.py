@@ -1,7 +1,9 @@
-"""`python -m hallu.launch [group=option ...] [key=value ...] [+sweep=NAME]`: the one entry point.
+"""`python -m hallu.launch [--config-dir DIR] [-m] [group=option ...] [key=value ...]`: the entry.
 
-compose + validate the config -> tokenize prompts and plan (no weights) -> [mode=plan stops here]
--> load the model -> run.json -> run unfinished shards -> aggregate into figures and a summary.
+compose + validate the config -> [mode=plan: plan and price it offline (hallu/run/offline_plan.py),
+stop] -> tokenize prompts and plan (no weights) -> load the model -> run.json -> run unfinished
+shards -> aggregate into figures and a summary. `-m` runs one study per combination of swept
+values (hallu/run/multirun.py); flags, --help and "did you mean" live in hallu/cli.py.
 
 Any mistake in what the user asked for ends with one message naming the key or file and the fix,
 exit code 2, and no result files. Hydra's compose API is used instead of `@hydra.main` so that
@@ -24,38 +26,48 @@ if TYPE_CHECKING:
     from hallu.run.prepare import Prepared
     from hallu.store.base import Store
 
-USAGE = """usage: python -m hallu.launch [OVERRIDE ...]
-
-Overrides use Hydra syntax:
-  model=tiny|llama2_7b_chat|llama2_13b_chat|llama2_70b_chat   model.name_or_path=<hub id or dir>
-  prompts=builtin|file  prompts.path=my.csv  prompts.chat_template=false
-  +sweep=full|debug|behavior  sweep.layers=[0,5,-1]  sweep.positions=all|last:K|[...]  sweep.pairs=N
-  mode=plan (print config and work plan, load no model)  run_id=NAME (resume or name a run)
-  storage.root=DIR   storage=s3 storage.bucket=B [storage.endpoint_url=URL]
-  cluster=local|ray_local|ray|lambda|runpod  cluster.num_workers=N
-See README.md for every group and key.
-"""
-
 
 def main(argv: list[str]) -> int:
-    if any(a in ("-h", "--help") for a in argv):
-        print(USAGE)
-        return 0
+    from hallu.cli import parse
+
     try:
-        return _run(argv)
+        args = parse(argv)
+        if args.help:
+            from hallu.cli import help_text
+
+            print(help_text(args.config_dir))
+            return 0
+        if args.multirun:
+            from hallu.run.multirun import run
+
+            return run(args.overrides, args.config_dir, lambda o: _run(o, args.config_dir))
+        return _run(args.overrides, args.config_dir)
     except UserError as err:
         print(f"hallu: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
 
 
-def _run(argv: list[str]) -> int:
-    from hallu.config import compose
+def _run(argv: list[str], config_dir: str | None = None) -> int:
+    import os
 
-    cfg = compose(argv)
+    from hallu.config import CONFIG_DIR_ENV, compose
+
+    cfg = compose(argv, config_dir)
+    if cfg.mode == "plan":  # for any cluster: nothing is submitted, loaded or downloaded
+        return _plan(cfg)
     if cfg.cluster.kind in ("lambda", "runpod"):  # submit as a Ray Job; the job runs the rest
         from hallu.run.jobs import submit_and_follow
 
+        if config_dir or os.environ.get(CONFIG_DIR_ENV):
+            raise UserError(
+                f"cluster={cfg.cluster.kind}: the job composes its config on the cluster, which "
+                "cannot see your --config-dir; put those options in hallu/conf/ of the checkout"
+            )
+
         return submit_and_follow(cfg, argv)
+    from hallu.cli import quiet_libraries
+
+    quiet_libraries(cfg.verbose)
     import torch
 
     from hallu.run.prepare import prepare
@@ -66,12 +78,6 @@ def _run(argv: list[str]) -> int:
     # Each experiment is planned (and its inputs validated) only when it is asked for.
     plan = prep.plan() if "patching" in experiments else None
     chunks = _behavior_chunks(cfg, prep) if "behavior" in experiments else None
-    if cfg.mode == "plan":
-        if plan is not None:
-            _print_plan(cfg, plan)
-        if chunks is not None:
-            _print_behavior_plan(cfg, chunks, config_printed=plan is not None)
-        return 0
 
     from hallu.store.base import store_for
     from hallu.store.local import new_run_id
@@ -151,11 +157,22 @@ def _run_behavior(
     print(f"results: {store.dir}/behavior (summary.md, figure1.png, responses/*.parquet)")
 
 
-def _print_plan(cfg: Config, plan: Plan) -> None:
+def _plan(cfg: Config) -> int:
+    """mode=plan: the resolved config, the work plan and its estimate; loads no weights."""
     from omegaconf import OmegaConf
 
+    from hallu.run.offline_plan import format_estimate, plan_and_estimate
+
+    plan, est = plan_and_estimate(cfg)
     print("# resolved config")
     print(OmegaConf.to_yaml(cfg.model_dump()))
+    if plan is not None:
+        _print_plan(plan)
+    print("\n".join(format_estimate(cfg, est)))
+    return 0
+
+
+def _print_plan(plan: Plan) -> None:
     print("# work plan")
     print(plan.describe())
     for s in plan.shards[:10]:
@@ -172,18 +189,6 @@ def _print_plan(cfg: Config, plan: Plan) -> None:
         )
     if len(plan.shards) > 10:
         print(f"... and {len(plan.shards) - 10} more shards")
-
-
-def _print_behavior_plan(cfg: Config, chunks: list[Chunk], config_printed: bool) -> None:
-    from omegaconf import OmegaConf
-
-    from hallu.behavior.schema import describe
-
-    if not config_printed:
-        print("# resolved config")
-        print(OmegaConf.to_yaml(cfg.model_dump()))
-    print("# behaviour plan")
-    print(describe(cfg, chunks))
 
 
 def cli() -> None:

@@ -1,0 +1,202 @@
+"""The launcher's command line before Hydra sees it: flags, `help`, and "did you mean".
+
+Hydra's own parser is used for overrides; this module only takes out hallu's flags
+(`--config-dir DIR`, `-m/--multirun`, `-h/--help/help`) and turns Hydra's complaints about unknown
+keys or options into a suggestion from the keys and options that exist. No torch here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hallu.errors import UserError
+
+
+@dataclass
+class Args:
+    overrides: list[str] = field(default_factory=list)
+    config_dir: str | None = None
+    multirun: bool = False
+    help: bool = False
+
+
+def parse(argv: list[str]) -> Args:
+    """Split hallu's flags from Hydra overrides; raises UserError for a flag without its value."""
+    out = Args()
+    it = iter(argv)
+    for a in it:
+        if a in ("-h", "--help", "help"):
+            out.help = True
+        elif a in ("-m", "--multirun"):
+            out.multirun = True
+        elif a in ("--config-dir", "-cd"):
+            out.config_dir = next(it, None)
+            if not out.config_dir:
+                raise UserError(f"{a} needs a directory: {a} DIR")
+        elif a.startswith("--config-dir="):
+            out.config_dir = a.split("=", 1)[1]
+        elif a.startswith("-") and "=" not in a:
+            raise UserError(
+                f"unknown flag {a!r}; hallu takes --config-dir DIR, -m/--multirun, --help "
+                "and Hydra overrides key=value"
+            )
+        else:
+            out.overrides.append(a)
+    return out
+
+
+# --- "did you mean": edit distance over the keys and options that exist -----------------------
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance (insertions, deletions, substitutions), case-insensitive."""
+    a, b = a.lower(), b.lower()
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def closest(word: str, candidates: list[str]) -> str | None:
+    """The nearest candidate within max(2, len/3) edits, or None (no advice beats wrong advice)."""
+    if not candidates:
+        return None
+    best = min(candidates, key=lambda c: (edit_distance(word, c), c))
+    return best if edit_distance(word, best) <= max(2, len(word) // 3) else None
+
+
+def _flatten(prefix: str, node: Any, out: set[str]) -> None:
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k != "defaults":
+                _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out.add(prefix)
+
+
+def known_keys(config_dir: str | None = None) -> tuple[list[str], list[str]]:
+    """(config groups, every dotted key of config.yaml and of every group option)."""
+    from omegaconf import OmegaConf
+
+    from hallu.config import config_dirs
+
+    keys: set[str] = set()
+    groups: set[str] = set()
+    for d in config_dirs(config_dir):
+        if (d / "config.yaml").is_file():
+            _flatten("", OmegaConf.to_container(OmegaConf.load(d / "config.yaml")), keys)
+        for g in (p for p in d.iterdir() if p.is_dir() and not p.name.startswith("_")):
+            groups.add(g.name)
+            for f in g.glob("*.yaml"):
+                _flatten(g.name, OmegaConf.to_container(OmegaConf.load(f)), keys)
+    return sorted(groups), sorted(keys | {"mode", "run_id", "seed"})
+
+
+def did_you_mean(key: str, value: str | None, config_dir: str | None = None) -> str:
+    """' Did you mean model=toy?' for an unknown key, or '' when nothing is close."""
+    groups, keys = known_keys(config_dir)
+    bare = key.lstrip("+~")
+    tail = f"={value}" if value is not None else ""
+    if "." not in bare and (g := closest(bare, groups)):
+        from hallu.config import CONF_DIR
+
+        plus = "" if g in _defaults(CONF_DIR) else "+"  # a group without a default is added
+        return f"; did you mean {plus}{g}{tail}?"
+    k = closest(bare, keys)
+    return f"; did you mean {k}{tail}?" if k else ""
+
+
+# --- --help, generated from the config directories ---------------------------------------------
+
+
+def key_docs(path: Path) -> dict[str, str]:
+    """Dotted key -> the first sentence of the comment above it (or beside it) in a YAML file."""
+    docs: dict[str, str] = {}
+    stack: list[tuple[int, str]] = []  # (indent, key) of the enclosing mappings
+    comment: list[str] = []
+    for line in path.read_text().splitlines():
+        text = line.strip()
+        if text.startswith("#"):
+            comment.append(text.lstrip("# "))
+            continue
+        m = re.match(r"^(\s*)([A-Za-z_]\w*):(.*)$", line)
+        if not m:
+            comment = []
+            continue
+        indent, key, rest = len(m.group(1)), m.group(2), m.group(3)
+        stack = [(i, k) for i, k in stack if i < indent]
+        dotted = ".".join([k for _, k in stack] + [key])
+        inline = rest.split("#", 1)[1].strip() if "#" in rest else ""
+        doc = " ".join(comment) or inline
+        if doc:
+            first = re.split(r"(?<=\.)\s+(?=[A-Z])", doc, maxsplit=1)[0].rstrip(".")
+            docs[dotted] = first if len(first) <= 90 else first[:87] + "..."
+        stack.append((indent, key))
+        comment = []
+    return docs
+
+
+def _defaults(conf: Path) -> dict[str, str]:
+    from omegaconf import OmegaConf
+
+    raw = OmegaConf.to_container(OmegaConf.load(conf / "config.yaml"))
+    return {k: v for d in raw.get("defaults", []) if isinstance(d, dict) for k, v in d.items()}
+
+
+def help_text(config_dir: str | None = None) -> str:
+    from hallu.config import CONF_DIR, group_options
+
+    groups, _ = known_keys(config_dir)
+    defaults = _defaults(CONF_DIR)
+    out = [
+        "usage: python -m hallu.launch [--config-dir DIR] [-m] [group=option ...] [key=value ...]",
+        "",
+        "Overrides use Hydra's syntax. -m/--multirun: one study per combination of a,b values.",
+        "--config-dir DIR (or $HALLU_CONFIG_DIR): your own options, e.g. DIR/model/mine.yaml.",
+        "",
+        "Config groups (* = default):",
+    ]
+    for g in groups:
+        opts = [o + ("*" if defaults.get(g) == o else "") for o in group_options(g, config_dir)]
+        how = f"{g}=NAME" if g in defaults else f"+{g}=NAME (adds it; no default)"
+        if g == "sweep":
+            how = "+sweep=NAME (replaces the default sweep)"
+        out.append(f"  {how:44s} {', '.join(opts)}")
+    out += ["", "Main keys (hallu/conf/config.yaml):"]
+    for key, doc in key_docs(CONF_DIR / "config.yaml").items():
+        if key in ("defaults", "sweep", "behavior"):
+            continue
+        out.append(f"  {key:28s} {doc}")
+    _, keys = known_keys(config_dir)
+    out += ["", "Each group's keys (group.key=value; mode=plan prints the resolved config):"]
+    for g in groups:
+        mine = sorted({k.split(".")[1] for k in keys if k.startswith(g + ".")})
+        out.append(f"  {g + ':':10s} {', '.join(mine)}")
+    out.append("Docs: README.md (Configuration).")
+    return "\n".join(out)
+
+
+def quiet_libraries(verbose: bool) -> None:
+    """Unless verbose: no library logs or progress bars (hallu's own bars stay, one per stage).
+
+    Environment variables reach Ray's local worker processes too; transformers' own switches
+    cover the copy already imported in this process.
+    """
+    if verbose:
+        return
+    import os
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    from transformers.utils import logging as tlog
+
+    tlog.set_verbosity_error()
+    tlog.disable_progress_bar()

@@ -1,0 +1,1 @@
+"""hallu's packaged Hydra configs (found as pkg://hallu.conf); data only, no code."""

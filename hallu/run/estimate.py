@@ -1,0 +1,191 @@
+"""What a study will cost before it runs: FLOPs, memory per replica, wall time and money. No torch.
+
+Inputs are the plan (hallu/run/plan.py), the model's shape and the prompts' token counts (from
+the tokenizer when it is on this machine, else estimated from word counts; the printout says
+which). Models:
+
+- *naive FLOP*: one full forward pass of the target prompt per cell (the plan's own count);
+- *engine FLOP*: the fast engine's work (hallu/engine/fast.py, the same count hallu.bench's
+  `flop_counts` uses): both prompts traced once, then each cell runs only layers l..L-1 over
+  positions t..T-1, plus the unembedding at the last position. Known cells (which the engine
+  skips) are counted, so this is an upper bound;
+- *memory per replica*: the weights, the two traces of one pair (residual stream entering every
+  layer, keys and values of every layer), one batch of the engine (one position's cells over the
+  swept layers, with the engine's own per-row estimate) and ~1.5 GB of CUDA context; the engine
+  grows its batches into what is left, up to half the free memory;
+- *time*: engine FLOP / (replicas x peak x MFU). A replica spread over N GPUs (layers placed per
+  GPU) runs one GPU at a time, so it counts once in the rate but N times in the cost.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from hallu.config import Config
+from hallu.errors import UserError
+from hallu.run.gpus import ASSUMED_GENERATION_MFU, GPUS, Gpu, mfu_for
+from hallu.run.plan import Plan, resolve_layers, resolve_positions
+
+GB = 1e9
+CUDA_OVERHEAD = 1.5 * GB  # context, cuBLAS workspace, allocator slack
+USABLE = 0.95  # of a card's memory
+LOAD_RATE = 1 * GB  # bytes/s a replica reads weights from local NVMe (infra stages them there)
+
+
+def n_params(shape: Any) -> int:
+    hd = shape.d_model // shape.n_heads
+    attn = shape.d_model * hd * (2 * shape.n_heads + 2 * shape.n_kv_heads)
+    layer = attn + 3 * shape.d_model * shape.d_mlp + 2 * shape.d_model
+    return shape.n_layers * layer + 2 * shape.vocab_size * shape.d_model + shape.d_model
+
+
+def dtype_bytes(cfg: Config) -> int:
+    if cfg.model.dtype == "float32" or (cfg.model.dtype == "auto" and cfg.cluster.gpu is None):
+        return 4
+    return 2
+
+
+def engine_flops(
+    cfg: Config,
+    shape: Any,
+    lengths: dict[str, dict[str, int]],
+    plan: Plan,
+    prefix: dict[str, int] | None = None,
+) -> float:
+    """The fast engine's FLOP for every shard of the plan (see the module docstring).
+
+    `prefix[pair]`: how many leading tokens the pair's prompts share (from the tokenizer); cells
+    there, patched at their own position, are known without a forward pass and cost nothing.
+    """
+    prefix = prefix or {}
+    from hallu.config import DIRECTIONS
+
+    hd = shape.d_model // shape.n_heads
+    per_layer = 2 * (shape.d_model * hd * (2 * shape.n_heads + 2 * shape.n_kv_heads))
+    per_layer += 2 * 3 * shape.d_model * shape.d_mlp
+    unembed = 2 * shape.d_model * shape.vocab_size
+    sweep = cfg.sweep
+    layers = resolve_layers(sweep.layers, shape.n_layers)
+    per_cell = shape.n_heads if sweep.component == "head" else 1
+    total = 0.0
+    for s in plan.shards:
+        source, target = DIRECTIONS[s.direction]
+        for pid in s.pair_ids:
+            ls, lt = lengths[pid][source], lengths[pid][target]
+            total += (ls + lt) * shape.n_layers * per_layer + 2 * unembed
+            for t, src_t in resolve_positions(sweep.positions, pid, ls, lt):
+                if t == src_t and t < prefix.get(pid, 0):
+                    continue
+                rows = sum(shape.n_layers - layer for layer in layers) * (lt - t) * per_layer
+                total += per_cell * (rows + len(layers) * unembed)
+    return total
+
+
+@dataclass(frozen=True)
+class Memory:
+    weights: float
+    traces: float
+    batch: float
+    generation: float  # Experiment 1's KV cache for one generation batch (0 without it)
+
+    @property
+    def total(self) -> float:
+        return self.weights + max(self.traces + self.batch, self.generation) + CUDA_OVERHEAD
+
+
+def memory(cfg: Config, shape: Any, max_len: int) -> Memory:
+    b = dtype_bytes(cfg)
+    d, L, hd = shape.d_model, shape.n_layers, shape.d_model // shape.n_heads
+    kv = 2 * L * shape.n_kv_heads * max_len * hd
+    site = 0 if cfg.sweep.component == "resid_pre" else L * max_len * d
+    traces = 2 * ((L + 1) * max_len * d + kv + site) * b
+    n_layers = len(resolve_layers(cfg.sweep.layers, L))
+    # fast._row_bytes for one row of max_len query tokens, times one position's cells.
+    row = max_len * (8 * d + 3 * shape.d_mlp + 3 * shape.n_heads * max_len)
+    row = (row + 4 * max_len * shape.n_heads * hd) * b * 2
+    gen = 0.0
+    if "behavior" in cfg.sweep.experiments:
+        new = cfg.behavior.max_new_tokens
+        gen = cfg.behavior.batch_size * 2 * L * shape.n_kv_heads * hd * (max_len + new) * b
+    if "patching" not in cfg.sweep.experiments:
+        traces = row = 0
+    return Memory(n_params(shape) * b, traces, row * n_layers, gen)
+
+
+def behavior_flops(cfg: Config, shape: Any, n_pairs: int, mean_len: float) -> tuple[int, float]:
+    """(answers, FLOP) of Experiment 1: every answer re-reads its prompt and decodes its tokens."""
+    b = cfg.behavior
+    per_prompt = ("greedy" in b.decoding) + ("sampled" in b.decoding) * b.n_samples
+    answers = n_pairs * len(b.conditions) * per_prompt
+    return answers, answers * (mean_len + b.max_new_tokens) * 2 * n_params(shape)
+
+
+def check_fit(cfg: Config, need: Memory, gpu: Gpu, per_replica: int) -> None:
+    """Refuse a replica that cannot fit its GPUs, with the fix in numbers."""
+    have = per_replica * gpu.memory_gb * GB * USABLE
+    if need.total <= have:
+        return
+    k = math.ceil(need.total / (gpu.memory_gb * GB * USABLE))
+    bigger = [g.kind for g in GPUS.values() if g.memory_gb * GB * USABLE >= need.total]
+    alt = f", or cluster.gpu={bigger[0]}" if bigger else ""
+    raise UserError(
+        f"model {cfg.model.name_or_path} needs {need.total / GB:.0f} GB per replica (weights "
+        f"{need.weights / GB:.0f} GB in {dtype_bytes(cfg) * 8}-bit + traces, batch and CUDA "
+        f"context), but cluster.gpu={gpu.kind} x cluster.resources.num_gpus={per_replica} has "
+        f"{have / GB:.0f} GB usable. Fix: cluster.resources.num_gpus={k} ({k} x "
+        f"{gpu.memory_gb:.0f} GB per replica){alt}"
+    )
+
+
+def placement(cfg: Config) -> tuple[int, int]:
+    """(replicas, GPUs per replica) the cluster config asks for."""
+    per = max(1, math.ceil(cfg.cluster.resources.num_gpus))
+    return (1 if cfg.cluster.kind == "local" else cfg.cluster.num_workers), per
+
+
+def estimate(
+    cfg: Config,
+    shape: Any,
+    lengths: dict[str, dict[str, int]],
+    plan: Plan | None,
+    prefix: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    """Every number the plan prints (and a multirun sums), as a dict; UserError if it can't fit."""
+    all_lens = [n for conds in lengths.values() for n in conds.values()]
+    max_len, mean_len = max(all_lens), sum(all_lens) / len(all_lens)
+    measured = prefix is not None
+    out: dict[str, Any] = {
+        "lengths": "from the tokenizer" if measured else "estimated from word counts; no tokenizer"
+    }
+    if plan is not None:
+        control = sum(s.n_cells for s in plan.shards if s.control)
+        out |= {
+            "cells": plan.n_cells,
+            "control_cells": control,
+            "flops_naive": plan.flops_naive,
+            "flops_engine": engine_flops(cfg, shape, lengths, plan, prefix),
+        }
+    if "behavior" in cfg.sweep.experiments:
+        out["answers"], out["flops_behavior"] = behavior_flops(cfg, shape, len(lengths), mean_len)
+    need = memory(cfg, shape, max_len)
+    out["memory"] = need
+    gpu = GPUS.get(cfg.cluster.gpu or "")
+    if gpu is None:
+        return out
+    replicas, per = placement(cfg)
+    check_fit(cfg, need, gpu, per)
+    mfu, mfu_source = mfu_for(gpu.kind, cfg.cluster.mfu)
+    rate = replicas * gpu.peak_tflops * 1e12
+    load_s = need.weights / LOAD_RATE  # each replica reads its weights once, in parallel
+    seconds = load_s + out.get("flops_engine", 0.0) / (rate * mfu)
+    seconds += out.get("flops_behavior", 0.0) / (rate * ASSUMED_GENERATION_MFU)
+    price = cfg.cluster.price_per_gpu_hour
+    price_source = "cluster.price_per_gpu_hour" if price is not None else "default list price"
+    price = gpu.price_per_hour if price is None else price
+    out |= {"gpu": gpu, "load_s": load_s, "replicas": replicas, "gpus_per_replica": per, "mfu": mfu,
+            "mfu_source": mfu_source, "hours": seconds / 3600, "price": price,
+            "price_source": price_source,
+            "cost": seconds / 3600 * replicas * per * price}  # fmt: skip
+    return out

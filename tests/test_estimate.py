@@ -1,0 +1,114 @@
+"""mode=plan prices a study offline: FLOPs (naive and the engine's), memory, time and cost."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hallu.config import CONF_DIR, compose
+from hallu.run import gpus
+from hallu.run.estimate import engine_flops, estimate
+from hallu.run.plan import make_plan
+
+PRESETS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
+
+
+def _plan(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    cmd = [sys.executable, "-m", "hallu.launch", "mode=plan", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd="/")
+
+
+@pytest.mark.parametrize("model", PRESETS)
+def test_every_preset_plans_offline_with_time_memory_and_cost(model, tmp_path):
+    metric = ["metric=is_vs_might"] if model == "tiny" else []
+    gpus_needed = "2" if "70b" in model else "1"
+    out = _plan(f"model={model}", *metric, "+sweep=full", "cluster=lambda", "cluster.gpu=h100",
+                f"cluster.resources.num_gpus={gpus_needed}",
+                env={"HALLU_CALIBRATION": str(tmp_path / "none.json")})  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    text = out.stdout
+    for line in ("patching FLOP: naive", "with the engine", "memory per replica: weights",
+                 "time: ", "cost: $", "MFU: 0.30 (assumed", "# behaviour plan"):  # fmt: skip
+        assert line in text, f"{line!r} missing from the plan of {model}"
+    local = model in ("tiny", "toy", "planted")
+    assert ("from the tokenizer" in text) == local and ("estimated from word" in text) != local
+
+
+def test_70b_on_one_80gb_gpu_is_refused_with_the_fix():
+    out = _plan("model=llama2_70b_chat", "cluster=lambda", "cluster.gpu=a100_80gb")
+    assert out.returncode == 2 and out.stdout == ""
+    err = out.stderr
+    assert (
+        "needs 14" in err
+        and "cluster.resources.num_gpus=2" in err
+        and "cluster.gpu=h200" not in err
+    )
+    ok = _plan("model=llama2_70b_chat", "cluster=lambda", "cluster.gpu=a100_80gb",
+               "cluster.resources.num_gpus=2")  # fmt: skip
+    assert ok.returncode == 0 and "fits: 2 x A100 SXM 80GB per replica" in ok.stdout
+
+
+def test_done_when_command_prints_cells_flops_memory_time_and_cost():
+    out = _plan("model=llama2_13b_chat", "+sweep=full", "cluster=lambda", "cluster.gpu=a100_80gb")
+    assert out.returncode == 0, out.stderr
+    # 48 pairs, 40 layers, both directions, and the 3 controls (x4 in all).
+    assert "control)" in out.stdout and "8 replica(s)" in out.stdout
+    assert "$1.79/GPU-hour, default list price" in out.stdout
+
+
+def test_measured_mfu_and_price_override_replace_the_defaults(tmp_path):
+    path = tmp_path / "cal.json"
+    gpus.write_calibration("h100", 400.0, path=path, device_name="NVIDIA H100 80GB HBM3")
+    data = json.loads(path.read_text())
+    assert data["version"] == 1 and abs(data["gpus"]["h100"]["mfu"] - 400 / 989) < 1e-9
+    assert gpus.kind_for_device("NVIDIA H100 80GB HBM3") == "h100"
+    assert gpus.kind_for_device("NVIDIA A100-SXM4-40GB") == "a100_40gb"
+    out = _plan("model=llama2_7b_chat", "cluster=lambda", "cluster.gpu=h100",
+                "cluster.price_per_gpu_hour=2.5", env={"HALLU_CALIBRATION": str(path)})  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "MFU: 0.40 (measured by hallu.bench --gpu on h100" in out.stdout
+    assert "$2.50/GPU-hour, cluster.price_per_gpu_hour" in out.stdout
+
+
+def test_engine_flops_match_the_benchmarks_count():
+    """The plan's engine FLOP model is hallu.bench's flop_counts, on the same tiny model."""
+    torch = pytest.importorskip("torch")
+    from hallu.bench import Case, flop_counts
+    from hallu.engine.cells import shared_prefix
+    from hallu.engine.tiny import build_model
+    from hallu.shape import ModelShape
+
+    cfg = compose(["model=tiny", "metric=is_vs_might", "sweep.experiments=[patching]",
+                   "sweep.directions=[restore_confidence]"])  # fmt: skip
+    t = cfg.model.tiny
+    model = build_model(t, vocab_size=50)
+    g = torch.Generator().manual_seed(0)
+    pairs, lengths, prefix = [], {}, {}
+    for i, n in enumerate((9, 12)):
+        tgt = torch.randint(3, 50, (n,), generator=g).tolist()
+        src = tgt[:4] + [(x + 1) % 50 for x in tgt[4:6]] + tgt[6:]
+        pairs.append((src, tgt))
+        lengths[f"p{i}"] = {"certain": n, "uncertain": n}
+        prefix[f"p{i}"] = shared_prefix(src, tgt)
+    shape = ModelShape(t.n_layers, t.d_model, t.n_heads, t.n_kv_heads, t.d_mlp, 50)
+    plan = make_plan(cfg.sweep, shape, lengths, "tiny")
+    naive, engine, _ = flop_counts(model, Case("t", pairs))
+    assert engine_flops(cfg, shape, lengths, plan, prefix) == pytest.approx(engine, rel=1e-9)
+    assert plan.flops_naive == pytest.approx(naive, rel=1e-9)
+    # Without the shared prefix (no tokenizer) the estimate is an upper bound.
+    assert engine_flops(cfg, shape, lengths, plan) > engine
+    assert estimate(cfg, shape, lengths, plan, prefix)["cells"] == plan.n_cells
+
+
+def test_calibration_file_missing_or_broken_means_assumed(tmp_path, monkeypatch):
+    monkeypatch.setenv("HALLU_CALIBRATION", str(tmp_path / "x.json"))
+    assert gpus.mfu_for("h100") == (gpus.ASSUMED_MFU, gpus.mfu_for("h100")[1])
+    (tmp_path / "x.json").write_text("{not json")
+    assert gpus.read_calibration() == {} and gpus.mfu_for("h100")[0] == gpus.ASSUMED_MFU
+    assert Path(gpus.calibration_path()) == tmp_path / "x.json"

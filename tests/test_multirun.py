@@ -1,0 +1,72 @@
+"""`-m`: one study per combination, an index, and one comparative report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from hallu.run.multirun import expand, label
+
+SMALL = ["model=tiny", "metric=is_vs_might", "model.tiny.d_model=32", "model.tiny.d_mlp=64",
+         "sweep.experiments=[patching]", "sweep.positions=last:2", "sweep.pairs=4"]  # fmt: skip
+
+
+def test_expand_is_hydras_cartesian_product():
+    studies, varying = expand(["model=tiny,toy", "prompts=builtin,file", "seed=1"])
+    assert varying == ["model", "prompts"]
+    assert [s[:2] for s in studies] == [
+        ["model=tiny", "prompts=builtin"],
+        ["model=tiny", "prompts=file"],
+        ["model=toy", "prompts=builtin"],
+        ["model=toy", "prompts=file"],
+    ]
+    assert label(1, studies[1], varying) == "1-model-tiny.prompts-file"
+
+
+@pytest.mark.slow
+def test_multirun_of_two_studies_and_its_comparative_report(run_cli, tmp_path):
+    # Two models of different depth: the report lines their layers up by relative depth.
+    out = run_cli("-m", *SMALL, "model.tiny.n_layers=2,4", "run_id=mr", tiny=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    root = tmp_path / "runs" / "mr"
+    index = json.loads((root / "multirun.json").read_text())
+    assert [s["status"] for s in index["studies"]] == ["done", "done"]
+    for s in index["studies"]:
+        assert (root / s["dir"] / "run.json").is_file()
+    rep = subprocess.run(
+        [sys.executable, "-m", "hallu.report", str(root), "--n-boot", "200", "--n-perm", "200"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert rep.returncode == 0, rep.stderr[-3000:]
+    md = (root / "multirun_report.md").read_text()
+    assert "| model.tiny.n_layers=2 | model.tiny.n_layers=4 |" in md
+    assert "(2 layers)" in md and "(4 layers)" in md and "of 4)" in md
+    assert "Disconfirmation scorecard" in md and "2A restore confidence" in md
+    assert (root / "multirun_layers.png").stat().st_size > 10_000
+    assert "data:image/png;base64," in (root / "multirun_report.html").read_text()
+    # Rerunning the same command resumes; a different sweep under the same id is refused.
+    again = run_cli("-m", *SMALL, "model.tiny.n_layers=2,4", "run_id=mr", tiny=False)
+    assert again.returncode == 0 and "0 shard(s) run" in again.stderr
+    other = run_cli("-m", *SMALL, "model.tiny.n_layers=2,3", "run_id=mr", tiny=False)
+    assert other.returncode == 2 and "holds other studies" in other.stderr
+
+
+def test_a_bad_study_stops_the_multirun_before_anything_runs(run_cli, tmp_path):
+    out = run_cli("-m", *SMALL, "sweep.pairs=4,999", "run_id=bad", tiny=False)
+    assert out.returncode == 2
+    assert "study 1-sweep.pairs-999" in out.stderr and "sweep.pairs=999" in out.stderr
+    assert not (tmp_path / "runs" / "bad").exists()
+
+
+def test_plan_multirun_sums_time_and_cost(run_cli):
+    out = run_cli("-m", "mode=plan", "model=llama2_7b_chat,llama2_13b_chat", "cluster=lambda",
+                  "cluster.gpu=h100", tiny=False)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    costs = [float(line.split("$")[1].split()[0].replace(",", ""))
+             for line in out.stdout.splitlines() if line.startswith("cost: $")]  # fmt: skip
+    assert len(costs) == 2
+    total = out.stdout.split("## all 2 studies:")[1]
+    assert f"cost ${sum(costs):,.4f}"[:-2] in total
