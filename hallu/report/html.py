@@ -248,6 +248,27 @@ def _behavior_section(doc: Doc, run: Run) -> dict[str, dict[str, float]] | None:
     return rates
 
 
+def _mechanism_section(doc: Doc, source: str) -> bool:
+    """The mechanism section (hallu/report/mechanism.py) when the run has its results."""
+    from hallu.report import mechanism
+
+    tables = mechanism.read(source) if source else {}
+    if tables:
+        mechanism.section(doc, tables)
+    return bool(tables)
+
+
+def mechanism_only(source: str) -> Doc | None:
+    """A report for a run with mechanism results and no patching shards (+sweep=mechanism)."""
+    from hallu.store.reader import _filesystem, _list
+
+    fs, base = _filesystem(source)
+    if _list(fs, f"{base}/shards", ".parquet"):
+        return None
+    doc = Doc(f"hallu report: run {Path(base).name}")
+    return doc if _mechanism_section(doc, source) else None
+
+
 def build_report(run: Run, opts: Options) -> tuple[Doc, RunStats]:
     from hallu.report import figures as figs
 
@@ -284,6 +305,7 @@ def build_report(run: Run, opts: Options) -> tuple[Doc, RunStats]:
         [[e.criterion, e.question, e.verdict, e.numbers] for e in card],
     )
     _behavior_section(doc, run)
+    _mechanism_section(doc, run.location)
 
     doc.h("Figures 2-3: where patching restores the metric")
     doc.p(
@@ -537,9 +559,12 @@ def main(argv: list[str]) -> int:
             from hallu.run import noise
 
             noise.write(Path(args.run), noise.measure(noise.config_of_run(Path(args.run))))
-        run = open_run(args.run)
-        out = _out_dir(run, args.run, args.out)
-        if args.compare:
+        only = mechanism_only(args.run)
+        run = open_run(args.run) if only is None else None
+        out = _out_dir(run, args.run, args.out) if run is not None else Path(args.out or args.run)
+        if only is not None:
+            doc, stem = only, "report"
+        elif args.compare:
             other = open_run(args.compare)
             doc = compare_report(run, other, opts)
             stem = f"compare_{other.run_id}"

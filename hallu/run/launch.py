@@ -91,6 +91,8 @@ def _run(argv: list[str]) -> int:
         _run_patching(cfg, plan, store, run_meta)
     if chunks is not None:
         _run_behavior(prep, chunks, store, run_meta, with_patching=plan is not None)
+    if "mechanism" in experiments:
+        _run_mechanism(prep, store, run_meta)
     print(f"report: python -m hallu.report {store.dir}")
     return 0
 
@@ -125,6 +127,27 @@ def _run_patching(cfg: Config, plan: Plan, store: LocalStore, run_meta: dict) ->
             f"baseline gap {s['gap_mean']:.3f}"
         )
     print(f"results: {store.dir} (summary.md, heatmap_*.png, layers.png, shards/*.parquet)")
+
+
+def _run_mechanism(prep: Prepared, store: LocalStore, run_meta: dict) -> None:
+    from hallu.run.mechanism import run_mechanism
+
+    started = time.perf_counter()
+    numbers = run_mechanism(prep, store, run_meta)
+    print(f"hallu: mechanism done in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    for r in numbers.get("directions", []):
+        if r["site"] == prep.cfg.sweep.mechanism.steer_site:
+            est, lo, hi = r["cosine"]
+            print(f"mechanism: layer {r['layer']} {r['site']}: cosine(certain, uncertain) "
+                  f"{est:.3f} [{lo:.3f}, {hi:.3f}]")  # fmt: skip
+    for c in numbers.get("steering", []):
+        if c["alpha"] in (
+            min(prep.cfg.sweep.mechanism.alphas),
+            max(prep.cfg.sweep.mechanism.alphas),
+        ):
+            print(f"mechanism: steer L{c['layer']} {c['direction']} alpha {c['alpha']:+.2f}: "
+                  f"declarative {c['declarative'][0]:.3f}")  # fmt: skip
+    print(f"results: {store.dir}/mechanism (summary.md, capture/ steer/ patchgen/ *.parquet)")
 
 
 def _behavior_chunks(cfg: Config, prep: Prepared) -> list[Chunk]:
