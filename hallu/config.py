@@ -145,6 +145,9 @@ class MechanismCfg(_Strict):
     temperature: float = Field(default=1.0, gt=0, le=5)
     max_new_tokens: int = Field(default=8, ge=1, le=4096)
     claims_per_shard: int = Field(default=16, ge=1)
+    # Per-head patching and path patching (head -> logits) at the last position, every head.
+    heads: bool = True
+    top_heads: int = Field(default=5, ge=1)  # heads the report lists, by total effect
 
 
 class SweepCfg(_Strict):

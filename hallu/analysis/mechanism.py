@@ -163,3 +163,29 @@ def monotone(curve: list[float], tol: float = 0.0) -> bool:
 def patchgen_table(pg: pd.DataFrame, by_truth: bool = False) -> list[dict[str, Any]]:
     keys = ["patch_direction", "setting", "layer"] + (["claim_true"] if by_truth else [])
     return rates(pg.assign(sample_key=pg.pair_id), keys)
+
+
+def head_table(heads: pd.DataFrame, top: int, seed: int = 0) -> list[dict[str, Any]]:
+    """Per direction, the `top` heads by |mean total effect| (patched - corrupted, logits),
+    with their direct (path-patched) effect and each as a fraction of the baseline gap (ratio
+    of means over claims); claim-bootstrap intervals."""
+    out = []
+    for direction, g in heads.groupby("patch_direction", sort=True):
+        per_claim = g.groupby(["layer", "head", "claim_id"]).mean(numeric_only=True).reset_index()
+        claims = sorted(per_claim.claim_id.unique())
+        w = _weights(len(claims), seed)
+        rows = []
+        for (layer, head), h in per_claim.groupby(["layer", "head"]):
+            h = h.set_index("claim_id").reindex(claims)
+            gap = w @ (h.clean - h.corrupted).to_numpy()
+            row = {"direction": direction, "layer": int(layer), "head": int(head)}
+            for kind in ("total", "direct"):
+                eff = w @ (h[kind] - h.corrupted).to_numpy()
+                row[kind] = _ci(eff)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    row[f"{kind}_restoration"] = _ci(np.where(gap != 0, eff / gap, np.nan))
+            rows.append(row)
+        rows.sort(key=lambda r: -abs(r["total"][0]))
+        for rank, r in enumerate(rows[:top], start=1):
+            out.append({**r, "rank": rank})
+    return out

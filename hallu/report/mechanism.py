@@ -36,7 +36,7 @@ def _ci(t: tuple[float, float, float], digits: int = 3) -> str:
     return f"{est:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
-def section(doc: Any, tables: dict[str, pd.DataFrame]) -> dict[str, Any]:
+def section(doc: Any, tables: dict[str, pd.DataFrame], top: int = 5) -> dict[str, Any]:
     """Add the mechanism section to `doc`; return its numbers (for the terminal and tests)."""
     doc.h("Mechanism: a certainty direction, steering, patch-and-generate")
     doc.p(
@@ -51,7 +51,28 @@ def section(doc: Any, tables: dict[str, pd.DataFrame]) -> dict[str, Any]:
         numbers["steering"] = _steering(doc, tables["steer"])
     if "patchgen" in tables:
         numbers["patchgen"] = _patchgen(doc, tables["patchgen"])
+    if "heads" in tables:
+        numbers["heads"] = _heads(doc, tables["heads"], top)
     return numbers
+
+
+def _heads(doc: Any, heads: pd.DataFrame, top: int) -> list[dict[str, Any]]:
+    rows = mech.head_table(heads, top)
+    doc.p(
+        "Which heads carry it: each head's output at the last position patched from the source "
+        "(total effect, through every later layer) and only along its direct path to the "
+        "unembedding (path patching; every other path keeps the target's values). Effects are "
+        "patched - corrupted in logits, and as a fraction of the baseline gap; the top heads by "
+        "|total effect| per direction."
+    )
+    doc.table(
+        ["direction", "rank", "layer.head", "total (logits)", "direct (logits)",
+         "total / gap", "direct / gap"],
+        [[r["direction"], r["rank"], f"{r['layer']}.{r['head']}", _ci(r["total"]),
+          _ci(r["direct"]), _ci(r["total_restoration"]), _ci(r["direct_restoration"])]
+         for r in rows],
+    )  # fmt: skip
+    return rows
 
 
 def _directions(doc: Any, cap: pd.DataFrame) -> list[dict[str, Any]]:

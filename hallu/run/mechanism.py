@@ -3,7 +3,8 @@
 Stage 1, `capture`: resid_pre of every prompt (every rung of a ladder) at the captured layers
 and sites, a group of claims per unit. The driver then finds, per steered layer, the direction
 certain - neutral (difference of means over claims, hallu/analysis/mechanism.py).
-Stage 2, `steer`: the unmarked prompts answered with alpha x that direction added (and with
+Stage 2, `heads`: every head's total and direct (path-patched) effect at the last position;
+`steer`: the unmarked prompts answered with alpha x that direction added (and with
 `n_random` random directions of the same norm, the control); `patchgen`: each pair's target
 answered with the source's resid_pre held at one layer and site, both patching directions.
 Units are named by the hash of their spec and stored under mechanism/<kind>/<id>.parquet; a
@@ -47,6 +48,11 @@ SCHEMAS: dict[str, pa.Schema] = {
         [("run_id", _S), ("unit_id", _S), ("pair_id", _S), ("claim_id", _S), ("claim_true", _B),
          ("patch_direction", _S), ("setting", _S), ("layer", _I), ("site", _S),
          ("sample_index", _I), ("response", _S), ("style_label", _S), ("metric_value", _F)]
+    ),
+    "heads": pa.schema(
+        [("run_id", _S), ("unit_id", _S), ("pair_id", _S), ("claim_id", _S), ("claim_true", _B),
+         ("patch_direction", _S), ("layer", _I), ("head", _I), ("clean", _F),
+         ("corrupted", _F), ("total", _F), ("direct", _F)]
     ),
 }  # fmt: skip
 
@@ -159,6 +165,10 @@ def stage2_units(cfg: Any, mech: MechPrompts, n_layers: int, directions: dict) -
     for direction in cfg.sweep.directions:
         spec = {**_base_spec(cfg), "kind": "patchgen", "direction": direction}
         units.append(Unit("patchgen", _unit_id(spec), claims, patch_layers, direction))
+    if m.heads:
+        for direction in cfg.sweep.directions:
+            spec = {**_base_spec(cfg), "kind": "heads", "direction": direction}
+            units.append(Unit("heads", _unit_id(spec), claims, (), direction))
     assert set(cfg.sweep.directions) <= set(DIRECTIONS)
     return units
 
@@ -251,6 +261,6 @@ def run_mechanism(prep: Any, store: Any, run_meta: dict[str, Any]) -> dict[str, 
             found[layer][f"random_{k}"] = (r / np.linalg.norm(r) * np.linalg.norm(d)).tolist()
     run(stage2_units(cfg, mech, n_layers, found))
     doc = Doc(f"mechanism: run {store.run_id}")
-    numbers = section(doc, read(str(store.dir)))
+    numbers = section(doc, read(str(store.dir)), m.top_heads)
     store.write_file(f"{FOLDER}/summary.md", doc.markdown().encode())
     return numbers

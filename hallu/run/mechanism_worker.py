@@ -38,9 +38,13 @@ class MechanismWorker:
         self.dtype = str(next(self.model.parameters()).dtype).removeprefix("torch.")
 
     def run(self, unit: Unit) -> pa.Table:
-        cols = {"capture": self._capture, "steer": self._steer, "patchgen": self._patchgen}[
-            unit.kind
-        ](unit)
+        run = {
+            "capture": self._capture,
+            "steer": self._steer,
+            "patchgen": self._patchgen,
+            "heads": self._heads,
+        }[unit.kind]
+        cols = run(unit)
         n = len(next(iter(cols.values())))
         cols |= {"run_id": [self.run_id] * n, "unit_id": [unit.unit_id] * n}
         return pa.Table.from_pydict(cols, schema=SCHEMAS[unit.kind])
@@ -129,6 +133,28 @@ class MechanismWorker:
                     cols[key].append(v)
         return cols
 
+    def _heads(self, unit: Unit) -> dict[str, list]:
+        """Per-head total and direct (path-patched) effects at the last position, per pair."""
+        from hallu.engine.adapters import Adapter
+        from hallu.engine.paths import head_effects
+
+        ad = Adapter(self.model)
+        src_c, tgt_c = DIRECTIONS[unit.direction]
+        cols: dict[str, list] = {k: [] for k in HEADS_KEYS}
+        for p in self.mech.pairs:
+            if self.mech.claim_of[p] not in unit.claims:
+                continue
+            src, tgt = (self.mech.ids[self.mech.pair_prompt[p][c]] for c in (src_c, tgt_c))
+            eff = head_effects(ad, src, tgt, self.prep.metric)
+            for layer in range(ad.n_layers):
+                for head in range(ad.n_heads):
+                    vals = (p, self.mech.claim_of[p], self.mech.truth_of[p], unit.direction)
+                    vals += (layer, head, eff["clean"], eff["corrupted"])
+                    vals += (float(eff["total"][layer, head]), float(eff["direct"][layer, head]))
+                    for key, v in zip(HEADS_KEYS, vals, strict=True):
+                        cols[key].append(v)
+        return cols
+
     def _patch_edits(self, pid, src_c, tgt_c, layer, src_ids) -> Any:
         site = self.cfg.sweep.mechanism.patch_site
         src_vec = []
@@ -151,6 +177,10 @@ CAPTURE_KEYS = (
 STEER_KEYS = (
     "prompt_id", "claim_id", "claim_true", "direction", "layer", "site", "alpha", "norm",
     "sample_index", "response", "style_label", "metric_value",
+)  # fmt: skip
+HEADS_KEYS = (
+    "pair_id", "claim_id", "claim_true", "patch_direction", "layer", "head", "clean",
+    "corrupted", "total", "direct",
 )  # fmt: skip
 PATCHGEN_KEYS = (
     "pair_id", "claim_id", "claim_true", "patch_direction", "setting", "layer", "site",
