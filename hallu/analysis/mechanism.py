@@ -144,7 +144,8 @@ def rates(df: pd.DataFrame, keys: list[str], seed: int = 0) -> list[dict[str, An
         for col in ("declarative", "metric"):
             v = g[col].to_numpy()
             ok = np.isfinite(v)
-            row[col] = _ci((w[:, ok] @ v[ok]) / w[:, ok].sum(1))
+            with np.errstate(invalid="ignore", divide="ignore"):  # a draw with none of them
+                row[col] = _ci((w[:, ok] @ v[ok]) / w[:, ok].sum(1))
         row["n_claims"] = int(np.isfinite(g.declarative.to_numpy()).sum())
         out.append(row)
     return out

@@ -99,6 +99,17 @@ def _directions(doc: Any, cap: pd.DataFrame) -> list[dict[str, Any]]:
          "held-out AUROC"],
         table,
     )  # fmt: skip
+    templates = sorted(cap.template.unique())
+    if len(templates) > 1:
+        doc.p("By template: cosine(certain, uncertain) per layer at the last token, per phrasing.")
+        per = {t: mech.directions(cap[cap.template == t]) for t in templates}
+        last = [r for r in rows if r["site"] == "last"]
+        doc.table(
+            ["layer", *templates],
+            [[r["layer"], *[_ci(next(x for x in per[t] if x["layer"] == r["layer"]
+                                     and x["site"] == "last")["cosine"]) for t in templates]]
+             for r in last],
+        )  # fmt: skip
     ladder = [r for r in rows if len(r["ladder"]) > 2]
     if ladder:
         doc.p(

@@ -66,7 +66,14 @@ def _run(argv: list[str]) -> int:
     # Each experiment is planned (and its inputs validated) only when it is asked for.
     plan = prep.plan() if "patching" in experiments else None
     chunks = _behavior_chunks(cfg, prep) if "behavior" in experiments else None
+    mechanism = None
+    if "mechanism" in experiments:
+        from hallu.run.mechanism import check
+
+        mechanism = check(prep)
     if cfg.mode == "plan":
+        if mechanism is not None:
+            print(mechanism)
         if plan is not None:
             _print_plan(cfg, plan)
         if chunks is not None:
@@ -91,7 +98,8 @@ def _run(argv: list[str]) -> int:
         _run_patching(cfg, plan, store, run_meta)
     if chunks is not None:
         _run_behavior(prep, chunks, store, run_meta, with_patching=plan is not None)
-    if "mechanism" in experiments:
+    if mechanism is not None:
+        print(f"hallu: {mechanism}", file=sys.stderr)
         _run_mechanism(prep, store, run_meta)
     print(f"report: python -m hallu.report {store.dir}")
     return 0

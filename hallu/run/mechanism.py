@@ -125,6 +125,35 @@ def _sites(tokenizer: Any, row: PromptRow, ids: list[int], cfg: Any) -> dict[str
     return {"marker": index - len(ids), "last": -1}
 
 
+def mech_layers(spec: Any, n_layers: int, key: str) -> list[int]:
+    """resolve_layers with the error naming the mechanism key."""
+    try:
+        return resolve_layers(spec, n_layers)
+    except UserError as err:
+        raise UserError(str(err).replace("sweep.layers", key, 1)) from None
+
+
+def check(prep: Any) -> str:
+    """Validate the mechanism settings before any work (so a mistake leaves no results);
+    return a one-line description of the work."""
+    m, n = prep.cfg.sweep.mechanism, prep.shape.n_layers
+    captured = mech_layers(m.layers, n, "sweep.mechanism.layers")
+    steer = mech_layers(m.steer_layers, n, "sweep.mechanism.steer_layers")
+    patch = mech_layers(m.patch_layers, n, "sweep.mechanism.patch_layers")
+    if m.steer_site not in m.sites or not set(steer) <= set(captured):
+        raise UserError(
+            f"sweep.mechanism.steer_layers={steer} at site {m.steer_site!r}: the direction comes "
+            f"from the captured layers {captured} and sites {m.sites}; capture those too"
+        )
+    mech = prepare_mechanism(prep)
+    return (
+        f"mechanism: {len(mech.rows)} prompts ({len(mech.pairs)} pairs) captured at "
+        f"{len(captured)} layers x {len(m.sites)} sites; steering at layers {steer} with "
+        f"{len(m.alphas)} alphas x (1 + {m.n_random} random); patch-and-generate at layers "
+        f"{patch}; {m.n_samples} samples each" + ("; per-head effects" if m.heads else "")
+    )
+
+
 def _unit_id(spec: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -141,7 +170,7 @@ def _base_spec(cfg: Any) -> dict[str, Any]:
 
 def capture_units(cfg: Any, mech: MechPrompts, n_layers: int) -> list[Unit]:
     m = cfg.sweep.mechanism
-    layers = tuple(resolve_layers(m.layers, n_layers))
+    layers = tuple(mech_layers(m.layers, n_layers, "sweep.mechanism.layers"))
     claims = list(dict.fromkeys(r.claim_id for r in mech.rows))
     units = []
     for start in range(0, len(claims), m.claims_per_shard):
@@ -156,12 +185,12 @@ def stage2_units(cfg: Any, mech: MechPrompts, n_layers: int, directions: dict) -
     m = cfg.sweep.mechanism
     claims = tuple(dict.fromkeys(r.claim_id for r in mech.rows))
     units = []
-    for layer in resolve_layers(m.steer_layers, n_layers):
+    for layer in mech_layers(m.steer_layers, n_layers, "sweep.mechanism.steer_layers"):
         for name, vec in directions[layer].items():
             spec = {**_base_spec(cfg), "kind": "steer", "layer": layer, "direction": name}
             spec["vector"] = hashlib.sha256(json.dumps(vec).encode()).hexdigest()
             units.append(Unit("steer", _unit_id(spec), claims, (layer,), name, tuple(vec)))
-    patch_layers = tuple(resolve_layers(m.patch_layers, n_layers))
+    patch_layers = tuple(mech_layers(m.patch_layers, n_layers, "sweep.mechanism.patch_layers"))
     for direction in cfg.sweep.directions:
         spec = {**_base_spec(cfg), "kind": "patchgen", "direction": direction}
         units.append(Unit("patchgen", _unit_id(spec), claims, patch_layers, direction))
@@ -252,7 +281,7 @@ def run_mechanism(prep: Any, store: Any, run_meta: dict[str, Any]) -> dict[str, 
     labels, m = rung_labels(cap), cfg.sweep.mechanism
     rng = np.random.default_rng(cfg.seed)
     found: dict[int, dict[str, list[float]]] = {}
-    for layer in resolve_layers(m.steer_layers, n_layers):
+    for layer in mech_layers(m.steer_layers, n_layers, "sweep.mechanism.steer_layers"):
         g = cap[(cap.layer == layer) & (cap.site == m.steer_site)]
         d = claim_diffs(g, labels["certain"], labels["neutral"])[1].mean(0)
         found[layer] = {"found": d.tolist()}
