@@ -125,9 +125,15 @@ def held_out_auroc(cap: pd.DataFrame, layer: int, site: str, seed: int = 0) -> t
 
 def _rate_by_claim(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Per prompt the declarative fraction over its samples, then per claim the mean."""
-    df = df.assign(declarative=(df.style_label == "declarative").astype(float))
+    judged = "judge_label" in df and df.judge_label.notna().any()
+    df = df.assign(
+        declarative=(df.style_label == "declarative").astype(float),
+        judge=(df.judge_label == "declarative").astype(float) if judged else np.nan,
+    )
     per_prompt = df.groupby([*keys, "claim_id", "sample_key"], dropna=False).agg(
-        declarative=("declarative", "mean"), metric=("metric_value", "mean")
+        declarative=("declarative", "mean"),
+        metric=("metric_value", "mean"),
+        judge=("judge", "mean"),
     )
     return per_prompt.groupby([*keys, "claim_id"], dropna=False).mean().reset_index()
 
@@ -141,7 +147,7 @@ def rates(df: pd.DataFrame, keys: list[str], seed: int = 0) -> list[dict[str, An
     for key, g in per_claim.groupby(keys, dropna=False, sort=True):
         g = g.set_index("claim_id").reindex(claims)
         row = dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True))
-        for col in ("declarative", "metric"):
+        for col in ("declarative", "metric", "judge"):
             v = g[col].to_numpy()
             ok = np.isfinite(v)
             with np.errstate(invalid="ignore", divide="ignore"):  # a draw with none of them

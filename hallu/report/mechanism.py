@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
 
@@ -136,10 +137,13 @@ def _steering(doc: Any, steer: pd.DataFrame) -> list[dict[str, Any]]:
         "declarative."
     )
     doc.figure(_steer_png(curves), "Steering: declarative rate and metric vs alpha")
+    judged = any(np.isfinite(c["judge"][0]) for c in curves)
     doc.table(
-        ["layer", "direction", "alpha", "declarative rate", "metric", "claims"],
+        ["layer", "direction", "alpha", "declarative rate", "metric", "claims"]
+        + (["judge: declarative"] if judged else []),
         [[c["layer"], c["direction"], f"{c['alpha']:+.2f}", _ci(c["declarative"]),
-          _ci(c["metric"]), c["n_claims"]] for c in curves],
+          _ci(c["metric"]), c["n_claims"]] + ([_ci(c["judge"])] if judged else [])
+         for c in curves],
     )  # fmt: skip
     return curves
 

@@ -42,12 +42,13 @@ SCHEMAS: dict[str, pa.Schema] = {
         [("run_id", _S), ("unit_id", _S), ("prompt_id", _S), ("claim_id", _S),
          ("claim_true", _B), ("direction", _S), ("layer", _I), ("site", _S), ("alpha", _F),
          ("norm", _F), ("sample_index", _I), ("response", _S), ("style_label", _S),
-         ("metric_value", _F)]
+         ("metric_value", _F), ("judge_label", _S)]
     ),
     "patchgen": pa.schema(
         [("run_id", _S), ("unit_id", _S), ("pair_id", _S), ("claim_id", _S), ("claim_true", _B),
          ("patch_direction", _S), ("setting", _S), ("layer", _I), ("site", _S),
-         ("sample_index", _I), ("response", _S), ("style_label", _S), ("metric_value", _F)]
+         ("sample_index", _I), ("response", _S), ("style_label", _S), ("metric_value", _F),
+         ("judge_label", _S)]
     ),
     "heads": pa.schema(
         [("run_id", _S), ("unit_id", _S), ("pair_id", _S), ("claim_id", _S), ("claim_true", _B),

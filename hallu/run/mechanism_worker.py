@@ -36,6 +36,11 @@ class MechanismWorker:
         self.model, self.revision = load_model(self.cfg.model, len(self.prep.tokenizer))
         self.layers = decoder_layers(self.model)
         self.dtype = str(next(self.model.parameters()).dtype).removeprefix("torch.")
+        self.judge = None
+        if self.cfg.behavior.judge is not None:  # the judge reads the answer only, as in Exp. 1
+            from hallu.behavior.judge import Judge
+
+            self.judge = Judge(self.cfg.behavior.judge, self.cfg.behavior.judge_max_new_tokens)
 
     def run(self, unit: Unit) -> pa.Table:
         run = {
@@ -47,6 +52,11 @@ class MechanismWorker:
         cols = run(unit)
         n = len(next(iter(cols.values())))
         cols |= {"run_id": [self.run_id] * n, "unit_id": [unit.unit_id] * n}
+        if "response" in cols:
+            judged = [None] * n
+            if self.judge is not None:
+                judged = [j[0] for j in self.judge.label(cols["response"], 16)]
+            cols["judge_label"] = judged
         return pa.Table.from_pydict(cols, schema=SCHEMAS[unit.kind])
 
     def _capture(self, unit: Unit) -> dict[str, list]:
