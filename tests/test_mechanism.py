@@ -111,3 +111,35 @@ def test_toy_steering_moves_the_declarative_rate_and_random_directions_do_not():
             assert am.monotone(curve, tol=1 / 64), curve
     assert spans["found"] > 0.5, spans
     assert abs(spans["random_0"]) < spans["found"] / 2, spans
+
+
+def test_marker_site_is_the_marker_token_with_or_without_marker_at():
+    """marker_at (the ladder) and the first token that differs (the built-in set) agree."""
+    sites = {}
+    for name in ("builtin", "marker_ladder"):
+        prep = prepare(compose(["model=toy", f"prompts={name}", "sweep.pairs=4"]))
+        mech = prepare_mechanism(prep)
+        for r in mech.rows:
+            if r.condition is not None:
+                ids = mech.ids[r.prompt_id]
+                tok = prep.tokenizer.convert_ids_to_tokens(
+                    [ids[mech.offsets[r.prompt_id]["marker"]]]
+                )
+                sites.setdefault(name, []).append((r.pair_id, r.condition, tok[0]))
+    assert sorted(sites["builtin"]) == sorted(sites["marker_ladder"])
+    assert {t for _, c, t in sites["builtin"] if c != "neutral"} == {"definitely", "probably"}
+    ladder = prepare_mechanism(prepare(compose(["model=toy", "prompts=marker_ladder"])))
+    doubt = next(r for r in ladder.rows if r.rung == "not_sure")
+    ids = ladder.ids[doubt.prompt_id]
+    assert ids[ladder.offsets[doubt.prompt_id]["marker"]] == ids[5]  # <s> [INST] i am not *sure*
+
+
+def test_rates_count_prompts_not_samples_and_read_the_judge():
+    df = pd.DataFrame(
+        {"claim_id": ["a"] * 4 + ["b"], "prompt_id": ["a"] * 4 + ["b"], "alpha": 0.0,
+         "style_label": ["declarative"] * 4 + ["tentative"], "metric_value": 1.0,
+         "judge_label": ["declarative", None, None, None, "tentative"]}
+    )  # fmt: skip
+    (row,) = am.rates(df.assign(sample_key=df.prompt_id), ["alpha"])
+    assert row["declarative"][0] == 0.5  # claim a 1.0, claim b 0.0: not 4/5
+    assert row["judge"][0] == 0.5 and row["n_claims"] == 2

@@ -128,7 +128,10 @@ def _rate_by_claim(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     judged = "judge_label" in df and df.judge_label.notna().any()
     df = df.assign(
         declarative=(df.style_label == "declarative").astype(float),
-        judge=(df.judge_label == "declarative").astype(float) if judged else np.nan,
+        # an unparsed judge reply (null) is missing, not "not declarative"
+        judge=np.where(df.judge_label.isna(), np.nan, df.judge_label == "declarative")
+        if judged
+        else np.nan,
     )
     per_prompt = df.groupby([*keys, "claim_id", "sample_key"], dropna=False).agg(
         declarative=("declarative", "mean"),

@@ -90,6 +90,10 @@ def prepare_mechanism(prep: Any) -> MechPrompts:
     for r in rows:
         if r.condition is not None:
             pair_prompt.setdefault(r.pair_id, {})[r.condition] = r.prompt_id
+    for r in rows:  # files without marker_at: the first token that differs from the unmarked
+        neutral = pair_prompt.get(r.pair_id, {}).get("neutral")
+        if r.marker_at is None and neutral is not None:
+            offsets[r.prompt_id]["marker"] = _first_difference(ids, r, pair_prompt, neutral)
     pairs = [p for p, c in pair_prompt.items() if {"certain", "uncertain", "neutral"} <= set(c)]
     if not pairs:
         raise UserError(
@@ -99,6 +103,17 @@ def prepare_mechanism(prep: Any) -> MechPrompts:
     claim_of = {r.pair_id: r.claim_id for r in rows}
     truth_of = {r.pair_id: r.claim_true for r in rows}
     return MechPrompts(rows, ids, offsets, pairs, pair_prompt, claim_of, truth_of)
+
+
+def _first_difference(ids: dict, row: PromptRow, pair_prompt: dict, neutral: str) -> int:
+    """Offset from the end of the first token where the prompt leaves its pair's unmarked
+    prompt; for the unmarked prompt itself, the token before where the certain one leaves it."""
+    other = pair_prompt[row.pair_id].get("certain") if row.prompt_id == neutral else neutral
+    a, b = ids[row.prompt_id], ids[other] if other else ids[row.prompt_id]
+    first = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), len(a) - 1)
+    if row.prompt_id == neutral:
+        first = max(first - 1, 0)
+    return first - len(a)
 
 
 def _sites(tokenizer: Any, row: PromptRow, ids: list[int], cfg: Any) -> dict[str, int]:
