@@ -48,6 +48,9 @@ def test_the_found_direction_is_the_planted_one():
     assert _unit(found) @ planted_dir >= 0.99
     row = next(r for r in directions(cap) if r["layer"] == after_copy and r["site"] == "last")
     assert row["cosine"][0] <= -0.99  # uncertain is the opposite sign on the same axis
+    assert abs(row["lens_certain"]) < 1e-3  # X is not read by the unembedding...
+    last = next(r for r in directions(cap) if r["layer"] == cfg.model.planted.n_layers - 1)
+    assert abs(last["lens_certain"] - cfg.model.planted.certain_gain) < 1e-3  # ...OUT is
     before = next(r for r in directions(cap) if r["layer"] == cfg.model.planted.layer)
     assert before["norm_certain"][0] < 1e-3  # nothing reaches the last position before the copy
 

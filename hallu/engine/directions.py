@@ -6,9 +6,10 @@
 cosines and held-out AUROCs; nothing here averages or compares.
 
 `readout` is the logit lens of the metric (nostalgebraist 2020): the vector r with
-r . h = the metric's logit difference for a final residual h, if the final RMSNorm's division by
-the root mean square is left out (it scales every logit alike). A direction d then "reads as"
-r . d logits of confident-minus-tentative.
+r . h / rms(h) = the metric's logit difference for a final residual h (the final RMSNorm is its
+gain times h / rms(h)). Each capture also records rms of the prompt's own final residual at its
+last position, so a direction d "reads as" r . d / rms logits of confident-minus-tentative: what
+the metric would move by if d were added to the final residual (the norm's scale held fixed).
 """
 
 from __future__ import annotations
@@ -28,14 +29,26 @@ def capture(
     offsets: Sequence[Sequence[int]],
     metric: LogitDiff,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """([N, n_layers, K, d] float32 resid_pre at K tokens per prompt, [N] metric at the end)."""
-    acts, values = [], []
-    for ids, offs in zip(prompts, offsets, strict=True):
-        resid, logits = capture_resid_pre(model, layers, ids)
-        index = torch.tensor([len(ids) + o for o in offs], device=resid.device)
-        acts.append(resid[:, index].float().cpu())
-        values.append(float(metric(logits)))
-    return torch.stack(acts), torch.tensor(values)
+    """([N, n_layers, K, d] float32 resid_pre at K tokens per prompt, [N] metric at the end,
+    [N] root mean square of the final residual at the last token)."""
+    acts, values, scale = [], [], []
+    final: list[torch.Tensor] = []
+    norm = model.model.norm if hasattr(model, "model") and hasattr(model.model, "norm") else None
+    handle = None
+    if norm is not None:
+        handle = norm.register_forward_pre_hook(lambda _m, a: final.append(a[0][0, -1].float()))
+    try:
+        for ids, offs in zip(prompts, offsets, strict=True):
+            resid, logits = capture_resid_pre(model, layers, ids)
+            index = torch.tensor([len(ids) + o for o in offs], device=resid.device)
+            acts.append(resid[:, index].float().cpu())
+            values.append(float(metric(logits)))
+            eps = getattr(norm, "variance_epsilon", 0.0)
+            scale.append(float(final[-1].pow(2).mean().add(eps).sqrt()) if final else 1.0)
+    finally:
+        if handle is not None:
+            handle.remove()
+    return torch.stack(acts), torch.tensor(values), torch.tensor(scale)
 
 
 @torch.no_grad()

@@ -81,10 +81,11 @@ def _directions(doc: Any, cap: pd.DataFrame) -> list[dict[str, Any]]:
     doc.p(
         "Directions per layer and site: d_certain = mean(certain - unmarked), d_uncertain = "
         "mean(uncertain - unmarked) over claims. cosine near -1: uncertainty is the opposite "
-        "of certainty on one axis; near 0: a separate direction. lens = the direction read "
-        "by the metric's unembedding (logits of confident - tentative). AUROC: a direction found "
-        "on half the claims separates the other half's certain from uncertain prompts "
-        "(mean and 2.5-97.5% over 20 halvings)."
+        "of certainty on one axis; near 0: a separate direction. lens = the metric's change "
+        "(logits of confident - tentative) if the direction were added to the final residual "
+        "(logit lens; the final norm's scale taken from each prompt's own). AUROC: a "
+        "direction found on half the claims separates the other half's certain from "
+        "uncertain prompts (mean and 2.5-97.5% over 20 halvings)."
     )
     table = []
     for r in rows:

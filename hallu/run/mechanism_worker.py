@@ -64,8 +64,8 @@ class MechanismWorker:
         sites = self.cfg.sweep.mechanism.sites
         ids = [self.mech.ids[r.prompt_id] for r in rows]
         offs = [[self.mech.offsets[r.prompt_id][s] for s in sites] for r in rows]
-        acts, metric = capture(self.model, self.layers, ids, offs, self.prep.metric)
-        lens = acts @ readout(self.model, self.prep.metric)  # [N, L, K]
+        acts, metric, rms = capture(self.model, self.layers, ids, offs, self.prep.metric)
+        lens = (acts @ readout(self.model, self.prep.metric)) / rms[:, None, None]  # [N, L, K]
         cols: dict[str, list] = {k: [] for k in CAPTURE_KEYS}
         for i, r in enumerate(rows):
             for layer in unit.layers:
