@@ -28,8 +28,10 @@ USAGE = """usage: python -m hallu.launch [OVERRIDE ...]
 
 Overrides use Hydra syntax:
   model=tiny|llama2_7b_chat|llama2_13b_chat|llama2_70b_chat   model.name_or_path=<hub id or dir>
-  prompts=builtin|file  prompts.path=my.csv  prompts.chat_template=false
-  +sweep=full|debug|behavior  sweep.layers=[0,5,-1]  sweep.positions=all|last:K|[...]  sweep.pairs=N
+  prompts=builtin|marker_ladder|templates|file  prompts.path=my.csv  prompts.chat_template=false
+  prompts.system_prompt=llama2_default
+  +sweep=full|debug|behavior|controls|mechanism
+  sweep.layers=[0,5,-1]  sweep.positions=all|last:K|[...]  sweep.pairs=N
   mode=plan (print config and work plan, load no model)  run_id=NAME (resume or name a run)
   storage.root=DIR   storage=s3 storage.bucket=B [storage.endpoint_url=URL]
   cluster=local|ray_local|ray|lambda|runpod  cluster.num_workers=N
