@@ -18,7 +18,7 @@ import hashlib
 import json
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import torch
@@ -28,6 +28,9 @@ from hallu.behavior.generate import generate
 from hallu.behavior.style import classify
 from hallu.config import Config
 from hallu.errors import UserError
+
+if TYPE_CHECKING:
+    from hallu.store.base import Store  # typing only: behaviour never imports a store
 
 FOLDER = "behavior/responses"
 
@@ -229,7 +232,7 @@ def describe(cfg: Config, chunks: list[Chunk]) -> str:
     )
 
 
-def run_behavior(prep: Any, chunks: list[Chunk], store: Any, run_meta: dict[str, Any]) -> int:
+def run_behavior(prep: Any, chunks: list[Chunk], store: Store, run_meta: dict[str, Any]) -> int:
     """Run every chunk not yet in `store` (in this process); return how many were run."""
     done = store.table_names(FOLDER)
     todo = [c for c in chunks if c.chunk_id not in done]

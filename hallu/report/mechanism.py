@@ -32,6 +32,21 @@ def read(source: str) -> dict[str, pd.DataFrame]:
     return out
 
 
+def mechanism_only(source: str) -> Any:
+    """The report (a Doc) of a run with mechanism results and no patching shards, else None."""
+    from hallu.report.doc import Doc
+
+    fs, base = _filesystem(str(source))
+    if _list(fs, f"{base}/shards", ".parquet"):
+        return None
+    tables = read(source)
+    if not tables:
+        return None
+    doc = Doc(f"hallu report: run {base.rstrip('/').rsplit('/', 1)[-1]}")
+    section(doc, tables)
+    return doc
+
+
 def _ci(t: tuple[float, float, float], digits: int = 3) -> str:
     est, lo, hi = t
     return f"{est:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from hallu.config import Config
     from hallu.run.plan import Plan
     from hallu.run.worker import Prepared
-    from hallu.store.local import LocalStore
+    from hallu.store.base import Store
 
 USAGE = """usage: python -m hallu.launch [OVERRIDE ...]
 
@@ -82,15 +82,11 @@ def _run(argv: list[str]) -> int:
             _print_behavior_plan(cfg, chunks, config_printed=plan is not None)
         return 0
 
-    from hallu.store.local import LocalStore, new_run_id
+    from hallu.store.base import store_for
+    from hallu.store.local import new_run_id
 
     run_id = cfg.run_id or new_run_id(cfg)
-    if cfg.storage.kind == "s3":
-        from hallu.store.s3 import S3Store
-
-        store = S3Store.open(cfg.storage, run_id)  # bucket reachable and writable, or UserError
-    else:
-        store = LocalStore(cfg.storage.root, run_id)
+    store = store_for(cfg.storage, run_id)  # an S3 bucket is checked reachable and writable
     resumed = store.check_compatible(cfg)
     print(f"hallu: run {run_id} -> {store.dir}{' (resuming)' if resumed else ''}", file=sys.stderr)
     run_meta: dict = {"plan": plan.to_json() if plan is not None else []}
@@ -107,7 +103,7 @@ def _run(argv: list[str]) -> int:
     return 0
 
 
-def _run_patching(cfg: Config, plan: Plan, store: LocalStore, run_meta: dict) -> None:
+def _run_patching(cfg: Config, plan: Plan, store: Store, run_meta: dict) -> None:
     from hallu.report.summary import aggregate
     from hallu.run.local import run_local
 
@@ -167,7 +163,7 @@ def _behavior_chunks(cfg: Config, prep: Prepared) -> list[Chunk]:
 
 
 def _run_behavior(
-    prep: Prepared, chunks: list[Chunk], store: LocalStore, run_meta: dict, with_patching: bool
+    prep: Prepared, chunks: list[Chunk], store: Store, run_meta: dict, with_patching: bool
 ) -> None:
     from hallu.behavior.experiment import describe, run_behavior
     from hallu.report.behavior import report

@@ -15,10 +15,10 @@ from tqdm import tqdm
 from hallu.config import Config
 from hallu.run.plan import Plan
 from hallu.run.worker import Worker
-from hallu.store.local import LocalStore
+from hallu.store.base import Store
 
 
-def run_local(cfg: Config, plan: Plan, store: LocalStore, run_meta: dict[str, Any]) -> int:
+def run_local(cfg: Config, plan: Plan, store: Store, run_meta: dict[str, Any]) -> int:
     """Run every shard not yet in `store`; return how many were run.
 
     The model loads before run.json is written, so a model that fails to load leaves no run.

@@ -270,7 +270,7 @@ def run_mechanism(prep: Any, store: Any, run_meta: dict[str, Any]) -> dict[str, 
     import numpy as np
 
     from hallu.analysis.mechanism import claim_diffs, rung_labels
-    from hallu.report.html import Doc
+    from hallu.report.doc import Doc
     from hallu.report.mechanism import read, section
 
     cfg, n_layers = prep.cfg, prep.shape.n_layers

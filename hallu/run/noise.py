@@ -30,6 +30,7 @@ import torch
 
 from hallu.config import Config, validate
 from hallu.errors import UserError
+from hallu.store.base import Store
 
 DTYPES = ("float32", "bfloat16", "float16")
 FILE = "noise_floor.json"
@@ -135,17 +136,16 @@ def config_of_run(run_dir: Path) -> Config:
 
 
 def write(run_dir: Path, result: dict[str, Any]) -> Path:
-    from hallu.store.local import _write_atomic
+    from hallu.store.local import write_atomic
 
     path = Path(run_dir) / FILE
-    _write_atomic(path, json.dumps(result, indent=2).encode())
+    write_atomic(path, json.dumps(result, indent=2).encode())
     return path
 
 
-def measure_into(cfg: Config, store: Any) -> None:
+def measure_into(cfg: Config, store: Store) -> None:
     """Measure once per run: a run that has `noise_floor.json` keeps it."""
-    local = getattr(store, "dir", None)
-    if local is not None and (Path(local) / FILE).exists():
+    if store.read_file(FILE) is not None:
         return
     result = measure(cfg)
     store.write_file(FILE, json.dumps(result, indent=2).encode())

@@ -36,12 +36,13 @@ from hallu.config import ClusterCfg, Config
 from hallu.errors import UserError
 from hallu.run.plan import Plan, Shard
 from hallu.run.worker import Worker
+from hallu.store.base import Store
 
 
 class ShardRunner:
     """The actor body: one model replica; runs shards and writes them to the store."""
 
-    def __init__(self, cfg: Config, store: Any):
+    def __init__(self, cfg: Config, store: Store):
         self.store = store
         self.error: str | None = None
         try:
@@ -139,7 +140,7 @@ def _workers_that_fit(cluster: ClusterCfg) -> int:
 def run_ray(
     cfg: Config,
     plan: Plan,
-    store: Any,
+    store: Store,
     run_meta: dict[str, Any],
     stats: RayStats | None = None,
 ) -> int:
@@ -182,7 +183,7 @@ def run_ray(
 
 def _drive(
     cfg: Config,
-    store: Any,
+    store: Store,
     run_meta: dict[str, Any],
     todo: list[Shard],
     actors: list,
@@ -297,7 +298,7 @@ def _busy(pending: dict, i: int) -> bool:
 
 
 def _count_failure(
-    failures: Counter[str], shard: Shard, limit: int, err: Exception, store: Any, queue: deque
+    failures: Counter[str], shard: Shard, limit: int, err: Exception, store: Store, queue: deque
 ) -> None:
     failures[shard.shard_id] += 1
     if failures[shard.shard_id] >= limit:

@@ -18,13 +18,13 @@ import os
 import platform
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from hallu.config import Config
@@ -103,16 +103,22 @@ def same_study(old_meta: dict[str, Any], cfg: Config, run_id: str, where: object
 
 
 class LocalStore:
+    """A run directory on a local (or shared) filesystem; implements hallu.store.base.Store."""
+
     def __init__(self, root: str | Path, run_id: str):
         self.run_id = run_id
         self.dir = Path(root).expanduser() / run_id
         self.shard_dir = self.dir / "shards"
 
+    def read_meta(self) -> dict[str, Any] | None:
+        raw = self.read_file("run.json")
+        return None if raw is None else json.loads(raw)
+
     def check_compatible(self, cfg: Config) -> bool:
         """True if this run exists with the same study (resume); UserError if it differs."""
-        meta_path = self.dir / "run.json"
-        if meta_path.exists():
-            return same_study(json.loads(meta_path.read_text()), cfg, self.run_id, self.dir)
+        meta = self.read_meta()
+        if meta is not None:
+            return same_study(meta, cfg, self.run_id, self.dir)
         if self.dir.exists() and any(self.dir.iterdir()):
             raise UserError(
                 f"run_id={self.run_id}: {self.dir} exists without run.json; "
@@ -126,7 +132,7 @@ class LocalStore:
             return
         self.shard_dir.mkdir(parents=True, exist_ok=True)
         meta = run_metadata(cfg, self.run_id, extra)
-        _write_atomic(self.dir / "run.json", json.dumps(meta, indent=2).encode())
+        write_atomic(self.dir / "run.json", json.dumps(meta, indent=2).encode())
 
     def done_shards(self) -> set[str]:
         if not self.shard_dir.is_dir():
@@ -136,9 +142,13 @@ class LocalStore:
     def write_shard(self, shard_id: str, table: pa.Table) -> Path:
         return self.write_table(f"shards/{shard_id}.parquet", table)
 
+    def read_shards(self) -> Iterator[tuple[str, pa.Table]]:
+        for shard_id in sorted(self.done_shards()):
+            data = (self.shard_dir / f"{shard_id}.parquet").read_bytes()
+            yield shard_id, schema.read_parquet(data, schema.SCHEMA)
+
     def read_results(self) -> pa.Table:
-        files = sorted(str(p) for p in self.shard_dir.glob("*.parquet"))
-        return ds.dataset(files, schema=schema.SCHEMA, format="parquet").to_table()
+        return schema.concat(t for _, t in self.read_shards())
 
     def write_table(self, name: str, table: pa.Table) -> Path:
         """Write `<run>/<name>` (e.g. behavior/responses/x.parquet) atomically, never replacing."""
@@ -156,10 +166,16 @@ class LocalStore:
             os.unlink(tmp)
         return final
 
-    def read_tables(self, folder: str, table_schema: pa.Schema) -> pa.Table:
-        """Every Parquet file in `<run>/<folder>`, read with the explicit schema."""
-        files = sorted(str(p) for p in (self.dir / folder).glob("*.parquet"))
-        return ds.dataset(files, schema=table_schema, format="parquet").to_table()
+    def read_tables(self, folder: str, table_schema: pa.Schema | None) -> pa.Table:
+        """Every Parquet file in `<run>/<folder>`, in the explicit schema (None: their own)."""
+        names = sorted(self.table_names(folder))
+        return schema.concat(
+            (
+                schema.read_parquet((self.dir / folder / f"{n}.parquet").read_bytes(), table_schema)
+                for n in names
+            ),
+            table_schema,
+        )
 
     def table_names(self, folder: str) -> set[str]:
         """Stems of the Parquet files in `<run>/<folder>`: the finished units of that work."""
@@ -168,11 +184,16 @@ class LocalStore:
 
     def write_file(self, name: str, data: bytes) -> Path:
         path = self.dir / name
-        _write_atomic(path, data)
+        write_atomic(path, data)
         return path
 
+    def read_file(self, name: str) -> bytes | None:
+        path = self.dir / name
+        return path.read_bytes() if path.is_file() else None
 
-def _write_atomic(path: Path, data: bytes) -> None:
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` in one step: readers see the old file or the new, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "wb") as f:

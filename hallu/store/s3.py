@@ -1,4 +1,4 @@
-"""Runs in S3 (or an S3-compatible store): the same interface as `LocalStore`, objects for files.
+"""Runs in S3 (or an S3-compatible store): the `Store` contract (base.py) over objects.
 
 Layout of `s3://<bucket>/<prefix>/<run_id>/`:
   run.json                     written first, never replaced
@@ -22,11 +22,10 @@ import socket
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlparse
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from hallu.config import Config, StorageCfg
@@ -35,6 +34,8 @@ from hallu.store.local import run_metadata, same_study, schema
 
 
 class S3Store:
+    """A run under an S3 prefix; implements hallu.store.base.Store."""
+
     def __init__(self, cfg: StorageCfg, run_id: str):
         if not cfg.bucket:
             raise UserError(
@@ -172,20 +173,27 @@ class S3Store:
                 f"{self.cfg.endpoint_url}); nothing was started"
             ) from None
 
-    def _read_meta(self) -> dict[str, Any] | None:
+    def _get(self, key: str) -> bytes | None:
+        """An object's bytes, or None if there is no such key."""
         from botocore.exceptions import ClientError
 
         try:
-            body = self.client.get_object(Bucket=self.bucket, Key=self._key("run.json"))["Body"]
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         except ClientError as err:
             if _code(err) in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise
-        return json.loads(body.read())
+
+    def read_file(self, name: str) -> bytes | None:
+        return self._get(self._key(name))
+
+    def read_meta(self) -> dict[str, Any] | None:
+        raw = self.read_file("run.json")
+        return None if raw is None else json.loads(raw)
 
     def check_compatible(self, cfg: Config) -> bool:
         """True if this run exists with the same study (resume); UserError if it differs."""
-        old = self._read_meta()
+        old = self.read_meta()
         if old is not None:
             return same_study(old, cfg, self.run_id, self.dir)
         if self._list(self.base + "/"):
@@ -231,28 +239,17 @@ class S3Store:
             raise FileExistsError(f"s3://{self.bucket}/{marker} exists; shard already stored")
         return f"s3://{self.bucket}/{key}"
 
-    def filesystem(self) -> Any:
-        """A pyarrow S3 filesystem for this store's endpoint (same credential chain as boto3)."""
-        from pyarrow import fs
-
-        kw: dict[str, Any] = {
-            "retry_strategy": fs.AwsStandardS3RetryStrategy(max_attempts=self.cfg.max_attempts)
-        }
-        if self.cfg.endpoint_url:
-            url = urlparse(self.cfg.endpoint_url)
-            kw.update(endpoint_override=url.netloc, scheme=url.scheme or "https")
-        region = self.cfg.region
-        if region is None and not self.cfg.endpoint_url:
-            region = fs.resolve_s3_region(self.bucket)
-        return fs.S3FileSystem(region=region or "us-east-1", **kw)
+    def read_shards(self) -> Iterator[tuple[str, pa.Table]]:
+        """Every marked shard, each read with the explicit schema (older shards: nulls)."""
+        for shard_id in sorted(self.done_shards()):
+            key = self._key(f"shards/{shard_id}.parquet")
+            data = self._get(key)
+            if data is None:
+                raise FileNotFoundError(f"s3://{self.bucket}/{key}: marked done but missing")
+            yield shard_id, schema.read_parquet(data, schema.SCHEMA)
 
     def read_results(self) -> pa.Table:
-        """Every marked shard, read through a pyarrow dataset with the explicit schema."""
-        done = sorted(self.done_shards())
-        paths = [f"{self.bucket}/{self._key(f'shards/{s}.parquet')}" for s in done]
-        return ds.dataset(
-            paths, schema=schema.SCHEMA, format="parquet", filesystem=self.filesystem()
-        ).to_table()
+        return schema.concat(t for _, t in self.read_shards())
 
     def write_table(self, name: str, table: pa.Table) -> str:
         """`<run>/<name>` in one conditional PUT: complete or absent, and never replaced."""
@@ -270,12 +267,15 @@ class S3Store:
             k.rsplit("/", 1)[1].removesuffix(".parquet") for k in keys if k.endswith(".parquet")
         }
 
-    def read_tables(self, folder: str, table_schema: pa.Schema) -> pa.Table:
-        names = sorted(self.table_names(folder))
-        paths = [f"{self.bucket}/{self._key(f'{folder}/{n}.parquet')}" for n in names]
-        return ds.dataset(
-            paths, schema=table_schema, format="parquet", filesystem=self.filesystem()
-        ).to_table()
+    def read_tables(self, folder: str, table_schema: pa.Schema | None) -> pa.Table:
+        tables = []
+        for name in sorted(self.table_names(folder)):
+            key = self._key(f"{folder}/{name}.parquet")
+            data = self._get(key)
+            if data is None:
+                raise FileNotFoundError(f"s3://{self.bucket}/{key}: listed but missing")
+            tables.append(schema.read_parquet(data, table_schema))
+        return schema.concat(tables, table_schema)
 
     def write_file(self, name: str, data: bytes) -> str:
         """Derived files (summary, figures): replaced on every aggregation, like LocalStore's."""

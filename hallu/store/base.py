@@ -1,0 +1,112 @@
+"""The store contract: what every run store (a local directory, an S3 prefix) offers its callers.
+
+Launch, executors, the behaviour experiment, the summary and the report type against `Store`,
+never against one implementation. `LocalStore` (hallu/store/local.py) and `S3Store`
+(hallu/store/s3.py) implement it; `store_for` picks one for a config, `store_at` opens an existing
+run from its location (a directory, or `s3://bucket/prefix/run_id`) for reading.
+
+Results (shards, behaviour tables) are written once and never replaced; `done_shards` is the one
+answer to "which shards are finished", used by resume and by the report alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import pyarrow as pa
+
+if TYPE_CHECKING:
+    from hallu.config import Config, StorageCfg
+
+
+@runtime_checkable
+class Store(Protocol):
+    """One run's storage: run.json, shards (with done markers), tables and derived files."""
+
+    run_id: str
+
+    @property
+    def dir(self) -> str | Path:
+        """Where the run lives, for messages (a local path or an s3:// URL)."""
+        ...
+
+    def check_compatible(self, cfg: Config) -> bool:
+        """True if the run exists with this study (resume), False if new; UserError if not."""
+        ...
+
+    def create(self, cfg: Config, extra: dict[str, Any]) -> None:
+        """Write run.json (before any shard) unless the run exists already."""
+        ...
+
+    def read_meta(self) -> dict[str, Any] | None:
+        """The run's run.json, or None if there is none."""
+        ...
+
+    def done_shards(self) -> set[str]:
+        """Ids of the finished shards (the ones a resume skips and the report reads)."""
+        ...
+
+    def write_shard(self, shard_id: str, table: pa.Table) -> str | Path:
+        """Store one shard's rows and mark it done; FileExistsError if it is already stored."""
+        ...
+
+    def read_shards(self) -> Iterator[tuple[str, pa.Table]]:
+        """(shard_id, rows in the results schema) for every finished shard, sorted by id."""
+        ...
+
+    def read_results(self) -> pa.Table:
+        """Every finished shard's rows as one table in the results schema."""
+        ...
+
+    def write_table(self, name: str, table: pa.Table) -> str | Path:
+        """`<run>/<name>` as Parquet, complete or absent, never replaced (FileExistsError)."""
+        ...
+
+    def table_names(self, folder: str) -> set[str]:
+        """Stems of the Parquet files in `<run>/<folder>`: the finished units of that work."""
+        ...
+
+    def read_tables(self, folder: str, table_schema: pa.Schema | None) -> pa.Table:
+        """Every Parquet file in `<run>/<folder>`, in the explicit schema (None: their own)."""
+        ...
+
+    def write_file(self, name: str, data: bytes) -> str | Path:
+        """A derived file (summary, figure, noise floor), replaced on every write."""
+        ...
+
+    def read_file(self, name: str) -> bytes | None:
+        """The bytes of `<run>/<name>`, or None if it does not exist."""
+        ...
+
+
+def store_for(storage: StorageCfg, run_id: str) -> Store:
+    """The store a run's config asks for; an S3 bucket is checked reachable and writable first."""
+    if storage.kind == "s3":
+        from hallu.store.s3 import S3Store
+
+        return S3Store.open(storage, run_id)
+    from hallu.store.local import LocalStore
+
+    return LocalStore(storage.root, run_id)
+
+
+def store_at(location: str | Path) -> Store:
+    """An existing run, for reading: a run directory or `s3://bucket/prefix/run_id`.
+
+    For S3 the endpoint, region and credentials come from boto3's standard chain (e.g.
+    AWS_ENDPOINT_URL for an S3-compatible store), as for any other boto3 client.
+    """
+    text = str(location)
+    if text.startswith("s3://"):
+        from hallu.config import StorageCfg
+        from hallu.store.s3 import S3Store
+
+        bucket, _, key = text.removeprefix("s3://").strip("/").partition("/")
+        prefix, _, run_id = key.rpartition("/")
+        return S3Store(StorageCfg(kind="s3", bucket=bucket, prefix=prefix), run_id)
+    from hallu.store.local import LocalStore
+
+    path = Path(text).expanduser().resolve()
+    return LocalStore(path.parent, path.name)
