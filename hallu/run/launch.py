@@ -135,7 +135,7 @@ def _run_patching(cfg: Config, plan: Plan, store: Store, run_meta: dict) -> None
     print(f"results: {store.dir} (summary.md, heatmap_*.png, layers.png, shards/*.parquet)")
 
 
-def _run_mechanism(prep: Prepared, store: LocalStore, run_meta: dict) -> None:
+def _run_mechanism(prep: Prepared, store: Store, run_meta: dict) -> None:
     from hallu.run.mechanism import run_mechanism
 
     started = time.perf_counter()
