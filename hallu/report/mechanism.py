@@ -32,6 +32,15 @@ def read(source: str) -> dict[str, pd.DataFrame]:
     return out
 
 
+def read_store(store: Any) -> dict[str, pd.DataFrame]:
+    """The same as `read`, through a run store (local or S3, hallu/store/base.py)."""
+    return {
+        kind: store.read_tables(f"{FOLDER}/{kind}", schema).to_pandas()
+        for kind, schema in SCHEMAS.items()
+        if store.table_names(f"{FOLDER}/{kind}")
+    }
+
+
 def mechanism_only(source: str) -> Any:
     """The report (a Doc) of a run with mechanism results and no patching shards, else None."""
     from hallu.report.doc import Doc

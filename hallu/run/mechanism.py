@@ -271,7 +271,7 @@ def run_mechanism(prep: Any, store: Any, run_meta: dict[str, Any]) -> dict[str, 
 
     from hallu.analysis.mechanism import claim_diffs, rung_labels
     from hallu.report.doc import Doc
-    from hallu.report.mechanism import read, section
+    from hallu.report.mechanism import read_store, section
 
     cfg, n_layers = prep.cfg, prep.shape.n_layers
     mech = prepare_mechanism(prep)
@@ -293,7 +293,7 @@ def run_mechanism(prep: Any, store: Any, run_meta: dict[str, Any]) -> dict[str, 
         return run_ray(cfg, units, store)
 
     run(capture_units(cfg, mech, n_layers))
-    cap = read(str(store.dir))["capture"]
+    cap = read_store(store)["capture"]
     labels, m = rung_labels(cap), cfg.sweep.mechanism
     rng = np.random.default_rng(cfg.seed)
     found: dict[int, dict[str, list[float]]] = {}
@@ -306,6 +306,6 @@ def run_mechanism(prep: Any, store: Any, run_meta: dict[str, Any]) -> dict[str, 
             found[layer][f"random_{k}"] = (r / np.linalg.norm(r) * np.linalg.norm(d)).tolist()
     run(stage2_units(cfg, mech, n_layers, found))
     doc = Doc(f"mechanism: run {store.run_id}")
-    numbers = section(doc, read(str(store.dir)), m.top_heads)
+    numbers = section(doc, read_store(store), m.top_heads)
     store.write_file(f"{FOLDER}/summary.md", doc.markdown().encode())
     return numbers
