@@ -13,23 +13,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.dataset as ds
 
 from hallu.analysis import mechanism as mech
 from hallu.run.mechanism import FOLDER, SCHEMAS
-from hallu.store.reader import _filesystem, _list
+from hallu.store.base import store_at
 
 
 def read(source: str) -> dict[str, pd.DataFrame]:
-    """kind -> rows, for the kinds the run has (empty dict: no mechanism results)."""
-    fs, base = _filesystem(str(source))
-    out = {}
-    for kind, schema in SCHEMAS.items():
-        files = _list(fs, f"{base}/{FOLDER}/{kind}", ".parquet")
-        if files:
-            out[kind] = ds.dataset(files, schema=schema, format="parquet", filesystem=fs)
-            out[kind] = out[kind].to_table().to_pandas()
-    return out
+    """kind -> rows, for the kinds the run at `source` has (empty: no mechanism results)."""
+    return read_store(store_at(source))
 
 
 def read_store(store: Any) -> dict[str, pd.DataFrame]:
@@ -45,13 +37,13 @@ def mechanism_only(source: str) -> Any:
     """The report (a Doc) of a run with mechanism results and no patching shards, else None."""
     from hallu.report.doc import Doc
 
-    fs, base = _filesystem(str(source))
-    if _list(fs, f"{base}/shards", ".parquet"):
+    store = store_at(source)
+    if store.done_shards():
         return None
-    tables = read(source)
+    tables = read_store(store)
     if not tables:
         return None
-    doc = Doc(f"hallu report: run {base.rstrip('/').rsplit('/', 1)[-1]}")
+    doc = Doc(f"hallu report: run {store.run_id}")
     section(doc, tables)
     return doc
 
