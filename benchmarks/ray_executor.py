@@ -20,8 +20,8 @@ import torch
 
 from hallu.config import compose
 from hallu.run.local import run_local
+from hallu.run.prepare import prepare
 from hallu.run.ray import RayStats, run_ray
-from hallu.run.worker import prepare
 from hallu.store.local import LocalStore
 
 

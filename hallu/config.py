@@ -179,10 +179,36 @@ class StorageCfg(_Strict):
 POSITIONS_HELP = "'all', 'last:K' (the last K tokens, aligned from the end) or a list of ints"
 
 
+class MechanismCfg(_Strict):
+    """+sweep=mechanism (hallu/run/mechanism.py, docs/mechanism.md): directions, steering,
+    patch-and-generate. Sites are tokens of each prompt: 'marker' (the marker's last token; for
+    the unmarked prompt the token before the marker's slot) and 'last' (the last prompt token)."""
+
+    layers: Literal["all"] | list[int] = "all"  # layers whose resid_pre is captured
+    sites: list[Literal["marker", "last"]] = Field(default=["marker", "last"], min_length=1)
+    # Steering: add alpha x (certain - neutral direction) at these layers and one site.
+    steer_layers: list[int] = Field(default=[-1], min_length=1)
+    steer_site: Literal["marker", "last"] = "last"
+    alphas: list[float] = Field(default=[-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0], min_length=2)
+    n_random: int = Field(default=3, ge=0, le=100)  # random directions of the same norm
+    # Patch-and-generate: the pair's source resid_pre written into the target at these layers.
+    patch_layers: list[int] = Field(default=[0, 1, 2, 3], min_length=1)
+    patch_site: Literal["marker", "last"] = "last"
+    n_samples: int = Field(default=4, ge=1, le=1000)  # sampled answers per prompt and setting
+    temperature: float = Field(default=1.0, gt=0, le=5)
+    max_new_tokens: int = Field(default=8, ge=1, le=4096)
+    claims_per_shard: int = Field(default=16, ge=1)
+    # Per-head patching and path patching (head -> logits) at the last position, every head.
+    heads: bool = True
+    top_heads: int = Field(default=5, ge=1)  # heads the report lists, by total effect
+
+
 class SweepCfg(_Strict):
     name: str = "default"
     # Which experiments the run does; each writes its own rows and figures into the run.
-    experiments: list[Literal["patching", "behavior"]] = Field(default=["patching"], min_length=1)
+    experiments: list[Literal["patching", "behavior", "mechanism"]] = Field(
+        default=["patching"], min_length=1
+    )
     # resid_pre: the residual stream entering a layer; attn_out / mlp_out: a layer's attention or
     # MLP output; head: one attention head's output (per layer x head x position).
     component: Literal["resid_pre", "attn_out", "mlp_out", "head"] = "resid_pre"
@@ -206,6 +232,7 @@ class SweepCfg(_Strict):
     controls: list[Literal["same_class", "random_source", "norm_matched", "neutral_source"]] = []
     # Measure how much the metric moves with batching, padding and precision (hallu/run/noise.py).
     noise_floor: bool = False
+    mechanism: MechanismCfg = MechanismCfg()
 
     @field_validator("positions")
     @classmethod
@@ -336,7 +363,7 @@ _HINTS = {
     "mode": "use mode=run or mode=plan",
     "behavior.conditions": "use a list from [certain, uncertain, neutral]",
     "behavior.decoding": "use a list from [greedy, sampled]",
-    "sweep.experiments": "use a list from [patching, behavior]",
+    "sweep.experiments": "use a list from [patching, behavior, mechanism]",
     "run_id": "use letters, digits, '.', '_' or '-' (at most 128)",
     "cluster.kind": "choose cluster=local|ray_local|ray|lambda|runpod",
     "storage.kind": "choose storage=local|s3",

@@ -33,17 +33,43 @@ class PromptPair:
     texts: dict[str, str]
 
 
-def builtin_path() -> Path:
-    return Path(str(resources.files("hallu") / "data" / "prompts_builtin.csv"))
+# hallu's own prompt sets, by the name prompts.path may give instead of a file.
+BUILTIN_SETS = ("builtin", "marker_ladder", "templates")
+
+# Llama-2-chat's default system prompt (Meta's reference chat code), by the name
+# prompts.system_prompt=llama2_default; any other string is used as the system prompt itself.
+LLAMA2_DEFAULT_SYSTEM = (
+    "You are a helpful, respectful and honest assistant. Always answer as helpfully as "
+    "possible, while being safe. Your answers should not include any harmful, unethical, "
+    "racist, sexist, toxic, dangerous, or illegal content. Please ensure that your responses "
+    "are socially unbiased and positive in nature.\n\nIf a question does not make any sense, "
+    "or is not factually coherent, explain why instead of answering something not correct. If "
+    "you don't know the answer to a question, please don't share false information."
+)
+SYSTEM_PRESETS = {"llama2_default": LLAMA2_DEFAULT_SYSTEM}
+
+
+def builtin_path(name: str = "builtin") -> Path:
+    return Path(str(resources.files("hallu") / "data" / f"prompts_{name}.csv"))
+
+
+def prompt_path(cfg: PromptsCfg) -> Path:
+    path = builtin_path(cfg.path) if cfg.path in BUILTIN_SETS else Path(cfg.path).expanduser()
+    if not path.is_file():
+        raise UserError(f"prompts.path={cfg.path}: no such file; give a CSV or JSONL file")
+    return path
+
+
+def read_rows(cfg: PromptsCfg) -> tuple[Path, str, list[dict[str, Any]]]:
+    """(path, format, rows) of the prompt file, each row a dict of its columns."""
+    path = prompt_path(cfg)
+    fmt = cfg.format if cfg.format != "auto" else _guess_format(path)
+    return path, fmt, _read_rows(path, fmt)
 
 
 def load_pairs(cfg: PromptsCfg) -> list[PromptPair]:
     """Read the prompt file into pairs, in file order; any defect is one UserError naming it."""
-    path = builtin_path() if cfg.path == "builtin" else Path(cfg.path).expanduser()
-    if not path.is_file():
-        raise UserError(f"prompts.path={cfg.path}: no such file; give a CSV or JSONL file")
-    fmt = cfg.format if cfg.format != "auto" else _guess_format(path)
-    rows = _read_rows(path, fmt)
+    path, fmt, rows = read_rows(cfg)
     if not rows:
         raise UserError(f"prompts.path={path}: the file has no rows; add one per pair x condition")
     cols = cfg.columns.model_dump()
@@ -58,6 +84,13 @@ def load_pairs(cfg: PromptsCfg) -> list[PromptPair]:
             f"{sorted(rows[0])}. Fix: rename the column or set prompts.columns.<key>=<your name>"
         )
     label_to_cond = {label: cond for cond, label in cfg.conditions.model_dump().items()}
+    # A file with marker strengths (a ladder) holds more rungs than the pair uses: the rungs
+    # not named by prompts.conditions are read by the mechanism experiment only.
+    ladder = "strength" in rows[0]
+    if ladder:
+        from hallu.prompt_meta import check_ladder
+
+        check_ladder(path, rows, cols, cfg)
     pairs: dict[str, dict[str, str]] = {}
     for i, row in enumerate(rows, start=2 if fmt == "csv" else 1):
         pid, label, text = (
@@ -66,6 +99,8 @@ def load_pairs(cfg: PromptsCfg) -> list[PromptPair]:
         where = f"prompts.path={path}, {'line' if fmt == 'csv' else 'record'} {i}"
         if not pid or not text:
             raise UserError(f"{where}: empty pair id or text; every row needs both")
+        if ladder and label not in label_to_cond:
+            continue
         if label not in label_to_cond:
             raise UserError(
                 f"{where}: condition {label!r} is not one of {sorted(label_to_cond)}; "
@@ -115,7 +150,8 @@ def render(tokenizer: Any, text: str, cfg: PromptsCfg) -> list[int]:
         )
     messages = [{"role": "user", "content": text}]
     if cfg.system_prompt:
-        messages.insert(0, {"role": "system", "content": cfg.system_prompt})
+        system = SYSTEM_PRESETS.get(cfg.system_prompt, cfg.system_prompt)
+        messages.insert(0, {"role": "system", "content": system})
     rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     # The template already holds BOS; adding special tokens again would double it.
     return list(tokenizer(rendered, add_special_tokens=False)["input_ids"])

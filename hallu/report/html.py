@@ -12,7 +12,6 @@ and `compare_<B>.md` with difference maps by relative depth.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from hallu.analysis.run_stats import Options
 from hallu.errors import EXIT_USER_ERROR, UserError
 from hallu.report.comparison import compare_report
 from hallu.report.doc import Doc
+from hallu.report.mechanism import mechanism_only
 from hallu.report.sections import report_context
 from hallu.store.reader import Run, open_run
 
@@ -85,6 +85,12 @@ def _make(args: argparse.Namespace, opts: Options) -> tuple[Doc, Path, str]:
         from hallu.run import noise
 
         noise.write(Path(args.run), noise.measure(noise.config_of_run(Path(args.run))))
+    only = None if args.compare else mechanism_only(args.run)
+    if only is not None:  # +sweep=mechanism alone: no patching shards to open
+        out = Path(args.out or args.run)
+        _write(out / "report.html", only.html())
+        _write(out / "report.md", only.markdown())
+        return only, out, "report"
     run = open_run(args.run)
     out = _out_dir(run, args.run, args.out)
     if args.compare:
@@ -111,9 +117,7 @@ def main(argv: list[str]) -> int:
     except UserError as err:
         print(f"hallu: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
-    print(f"report: {out / (stem + '.html')} and {stem}.md")
-    if not args.compare:
-        print(json.dumps({"figures": doc.n_figures}))
+    print(f"report: {out / (stem + '.html')} and {stem}.md ({doc.n_figures} figures)")
     return 0
 
 

@@ -390,12 +390,22 @@ def provenance(c: Context) -> None:
     c.doc.table(["package", "version"], [[k, v] for k, v in versions.items()])
 
 
+def mechanism_section(c: Context) -> None:
+    """+sweep=mechanism results, when the run has them (hallu/report/mechanism.py)."""
+    from hallu.report import mechanism
+
+    tables = mechanism.read(c.run.location) if c.run.location else {}
+    if tables:
+        mechanism.section(c.doc, tables)
+
+
 SECTIONS: tuple[Callable[[Context], None], ...] = (
     intro,
     limits_section,
     scorecard_section,
     behavior_section,
     behavior_units,
+    mechanism_section,
     heatmaps,
     curve_figures,
     headline_numbers,

@@ -78,6 +78,11 @@ def _run(argv: list[str], config_dir: str | None = None) -> int:
     # Each experiment is planned (and its inputs validated) only when it is asked for.
     plan = prep.plan() if "patching" in experiments else None
     chunks = _behavior_chunks(cfg, prep) if "behavior" in experiments else None
+    mechanism = None
+    if "mechanism" in experiments:
+        from hallu.run.mechanism import check
+
+        mechanism = check(prep)
 
     from hallu.store.base import store_for
     from hallu.store.local import new_run_id
@@ -93,6 +98,9 @@ def _run(argv: list[str], config_dir: str | None = None) -> int:
         _run_patching(cfg, plan, store, run_meta)
     if chunks is not None:
         _run_behavior(prep, chunks, store, run_meta, with_patching=plan is not None)
+    if mechanism is not None:
+        print(f"hallu: {mechanism}", file=sys.stderr)
+        _run_mechanism(prep, store, run_meta)
     print(f"report: python -m hallu.report {store.dir}")
     return 0
 
@@ -122,6 +130,27 @@ def _run_patching(cfg: Config, plan: Plan, store: Store, run_meta: dict) -> None
     for line in summary["headline_lines"]:  # hallu/analysis/results.py, as every output
         print(line)
     print(f"results: {store.dir} (summary.md, heatmap_*.png, layers.png, shards/*.parquet)")
+
+
+def _run_mechanism(prep: Prepared, store: Store, run_meta: dict) -> None:
+    from hallu.run.mechanism import run_mechanism
+
+    started = time.perf_counter()
+    numbers = run_mechanism(prep, store, run_meta)
+    print(f"hallu: mechanism done in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    for r in numbers.get("directions", []):
+        if r["site"] == prep.cfg.sweep.mechanism.steer_site:
+            est, lo, hi = r["cosine"]
+            print(f"mechanism: layer {r['layer']} {r['site']}: cosine(certain, uncertain) "
+                  f"{est:.3f} [{lo:.3f}, {hi:.3f}]")  # fmt: skip
+    for c in numbers.get("steering", []):
+        if c["alpha"] in (
+            min(prep.cfg.sweep.mechanism.alphas),
+            max(prep.cfg.sweep.mechanism.alphas),
+        ):
+            print(f"mechanism: steer L{c['layer']} {c['direction']} alpha {c['alpha']:+.2f}: "
+                  f"declarative {c['declarative'][0]:.3f}")  # fmt: skip
+    print(f"results: {store.dir}/mechanism (summary.md, capture/ steer/ patchgen/ *.parquet)")
 
 
 def _behavior_chunks(cfg: Config, prep: Prepared) -> list[Chunk]:
