@@ -23,6 +23,7 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
 from hallu.store.base import Store  # noqa: E402
+from hallu.store.verify import read_verified  # noqa: E402
 
 TITLES = {
     "restore_confidence": "2A restore confidence: certain -> uncertain run",
@@ -215,7 +216,7 @@ def _markdown(run_id: str, n_layers: int, summaries: dict[str, dict[str, Any]]) 
 
 def aggregate(store: Store, n_layers: int) -> dict[str, Any]:
     """Read every shard, write figures and summaries into the run directory, return the summary."""
-    table = store.read_results()
+    table = read_verified(store)  # the planned shards only, each checked
     table = table.filter(pa.compute.is_null(table["control"]))  # controls: see hallu/report/html.py
     directions = [d for d in TITLES if d in set(table["direction"].to_pylist())]
     cols = {d: _columns(table, d) for d in directions}

@@ -73,20 +73,28 @@ def _run(argv: list[str]) -> int:
             _print_behavior_plan(cfg, chunks, config_printed=plan is not None)
         return 0
 
-    from hallu.store.base import store_for
-    from hallu.store.local import new_run_id
+    from hallu.run.identity import study_identity
+    from hallu.run.resume import open_for_writing, repair
+    from hallu.store.study import new_run_id
 
     run_id = cfg.run_id or new_run_id(cfg)
-    store = store_for(cfg.storage, run_id)  # an S3 bucket is checked reachable and writable
-    resumed = store.check_compatible(cfg)
-    print(f"hallu: run {run_id} -> {store.dir}{' (resuming)' if resumed else ''}", file=sys.stderr)
-    run_meta: dict = {"plan": plan.to_json() if plan is not None else []}
-    if chunks is not None:
-        run_meta["behavior_chunks"] = [c.chunk_id for c in chunks]
-    if plan is not None:
-        _run_patching(cfg, plan, store, run_meta)
-    if chunks is not None:
-        _run_behavior(prep, chunks, store, run_meta, with_patching=plan is not None)
+    identity = study_identity(cfg, prep.token_ids, prep.metric, prep.logprob_diff)
+    store, resumed = open_for_writing(cfg, run_id, identity)  # holds the run's lease
+    try:
+        print(
+            f"hallu: run {run_id} -> {store.dir}{' (resuming)' if resumed else ''}", file=sys.stderr
+        )
+        run_meta: dict = {"plan": plan.to_json() if plan is not None else [], "identity": identity}
+        if chunks is not None:
+            run_meta["behavior_chunks"] = [c.chunk_id for c in chunks]
+        if plan is not None:
+            if resumed:
+                repair(store, plan)  # shards that fail their checks are computed again
+            _run_patching(cfg, plan, store, run_meta)
+        if chunks is not None:
+            _run_behavior(prep, chunks, store, run_meta, with_patching=plan is not None)
+    finally:
+        store.lease.release()
     print(f"report: python -m hallu.report {store.dir}")
     return 0
 
@@ -94,6 +102,7 @@ def _run(argv: list[str]) -> int:
 def _run_patching(cfg: Config, plan: Plan, store: Store, run_meta: dict) -> None:
     from hallu.report.summary import aggregate
     from hallu.run.local import run_local
+    from hallu.run.resume import verify_finished
 
     started = time.perf_counter()
     print(f"hallu: {plan.describe()}", file=sys.stderr)
@@ -103,6 +112,7 @@ def _run_patching(cfg: Config, plan: Plan, store: Store, run_meta: dict) -> None
         from hallu.run.ray import run_ray
 
         ran = run_ray(cfg, plan, store, run_meta=run_meta)
+    verify_finished(store)  # every planned shard once and whole, every cell once; else exit 2
     summary = aggregate(store, plan.n_layers)
     if cfg.sweep.noise_floor:
         from hallu.run.noise import measure_into
@@ -134,11 +144,12 @@ def _run_behavior(
 ) -> None:
     from hallu.behavior.experiment import describe, run_behavior
     from hallu.report.behavior import report
+    from hallu.store.verify import read_verified
 
     started = time.perf_counter()
     print(f"hallu: {describe(prep.cfg, chunks)}", file=sys.stderr)
     ran = run_behavior(prep, chunks, store, run_meta)
-    summary = report(store, store.read_results() if with_patching else None)
+    summary = report(store, read_verified(store) if with_patching else None)
     elapsed = time.perf_counter() - started
     print(
         f"hallu: {ran} behaviour chunk(s) run, {len(chunks) - ran} already done; {elapsed:.1f} s",
