@@ -12,12 +12,14 @@ a SHA-256 (first 16 hex digits) of each of:
 - `weights`: for a hub id, the commit the files came from (`hub:<id>@<commit>`); for a local
   directory, a hash of its config.json and, for each weight file (*.safetensors, *.bin, *.pt,
   *.pth, *.gguf, *.h5, *.msgpack), its name, its size and, for safetensors, its header (every
-  tensor's name, dtype, shape and offsets); the in-code tiny model is named by its spec, which
-  the config hash covers already.
+  tensor's name, dtype, shape and offsets); when the weight files total at most 64 MiB, their
+  whole contents instead. The in-code tiny model is named by its spec (covered by the config).
 
-Reading weight headers, not weights, keeps this cheap (kilobytes for a 70B checkpoint) while any
-re-export, retrain or swapped file changes it. A resume with any of them changed is refused,
-naming what changed (hallu/store/study.py).
+Headers, not weights, keep this cheap for a large checkpoint (kilobytes for 70B parameters): a
+swapped model of another shape, a re-export or a re-quantisation changes it. Values edited in
+place with every shape kept are caught only for small checkpoints (the whole-content rule); for a
+large one, pin a hub commit or give the edited model a new directory. A resume with any part
+changed is refused, naming what changed (hallu/store/study.py).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any
 from hallu.config import Config, ModelCfg
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".h5", ".msgpack")
+WHOLE_CONTENT_BYTES = 64 * 2**20  # weight files up to this total are hashed whole
 
 
 def _digest(value: Any) -> str:
@@ -71,13 +74,18 @@ def weights_identity(cfg: ModelCfg) -> str:
 
 
 def directory_hash(path: Path) -> str:
-    """Hash of config.json and each weight file's name, size and safetensors header."""
+    """Hash of config.json and each weight file's name, size and safetensors header (or whole
+    contents, for small checkpoints)."""
     h = hashlib.sha256()
     config = path / "config.json"
     h.update(config.read_bytes() if config.is_file() else b"")
-    for f in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES):
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+    whole = sum(f.stat().st_size for f in files) <= WHOLE_CONTENT_BYTES
+    for f in files:
         h.update(f"\0{f.relative_to(path)}\0{f.stat().st_size}\0".encode())
-        if f.suffix == ".safetensors":
+        if whole:
+            h.update(f.read_bytes())
+        elif f.suffix == ".safetensors":
             h.update(_safetensors_header(f))
     return h.hexdigest()[:16]
 

@@ -112,7 +112,7 @@ def _run_patching(cfg: Config, plan: Plan, store: Store, run_meta: dict) -> None
         from hallu.run.ray import run_ray
 
         ran = run_ray(cfg, plan, store, run_meta=run_meta)
-    verify_finished(store)  # every planned shard once and whole, every cell once; else exit 2
+    verify_finished(store, cfg, plan)  # each planned shard once and whole, each cell once
     summary = aggregate(store, plan.n_layers)
     if cfg.sweep.noise_floor:
         from hallu.run.noise import measure_into

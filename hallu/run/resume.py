@@ -9,6 +9,7 @@ to quarantine/ so that this launch computes them again. `verify_finished` is the
 from __future__ import annotations
 
 from hallu.config import Config
+from hallu.errors import UserError
 from hallu.run.plan import Plan
 from hallu.store import verify
 from hallu.store.base import Store, store_for
@@ -34,6 +35,11 @@ def repair(store: Store, plan: Plan) -> list[str]:
     return verify.repair(store, plan.to_json(), meta)
 
 
-def verify_finished(store: Store) -> None:
-    """Every planned shard stored once and whole, every planned cell once; else UserError."""
-    verify.verified(store)
+def verify_finished(store: Store, cfg: Config, plan: Plan) -> None:
+    """Every planned shard stored once and whole, every planned cell once; else UserError.
+
+    Checked against this launch's plan, not run.json's, so a store that lost run.json as well
+    (a wiped bucket) fails here instead of passing with nothing to compare."""
+    verdict = verify.check(store, plan.to_json(), {"config": cfg.model_dump()})
+    if not verdict.ok:
+        raise UserError(verdict.problem(store.dir, store.run_id))
