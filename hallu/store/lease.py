@@ -103,7 +103,10 @@ class Lease:
 
         def renew(stop: threading.Event) -> None:
             while not stop.wait(TTL / 4):
-                version = self._swap({**note, "renewed": time.time()}, self._version)
+                try:
+                    version = self._swap({**note, "renewed": time.time()}, self._version)
+                except Exception:  # noqa: BLE001 - store down: the run's own requests say so
+                    continue
                 if version is None:
                     return  # taken over: workers will see it and stop
                 self._version = version
@@ -111,10 +114,14 @@ class Lease:
         threading.Thread(target=renew, args=(self._stop,), daemon=True, name="hallu-lease").start()
 
     def release(self) -> None:
+        """Give the run up (best effort: a lease left behind goes stale and is taken over)."""
         if self._stop is not None:
             self._stop.set()
         if self.token is not None and self._version is not None:
-            self._delete(self._version)
+            try:
+                self._delete(self._version)
+            except Exception:  # noqa: BLE001 - e.g. the store is down: the error that ended
+                pass  # the run is the one to report
         self.token = self._version = None
 
     def check_writer(self) -> None:

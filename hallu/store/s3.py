@@ -415,11 +415,8 @@ class S3Lease(Lease):
         from botocore.exceptions import ClientError
 
         s = self.store
-        try:
-            s._retry(
-                f"DELETE {self.where}",
-                lambda: s.client.delete_object(Bucket=s.bucket, Key=self.key, IfMatch=version),
-            )
+        try:  # no long retry: release runs last, also after the store went away
+            s.client.delete_object(Bucket=s.bucket, Key=self.key, IfMatch=version)
         except ClientError as err:
             if _code(err) not in ("PreconditionFailed", "412", "404", "NoSuchKey"):
                 raise
