@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +15,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from hallu.analysis import scorecard
+from hallu.analysis.locus import Locus
 from hallu.analysis.noise_flags import INSIDE
-from hallu.analysis.run_stats import Options
-from hallu.report.html import build_report, compare_report, main
+from hallu.analysis.run_stats import Options, analyse
+from hallu.report.comparison import compare_report
+from hallu.report.html import main
+from hallu.report.sections import build_report
 from hallu.store import schema
 from hallu.store import timing as shard_timing
 from hallu.store.base import store_at
@@ -122,11 +126,11 @@ def test_report_renders_names_every_criterion_and_says_behaviour_was_not_run(tmp
     assert main([str(run), *FAST]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[-1]) == {"figures": 5}
     md = (run / "report.md").read_text()
-    for criterion in scorecard.CRITERIA:
+    for criterion in (c.name for c in scorecard.CRITERIA):
         assert criterion in md, criterion
     assert "Behaviour was not run" in md
     card = _verdicts(run)
-    assert card[scorecard.CRITERIA[0]] == card[scorecard.CRITERIA[3]] == scorecard.NOT_RUN
+    assert card[scorecard.ASYMMETRY.name] == card[scorecard.TRACKING.name] == scorecard.NOT_RUN
     html = (run / "report.html").read_text()
     assert len(re.findall(r'src="data:image/png;base64,', html)) == 5
     for section in (
@@ -156,6 +160,33 @@ def test_no_asymmetry_and_unspecific_patch_are_not_supported(tmp_path):
     assert card["Controls restore less than the real patch"] != scorecard.SUPPORTS
 
 
+def test_controls_that_restore_more_than_the_patch_contradict(tmp_path):
+    card = _verdicts(make_run(tmp_path, "r", effect=(0.3, 0.3), control_effect=1.0))
+    assert card[scorecard.CONTROLS.name] == scorecard.CONTRADICTS
+
+
+def test_locus_criterion_gives_each_verdict(tmp_path):
+    """The overlap rule on real run statistics with the two loci placed by hand."""
+    run = open_run(make_run(tmp_path, "r", n_layers=8))
+    stats = analyse(run.table, 8, run.noise, Options(n_boot=100, n_perm=100))
+
+    def verdict(a: tuple[int, int] | None, b: tuple[int, int] | None) -> str:
+        loci = {"restore_confidence": a, "induce_tentativeness": b}
+        dirs = {
+            d: replace(
+                s, locus=None if loci[d] is None else Locus(*loci[d], (0, 0), (0, 0), 0.8, 8, 1)
+            )
+            for d, s in stats.directions.items()
+        }
+        ev = scorecard.Evidence(replace(stats, directions=dirs), None, None, False)
+        return scorecard.LOCUS.entry(ev).verdict
+
+    assert verdict((4, 7), (5, 7)) == scorecard.SUPPORTS  # the shorter band lies inside
+    assert verdict((0, 3), (3, 7)) == scorecard.INCONCLUSIVE  # 1 shared layer of 4
+    assert verdict((0, 2), (5, 7)) == scorecard.CONTRADICTS  # disjoint
+    assert verdict((4, 7), None) == scorecard.NOT_RUN  # 2B has no positive effect
+
+
 def test_ratio_with_gap_inside_the_noise_floor_is_flagged(tmp_path):
     run = make_run(tmp_path, "r", gap=0.01, noise_floor=0.05)
     doc, stats = build_report(open_run(run), Options(n_boot=200, n_perm=200))
@@ -165,6 +196,7 @@ def test_ratio_with_gap_inside_the_noise_floor_is_flagged(tmp_path):
     assert headline_rows and INSIDE in headline_rows[0]
     card = {r[0]: r[2] for r in next(v for k, v in doc.blocks if k == "table")[1]}
     assert card["2A - 2B interval excludes 0"] == scorecard.NOISE
+    assert card[scorecard.CONTROLS.name] == scorecard.NOISE
     # The same run with a floor below its gap is cleared.
     clear = make_run(tmp_path, "clear", gap=2.0, noise_floor=0.05)
     _, stats = build_report(open_run(clear), Options(n_boot=200, n_perm=200))
@@ -197,8 +229,8 @@ def test_behaviour_rows_fill_figure_1_and_the_behaviour_criteria(tmp_path):
     pq.write_table(pa.Table.from_pylist(rows), run / "behavior" / "responses" / "c.parquet")
     card = _verdicts(run)
     # certain moves 0.1 from neutral, uncertain 0.5: against the baseline the asymmetry reverses.
-    assert card[scorecard.CRITERIA[0]] == scorecard.CONTRADICTS
-    assert card[scorecard.CRITERIA[3]] == scorecard.SUPPORTS  # metric separates the labels
+    assert card[scorecard.ASYMMETRY.name] == scorecard.CONTRADICTS
+    assert card[scorecard.TRACKING.name] == scorecard.SUPPORTS  # metric separates the labels
     doc, _ = build_report(open_run(run), Options(n_boot=200, n_perm=200))
     md = doc.markdown()
     assert doc.n_figures == 6 and "Behaviour was not run" not in md

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from hallu.analysis.bootstrap import Interval, resample_weights, summarize
+from hallu.analysis.proportions import auroc, wilson
 
 LABEL_COLUMNS = ("style_label", "label")
 
@@ -61,15 +62,6 @@ def _shares(beh: pa.Table) -> tuple[list[str], dict[str, np.ndarray]]:
     return pairs, out
 
 
-def wilson(k: float, n: int, z: float = 1.959964) -> tuple[float, float]:
-    if n == 0:
-        return float("nan"), float("nan")
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return float(centre - half), float(centre + half)
-
-
 def rates(beh: pa.Table) -> dict[str, dict[str, float]]:
     """Declarative rate per condition over responses, with Wilson 95% intervals."""
     col = label_column(beh)
@@ -92,9 +84,10 @@ def rates(beh: pa.Table) -> dict[str, dict[str, float]]:
 def asymmetry(beh: pa.Table, n_boot: int, seed: int) -> dict[str, Interval] | None:
     """E_c = certain - neutral, E_u = neutral - uncertain declarative shares; E_c - E_u.
 
-    The seed reads 97.5% vs 57.5% as "mirrors certainty well, uncertainty badly"; against the
-    neutral baseline that predicts E_c > E_u. If neutral answers are already declarative, the
-    certain user moves nothing and the asymmetry is the model's default, not a marker effect.
+    The source study reads 97.5% vs 57.5% as "mirrors certainty well, uncertainty badly";
+    against the neutral baseline that predicts E_c > E_u. If neutral answers are already
+    declarative, the certain user moves nothing and the asymmetry is the model's default, not a
+    marker effect.
     """
     if label_column(beh) is None or "condition" not in beh.column_names:
         return None
@@ -110,15 +103,6 @@ def asymmetry(beh: pa.Table, n_boot: int, seed: int) -> dict[str, Interval] | No
         "uncertain_effect": summarize(eu),
         "difference": summarize(ec - eu),
     }
-
-
-def _auroc(score: np.ndarray, positive: np.ndarray, weight: np.ndarray) -> float:
-    pos, neg = score[positive], score[~positive]
-    wp, wn = weight[positive], weight[~positive]
-    if wp.sum() == 0 or wn.sum() == 0:
-        return float("nan")
-    greater = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
-    return float(wp @ greater @ wn / (wp.sum() * wn.sum()))
 
 
 def metric_tracking(
@@ -169,5 +153,7 @@ def _tracking(scored: list[tuple[str, str, float]], n_boot: int, seed: int) -> d
     score = np.array([k[2] for k in kept], dtype=float)
     ids, inverse = np.unique(np.asarray(pairs, dtype=object), return_inverse=True)
     w = resample_weights(len(ids), n_boot, seed)
-    values = np.array([_auroc(score, pos, row[inverse]) for row in w])
+    values = np.array(
+        [auroc(score[pos], score[~pos], row[inverse][pos], row[inverse][~pos]) for row in w]
+    )
     return {"auroc": summarize(values), "n_responses": len(kept), "n_pairs": len(ids)}

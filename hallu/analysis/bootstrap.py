@@ -8,8 +8,8 @@ denominator, so the interval carries the baseline gap's uncertainty too: a ratio
 near zero gets the wide interval it deserves. Intervals are percentile intervals.
 
 The headline of a direction is its *band mean*: restoration at the last position averaged over a
-band of layers (default: the upper half, the seed's "layers 20-39" of 40). The 2A - 2B difference
-resamples the same pairs in both directions (paired bootstrap).
+band of layers (default: the upper half, the source study's "layers 20-39" of 40). The 2A - 2B
+difference resamples the same pairs in both directions (paired bootstrap).
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def cells(grid: PairGrid, w: np.ndarray, level: float = 0.95) -> CellIntervals:
 
 
 def default_band(n_layers: int) -> list[int]:
-    """The upper half of the model's layers (the seed's band: layers 20-39 of 40)."""
+    """The upper half of the model's layers (the source study's band: layers 20-39 of 40)."""
     return list(range(n_layers // 2, n_layers))
 
 

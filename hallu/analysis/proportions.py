@@ -1,39 +1,43 @@
 """Small-sample statistics for rates of a label between conditions (Experiment 1).
 
-- `wilson`: score interval for one proportion (Wilson 1927); sane at 0/n and n/n, unlike the
-  normal approximation.
+scipy does the standard tests; this module fixes how hallu calls them and what an empty or
+degenerate input gives (nan, or None for a sample size that cannot be computed; never a crash):
+
+- `wilson`: score interval for one proportion (Wilson 1927; scipy's `binomtest(...)
+  .proportion_ci(method="wilson")`), exactly 0 at 0/n and 1 at n/n.
+- `fisher_exact`: two-sided Fisher exact test on a 2x2 table (scipy's `fisher_exact`).
+- `chi2_yates`: Pearson's chi-square with Yates's continuity correction, 1 degree of freedom
+  (scipy's `chi2_contingency(correction=True)`).
+- `mcnemar_exact`: for conditions paired by claim, the exact binomial test on discordant pairs
+  (scipy's `binomtest`).
+
+What scipy lacks is written out here, small:
+
 - `newcombe_diff`: interval for a difference of two independent proportions from their Wilson
   intervals (Newcombe 1998, method 10); used for each condition's distance from the neutral one.
-- `fisher_exact`: two-sided Fisher exact test on a 2x2 table, summing every table with the same
-  margins that is no more probable than the observed one (the convention of R and scipy).
-- `chi2_yates`: Pearson's chi-square with Yates's continuity correction, 1 degree of freedom.
-- `mcnemar_exact`: for conditions paired by claim, the exact binomial test on discordant pairs.
 - `n_per_group` / `n_pairs_mcnemar`: how many prompts (per condition) or claims (paired) would
   detect a difference of this size with 80% power at two-sided alpha 0.05 (Fleiss et al. 2003
   eq. 4.14 with continuity correction; Connor 1987 for paired proportions).
-
-Tests check every function against scipy or published values.
+- `auroc`: the Mann-Whitney U statistic over n_pos * n_neg, with weights, so a bootstrap can pass
+  resample counts instead of repeating rows (scipy's `mannwhitneyu` takes no weights).
 """
 
 from __future__ import annotations
 
 import math
-from fractions import Fraction
+from collections.abc import Sequence
 
-from scipy.stats import chi2, norm
+import numpy as np
+from scipy import stats as sp
+from scipy.stats import norm
 
 
 def wilson(k: int, n: int, conf: float = 0.95) -> tuple[float, float]:
     """Wilson score interval of k successes in n trials; (nan, nan) when n == 0."""
     if n == 0:
         return math.nan, math.nan
-    z = norm.ppf(0.5 + conf / 2)
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    low = 0.0 if k == 0 else max(0.0, float(centre - half))  # exact at the ends, no rounding
-    high = 1.0 if k == n else min(1.0, float(centre + half))
-    return low, high
+    ci = sp.binomtest(int(k), n).proportion_ci(confidence_level=conf, method="wilson")
+    return float(ci.low), float(ci.high)
 
 
 def newcombe_diff(k1: int, n1: int, k2: int, n2: int, conf: float = 0.95) -> tuple[float, float]:
@@ -52,39 +56,23 @@ def newcombe_diff(k1: int, n1: int, k2: int, n2: int, conf: float = 0.95) -> tup
 
 def fisher_exact(a: int, b: int, c: int, d: int) -> float:
     """Two-sided p of the table [[a, b], [c, d]] (rows: conditions; columns: label yes/no)."""
-    row1, col1, n = a + b, a + c, a + b + c + d
-    lo, hi = max(0, col1 - (n - row1)), min(row1, col1)
-
-    def prob(x: int) -> Fraction:  # hypergeometric, exact
-        return Fraction(math.comb(row1, x) * math.comb(n - row1, col1 - x), math.comb(n, col1))
-
-    observed = prob(a)
-    # Exact rationals: no tolerance needed to decide which tables are "as extreme".
-    p = sum((q for q in map(prob, range(lo, hi + 1)) if q <= observed), Fraction(0))
-    return min(1.0, float(p))
+    return float(sp.fisher_exact([[a, b], [c, d]]).pvalue)
 
 
 def chi2_yates(a: int, b: int, c: int, d: int) -> tuple[float, float]:
-    """(statistic, p) of Pearson's chi-square with Yates's correction; (nan, nan) if degenerate."""
-    n = a + b + c + d
-    rows, cols = (a + b, c + d), (a + c, b + d)
-    if 0 in rows or 0 in cols:
+    """(statistic, p) of Pearson's chi-square with Yates's correction; (nan, nan) if a row or
+    column is empty (an expected count of 0, which scipy refuses)."""
+    if 0 in (a + b, c + d, a + c, b + d):
         return math.nan, math.nan
-    stat = 0.0
-    for i, j, obs in ((0, 0, a), (0, 1, b), (1, 0, c), (1, 1, d)):
-        expected = rows[i] * cols[j] / n
-        corrected = max(0.0, abs(obs - expected) - 0.5)
-        stat += corrected**2 / expected
-    return stat, float(chi2.sf(stat, 1))
+    res = sp.chi2_contingency([[a, b], [c, d]], correction=True)
+    return float(res.statistic), float(res.pvalue)
 
 
 def mcnemar_exact(b: int, c: int) -> float:
     """Two-sided exact McNemar p from the discordant counts b (yes/no) and c (no/yes)."""
-    m = b + c
-    if m == 0:
+    if b + c == 0:
         return 1.0
-    tail = sum(math.comb(m, x) for x in range(min(b, c) + 1))
-    return min(1.0, 2 * tail / 2**m)
+    return float(sp.binomtest(b, b + c, 0.5).pvalue)
 
 
 def n_per_group(p1: float, p2: float, alpha: float = 0.05, power: float = 0.8) -> int | None:
@@ -110,9 +98,20 @@ def n_pairs_mcnemar(p10: float, p01: float, alpha: float = 0.05, power: float = 
     return math.ceil((za * math.sqrt(pd) + zb * math.sqrt(pd - delta**2)) ** 2 / delta**2)
 
 
-def auroc(scores_pos: list[float], scores_neg: list[float]) -> float | None:
-    """P(a positive scores above a negative), ties counting half; None if a class is empty."""
-    if not scores_pos or not scores_neg:
-        return None
-    wins = sum((p > q) + 0.5 * (p == q) for p in scores_pos for q in scores_neg)
-    return wins / (len(scores_pos) * len(scores_neg))
+def auroc(
+    pos: Sequence[float] | np.ndarray,
+    neg: Sequence[float] | np.ndarray,
+    w_pos: np.ndarray | None = None,
+    w_neg: np.ndarray | None = None,
+) -> float:
+    """P(a positive scores above a negative), ties counting half, each score weighted (default 1).
+
+    nan when either class is empty or weighs nothing: there is nothing to rank against.
+    """
+    p, q = np.asarray(pos, dtype=float), np.asarray(neg, dtype=float)
+    wp = np.ones(len(p)) if w_pos is None else np.asarray(w_pos, dtype=float)
+    wq = np.ones(len(q)) if w_neg is None else np.asarray(w_neg, dtype=float)
+    if wp.sum() == 0 or wq.sum() == 0:
+        return math.nan
+    wins = (p[:, None] > q[None, :]) + 0.5 * (p[:, None] == q[None, :])
+    return float(wp @ wins @ wq / (wp.sum() * wq.sum()))

@@ -1,4 +1,5 @@
-"""`python -m hallu.report RUN_DIR`: see hallu/report/html.py."""
+"""`python -m hallu.report RUN_DIR`: the command line is hallu/report/html.py; the document is
+built section by section in hallu/report/sections.py and rendered by hallu/report/doc.py."""
 
 import sys
 

@@ -32,6 +32,7 @@ import pyarrow as pa  # noqa: E402
 
 from hallu.analysis import proportions as stats  # noqa: E402
 from hallu.behavior.experiment import FOLDER, SCHEMA  # noqa: E402
+from hallu.report.doc import fmt  # noqa: E402
 from hallu.store.base import Store  # noqa: E402
 
 LABELS = ("declarative", "tentative", "mixed")
@@ -135,11 +136,12 @@ def summarize(table: pa.Table) -> dict[str, Any]:
 def metric_check(units: list[dict[str, Any]]) -> dict[str, Any]:
     pos = [r["metric_value"] for r in units if r["style_label"] == "declarative"]
     neg = [r["metric_value"] for r in units if r["style_label"] != "declarative"]
+    auc = stats.auroc(pos, neg)  # nan when a class is empty: null here, as the note says
     return {
         "metric": units[0]["metric"] if units else None,
         "n_declarative": len(pos),
         "n_other": len(neg),
-        "auroc_declarative": stats.auroc(pos, neg),
+        "auroc_declarative": None if np.isnan(auc) else auc,
         "note": "AUROC of the metric at the prompt's last position for telling declarative "
         "answers from tentative/mixed ones; 0.5 = no relation; null if one class is empty",
     }
@@ -218,8 +220,7 @@ def scatter(table: pa.Table, summary: dict[str, Any], path: str) -> None:
         ax.set_xlabel(f"{rows[0]['metric']} at the prompt's last position")
         ax.set_ylabel("stance of the answer (lexicon)")
         auc = summary["decodings"][dec]["metric_check"]["auroc_declarative"]
-        auc_text = "n/a" if auc is None else f"{auc:.3f}"
-        ax.set_title(f"metric vs behaviour, {dec} decoding (AUROC {auc_text})", fontsize=9)
+        ax.set_title(f"metric vs behaviour, {dec} decoding (AUROC {fmt(auc)})", fontsize=9)
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -276,21 +277,13 @@ def markdown(run_id: str, summary: dict[str, Any]) -> str:
             lines.append(f"- {c} vs neutral (declarative): " + _fmt_cmp(cmp))
         if "judge" in d:
             j = d["judge"]
-            agree = (
-                "n/a"
-                if j["agreement_with_lexicon"] is None
-                else f"{j['agreement_with_lexicon']:.3f}"
-            )
+            agree = fmt(j["agreement_with_lexicon"])
             lines.append(
                 f"- judge {j['model']}: {j['n_parsed']}/{j['n_judged']} replies parsed; "
                 f"agreement with the lexicon {agree}"
             )
         m = d["metric_check"]
-        auc = (
-            "n/a (one class empty)"
-            if m["auroc_declarative"] is None
-            else f"{m['auroc_declarative']:.3f}"
-        )
+        auc = fmt(m["auroc_declarative"], missing="n/a (one class empty)")
         lines.append(
             f"- metric check: AUROC of {m['metric']} for declarative ({m['n_declarative']}) vs "
             f"other ({m['n_other']}) answers: {auc}"

@@ -1,10 +1,11 @@
-"""Turn a run's shards into figures and a summary: what the seed's Figures 2-3 showed, and more.
+"""Turn a run's shards into figures and a summary: what the source study's Figures 2-3 showed,
+and more.
 
 Per direction: a heatmap of mean restoration over pairs (layer x position counted from the end,
 so pairs of different lengths line up on the chat template's final tokens), a per-layer curve at
 the last position, and the headline number, defined as the *band mean*: restoration at the last
-position averaged over the upper half of the layers (the seed's "layers 20-39" of 40) and over
-pairs. It is given two ways, mean of per-pair ratios and ratio of mean metrics, beside the
+position averaged over the upper half of the layers (the source study's "layers 20-39" of 40)
+and over pairs. It is given two ways, mean of per-pair ratios and ratio of mean metrics, beside the
 baseline gap (clean - corrupted) that every ratio divides by: a small gap makes a ratio noise.
 """
 
@@ -217,7 +218,7 @@ def _markdown(run_id: str, n_layers: int, summaries: dict[str, dict[str, Any]]) 
 def aggregate(store: Store, n_layers: int) -> dict[str, Any]:
     """Read every shard, write figures and summaries into the run directory, return the summary."""
     table = read_verified(store)  # the planned shards only, each checked
-    table = table.filter(pa.compute.is_null(table["control"]))  # controls: see hallu/report/html.py
+    table = table.filter(pa.compute.is_null(table["control"]))  # controls: report/sections.py
     directions = [d for d in TITLES if d in set(table["direction"].to_pylist())]
     cols = {d: _columns(table, d) for d in directions}
     summaries = {d: summarize_direction(cols[d], n_layers) for d in directions}

@@ -1,0 +1,349 @@
+"""The report of one run, section by section.
+
+`build_report` analyses the run once (hallu/analysis/run_stats.py) and hands the same `Context`
+to each section in `SECTIONS`; a section only appends to the document.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from hallu.analysis import behavior_check, scorecard
+from hallu.analysis.noise_flags import UNKNOWN
+from hallu.analysis.run_stats import SHORT, Options, RunStats, analyse
+from hallu.errors import UserError
+from hallu.report.doc import Doc, fmt
+from hallu.store.reader import Run, n_layers_of
+
+
+@dataclass
+class Context:
+    """What every section reads: the run, the analysis of it and the document being written."""
+
+    run: Run
+    opts: Options
+    stats: RunStats
+    n_layers: int
+    doc: Doc
+
+    @property
+    def has_labels(self) -> bool:
+        """The run has behaviour rows with a style label (Experiment 1 was run)."""
+        beh = self.run.behavior
+        return beh is not None and behavior_check.label_column(beh) is not None
+
+
+def token_labels(run: Run, direction: str, positions: list[int]) -> list[str]:
+    """Label each column with the first experiment row's target token at that position."""
+    import pyarrow.compute as pc
+
+    t = run.table
+    sub = t.filter(pc.and_(pc.equal(t["direction"], direction), pc.is_null(t["control"])))
+    sub = sub.filter(pc.equal(sub["layer"], pc.min(sub["layer"])))
+    first: dict[int, str] = {}
+    for p, tok in zip(sub["position_from_end"].to_pylist(), sub["token"].to_pylist(), strict=True):
+        first.setdefault(p, tok)
+    return [f"{p} {first.get(p, '')}" for p in positions]
+
+
+def intro(c: Context) -> None:
+    model = c.run.meta.get("config", {}).get("model", {})
+    first = next(iter(c.stats.directions.values()))
+    c.doc.p(
+        f"Model {model.get('name_or_path', '?')} ({c.n_layers} layers, dtype "
+        f"{c.run.meta.get('dtype', model.get('dtype', '?'))}); {len(first.grid.pair_ids)} pairs; "
+        f"{c.run.table.num_rows} result rows from {c.run.location}. Report made "
+        f"{datetime.now(timezone.utc).isoformat(timespec='seconds')} with {c.opts.n_boot} "
+        f"bootstrap resamples and {c.opts.n_perm} sign flips (seed {c.opts.seed})."
+    )
+
+
+def scorecard_section(c: Context) -> None:
+    asym = tracking = None
+    which = ""
+    if c.has_labels:
+        answers, which = behavior_check.answers(c.run.behavior)
+        asym = behavior_check.asymmetry(answers, c.opts.n_boot, c.opts.seed)
+        tracking = behavior_check.metric_tracking(answers, c.run.table, c.opts.n_boot, c.opts.seed)
+    card = scorecard.build(c.stats, asym, tracking, c.run.behavior is not None, which)
+    c.doc.h("Disconfirmation scorecard")
+    c.doc.p(
+        "Each criterion is a way the source study's hypothesis could fail. 'supports': the 95% "
+        "interval lies on the study's side; 'contradicts': on the other side; 'inconclusive': it "
+        "straddles; 'not a finding (noise floor)': the ratio's denominator is inside the "
+        "measured noise floor; 'not run': this run lacks the data (the entry says what to run)."
+    )
+    c.doc.table(
+        ["criterion", "question", "verdict", "numbers"],
+        [[e.criterion, e.question, e.verdict, e.numbers] for e in card],
+    )
+
+
+def behavior_section(c: Context) -> None:
+    c.doc.h("Figure 1: behaviour (Experiment 1)")
+    if not c.has_labels:
+        c.doc.p(
+            "Behaviour was not run: this run has no behaviour results (behavior/*.parquet with "
+            "pair_id, condition and a style label). Run `python -m hallu.launch +sweep=behavior` "
+            "(or +sweep=full). The scorecard marks the behaviour criteria 'not run'."
+        )
+        return
+    answers, which = behavior_check.answers(c.run.behavior)
+    rates = behavior_check.rates(answers)
+    from hallu.report import figures as figs
+
+    png = c.run.figure1_png or figs.behavior(rates)
+    c.doc.figure(png, "Figure 1: declarative answers per user condition (Wilson 95% intervals)")
+    c.doc.p(f"Answers used here and in the scorecard: {which} decoding.")
+    c.doc.table(
+        ["condition", "declarative / answers", "rate [Wilson 95%]"],
+        [
+            [
+                cond,
+                f"{r['declarative']}/{r['n']}",
+                f"{fmt(r['rate'])} [{fmt(r['lo'])}, {fmt(r['hi'])}]",
+            ]
+            for cond, r in rates.items()
+        ],
+    )
+
+
+def heatmaps(c: Context) -> None:
+    from hallu.report import figures as figs
+
+    c.doc.h("Figures 2-3: where patching restores the metric")
+    c.doc.p(
+        "Restoration of a cell = (mean patched - mean corrupted) / (mean clean - mean "
+        "corrupted) over pairs (ratio of means). Dots mark cells whose effect survives the "
+        f"max-T sign-flip permutation test over the whole grid at family-wise {c.opts.alpha:.0%}."
+    )
+    for number, (d, s) in enumerate(c.stats.directions.items(), start=2):
+        c.doc.figure(
+            figs.heatmap(s, token_labels(c.run, d, s.grid.positions), number),
+            f"Figure {number}: {figs.TITLES[d]}",
+        )
+
+
+def curve_figures(c: Context) -> None:
+    from hallu.report import figures as figs
+
+    c.doc.h("Per-layer curves, headline and controls")
+    c.doc.figure(
+        figs.curves(c.stats),
+        "Figure 4: restoration at the last position per layer, 95% bootstrap bands; dashed: "
+        "controls; shaded gold: the headline band",
+    )
+    c.doc.figure(
+        figs.headlines(c.stats),
+        "Figure 5: band-mean restoration with 95% intervals (patch, controls, 2A - 2B) and each "
+        "pair's own 2A - 2B difference",
+    )
+    c.doc.figure(
+        figs.noise(c.stats, c.run.noise),
+        "Figure 6: each pair's baseline gap against the noise floor (dashed: the floor a bf16 "
+        "or fp16 run of this model would have)",
+    )
+
+
+def headline_numbers(c: Context) -> None:
+    c.doc.h("Headline numbers")
+    c.doc.p(
+        "Headline = band-mean restoration: restoration at the last position, averaged over the "
+        "band's layers, as a ratio of means over pairs (both numerator and denominator "
+        "recomputed in every bootstrap resample). Default band: the upper half of the layers, "
+        "the source study's layers 20-39 of 40 (--band A:B to change)."
+    )
+    rows = []
+    for d, s in c.stats.directions.items():
+        above = "above floor; gap interval holds 0" if s.gap.contains(0.0) else "above floor"
+        rows.append(
+            [
+                f"{SHORT[d]} {d}",
+                f"{s.band[0]}-{s.band[-1]}",
+                s.headline.fmt() if s.headline else "n/a (last position not swept)",
+                s.gap.fmt(4),
+                s.gap_flag or above,
+            ]
+        )
+    if c.stats.difference is not None:
+        rows.append(["2A - 2B (paired)", "", c.stats.difference.fmt(), "", ""])
+    if c.stats.per_pair_difference is not None:
+        rows.append(["mean per-pair 2A - 2B", "", c.stats.per_pair_difference.fmt(), "", ""])
+    c.doc.table(["", "band", "estimate [95%]", "baseline gap [95%]", "noise floor"], rows)
+
+
+def locus_section(c: Context) -> None:
+    c.doc.h("Locus")
+    c.doc.p(
+        "The shortest contiguous band of layers holding 80% of the positive per-layer effect at "
+        "the last position; intervals are percentiles of the band's first and last layer over "
+        "bootstrap resamples of pairs."
+    )
+    c.doc.table(
+        ["direction", "locus", "resamples with a locus"],
+        [
+            [
+                SHORT[d],
+                s.locus.describe() if s.locus else "none (no positive effect)",
+                f"{s.locus.found_in:.0%}" if s.locus else "",
+            ]
+            for d, s in c.stats.directions.items()
+        ],
+    )
+
+
+def strongest_cells(c: Context, top: int = 5) -> None:
+    c.doc.h("Strongest cells")
+    rows = []
+    for d, s in c.stats.directions.items():
+        est = np.nan_to_num(s.cells.estimate, nan=-np.inf)
+        for k in np.argsort(est, axis=None)[::-1][:top]:
+            i, j = np.unravel_index(k, est.shape)
+            if not np.isfinite(est[i, j]):
+                continue
+            rows.append(
+                [
+                    SHORT[d],
+                    s.grid.layers[i],
+                    s.grid.positions[j],
+                    f"{s.cells.estimate[i, j]:.3f} [{fmt(s.cells.lo[i, j])}, "
+                    f"{fmt(s.cells.hi[i, j])}]",
+                    f"{s.p_adj[i, j]:.4f}",
+                    s.gap_flag or "above floor",
+                ]
+            )
+    c.doc.table(["dir", "layer", "pos from end", "restoration [95%]", "max-T p", "noise"], rows)
+
+
+def controls_section(c: Context) -> None:
+    c.doc.h("Controls")
+    rows = [
+        [
+            SHORT[d],
+            ctl.name,
+            ctl.n_pairs,
+            ctl.headline.fmt() if ctl.headline else "n/a",
+            ctl.real_minus_control.fmt() if ctl.real_minus_control else "n/a",
+        ]
+        for d, s in c.stats.directions.items()
+        for ctl in s.controls.values()
+    ]
+    if not rows:
+        c.doc.p("No controls in this run: run with +sweep=controls (or +sweep=full).")
+        return
+    c.doc.p(
+        "Same band and normalisation as the headline (the real pair's clean and corrupted "
+        "baselines). same_class: the target condition of another pair; random_source: an "
+        "unrelated prompt; norm_matched: random vectors with the real vector's norm."
+    )
+    c.doc.table(["dir", "control", "pairs", "band mean [95%]", "real - control [95%]"], rows)
+
+
+def _noise_dtype_rows(n: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for dtype, v in n["per_dtype"].items():
+        if "error" in v:
+            rows.append([dtype, "failed: " + v["error"], "", ""])
+            continue
+        rows.append(
+            [dtype]
+            + [
+                f"{v[k]['max']:.3g} (p95 {v[k]['p95']:.3g})" if k in v else "n/a"
+                for k in ("batch", "padding", "precision_vs_float32")
+            ]
+        )
+    return rows
+
+
+def noise_section(c: Context) -> None:
+    c.doc.h("Noise floor")
+    n = c.run.noise
+    if n is None:
+        c.doc.p(
+            f"{UNKNOWN}: no noise_floor.json in this run. Measure it (loads the model) with "
+            f"`python -m hallu.report {c.run.location} --measure-noise` or "
+            "`python -m hallu.run.noise RUN_DIR`. Until then no ratio is flagged, "
+            "and none is cleared."
+        )
+    else:
+        c.doc.p(
+            f"Metric floor {n['metric_floor']:.3g} in {n['run_dtype']} on {n['device']} "
+            f"(over {n['n_prompts']} prompts; mean |metric| {n['metric_abs_mean']:.3g}); gap "
+            f"floor {n['gap_floor']:.3g}. {n['definition']}."
+        )
+        c.doc.table(["dtype", "batch composition", "padding", "vs float32"], _noise_dtype_rows(n))
+    rows = [
+        [
+            SHORT[d],
+            s.gap.fmt(4),
+            f"{s.pairs_inside_floor} of {len(s.grid.pair_ids)}",
+            s.gap_flag or "above floor",
+        ]
+        for d, s in c.stats.directions.items()
+    ]
+    c.doc.table(["direction", "mean gap [95%]", "pairs with gap inside floor", "flag"], rows)
+
+
+def compute_section(c: Context) -> None:
+    c.doc.h("Compute spent")
+    t = c.run.timings
+    if not t:
+        c.doc.p("No shard of this run recorded its timing (shards written before timings existed).")
+        return
+    by_device: dict[str, float] = {}
+    for rec in t:
+        by_device[rec["device"]] = by_device.get(rec["device"], 0.0) + rec["seconds"]
+    wall = max(r["ended"] for r in t) - min(r["started"] for r in t)
+    rows = [[dev, f"{sec:.1f}"] for dev, sec in sorted(by_device.items())]
+    c.doc.table(["device", "worker-seconds (sum over shards)"], rows)
+    c.doc.p(
+        f"GPU-seconds: {by_device.get('cuda', 0.0):.1f} (one GPU per worker); wall time from the "
+        f"first shard's start to the last shard's end: {wall:.1f} s; {len(t)} of "
+        f"{c.run.n_shards} shards timed. Model loading and the noise-floor measurement are not "
+        "included."
+    )
+
+
+def provenance(c: Context) -> None:
+    from omegaconf import OmegaConf
+
+    c.doc.h("Resolved config")
+    c.doc.pre(OmegaConf.to_yaml(c.run.meta.get("config", {})))
+    c.doc.h("Versions")
+    versions = dict(c.run.meta.get("versions", {}))
+    for key in ("git_sha", "host", "model_revision"):
+        versions[key] = c.run.meta.get(key)
+    c.doc.table(["package", "version"], [[k, v] for k, v in versions.items()])
+
+
+SECTIONS: tuple[Callable[[Context], None], ...] = (
+    intro,
+    scorecard_section,
+    behavior_section,
+    heatmaps,
+    curve_figures,
+    headline_numbers,
+    locus_section,
+    strongest_cells,
+    controls_section,
+    noise_section,
+    compute_section,
+    provenance,
+)
+
+
+def build_report(run: Run, opts: Options) -> tuple[Doc, RunStats]:
+    """The report of one run, and the statistics behind it."""
+    n_layers = n_layers_of(run)
+    stats = analyse(run.table, n_layers, run.noise, opts)
+    if not stats.directions:
+        raise UserError(f"{run.location}: the run has no patching rows to report on")
+    ctx = Context(run, opts, stats, n_layers, Doc(f"hallu report: run {run.run_id}"))
+    for section in SECTIONS:
+        section(ctx)
+    return ctx.doc, stats
