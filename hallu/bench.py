@@ -28,7 +28,7 @@ import torch
 
 from hallu.engine.adapters import Adapter
 from hallu.engine.cells import Cell, is_known, make_cells, patch_cells
-from hallu.engine.fast import Options, trace
+from hallu.engine.fast import BatchOptions, trace
 
 CASES = ("a", "b", "c")
 
@@ -130,7 +130,9 @@ def naive_sweep(model: torch.nn.Module, src: list[int], tgt: list[int], cells: l
     return torch.stack(out)
 
 
-def engine_sweep(ad: Adapter, src: list[int], tgt: list[int], cells: list[Cell], opts: Options):
+def engine_sweep(
+    ad: Adapter, src: list[int], tgt: list[int], cells: list[Cell], opts: BatchOptions
+):
     ts, tt = trace(ad, src), trace(ad, tgt)
     return patch_cells(ad, "resid_pre", ts, tt, cells, opts)[0]
 
@@ -172,7 +174,7 @@ def flop_counts(model: torch.nn.Module, case: Case) -> tuple[float, float, int]:
 
 def run_case(model: torch.nn.Module, case: Case, repeats: int, naive_pairs: int = 0) -> dict:
     ad = Adapter(model)
-    opts = Options()
+    opts = BatchOptions()
     cells_per = [all_cells(ad.n_layers, len(t)) for _, t in case.pairs]
     n_cells = sum(len(c) for c in cells_per)
     step = max(1, len(case.pairs) // naive_pairs) if naive_pairs else 1
@@ -279,11 +281,11 @@ def gpu_main(args: argparse.Namespace) -> dict:
         src[3:7] = [(x + 1) % 32000 for x in src[3:7]]
         case.append((src, tgt))
     cells = all_cells(ad.n_layers, args.gpu_tokens)
-    engine_sweep(ad, *case[0], cells[:64], Options())  # warm-up
+    engine_sweep(ad, *case[0], cells[:64], BatchOptions())  # warm-up
     torch.cuda.synchronize()
     t = time.perf_counter()
     for src, tgt in case:
-        engine_sweep(ad, src, tgt, cells, Options())
+        engine_sweep(ad, src, tgt, cells, BatchOptions())
     torch.cuda.synchronize()
     engine_s = time.perf_counter() - t
     sub = cells[:: max(1, len(cells) // args.gpu_naive_cells)][: args.gpu_naive_cells]

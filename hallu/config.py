@@ -23,8 +23,8 @@ CONF_DIR = Path(os.environ.get("HALLU_CONF_DIR", Path(__file__).resolve().parent
 Direction = Literal["restore_confidence", "induce_tentativeness"]
 # Which condition's activations are patched into which condition's run, per direction.
 DIRECTIONS: dict[str, tuple[str, str]] = {
-    "restore_confidence": ("certain", "uncertain"),  # seed's Experiment 2A: source, target
-    "induce_tentativeness": ("uncertain", "certain"),  # seed's Experiment 2B
+    "restore_confidence": ("certain", "uncertain"),  # the study's Experiment 2A: source, target
+    "induce_tentativeness": ("uncertain", "certain"),  # the study's Experiment 2B
 }
 
 

@@ -3,7 +3,7 @@
 A prompt set is in long format, one row per (pair, condition); the built-in set has 48 claims,
 each said by a certain user ("definitely"), an uncertain user ("probably") and a neutral one.
 Rendering goes through the model's chat template as a user turn (the default), or is raw text
-with the tokenizer's BOS (`prompts.chat_template=false`, what the seed's notebooks did, so the
+with the tokenizer's BOS (`prompts.chat_template=false`, what the study's notebooks did, so the
 model continues the user's sentence instead of answering it).
 
 Token positions are never inferred from an attention mask: every prompt is tokenized on its own,

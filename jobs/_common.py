@@ -1,13 +1,13 @@
-"""Shared argument handling for the small job commands in this folder."""
+"""Shared argument handling for the small job commands in this folder.
+
+They import the installed hallu (`pip install -e .`), like any other program that uses it.
+"""
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from hallu.errors import EXIT_USER_ERROR, UserError  # noqa: E402
-from hallu.run import jobs  # noqa: E402
+from hallu.errors import EXIT_USER_ERROR, UserError
+from hallu.run import jobs
 
 
 def parser(doc: str) -> argparse.ArgumentParser:

@@ -13,7 +13,7 @@ from hallu.config import Config, compose
 REPO = Path(__file__).resolve().parent.parent
 
 
-# The tests' baseline: the tiny random model with the seed's metric, and a small patching-only
+# The tests' baseline: the tiny random model with the study's metric, and a small patching-only
 # sweep (the default sweep is the toy model's demo, with behaviour, every pair and position).
 TINY = ["model=tiny", "metric=is_vs_might"]
 SMALL_SWEEP = ["sweep.experiments=[patching]", "sweep.positions=last:8", "sweep.pairs=12"]
@@ -34,7 +34,7 @@ def run_cli(tmp_path: Path):
     """Run `python -m hallu.launch ARGS` in a subprocess, with results under tmp_path/runs."""
 
     def run(*args: str, root: bool = True, tiny: bool = True) -> subprocess.CompletedProcess:
-        """tiny=True: on the tiny random model and the seed's metric, unless args pick a model."""
+        """tiny=True: on the tiny random model and the study's metric, unless args pick a model."""
         pick = tiny and not any(a.startswith("model=") for a in args)
         cmd = [sys.executable, "-m", "hallu.launch", *(TINY if pick else []), *args]
         if root:

@@ -9,16 +9,17 @@ import pytest
 import torch
 
 from hallu.behavior import experiment as behavior
-from hallu.behavior.experiment import FOLDER, plan_chunks, run_behavior
 from hallu.behavior.generate import generate, left_pad
 from hallu.behavior.judge import judge_messages
+from hallu.behavior.schema import FOLDER, plan_chunks
 from hallu.behavior.style import classify
 from hallu.engine.hooks import capture_resid_pre
 from hallu.engine.models import decoder_layers, load_model
 from hallu.errors import UserError
 from hallu.prompts import load_pairs
 from hallu.report.behavior import report
-from hallu.run.worker import prepare
+from hallu.run.local import run_behavior
+from hallu.run.prepare import prepare
 from hallu.store.local import LocalStore
 
 from .conftest import tiny_config

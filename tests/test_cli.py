@@ -9,7 +9,7 @@ import pytest
 
 from hallu.config import TinySpec, compose
 from hallu.engine.tiny import build_model, build_tokenizer
-from hallu.run.worker import prepare
+from hallu.run.prepare import prepare
 
 pytestmark = pytest.mark.slow
 

@@ -50,7 +50,7 @@ def test_plan_mode_prints_config_and_plan_without_a_model(sweep, capsys, tmp_pat
 
 
 def test_full_plan_counts_every_cell(capsys):
-    from hallu.run.worker import prepare
+    from hallu.run.prepare import prepare
 
     prep = prepare(compose(["+sweep=full"]))
     plan = prep.plan()

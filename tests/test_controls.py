@@ -8,7 +8,8 @@ import torch
 
 from hallu.errors import UserError
 from hallu.run.controls import UNRELATED_TEXT, norm_matched, same_class_partner
-from hallu.run.worker import Worker, prepare
+from hallu.run.prepare import prepare
+from hallu.run.worker import Worker
 from hallu.store import schema
 
 from .conftest import tiny_config

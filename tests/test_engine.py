@@ -16,7 +16,7 @@ from hallu.bench import parse_args
 from hallu.engine.adapters import Adapter
 from hallu.engine.attribution import screen
 from hallu.engine.cells import is_known, make_cells, patch_cells, shared_prefix
-from hallu.engine.fast import Options, plan_batches, trace
+from hallu.engine.fast import BatchOptions, plan_batches, trace
 from hallu.engine.metrics import resolution
 from hallu.errors import UserError
 from hallu.run.worker import Worker
@@ -64,7 +64,7 @@ def test_every_optimisation_alone_and_combined_matches_naive(seed, lengths):
     source, target = trace(ad, src), trace(ad, tgt)
     n_known = []
     for resume, suffix, batched, skip_known in SWITCHES:
-        opts = Options(
+        opts = BatchOptions(
             resume=resume,
             suffix=suffix,
             max_rows=64 if batched else 1,
@@ -99,7 +99,9 @@ def test_every_component_and_family_matches_naive(family, seed):
             component, [0, 2] if window == 1 else [0, 1], positions, 3, window, ad.n_heads
         )
         source, target = trace(ad, src, [component]), trace(ad, tgt, [component])
-        out, known = patch_cells(ad, component, source, target, cells, Options(target_tokens=40))
+        out, known = patch_cells(
+            ad, component, source, target, cells, BatchOptions(target_tokens=40)
+        )
         worst = (out - _naive(model, src, tgt, component, cells)).abs().max().item()
         assert worst <= TOL, (family, component, window, worst)
         assert any(known) and not all(known)
@@ -125,8 +127,8 @@ def test_memory_budget_splits_batches_and_keeps_the_numbers():
     src, tgt = random_pair(7, 10, 10, first_diff=2)
     cells = make_cells("resid_pre", range(3), [(t, t) for t in range(10)], 3)
     source, target = trace(ad, src), trace(ad, tgt)
-    big, _ = patch_cells(ad, "resid_pre", source, target, cells, Options(target_tokens=10_000))
-    small, _ = patch_cells(ad, "resid_pre", source, target, cells, Options(memory_bytes=1))
+    big, _ = patch_cells(ad, "resid_pre", source, target, cells, BatchOptions(target_tokens=10_000))
+    small, _ = patch_cells(ad, "resid_pre", source, target, cells, BatchOptions(memory_bytes=1))
     assert (big - small).abs().max().item() <= TOL
 
     starts = [(t, layer) for t in range(10) for layer in range(3)]

@@ -12,7 +12,7 @@ from hallu.config import compose
 from hallu.run.jobs import entrypoint, submission_id
 from hallu.run.launch import main
 from hallu.run.local import run_local
-from hallu.run.worker import prepare
+from hallu.run.prepare import prepare
 from hallu.store.local import LocalStore
 from hallu.store.s3 import S3Store
 
@@ -95,7 +95,10 @@ def test_submitted_job_runs_the_sweep_on_the_cluster(services, tmp_path):
 def test_submission_ids_and_entrypoint_follow_the_run_id():
     assert submission_id("r7") == "hallu-r7" and submission_id("r7", 2) == "hallu-r7-r2"
     cmd = entrypoint(["+sweep=full", "run_id=old", "cluster=lambda", "cluster.kind=x"], "r7")
-    assert cmd == "python jobs/entry.py +sweep=full cluster=lambda run_id=r7"
+    assert cmd == (
+        "python -m hallu.launch +sweep=full cluster=lambda run_id=r7 cluster.kind=ray "
+        "cluster.address=null"
+    )
 
 
 def test_remote_cluster_needs_object_storage(capsys):

@@ -10,7 +10,8 @@ from hallu.engine.hooks import capture_resid_pre, patched_logprobs
 from hallu.engine.logprob_diff import from_config
 from hallu.engine.models import load_tokenizer
 from hallu.errors import UserError
-from hallu.run.worker import Worker, prepare
+from hallu.run.prepare import prepare
+from hallu.run.worker import Worker
 
 from .conftest import tiny_config
 from .naive import naive_continuation_logprob

@@ -19,8 +19,8 @@ from hallu.config import compose
 from hallu.errors import UserError
 from hallu.run.launch import main
 from hallu.run.local import run_local
+from hallu.run.prepare import prepare
 from hallu.run.ray import RayStats, run_ray
-from hallu.run.worker import prepare
 from hallu.store.local import LocalStore
 from hallu.store.s3 import S3Store
 

@@ -12,7 +12,7 @@ import pytest
 from hallu.errors import UserError
 from hallu.run.launch import main
 from hallu.run.local import run_local
-from hallu.run.worker import prepare
+from hallu.run.prepare import prepare
 from hallu.store.local import LocalStore, schema
 from hallu.store.s3 import S3Store
 

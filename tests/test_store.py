@@ -9,7 +9,7 @@ import pytest
 
 from hallu.errors import UserError
 from hallu.run.local import run_local
-from hallu.run.worker import prepare
+from hallu.run.prepare import prepare
 from hallu.store.local import LocalStore, schema
 
 from .conftest import tiny_config

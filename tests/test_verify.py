@@ -11,7 +11,7 @@ import pytest
 
 from hallu.errors import UserError
 from hallu.run.local import run_local
-from hallu.run.worker import prepare
+from hallu.run.prepare import prepare
 from hallu.store import integrity, verify
 from hallu.store.local import LocalStore
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -34,6 +35,12 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tenso
         ids[i, width - len(p) :] = torch.tensor(list(p), dtype=torch.long)
         mask[i, width - len(p) :] = 1
     return ids, mask
+
+
+def pad_id_of(tokenizer: Any) -> int:
+    """The id to left-pad with: the tokenizer's pad token, else its EOS (Llama has no pad)."""
+    pad = tokenizer.pad_token_id
+    return pad if pad is not None else tokenizer.eos_token_id
 
 
 def _cache_kwarg(model: torch.nn.Module) -> str:

@@ -2,7 +2,7 @@
 
 The judge's input is built by `judge_messages(response)` from the rubric and the answer text
 only. It never receives the user's prompt, its certainty marker or the condition name, so it
-cannot label an answer by what the user said (the seed's judge read prompt and answer together).
+cannot label an answer by what the user said (the study's judge read prompt and answer together).
 The rubric asks for a single digit; the first digit 1-3 in the judge's greedy reply is the label,
 and a reply without one is stored as unparsed (null label, raw reply kept).
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from hallu.behavior.generate import generate
+from hallu.behavior.generate import generate, pad_id_of
 from hallu.config import ModelCfg, PromptsCfg
 from hallu.engine.models import load_model, load_tokenizer
 from hallu.prompts import render
@@ -63,7 +63,7 @@ class Judge:
             gen = generate(
                 self.model,
                 ids,
-                pad_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+                pad_id=pad_id_of(tok),
                 eos_id=tok.eos_token_id,
                 max_new_tokens=self.max_new_tokens,
             )

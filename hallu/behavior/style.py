@@ -11,11 +11,11 @@ Negation: a booster with a negator shortly before it in the same clause ("I'm no
 a booster. Other negated hedges stay hedges ("not likely" is as tentative as "unlikely").
 
 Labels: tentative = hedges and no boosters; mixed = both; declarative = no hedges (an answer
-that states its claim without any cue is declarative, like the seed's "Yes, it is Canberra.").
+that states its claim without any cue is declarative, like the study's "Yes, it is Canberra.").
 Stance = (boosters - hedges) / (boosters + hedges + 1), in (-1, 1); 0 when there is no cue.
 
 `classify` takes the response text and nothing else, so the prompt (with its "definitely" or
-"probably") cannot influence the label: the seed's judge read both together.
+"probably") cannot influence the label: the source study's judge read both together.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from scipy.stats import spearmanr
 
 from hallu.engine.adapters import Adapter
 from hallu.engine.cells import Cell, patch_cells
-from hallu.engine.fast import Options, Trace, _Cache, _mask
+from hallu.engine.fast import BatchOptions, PrefixCache, Trace, causal_mask
 
 
 def resid_gradients(
@@ -29,13 +29,13 @@ def resid_gradients(
     with torch.enable_grad():
         h = ad.embed(torch.tensor([list(ids)], device=ad.device))
         pos_emb = ad.position_embeddings(h, len(ids))
-        mask = _mask(0, len(ids), h.dtype, h.device)
+        mask = causal_mask(0, len(ids), h.dtype, h.device)
         inputs = []
         for layer in range(ad.n_layers):
             h = h.detach().requires_grad_() if layer == 0 else h
             h.retain_grad()
             inputs.append(h)
-            h = ad.run_layer(layer, h, pos_emb, mask, _Cache())
+            h = ad.run_layer(layer, h, pos_emb, mask, PrefixCache())
         metric(ad.logits(h[:, -1])[0]).backward()
     return torch.stack([x.grad[0].float() for x in inputs])
 
@@ -56,7 +56,7 @@ def screen(
     cells: Sequence[Cell],
     metric: Callable[[torch.Tensor], torch.Tensor],
     k: int,
-    opts: Options | None = None,
+    opts: BatchOptions | None = None,
 ) -> Screen:
     grad = resid_gradients(ad, target.ids, metric)
     approx = torch.stack(

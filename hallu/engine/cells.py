@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from hallu.engine.adapters import Adapter
-from hallu.engine.fast import Options, Patch, Trace, Write, run_patches
+from hallu.engine.fast import BatchOptions, Patch, Trace, Write, run_patches
 
 COMPONENTS = ("resid_pre", "attn_out", "mlp_out", "head")
 
@@ -86,14 +86,14 @@ def patch_cells(
     source: Trace,
     target: Trace,
     cells: Sequence[Cell],
-    opts: Options | None = None,
+    opts: BatchOptions | None = None,
     skip_known: bool = True,
 ) -> tuple[torch.Tensor, list[bool]]:
     """([len(cells), V] last-position logits, whether each came from the baseline unrun)."""
     known = [skip_known and is_known(c, source.ids, target.ids) for c in cells]
     todo = [i for i, k in enumerate(known) if not k]
     patches = [to_patch(component, cells[i], source, ad.head_dim) for i in todo]
-    computed = run_patches(ad, target, patches, opts or Options())
+    computed = run_patches(ad, target, patches, opts or BatchOptions())
     out = target.logits.expand(len(cells), -1).clone()
     if todo:
         out[torch.tensor(todo, device=out.device)] = computed.to(out.dtype)

@@ -34,8 +34,7 @@ from typing import Any, NamedTuple
 import torch
 
 from hallu.engine.adapters import Adapter
-
-SITES = ("resid_pre", "attn_out", "mlp_out", "head")
+from hallu.engine.oom import halve_on_oom
 
 
 class Write(NamedTuple):
@@ -70,7 +69,7 @@ class Trace:
 
 
 @dataclass(frozen=True)
-class Options:
+class BatchOptions:
     """Each optimisation can be switched off alone (the tests check every combination)."""
 
     resume: bool = True
@@ -80,7 +79,7 @@ class Options:
     target_tokens: int | None = None  # merge positions into one batch until it holds this many
 
 
-class _Cache:
+class PrefixCache:
     """Duck-typed key/value cache: the trace's prefix before the keys/values a layer computes."""
 
     def __init__(self, keys: torch.Tensor | None = None, values: torch.Tensor | None = None):
@@ -95,7 +94,7 @@ class _Cache:
         return torch.cat([pk, k], 2), torch.cat([pv, v], 2)
 
 
-def _mask(t0: int, n_tokens: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def causal_mask(t0: int, n_tokens: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """Additive causal mask [1, 1, T - t0, T]: query t0 + i sees keys 0..t0 + i."""
     q = torch.arange(t0, n_tokens, device=device)[:, None]
     k = torch.arange(n_tokens, device=device)[None, :]
@@ -113,7 +112,7 @@ def _site_module(ad: Adapter, site: str, layer: int) -> torch.nn.Module:
     return {"attn_out": ad.attn, "mlp_out": ad.mlp, "head": ad.head_proj}[site](layer)
 
 
-def _first(out: Any) -> torch.Tensor:
+def _output_tensor(out: Any) -> torch.Tensor:
     return out[0] if isinstance(out, tuple) else out
 
 
@@ -125,13 +124,15 @@ def trace(ad: Adapter, ids: Sequence[int], sites: Sequence[str] = ()) -> Trace:
         raise ValueError(f"prompt of {n} tokens exceeds the sliding window {ad.sliding_window}")
     h = ad.embed(torch.tensor([list(ids)], device=ad.device))
     pos_emb = ad.position_embeddings(h, n)
-    mask = _mask(0, n, h.dtype, h.device)
+    mask = causal_mask(0, n, h.dtype, h.device)
     resid, keys, values = [h[0]], [], []
     kept: dict[str, list[torch.Tensor]] = {s: [] for s in sites if s != "resid_pre"}
 
     def keep(site: str) -> Any:
         def hook(_m: Any, inp: Any, out: Any = None) -> None:
-            kept[site].append((inp[0] if site == "head" else _first(out))[0].detach().clone())
+            kept[site].append(
+                (inp[0] if site == "head" else _output_tensor(out))[0].detach().clone()
+            )
 
         return hook
 
@@ -143,7 +144,7 @@ def trace(ad: Adapter, ids: Sequence[int], sites: Sequence[str] = ()) -> Trace:
                 handles.append(mod.register_forward_pre_hook(keep(site)))
             else:
                 handles.append(mod.register_forward_hook(keep(site)))
-        cache = _Cache()
+        cache = PrefixCache()
         try:
             h = ad.run_layer(layer, h, pos_emb, mask, cache)
         finally:
@@ -165,14 +166,14 @@ def trace(ad: Adapter, ids: Sequence[int], sites: Sequence[str] = ()) -> Trace:
     )
 
 
-def _start(p: Patch, opts: Options) -> tuple[int, int]:
+def _start(p: Patch, opts: BatchOptions) -> tuple[int, int]:
     """(first position, first layer) a patch's row must compute."""
     t = min(w.position for w in p) if opts.suffix else 0
     layer = min(w.layer for w in p) if opts.resume else 0
     return t, layer
 
 
-def _budget(ad: Adapter, opts: Options) -> int:
+def _budget(ad: Adapter, opts: BatchOptions) -> int:
     if opts.memory_bytes is not None:
         return opts.memory_bytes
     if ad.device.type == "cuda":
@@ -215,7 +216,7 @@ def plan_batches(
 
 @torch.no_grad()
 def run_patches(
-    ad: Adapter, target: Trace, patches: Sequence[Patch], opts: Options = Options()
+    ad: Adapter, target: Trace, patches: Sequence[Patch], opts: BatchOptions = BatchOptions()
 ) -> torch.Tensor:
     """[len(patches), V] last-position logits of the target run with each patch applied."""
     if not patches:
@@ -242,14 +243,8 @@ def run_patches(
                     ad, target, [patches[i] for i in batch], [starts[i] for i in batch]
                 )
             except (torch.OutOfMemoryError, MemoryError, RuntimeError) as err:
-                oom = isinstance(err, (torch.OutOfMemoryError, MemoryError))
-                oom = oom or "can't allocate memory" in str(err)
-                if len(batch) == 1 or not oom:  # the CPU allocator raises a RuntimeError
-                    raise
-                # Halve and plan what is left again.
-                budget, max_rows = budget // 2, max(1, len(batch) // 2)
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
+                # Halve and plan what is left again (raises unless out-of-memory on 2+ rows).
+                budget, max_rows = budget // 2, halve_on_oom(err, len(batch))
                 break
             for i, row in zip(batch, logits, strict=True):
                 out[i] = row
@@ -271,7 +266,7 @@ def _run_batch(
         for w in p:
             writes[w.layer][w.site].append((slot[i], w.position - t0, w.value, w.head))
     joins = [starts[i][1] for i in order]
-    mask = _mask(t0, n_tokens, tr.resid.dtype, tr.resid.device)
+    mask = causal_mask(t0, n_tokens, tr.resid.dtype, tr.resid.device)
     pos_emb = _slice_pos(tr.pos_emb, t0)
     h: torch.Tensor | None = None
     for layer in range(joins[0], ad.n_layers):
@@ -284,7 +279,7 @@ def _run_batch(
         if "resid_pre" in at:
             _write(h, at["resid_pre"], None)
         handles = [_hook(ad, site, layer, entries) for site, entries in at.items()]
-        cache = _Cache(tr.keys[layer][..., :t0, :], tr.values[layer][..., :t0, :])
+        cache = PrefixCache(tr.keys[layer][..., :t0, :], tr.values[layer][..., :t0, :])
         try:
             h = ad.run_layer(layer, h, pos_emb, mask, cache)
         finally:
@@ -319,7 +314,7 @@ def _hook(ad: Adapter, site: str, layer: int, entries: list) -> Any:
         return mod.register_forward_pre_hook(pre)
 
     def post(_m: Any, _inp: Any, out: Any) -> Any:
-        x = _first(out).clone()
+        x = _output_tensor(out).clone()
         _write(x, entries, None)
         return (x, *out[1:]) if isinstance(out, tuple) else x
 

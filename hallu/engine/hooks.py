@@ -20,7 +20,9 @@ from typing import Any
 
 import torch
 
-Cell = tuple[int, int, int]  # (layer, target position, source position)
+from hallu.engine.oom import halve_on_oom
+
+HookCell = tuple[int, int, int]  # (layer, target position, source position)
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,7 @@ def patched_logits(
     layers: torch.nn.ModuleList,
     target_ids: Sequence[int],
     source_resid: torch.Tensor,
-    patches: Sequence[Sequence[Cell]],
+    patches: Sequence[Sequence[HookCell]],
     batch_size: int,
 ) -> torch.Tensor:
     """[len(patches), V] last-position logits of the target run, one patch set per row.
@@ -119,7 +121,7 @@ def patched_logprobs(
     layers: torch.nn.ModuleList,
     target_ids: Sequence[int],
     source_resid: torch.Tensor,
-    patches: Sequence[Sequence[Cell]],
+    patches: Sequence[Sequence[HookCell]],
     batch_size: int,
     continuation: Sequence[int],
 ) -> torch.Tensor:
@@ -145,12 +147,8 @@ def _batched(model, layers, target_ids, source_resid, patches, batch_size, read)
         chunk = patches[start : start + batch_size]
         try:
             out.append(_patched_batch(model, layers, target_ids, source_resid, chunk, read))
-        except torch.OutOfMemoryError:
-            if batch_size == 1:
-                raise
-            batch_size //= 2
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+        except (torch.OutOfMemoryError, MemoryError, RuntimeError) as err:
+            batch_size = halve_on_oom(err, batch_size)  # raises unless out-of-memory on 2+ rows
             continue
         start += len(chunk)
     return torch.cat(out) if out else torch.empty(0)
@@ -161,7 +159,7 @@ def _patched_batch(
     layers: torch.nn.ModuleList,
     target_ids: Sequence[int],
     source_resid: torch.Tensor,
-    patches: Sequence[Sequence[Cell]],
+    patches: Sequence[Sequence[HookCell]],
     read: Any = _final_logits,
 ) -> torch.Tensor:
     device = source_resid.device

@@ -6,35 +6,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from hallu.config import ModelCfg
 from hallu.errors import UserError
+from hallu.shape import ModelShape, shape_from_config, tiny_shape
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    """What planning needs to know about a model: sizes only, no weights."""
-
-    n_layers: int
-    d_model: int
-    n_heads: int
-    n_kv_heads: int
-    d_mlp: int
-    vocab_size: int
-
-    @property
-    def params_per_token_flops(self) -> int:
-        """FLOP per token: 2 x weights of the blocks and the unembedding (no attention scores)."""
-        head_dim = self.d_model // self.n_heads
-        attn = self.d_model * head_dim * (2 * self.n_heads + 2 * self.n_kv_heads)
-        mlp = 3 * self.d_model * self.d_mlp  # gated MLP (Llama); an upper bound for GPT-2-style
-        return 2 * (self.n_layers * (attn + mlp) + self.d_model * self.vocab_size)
 
 
 def resolve_device(cfg: ModelCfg) -> torch.device:
@@ -86,27 +66,14 @@ def load_shape(cfg: ModelCfg) -> ModelShape:
             raise UserError("model.name_or_path=tiny needs a model.tiny section; use model=tiny")
         from hallu.engine.tiny import build_tokenizer
 
-        t = cfg.tiny
-        return ModelShape(
-            t.n_layers, t.d_model, t.n_heads, t.n_kv_heads, t.d_mlp, len(build_tokenizer())
-        )
+        return tiny_shape(cfg.tiny, len(build_tokenizer()))
     from transformers import AutoConfig
 
     try:
         c = AutoConfig.from_pretrained(source_path(cfg), revision=cfg.revision)
     except (OSError, ValueError) as err:
         raise UserError(_load_failure("config", cfg, err)) from None
-    c = getattr(c, "text_config", c)
-    n_heads = _first(c, "num_attention_heads", "n_head")
-    d_model = _first(c, "hidden_size", "n_embd")
-    return ModelShape(
-        n_layers=_first(c, "num_hidden_layers", "n_layer"),
-        d_model=d_model,
-        n_heads=n_heads,
-        n_kv_heads=getattr(c, "num_key_value_heads", None) or n_heads,
-        d_mlp=getattr(c, "intermediate_size", None) or getattr(c, "n_inner", None) or 4 * d_model,
-        vocab_size=c.vocab_size,
-    )
+    return shape_from_config(c)
 
 
 def load_model(cfg: ModelCfg, vocab_size: int) -> tuple[torch.nn.Module, str | None]:
@@ -148,14 +115,6 @@ def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
         f"model.name_or_path: cannot find the decoder layers of {type(model).__name__}; "
         "supported families keep them at model.layers, transformer.h or gpt_neox.layers"
     )
-
-
-def _first(c: Any, *names: str) -> int:
-    for n in names:
-        v = getattr(c, n, None)
-        if v is not None:
-            return int(v)
-    raise UserError(f"model config {type(c).__name__} has none of {names}; unsupported family")
 
 
 def _load_failure(what: str, cfg: ModelCfg, err: Exception) -> str:

@@ -4,7 +4,7 @@ It makes a synthetic chat corpus from the built-in claims: a user states a claim
 marker ("definitely"), an uncertainty marker ("probably") or none, and the assistant answers
 declaratively ("yes , that is right .") or tentatively ("maybe , but i am not sure .") with the
 planted probabilities (default: certain user 39/40 declarative = 97.5%, uncertain user 23/40
-tentative = 57.5%, as the seed reports for Llama-2-13b-chat; neutral 30/40 declarative). A small
+tentative = 57.5%, as the study reports for Llama-2-13b-chat; neutral 30/40 declarative). A small
 Llama-architecture model learns it on CPU in well under a minute, and the result is saved with
 `save_pretrained` into hallu/data/toy (model and tokenizer), which `model=toy` loads through
 transformers like any local model. Because the answer's first word is the style decision, the

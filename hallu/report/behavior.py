@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
 from hallu.analysis import proportions as stats  # noqa: E402
-from hallu.behavior.experiment import FOLDER, SCHEMA  # noqa: E402
+from hallu.behavior.schema import FOLDER, SCHEMA  # noqa: E402
 from hallu.report.doc import fmt  # noqa: E402
 from hallu.store.base import Store  # noqa: E402
 

@@ -31,6 +31,7 @@ from hallu.engine.hooks import capture_resid_pre, patched_logits
 from hallu.engine.metrics import resolution
 from hallu.prompts import render
 from hallu.run.plan import Shard, resolve_positions
+from hallu.run.prepare import Prepared
 from hallu.store import schema
 
 CONTROLS = ("same_class", "random_source", "norm_matched")
@@ -53,7 +54,7 @@ def same_class_partner(token_ids: dict[str, dict[str, list[int]]], pid: str, con
     return max(others, key=lambda q: len(token_ids[q][cond]))
 
 
-def unrelated_ids(prep: Any, min_len: int) -> list[int]:
+def unrelated_ids(prep: Prepared, min_len: int) -> list[int]:
     """The unrelated prompt, its text repeated until it has at least `min_len` tokens."""
     text = UNRELATED_TEXT
     ids = render(prep.tokenizer, text, prep.cfg.prompts)
@@ -74,7 +75,7 @@ def norm_matched(resid: torch.Tensor, seed_text: str) -> torch.Tensor:
 
 
 def run_control_shard(
-    prep: Any,
+    prep: Prepared,
     model: torch.nn.Module,
     layers: torch.nn.ModuleList,
     shard: Shard,
@@ -85,48 +86,11 @@ def run_control_shard(
     if shard.control not in CONTROLS:
         raise ValueError(f"unknown control {shard.control!r}; known: {CONTROLS}")
     cfg = prep.cfg
-    source_cond, target_cond = DIRECTIONS[shard.direction]
     cols: dict[str, list] = {name: [] for name in schema.SCHEMA.names}
     for pid in shard.pair_ids:
-        real_src, tgt = prep.token_ids[pid][source_cond], prep.token_ids[pid][target_cond]
-        real_resid, real_logits = capture_resid_pre(model, layers, real_src)
-        _, tgt_logits = capture_resid_pre(model, layers, tgt)
-        clean, corrupted = float(prep.metric(real_logits)), float(prep.metric(tgt_logits))
-        real_positions = resolve_positions(cfg.sweep.positions, pid, len(real_src), len(tgt))
-        targets = [t for t, _ in real_positions]
-        if shard.control == "norm_matched":
-            src_ids = real_src
-            resid = norm_matched(real_resid, f"{cfg.seed}/{shard.direction}/{pid}")
-            pos = dict(real_positions)
-            src_tokens = ["<random>"] * len(src_ids)
-        else:
-            if shard.control == "same_class":
-                src_ids = prep.token_ids[same_class_partner(prep.token_ids, pid, target_cond)][
-                    target_cond
-                ]
-            else:
-                src_ids = unrelated_ids(prep, len(tgt))
-            resid, _ = capture_resid_pre(model, layers, src_ids)
-            # Aligned from the end: the target's last token takes the source's last token.
-            pos = {t: len(src_ids) - (len(tgt) - t) for t in targets}
-            src_tokens = prep.tokenizer.convert_ids_to_tokens(src_ids)
-        cells = [(layer, t, pos[t]) for layer in shard.layers for t in targets if pos[t] >= 0]
-        values = prep.metric(
-            patched_logits(model, layers, tgt, resid, [(c,) for c in cells], cfg.sweep.batch_size)
-        )
-        patched = values.tolist()
-        steps = resolution(values, next(model.parameters()).dtype).tolist()
-        tgt_tokens = prep.tokenizer.convert_ids_to_tokens(tgt)
-        for (layer, t, s), value, step in zip(cells, patched, steps, strict=True):
-            row = {
-                "resolution": step,
-                "layer": layer,
-                **schema.cell_fields(pid, t, s, tgt_tokens, src_tokens, clean, corrupted, value),
-            }
-            for k, v in row.items():
-                cols[k].append(v)
+        n_cells = _pair_rows(prep, model, layers, shard, pid, cols)
         if progress is not None:
-            progress.update(len(shard.layers) * len(targets))
+            progress.update(n_cells)
     n = len(cols["layer"])
     constant = {
         **meta,
@@ -147,3 +111,65 @@ def run_control_shard(
     for k, v in constant.items():
         cols[k] = [v] * n
     return schema.to_table(cols)
+
+
+def _pair_rows(
+    prep: Prepared,
+    model: torch.nn.Module,
+    layers: torch.nn.ModuleList,
+    shard: Shard,
+    pid: str,
+    cols: dict[str, list],
+) -> int:
+    """Patch one pair's control cells and append their rows to `cols`; the cells counted."""
+    source_cond, target_cond = DIRECTIONS[shard.direction]
+    real_src, tgt = prep.token_ids[pid][source_cond], prep.token_ids[pid][target_cond]
+    real_resid, real_logits = capture_resid_pre(model, layers, real_src)
+    _, tgt_logits = capture_resid_pre(model, layers, tgt)
+    clean, corrupted = float(prep.metric(real_logits)), float(prep.metric(tgt_logits))
+    real_positions = resolve_positions(prep.cfg.sweep.positions, pid, len(real_src), len(tgt))
+    targets = [t for t, _ in real_positions]
+    resid, pos, src_tokens = _control_source(
+        prep, model, layers, shard, pid, real_resid, real_positions
+    )
+    cells = [(layer, t, pos[t]) for layer in shard.layers for t in targets if pos[t] >= 0]
+    values = prep.metric(
+        patched_logits(model, layers, tgt, resid, [(c,) for c in cells], prep.cfg.sweep.batch_size)
+    )
+    steps = resolution(values, next(model.parameters()).dtype).tolist()
+    tgt_tokens = prep.tokenizer.convert_ids_to_tokens(tgt)
+    for (layer, t, s), value, step in zip(cells, values.tolist(), steps, strict=True):
+        row = {
+            "resolution": step,
+            "layer": layer,
+            **schema.cell_fields(pid, t, s, tgt_tokens, src_tokens, clean, corrupted, value),
+        }
+        for k, v in row.items():
+            cols[k].append(v)
+    return len(shard.layers) * len(targets)
+
+
+def _control_source(
+    prep: Prepared,
+    model: torch.nn.Module,
+    layers: torch.nn.ModuleList,
+    shard: Shard,
+    pid: str,
+    real_resid: torch.Tensor,
+    real_positions: list[tuple[int, int]],
+) -> tuple[torch.Tensor, dict[int, int], list[str]]:
+    """The control's (residual stream to patch from, target -> source position, source tokens)."""
+    source_cond, target_cond = DIRECTIONS[shard.direction]
+    n_target = len(prep.token_ids[pid][target_cond])
+    if shard.control == "norm_matched":
+        resid = norm_matched(real_resid, f"{prep.cfg.seed}/{shard.direction}/{pid}")
+        return resid, dict(real_positions), ["<random>"] * len(prep.token_ids[pid][source_cond])
+    if shard.control == "same_class":
+        partner = same_class_partner(prep.token_ids, pid, target_cond)
+        src_ids = prep.token_ids[partner][target_cond]
+    else:
+        src_ids = unrelated_ids(prep, n_target)
+    resid, _ = capture_resid_pre(model, layers, src_ids)
+    # Aligned from the end: the target's last token takes the source's last token.
+    pos = {t: len(src_ids) - (n_target - t) for t, _ in real_positions}
+    return resid, pos, prep.tokenizer.convert_ids_to_tokens(src_ids)

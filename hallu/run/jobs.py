@@ -2,9 +2,12 @@
 
 `python -m hallu.launch ... cluster=lambda` (or runpod) composes and checks the config here, picks
 the run id, checks the bucket (storage=s3 is required: workers on other machines write the
-results), and submits `python jobs/entry.py <the same overrides> run_id=<id>` with this
-repository as the job's working directory. Inside the cluster the entry point runs the ordinary
-launcher with cluster kind `ray`, so the job is the same program as a local run.
+results), and submits `python -m hallu.launch <the same overrides> run_id=<id> cluster.kind=ray
+cluster.address=null` with this repository as the job's working directory. Ray starts the job in
+its copy of that directory, and `python -m` puts the current directory first on sys.path, so the
+job imports the uploaded hallu (not whatever the node has installed) without editing sys.path.
+Inside the cluster it joins the cluster it runs on (Ray sets RAY_ADDRESS for jobs) and keeps every
+other setting of the preset, so the job is the same program as a local run.
 
 The submission id is derived from the run id (`hallu-<run_id>`, then `-r2`, `-r3` for reruns that
 resume it), so submitting a run that is already running follows that job instead of starting a
@@ -71,7 +74,8 @@ def submission_id(run_id: str, attempt: int = 1) -> str:
 def entrypoint(argv: list[str], run_id: str) -> str:
     """The job's command: the user's overrides, minus the ones the job decides itself."""
     keep = [a for a in argv if not re.match(r"^(run_id|cluster\.kind|cluster\.address)=", a)]
-    return shlex.join(["python", "jobs/entry.py", *keep, f"run_id={run_id}"])
+    inside = [f"run_id={run_id}", "cluster.kind=ray", "cluster.address=null"]
+    return shlex.join(["python", "-m", "hallu.launch", *keep, *inside])
 
 
 def submit_and_follow(cfg: Config, argv: list[str]) -> int:

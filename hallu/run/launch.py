@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 from hallu.errors import EXIT_USER_ERROR, UserError
 
 if TYPE_CHECKING:
-    from hallu.behavior.experiment import Chunk
+    from hallu.behavior.schema import Chunk
     from hallu.config import Config
     from hallu.run.plan import Plan
-    from hallu.run.worker import Prepared
+    from hallu.run.prepare import Prepared
     from hallu.store.base import Store
 
 USAGE = """usage: python -m hallu.launch [OVERRIDE ...]
@@ -58,7 +58,7 @@ def _run(argv: list[str]) -> int:
         return submit_and_follow(cfg, argv)
     import torch
 
-    from hallu.run.worker import prepare
+    from hallu.run.prepare import prepare
 
     torch.manual_seed(cfg.seed)
     prep = prepare(cfg)
@@ -134,7 +134,7 @@ def _run_patching(cfg: Config, plan: Plan, store: Store, run_meta: dict) -> None
 
 
 def _behavior_chunks(cfg: Config, prep: Prepared) -> list[Chunk]:
-    from hallu.behavior.experiment import plan_chunks
+    from hallu.behavior.schema import plan_chunks
 
     return plan_chunks(cfg, {pid: set(c) for pid, c in prep.token_ids.items()})
 
@@ -142,8 +142,9 @@ def _behavior_chunks(cfg: Config, prep: Prepared) -> list[Chunk]:
 def _run_behavior(
     prep: Prepared, chunks: list[Chunk], store: Store, run_meta: dict, with_patching: bool
 ) -> None:
-    from hallu.behavior.experiment import describe, run_behavior
+    from hallu.behavior.schema import describe
     from hallu.report.behavior import report
+    from hallu.run.local import run_behavior
     from hallu.store.verify import read_verified
 
     started = time.perf_counter()
@@ -192,7 +193,7 @@ def _print_plan(cfg: Config, plan: Plan) -> None:
 def _print_behavior_plan(cfg: Config, chunks: list[Chunk], config_printed: bool) -> None:
     from omegaconf import OmegaConf
 
-    from hallu.behavior.experiment import describe
+    from hallu.behavior.schema import describe
 
     if not config_printed:
         print("# resolved config")

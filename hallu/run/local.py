@@ -1,8 +1,8 @@
-"""Run a plan's unfinished shards and store each as it finishes.
+"""Run a plan's unfinished shards (or behaviour chunks) in this process and store each as it ends.
 
-`cluster=local` runs them in this process, one after another, with one model replica (the debug
-mode: CPU or a single GPU). Finished shards (already in the store) are skipped, so rerunning an
-interrupted run with the same run_id completes it without redoing or duplicating work.
+`cluster=local` runs them one after another, with one model replica (the debug mode: CPU or a
+single GPU); behaviour chunks always run here. Finished work (already in the store) is skipped,
+so rerunning an interrupted run with the same run_id completes it without redoing or duplicating.
 """
 
 from __future__ import annotations
@@ -10,10 +10,14 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+import torch
 from tqdm import tqdm
 
+from hallu.behavior.experiment import BehaviorWorker
+from hallu.behavior.schema import FOLDER, Chunk, n_answers
 from hallu.config import Config
 from hallu.run.plan import Plan
+from hallu.run.prepare import Prepared
 from hallu.run.worker import Worker
 from hallu.store.base import Store
 
@@ -40,4 +44,23 @@ def run_local(cfg: Config, plan: Plan, store: Store, run_meta: dict[str, Any]) -
     ) as bar:
         for shard in todo:
             store.write_shard(shard.shard_id, worker.run_shard(shard, progress=bar))
+    return len(todo)
+
+
+def run_behavior(
+    prep: Prepared, chunks: list[Chunk], store: Store, run_meta: dict[str, Any]
+) -> int:
+    """Run every chunk not yet in `store` (in this process); return how many were run."""
+    done = store.table_names(FOLDER)
+    todo = [c for c in chunks if c.chunk_id not in done]
+    if not todo:
+        return 0
+    torch.manual_seed(prep.cfg.seed)
+    worker = BehaviorWorker(prep, store.run_id)  # loads before run.json: a bad model leaves no run
+    store.create(prep.cfg, {**run_meta, "model_revision": worker.revision, "dtype": worker.dtype})
+    with tqdm(
+        total=n_answers(prep.cfg, todo), unit="answer", desc="behavior", file=sys.stderr
+    ) as bar:
+        for chunk in todo:
+            store.write_table(f"{FOLDER}/{chunk.chunk_id}.parquet", worker.run_chunk(chunk, bar))
     return len(todo)

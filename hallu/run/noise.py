@@ -12,7 +12,8 @@ at the last position is computed four ways in each dtype (the run's, float32, bf
 `metric_floor` is the largest change seen in the run's own dtype (batch, padding, and its
 distance from float32). A baseline gap (clean - corrupted) is a difference of two metrics, so any
 gap with |gap| <= `gap_floor` = 2 x metric_floor is inside the floor: a restoration ratio with
-such a denominator is rounding, not a finding. The seed's 1.000 vs 0.909 was one such case.
+such a denominator is rounding, not a finding. The source study's 1.000 vs 0.909 was one such
+case.
 
 `python -m hallu.run.noise RUN_DIR` (or `python -m hallu.report RUN --measure-noise`, or
 `sweep.noise_floor=true` in the run) writes `noise_floor.json` into the run directory.
@@ -28,11 +29,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from hallu.behavior.generate import left_pad
 from hallu.config import Config, validate
 from hallu.errors import UserError
 from hallu.store.base import Store
 
-DTYPES = ("float32", "bfloat16", "float16")
+MEASURED_DTYPES = ("float32", "bfloat16", "float16")
 FILE = "noise_floor.json"
 
 
@@ -40,12 +42,7 @@ FILE = "noise_floor.json"
 def _last_metric(model: Any, metric: Any, batch: list[list[int]], pad_id: int) -> np.ndarray:
     """Metric at each prompt's last token for one (left-padded if needed) batch."""
     device = next(model.parameters()).device
-    width = max(len(ids) for ids in batch)
-    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for i, row in enumerate(batch):
-        ids[i, width - len(row) :] = torch.tensor(row)
-        mask[i, width - len(row) :] = 1
+    ids, mask = left_pad(batch, pad_id)
     # Positions count real tokens only, so padding shifts no position (left padding).
     pos = (mask.cumsum(-1) - 1).clamp_min(0)
     out = model(
@@ -74,7 +71,7 @@ def _stats(delta: np.ndarray) -> dict[str, float]:
 def measure(cfg: Config, max_pairs: int = 16) -> dict[str, Any]:
     """Load the run's model in each dtype and measure the metric's movements (see module doc)."""
     from hallu.engine.models import load_model, resolve_device, resolve_dtype
-    from hallu.run.worker import prepare
+    from hallu.run.prepare import prepare
 
     prep = prepare(cfg)
     prompts = [
@@ -89,7 +86,7 @@ def measure(cfg: Config, max_pairs: int = 16) -> dict[str, Any]:
     pad_id = pad_id if pad_id is not None else (prep.tokenizer.eos_token_id or 0)
     per: dict[str, Any] = {}
     alone: dict[str, np.ndarray] = {}
-    for dtype in dict.fromkeys((run_dtype, *DTYPES)):
+    for dtype in dict.fromkeys((run_dtype, *MEASURED_DTYPES)):
         try:
             model, _ = load_model(
                 cfg.model.model_copy(update={"dtype": dtype}), len(prep.tokenizer)

@@ -16,8 +16,8 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from hallu.config import DIRECTIONS, SweepCfg
-from hallu.engine.models import ModelShape
 from hallu.errors import UserError
+from hallu.shape import ModelShape
 
 # (target position, source position); both absolute indices into their own prompt.
 PositionPair = tuple[int, int]

@@ -165,7 +165,7 @@ def run_ray(
         actors = [remote.remote(cfg, store) for _ in range(n)]
         stats = stats if stats is not None else RayStats()
         stats.workers = n
-        _drive(cfg, store, run_meta, todo, actors, stats)
+        Driver(cfg, store, run_meta, todo, actors, stats).run()
     finally:
         for actor in actors:
             ray.kill(actor, no_restart=True)
@@ -181,133 +181,188 @@ def run_ray(
     return len(todo)
 
 
-def _drive(
-    cfg: Config,
-    store: Store,
-    run_meta: dict[str, Any],
-    todo: list[Shard],
-    actors: list,
-    stats: RayStats,
-) -> None:
-    import ray
-    from ray.exceptions import ActorDiedError, ActorUnavailableError, RayTaskError
+@dataclass(frozen=True)
+class Call:
+    """One call in flight on an actor: a shard to run, or `ready` (shard None) while it loads."""
 
-    c = cfg.cluster
-    queue: deque[Shard] = deque(todo)
-    failures: Counter[str] = Counter()
-    # ref -> (actor index, shard or None for a `ready` call, submit sequence number)
-    pending: dict[Any, tuple[int, Shard | None, int]] = {}
-    free = [0] * len(actors)  # shard slots per actor; 0 until it answers `ready`
-    alive = set(range(len(actors)))
-    seq, sent_at, created, first_ready_at = 0, {}, False, None
-    innocent: set[Any] = set()  # failed calls already accounted for by their actor's death
-    for i, actor in enumerate(actors):
-        pending[actor.ready.remote()] = (i, None, seq := seq + 1)
-
-    def actor_lost(i: int, err: Exception, permanent: bool) -> None:
-        stats.worker_failures += 1
-        free[i] = 0
-        if permanent:
-            alive.discard(i)
-        elif not any(j == i and s is None for j, s, _ in pending.values()):
-            pending[actors[i].ready.remote()] = (i, None, 0)  # back to work once reloaded
-        if not alive:
-            raise UserError(
-                f"all {len(actors)} workers died (last: {_why(err)}); {len(queue)} shard(s) not "
-                f"run. Raise cluster.max_worker_restarts, or rerun with run_id={store.run_id} "
-                "to finish (stored shards are kept)"
-            )
-
-    total_cells = sum(s.n_cells for s in todo)
-    with tqdm(total=total_cells, unit="cell", desc="patching", file=sys.stderr) as bar:
-        bar.set_postfix_str(f"shards 0/{len(todo)}, loading {len(actors)} workers")
-        while queue or any(s is not None for _, s, _ in pending.values()):
-            for i in sorted(alive):
-                while free[i] > 0 and queue:
-                    shard = queue.popleft()
-                    ref = actors[i].run.remote(shard)
-                    pending[ref] = (i, shard, seq := seq + 1)
-                    sent_at[ref] = time.perf_counter()
-                    free[i] -= 1
-            ready_refs, _ = ray.wait(list(pending), num_returns=1, timeout=60)
-            if not ready_refs:  # still loading or computing; say so if no worker can take work
-                if not any(free[j] or _busy(pending, j) for j in alive):
-                    print(
-                        f"hallu: waiting for workers (0 of {len(alive)} ready: loading the "
-                        "model, restarting, or waiting for cluster resources)",
-                        file=sys.stderr,
-                    )
-                continue
-            ref = ready_refs[0]
-            i, shard, my_seq = pending.pop(ref)
-            try:
-                out = ray.get(ref)  # already finished: this does not block
-            except (ActorUnavailableError, ActorDiedError) as err:
-                if shard is not None:
-                    # Calls run in order: only the oldest in-flight shard was running when the
-                    # process died; the ones queued behind it are re-queued without blame.
-                    same = {r: (q, s) for r, (j, s, q) in pending.items() if j == i and s}
-                    if ref not in innocent:
-                        oldest = min([(my_seq, shard), *same.values()], key=lambda t: t[0])[1]
-                        _count_failure(failures, oldest, c.max_shard_failures, err, store, queue)
-                        innocent.update(same)
-                    queue.appendleft(shard)
-                    stats.requeued += 1
-                permanent = isinstance(err, ActorDiedError)  # restarts used up; else restarting
-                if permanent and getattr(err, "actor_init_failed", False):
-                    raise UserError(
-                        f"worker {i} could not start ({_why(err)}); check that every node "
-                        "has the project and its packages installed (see Dockerfile)"
-                    ) from None
-                actor_lost(i, err, permanent)
-                continue
-            except RayTaskError as err:  # the shard raised inside the worker
-                assert shard is not None
-                free[i] += 1
-                _count_failure(failures, shard, c.max_shard_failures, err, store, queue)
-                queue.append(shard)  # to the back: another worker may succeed
-                stats.requeued += 1
-                continue
-            if shard is None:  # a worker finished loading the model
-                if out["error"]:
-                    raise UserError(
-                        f"worker {i} (pid {out['pid']} on {out['host']}) could not load the "
-                        f"model: {out['error']}"
-                    )
-                if not created:
-                    store.create(
-                        cfg, {**run_meta, "model_revision": out["revision"], "dtype": out["dtype"]}
-                    )
-                    created, first_ready_at = True, time.perf_counter()
-                free[i] = c.shards_per_worker
-            else:
-                stats.shards_run += 1
-                stats.worker_seconds += out["seconds"]
-                stats.round_trips.append(time.perf_counter() - sent_at.pop(ref))
-                free[i] += 1
-                bar.update(shard.n_cells)
-            busy = {j for j in alive if _busy(pending, j)}
-            bar.set_postfix_str(
-                f"shards {stats.shards_run}/{len(todo)}, workers busy {len(busy)}/{len(actors)}"
-            )
-    stats.seconds = time.perf_counter() - (first_ready_at or time.perf_counter())
+    actor: int
+    shard: Shard | None
+    seq: int  # submission order; calls on one actor run in this order
 
 
-def _busy(pending: dict, i: int) -> bool:
-    return any(j == i and s is not None for j, s, _ in pending.values())
+class Driver:
+    """Hands shards to actors, at most `cluster.shards_per_worker` each, and reacts to answers.
 
+    State: `queue` (shards not yet handed out), `pending` (ref -> Call), `free` (shard slots per
+    actor; 0 until it answers `ready`), `alive` (actors not dead for good), `failures` (per shard),
+    `innocent` (failed calls already blamed on their actor's death), `sent_at` (per ref).
+    """
 
-def _count_failure(
-    failures: Counter[str], shard: Shard, limit: int, err: Exception, store: Store, queue: deque
-) -> None:
-    failures[shard.shard_id] += 1
-    if failures[shard.shard_id] >= limit:
-        raise UserError(
-            f"shard {shard.shard_id} ({shard.direction}, pairs {', '.join(shard.pair_ids)}) failed "
-            f"{failures[shard.shard_id]} times (cluster.max_shard_failures={limit}); last error: "
-            f"{_why(err)}. Stored shards are kept: fix the cause and rerun with "
-            f"run_id={store.run_id}"
+    def __init__(
+        self,
+        cfg: Config,
+        store: Store,
+        run_meta: dict[str, Any],
+        todo: list[Shard],
+        actors: list,
+        stats: RayStats,
+    ):
+        self.cfg, self.store, self.run_meta, self.actors, self.stats = (
+            cfg,
+            store,
+            run_meta,
+            actors,
+            stats,
         )
+        self.n_todo = len(todo)
+        self.queue: deque[Shard] = deque(todo)
+        self.failures: Counter[str] = Counter()
+        self.pending: dict[Any, Call] = {}
+        self.free = [0] * len(actors)
+        self.alive = set(range(len(actors)))
+        self.seq = 0
+        self.sent_at: dict[Any, float] = {}
+        self.innocent: set[Any] = set()
+        self.created = False
+        self.first_ready_at: float | None = None
+        for i in range(len(actors)):
+            self._submit(i, None)
+
+    def run(self) -> None:
+        """Until every shard is stored (or a UserError says why it cannot be)."""
+        import ray
+
+        total = sum(s.n_cells for s in self.queue)
+        with tqdm(total=total, unit="cell", desc="patching", file=sys.stderr) as bar:
+            bar.set_postfix_str(f"shards 0/{self.n_todo}, loading {len(self.actors)} workers")
+            while self.queue or any(c.shard is not None for c in self.pending.values()):
+                self._dispatch()
+                ready_refs, _ = ray.wait(list(self.pending), num_returns=1, timeout=60)
+                if not ready_refs:
+                    self._say_if_stuck()
+                    continue
+                self._collect(ready_refs[0], bar)
+        self.stats.seconds = time.perf_counter() - (self.first_ready_at or time.perf_counter())
+
+    def _submit(self, i: int, shard: Shard | None) -> None:
+        self.seq += 1
+        actor = self.actors[i]
+        ref = actor.ready.remote() if shard is None else actor.run.remote(shard)
+        self.pending[ref] = Call(i, shard, self.seq)
+        if shard is not None:
+            self.sent_at[ref] = time.perf_counter()
+
+    def _dispatch(self) -> None:
+        for i in sorted(self.alive):
+            while self.free[i] > 0 and self.queue:
+                self._submit(i, self.queue.popleft())
+                self.free[i] -= 1
+
+    def _busy(self, i: int) -> bool:
+        return any(c.actor == i and c.shard is not None for c in self.pending.values())
+
+    def _say_if_stuck(self) -> None:
+        """Still loading or computing; say so if no worker can take work."""
+        if not any(self.free[j] or self._busy(j) for j in self.alive):
+            print(
+                f"hallu: waiting for workers (0 of {len(self.alive)} ready: loading the "
+                "model, restarting, or waiting for cluster resources)",
+                file=sys.stderr,
+            )
+
+    def _collect(self, ref: Any, bar: tqdm) -> None:
+        """Take one finished call's answer (or its error) and update the state."""
+        import ray
+        from ray.exceptions import ActorDiedError, ActorUnavailableError, RayTaskError
+
+        call = self.pending.pop(ref)
+        try:
+            out = ray.get(ref)  # already finished: this does not block
+        except (ActorUnavailableError, ActorDiedError) as err:
+            self._on_actor_error(ref, call, err, permanent=isinstance(err, ActorDiedError))
+            return
+        except RayTaskError as err:  # the shard raised inside the worker
+            assert call.shard is not None
+            self.free[call.actor] += 1
+            self._count_failure(call.shard, err)
+            self.queue.append(call.shard)  # to the back: another worker may succeed
+            self.stats.requeued += 1
+            return
+        if call.shard is None:
+            self._on_ready(call.actor, out)
+        else:
+            self._on_stored(ref, call, out, bar)
+        busy = sum(1 for j in self.alive if self._busy(j))
+        bar.set_postfix_str(
+            f"shards {self.stats.shards_run}/{self.n_todo}, workers busy {busy}/{len(self.actors)}"
+        )
+
+    def _on_ready(self, i: int, out: dict[str, Any]) -> None:
+        """A worker finished loading the model: the first one creates the run."""
+        if out["error"]:
+            raise UserError(
+                f"worker {i} (pid {out['pid']} on {out['host']}) could not load the "
+                f"model: {out['error']}"
+            )
+        if not self.created:
+            meta = {**self.run_meta, "model_revision": out["revision"], "dtype": out["dtype"]}
+            self.store.create(self.cfg, meta)
+            self.created, self.first_ready_at = True, time.perf_counter()
+        self.free[i] = self.cfg.cluster.shards_per_worker
+
+    def _on_stored(self, ref: Any, call: Call, out: dict[str, Any], bar: tqdm) -> None:
+        assert call.shard is not None
+        self.stats.shards_run += 1
+        self.stats.worker_seconds += out["seconds"]
+        self.stats.round_trips.append(time.perf_counter() - self.sent_at.pop(ref))
+        self.free[call.actor] += 1
+        bar.update(call.shard.n_cells)
+
+    def _on_actor_error(self, ref: Any, call: Call, err: Exception, permanent: bool) -> None:
+        """The actor's process died (`permanent`: its restarts are used up; else restarting)."""
+        i, shard = call.actor, call.shard
+        if shard is not None:
+            # Calls run in order: only the oldest in-flight shard was running when the
+            # process died; the ones queued behind it are re-queued without blame.
+            same = {r: c for r, c in self.pending.items() if c.actor == i and c.shard}
+            if ref not in self.innocent:
+                oldest = min([call, *same.values()], key=lambda c: c.seq).shard
+                assert oldest is not None
+                self._count_failure(oldest, err)
+                self.innocent.update(same)
+            self.queue.appendleft(shard)
+            self.stats.requeued += 1
+        if permanent and getattr(err, "actor_init_failed", False):
+            raise UserError(
+                f"worker {i} could not start ({_why(err)}); check that every node "
+                "has the project and its packages installed (see Dockerfile)"
+            ) from None
+        self._actor_lost(i, err, permanent)
+
+    def _actor_lost(self, i: int, err: Exception, permanent: bool) -> None:
+        self.stats.worker_failures += 1
+        self.free[i] = 0
+        if permanent:
+            self.alive.discard(i)
+        elif not any(c.actor == i and c.shard is None for c in self.pending.values()):
+            self._submit(i, None)  # back to work once the model is reloaded
+        if not self.alive:
+            raise UserError(
+                f"all {len(self.actors)} workers died (last: {_why(err)}); {len(self.queue)} "
+                f"shard(s) not run. Raise cluster.max_worker_restarts, or rerun with "
+                f"run_id={self.store.run_id} to finish (stored shards are kept)"
+            )
+
+    def _count_failure(self, shard: Shard, err: Exception) -> None:
+        limit = self.cfg.cluster.max_shard_failures
+        self.failures[shard.shard_id] += 1
+        if self.failures[shard.shard_id] >= limit:
+            raise UserError(
+                f"shard {shard.shard_id} ({shard.direction}, pairs {', '.join(shard.pair_ids)}) "
+                f"failed {self.failures[shard.shard_id]} times (cluster.max_shard_failures="
+                f"{limit}); last error: {_why(err)}. Stored shards are kept: fix the cause and "
+                f"rerun with run_id={self.store.run_id}"
+            )
 
 
 def _why(err: Exception) -> str:

@@ -1,15 +1,13 @@
-"""What runs a shard: tokenized prompts and metric (`prepare`), and the model (`Worker`).
+"""What runs a shard: the `Worker` holds one model replica and turns shards into result tables.
 
-`prepare` needs the tokenizer and the model's config but no weights, so the driver uses it to
-validate and plan; a `Worker` calls it again on its own machine, loads the weights once, and then
-turns shards into result tables. It imports nothing from Ray: the Ray executor wraps it.
+It calls `hallu.run.prepare.prepare` on its own machine (tokenizer, prompts, metric), loads the
+weights once, and then runs shards. It imports nothing from Ray: the Ray executor wraps it.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -19,51 +17,15 @@ from hallu.config import DIRECTIONS, Config
 from hallu.engine.adapters import Adapter
 from hallu.engine.attribution import screen
 from hallu.engine.cells import Cell, is_known, make_cells, patch_cells
-from hallu.engine.fast import Options, Trace, trace
-from hallu.engine.hooks import LogitDiff, capture_resid_pre, patched_logits
-from hallu.engine.logprob_diff import LogprobDiff, from_config
+from hallu.engine.fast import BatchOptions, Trace, trace
+from hallu.engine.hooks import capture_resid_pre, patched_logits
 from hallu.engine.metrics import kl_to_clean, resolution
-from hallu.engine.models import ModelShape, decoder_layers, load_model, load_shape, load_tokenizer
+from hallu.engine.models import decoder_layers, load_model
 from hallu.errors import UserError
-from hallu.prompts import load_pairs, select_pairs, single_token_id, tokenize_pairs
-from hallu.run.plan import Plan, Shard, make_plan, resolve_positions
+from hallu.run.plan import Shard, resolve_positions
+from hallu.run.prepare import prepare
 from hallu.store import schema
 from hallu.store.timing import stamp
-
-
-@dataclass
-class Prepared:
-    cfg: Config
-    tokenizer: Any
-    shape: ModelShape
-    token_ids: dict[str, dict[str, list[int]]]  # pair id -> condition -> ids
-    metric: LogitDiff
-    logprob_diff: LogprobDiff | None = None  # only when metric.extra asks for it
-
-    def plan(self) -> Plan:
-        lengths = {
-            pid: {c: len(ids) for c, ids in conds.items()} for pid, conds in self.token_ids.items()
-        }
-        return make_plan(self.cfg.sweep, self.shape, lengths, self.cfg.model.name_or_path)
-
-
-def prepare(cfg: Config) -> Prepared:
-    """Everything but the weights; raises UserError for any bad key, file or prompt."""
-    tokenizer = load_tokenizer(cfg.model)
-    shape = load_shape(cfg.model)
-    pairs = select_pairs(load_pairs(cfg.prompts), cfg.sweep)
-    token_ids = tokenize_pairs(tokenizer, pairs, cfg.prompts)
-    metric = LogitDiff(
-        tuple(
-            single_token_id(tokenizer, t, "metric.confident_tokens")
-            for t in cfg.metric.confident_tokens
-        ),
-        tuple(
-            single_token_id(tokenizer, t, "metric.tentative_tokens")
-            for t in cfg.metric.tentative_tokens
-        ),
-    )
-    return Prepared(cfg, tokenizer, shape, token_ids, metric, from_config(cfg, tokenizer))
 
 
 class Worker:
@@ -81,7 +43,7 @@ class Worker:
         # The attribution screen's (estimates, rank correlation) for the pair being run.
         self._approx: tuple[list[float], float] | None = None
         # The fast engine sizes its batches from memory (sweep.batch_size is the hook engine's).
-        self.options = Options(memory_bytes=None if memory is None else int(memory * 2**30))
+        self.options = BatchOptions(memory_bytes=None if memory is None else int(memory * 2**30))
 
     def _patch_pair(
         self, src_ids: list[int], tgt_ids: list[int], positions: list[tuple[int, int]], layers
@@ -164,52 +126,20 @@ class Worker:
         return clean, corrupted, values
 
     def run_shard(self, shard: Shard, progress: Any = None) -> pa.Table:
-        cfg, prep = self.prep.cfg, self.prep
         started = time.time()
         device = next(self.model.parameters()).device.type
         if shard.control is not None:
             from hallu.run.controls import run_control_shard
 
             meta = {"run_id": self.run_id, "model_revision": self.revision, "dtype": self.dtype}
-            table = run_control_shard(prep, self.model, self.layers, shard, meta, progress)
+            table = run_control_shard(self.prep, self.model, self.layers, shard, meta, progress)
             return stamp(table, started, device)
-        source_cond, target_cond = DIRECTIONS[shard.direction]
         cols: dict[str, list] = {name: [] for name in schema.SCHEMA.names}
         for pid in shard.pair_ids:
-            src_ids, tgt_ids = prep.token_ids[pid][source_cond], prep.token_ids[pid][target_cond]
-            positions = resolve_positions(cfg.sweep.positions, pid, len(src_ids), len(tgt_ids))
-            self._approx = None
-            src_logits, tgt_logits, cells, logits, known = self._patch_pair(
-                src_ids, tgt_ids, positions, shard.layers
-            )
-            approx, rho = self._approx or ([None] * len(cells), None)
-            src_tok = prep.tokenizer.convert_ids_to_tokens(src_ids)
-            tgt_tok = prep.tokenizer.convert_ids_to_tokens(tgt_ids)
-            for name, (clean, corrupted, values) in self._metrics(
-                src_logits, tgt_logits, logits, (src_ids, tgt_ids, cells, known)
-            ).items():
-                steps = resolution(values, self.model_dtype).tolist()
-                for cell, value, step, was_known, est in zip(
-                    cells, values.tolist(), steps, known, approx, strict=True
-                ):
-                    t, s = cell.position, cell.source_position
-                    screened = name == cfg.metric.name and rho is not None
-                    row = {
-                        "metric": name,
-                        "approx": est if screened else None,
-                        "screen_spearman": rho if screened else None,
-                        "resolution": step,
-                        "layer": cell.layer,
-                        "layer_window": cell.window,
-                        "head": cell.head,
-                        "known": was_known,
-                        **schema.cell_fields(pid, t, s, tgt_tok, src_tok, clean, corrupted, value),
-                    }
-                    for k, v in row.items():
-                        cols[k].append(v)
+            n_cells = self._pair_rows(shard, pid, cols)
             if progress is not None:
-                progress.update(len(cells))
-        n = len(cols["layer"])
+                progress.update(n_cells)
+        cfg, n = self.prep.cfg, len(cols["layer"])
         constant = {
             "run_id": self.run_id,
             "shard_id": shard.shard_id,
@@ -225,6 +155,52 @@ class Worker:
         for k, v in constant.items():
             cols[k] = [v] * n
         return stamp(schema.to_table(cols), started, device)
+
+    def _pair_rows(self, shard: Shard, pid: str, cols: dict[str, list]) -> int:
+        """Patch one pair's cells and append a row per (metric, cell) to `cols`; the cell count."""
+        prep = self.prep
+        source_cond, target_cond = DIRECTIONS[shard.direction]
+        src_ids, tgt_ids = prep.token_ids[pid][source_cond], prep.token_ids[pid][target_cond]
+        positions = resolve_positions(prep.cfg.sweep.positions, pid, len(src_ids), len(tgt_ids))
+        self._approx = None
+        src_logits, tgt_logits, cells, logits, known = self._patch_pair(
+            src_ids, tgt_ids, positions, shard.layers
+        )
+        tokens = (
+            prep.tokenizer.convert_ids_to_tokens(tgt_ids),
+            prep.tokenizer.convert_ids_to_tokens(src_ids),
+        )
+        metrics = self._metrics(src_logits, tgt_logits, logits, (src_ids, tgt_ids, cells, known))
+        for name, (clean, corrupted, values) in metrics.items():
+            for row in self._cell_rows(pid, name, cells, known, tokens, (clean, corrupted), values):
+                for k, v in row.items():
+                    cols[k].append(v)
+        return len(cells)
+
+    def _cell_rows(self, pid, name, cells, known, tokens, baselines, values) -> list[dict]:
+        """One metric's rows for a pair's cells; `tokens` = (target, source) token strings."""
+        approx, rho = self._approx or ([None] * len(cells), None)
+        screened = name == self.prep.cfg.metric.name and rho is not None
+        steps = resolution(values, self.model_dtype).tolist()
+        rows = []
+        for cell, value, step, was_known, est in zip(
+            cells, values.tolist(), steps, known, approx, strict=True
+        ):
+            t, s = cell.position, cell.source_position
+            rows.append(
+                {
+                    "metric": name,
+                    "approx": est if screened else None,
+                    "screen_spearman": rho if screened else None,
+                    "resolution": step,
+                    "layer": cell.layer,
+                    "layer_window": cell.window,
+                    "head": cell.head,
+                    "known": was_known,
+                    **schema.cell_fields(pid, t, s, *tokens, *baselines, value),
+                }
+            )
+        return rows
 
 
 def _adapter(model: Any, engine: str, component: str) -> Adapter | None:

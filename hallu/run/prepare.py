@@ -1,0 +1,53 @@
+"""What a run needs before any weights: the tokenizer, the model's shape, tokenized prompts, metric.
+
+`prepare` needs the tokenizer and the model's config but no weights, so the launcher uses it to
+validate and plan; each worker calls it again on its own machine before loading the weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from hallu.config import Config
+from hallu.engine.hooks import LogitDiff
+from hallu.engine.logprob_diff import LogprobDiff, from_config
+from hallu.engine.models import load_shape, load_tokenizer
+from hallu.prompts import load_pairs, select_pairs, single_token_id, tokenize_pairs
+from hallu.run.plan import Plan, make_plan
+from hallu.shape import ModelShape
+
+
+@dataclass
+class Prepared:
+    cfg: Config
+    tokenizer: Any
+    shape: ModelShape
+    token_ids: dict[str, dict[str, list[int]]]  # pair id -> condition -> ids
+    metric: LogitDiff
+    logprob_diff: LogprobDiff | None = None  # only when metric.extra asks for it
+
+    def plan(self) -> Plan:
+        lengths = {
+            pid: {c: len(ids) for c, ids in conds.items()} for pid, conds in self.token_ids.items()
+        }
+        return make_plan(self.cfg.sweep, self.shape, lengths, self.cfg.model.name_or_path)
+
+
+def prepare(cfg: Config) -> Prepared:
+    """Everything but the weights; raises UserError for any bad key, file or prompt."""
+    tokenizer = load_tokenizer(cfg.model)
+    shape = load_shape(cfg.model)
+    pairs = select_pairs(load_pairs(cfg.prompts), cfg.sweep)
+    token_ids = tokenize_pairs(tokenizer, pairs, cfg.prompts)
+    metric = LogitDiff(
+        tuple(
+            single_token_id(tokenizer, t, "metric.confident_tokens")
+            for t in cfg.metric.confident_tokens
+        ),
+        tuple(
+            single_token_id(tokenizer, t, "metric.tentative_tokens")
+            for t in cfg.metric.tentative_tokens
+        ),
+    )
+    return Prepared(cfg, tokenizer, shape, token_ids, metric, from_config(cfg, tokenizer))

@@ -1,0 +1,63 @@
+"""A model's sizes (`ModelShape`), read from its config object: what planning needs, no torch.
+
+`hallu.engine.models.load_shape` loads the config (transformers, or the tiny model's spec) and
+hands it here; `hallu.run.plan` uses the shape to count cells and FLOP without loading weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from hallu.config import TinySpec
+from hallu.errors import UserError
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What planning needs to know about a model: sizes only, no weights."""
+
+    n_layers: int
+    d_model: int
+    n_heads: int
+    n_kv_heads: int
+    d_mlp: int
+    vocab_size: int
+
+    @property
+    def params_per_token_flops(self) -> int:
+        """FLOP per token: 2 x weights of the blocks and the unembedding (no attention scores)."""
+        head_dim = self.d_model // self.n_heads
+        attn = self.d_model * head_dim * (2 * self.n_heads + 2 * self.n_kv_heads)
+        mlp = 3 * self.d_model * self.d_mlp  # gated MLP (Llama); an upper bound for GPT-2-style
+        return 2 * (self.n_layers * (attn + mlp) + self.d_model * self.vocab_size)
+
+
+def tiny_shape(spec: TinySpec, vocab_size: int) -> ModelShape:
+    return ModelShape(
+        spec.n_layers, spec.d_model, spec.n_heads, spec.n_kv_heads, spec.d_mlp, vocab_size
+    )
+
+
+def shape_from_config(c: Any) -> ModelShape:
+    """The shape of a transformers config (Llama, GPT-2, GPT-NeoX names; multimodal: its text)."""
+    c = getattr(c, "text_config", c)
+    n_heads = _int_attr(c, "num_attention_heads", "n_head")
+    d_model = _int_attr(c, "hidden_size", "n_embd")
+    return ModelShape(
+        n_layers=_int_attr(c, "num_hidden_layers", "n_layer"),
+        d_model=d_model,
+        n_heads=n_heads,
+        n_kv_heads=getattr(c, "num_key_value_heads", None) or n_heads,
+        d_mlp=getattr(c, "intermediate_size", None) or getattr(c, "n_inner", None) or 4 * d_model,
+        vocab_size=c.vocab_size,
+    )
+
+
+def _int_attr(c: Any, *names: str) -> int:
+    """The first of `names` that `c` sets, as an int."""
+    for n in names:
+        v = getattr(c, n, None)
+        if v is not None:
+            return int(v)
+    raise UserError(f"model config {type(c).__name__} has none of {names}; unsupported family")

@@ -1,0 +1,73 @@
+"""The package's import rules (docs/architecture.md), checked in fresh interpreters.
+
+config, prompts, shape, plan, behaviour's schema, store, analysis and report never import torch;
+engine and behaviour never import Ray, boto3/botocore or a store. Modules are listed from the
+packages, so a new module is checked without editing this file.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import pkgutil
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NO_TORCH = ["torch"]
+NO_CLUSTER = ["ray", "boto3", "botocore", "hallu.store"]
+
+
+def _modules(package: str) -> list[str]:
+    pkg = importlib.import_module(package)
+    return [
+        f"{package}.{m.name}" for m in pkgutil.iter_modules(pkg.__path__) if m.name != "__main__"
+    ]
+
+
+GROUPS = {
+    "no torch": (
+        ["hallu.config", "hallu.prompts", "hallu.shape", "hallu.run.plan", "hallu.behavior.schema"]
+        + [m for p in ("hallu.store", "hallu.analysis", "hallu.report") for m in _modules(p)],
+        NO_TORCH,
+    ),
+    "no cluster or store": (
+        [m for p in ("hallu.engine", "hallu.behavior") for m in _modules(p)],
+        NO_CLUSTER,
+    ),
+}
+
+
+def loaded_after_import(modules: list[str], names: list[str]) -> list[str]:
+    """Which of `names` are in sys.modules after importing `modules` in a new interpreter."""
+    code = (
+        f"import sys, json; [__import__(m) for m in {modules!r}]; "
+        f"print(json.dumps([n for n in {names!r} if n in sys.modules]))"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("group", list(GROUPS))
+def test_modules_keep_their_import_rule(group):
+    # All of a group in one interpreter (what none of them loads, their union does not load
+    # either); on a failure, one interpreter per module names the culprits.
+    modules, banned = GROUPS[group]
+    if loaded_after_import(modules, banned):
+        culprits = {m: found for m in modules if (found := loaded_after_import([m], banned))}
+        pytest.fail(f"{group}: these modules pull in what they must not: {culprits}")
+
+
+def test_the_check_sees_a_forbidden_import():
+    # The probe is not blind: the engine loads torch, and the patching worker writes rows
+    # with the store's schema (it is run/, not engine/).
+    assert loaded_after_import(["hallu.engine.fast"], NO_TORCH) == ["torch"]
+    assert "hallu.store" in loaded_after_import(["hallu.run.worker"], NO_CLUSTER)
+    assert len(GROUPS["no torch"][0]) > 15 and len(GROUPS["no cluster or store"][0]) > 12
