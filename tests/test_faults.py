@@ -272,3 +272,22 @@ def test_result_files_get_the_process_umask(tmp_path, umask):
     assert len(files) >= 10  # run.json, 4 shards, 4 markers, summary, figures
     modes = {p.relative_to(root).as_posix(): oct(p.stat().st_mode & 0o777) for p in files}
     assert set(modes.values()) == {oct(0o666 & ~umask)}, modes
+
+
+def test_prompt_longer_than_the_context_is_refused_at_plan_time(tmp_path):
+    import csv
+
+    with open(builtin_path()) as f:
+        rows = list(csv.DictReader(f))
+    rows[0]["text"] = " ".join(["definitely"] * 3000)
+    prompts = tmp_path / "long.csv"
+    with open(prompts, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    root = tmp_path / "runs"
+    for mode in ("mode=plan", "mode=run"):
+        proc = launch(root, "long", mode, prompts=prompts)
+        line = one_line_error(proc, f"pair {rows[0]['pair_id']!r} (certain) is", "context of 512")
+        assert "3003 tokens" in line, line
+    assert not root.exists(), "nothing written"
