@@ -291,3 +291,17 @@ def test_prompt_longer_than_the_context_is_refused_at_plan_time(tmp_path):
         line = one_line_error(proc, f"pair {rows[0]['pair_id']!r} (certain) is", "context of 512")
         assert "3003 tokens" in line, line
     assert not root.exists(), "nothing written"
+
+
+def test_released_lease_leaves_no_empty_run_directory(tmp_path):
+    """A launch that took the lease but stopped before run.json (a model that failed to load)
+    leaves nothing; a run that has run.json keeps its directory."""
+    store = LocalStore(tmp_path, "gone")
+    store.lease.acquire("gone")
+    assert (store.dir / ".lease").exists()
+    store.lease.release()
+    assert not store.dir.exists()
+    store.lease.acquire("gone")
+    store.create(tiny_config(root=tmp_path), {})
+    store.lease.release()
+    assert sorted(p.name for p in store.dir.iterdir()) == ["done", "run.json", "shards"]

@@ -198,3 +198,7 @@ class LocalLease(Lease):
         held = self._read()
         if held is not None and held[1] == version:
             self.path.unlink(missing_ok=True)
+            try:  # a run that never got its run.json (e.g. the model failed to load) leaves no dir
+                self.path.parent.rmdir()
+            except OSError:
+                pass  # not empty: a run
