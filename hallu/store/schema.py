@@ -103,8 +103,8 @@ def cell_fields(
 
 
 def concat(tables: Iterable[pa.Table], table_schema: pa.Schema | None = SCHEMA) -> pa.Table:
-    """Tables read from stored Parquet (integrity.decode) as one table with exactly `table_schema` (None: the first
-    table's, others promoted to it; no tables and no schema: an empty table)."""
+    """Stored tables (integrity.decode) as one table with exactly `table_schema` (None: the
+    first table's, others promoted to it; no tables and no schema: an empty table)."""
     parts = list(tables)
     if table_schema is None:
         if not parts:
