@@ -25,6 +25,7 @@ pytest.importorskip("ray")
 
 # 24 shards of one pair each (about 40 s on two workers): time to act in the middle of the run.
 LONG = [*SMALL, "sweep.pairs_per_shard=1", "sweep.pairs=12", "sweep.positions=last:12"]
+LONG += ["model.tiny.n_layers=6"]  # slower shards: the kill must land before the last one
 RAY = ["cluster=ray_local", "cluster.num_workers=2", "cluster.resources.num_cpus=1"]
 # One torch thread everywhere, as Ray gives a 1-CPU actor: local and Ray rows agree bit for bit.
 ENV = {**os.environ, **TEST_ENV, "OMP_NUM_THREADS": "1"}
@@ -67,9 +68,17 @@ def test_killed_driver_takes_its_workers_and_the_rerun_completes(tmp_path, refer
     root = tmp_path / "runs"
     run = Launch(root, "k", *RAY)
     shards = root / "k" / "shards"
-    _wait_until(lambda: len(list((root / "k" / "done").glob("*.json"))) >= 2, run.proc, "2 shards")
-    procs = {p: start_time(p) for p in descendants(run.proc.pid)}
-    assert any("raylet" in c for c in descendants(run.proc.pid).values()), "a local Ray runs"
+    procs: dict[int, int | None] = {}
+    names: list[str] = []
+
+    def first_shard_stored() -> bool:  # noting the driver's processes meanwhile
+        below = descendants(run.proc.pid)
+        procs.update({p: start_time(p) for p in below})
+        names.extend(below.values())
+        return any((root / "k" / "done").glob("*.json"))
+
+    _wait_until(first_shard_stored, run.proc, "the first shard")
+    assert any("raylet" in c for c in names), "a local Ray runs"
     run.proc.send_signal(signal.SIGKILL)
     run.proc.wait()
     time.sleep(1)  # a write that began before the kill may still land
