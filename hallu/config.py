@@ -174,6 +174,16 @@ class StorageCfg(_Strict):
     endpoint_url: str | None = None  # S3-compatible stores (MinIO, R2, moto): http(s)://host:port
     # Attempts per request on transient errors (timeouts, 5xx, throttling), with backoff.
     max_attempts: int = Field(default=8, ge=1, le=20)
+    # How long a store may stay unreachable (connection refused, 5xx, throttling) before the run
+    # stops; requests are retried with backoff meanwhile and the run goes on when it is back.
+    retry_seconds: float = Field(default=300, ge=0)
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _has_scheme(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError(f"{v!r} has no http:// or https:// scheme; use e.g. http://{v}")
+        return v
 
 
 POSITIONS_HELP = "'all', 'last:K' (the last K tokens, aligned from the end) or a list of ints"

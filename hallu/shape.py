@@ -23,6 +23,8 @@ class ModelShape:
     n_kv_heads: int
     d_mlp: int
     vocab_size: int
+    # Positions the model can attend over (max_position_embeddings); None: the config says none.
+    n_ctx: int | None = None
 
     @property
     def params_per_token_flops(self) -> int:
@@ -33,9 +35,18 @@ class ModelShape:
         return 2 * (self.n_layers * (attn + mlp) + self.d_model * self.vocab_size)
 
 
+TINY_CONTEXT = 512  # the tiny model's max_position_embeddings (hallu/engine/tiny.py)
+
+
 def tiny_shape(spec: TinySpec, vocab_size: int) -> ModelShape:
     return ModelShape(
-        spec.n_layers, spec.d_model, spec.n_heads, spec.n_kv_heads, spec.d_mlp, vocab_size
+        spec.n_layers,
+        spec.d_model,
+        spec.n_heads,
+        spec.n_kv_heads,
+        spec.d_mlp,
+        vocab_size,
+        TINY_CONTEXT,
     )
 
 
@@ -51,7 +62,32 @@ def shape_from_config(c: Any) -> ModelShape:
         n_kv_heads=getattr(c, "num_key_value_heads", None) or n_heads,
         d_mlp=getattr(c, "intermediate_size", None) or getattr(c, "n_inner", None) or 4 * d_model,
         vocab_size=c.vocab_size,
+        n_ctx=next(
+            (int(v) for n in _CONTEXT_NAMES if (v := getattr(c, n, None)) is not None), None
+        ),
     )
+
+
+_CONTEXT_NAMES = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+
+
+def check_context(token_ids: dict[str, dict[str, list[int]]], shape: ModelShape) -> None:
+    """UserError naming the longest prompt that does not fit the model's context, if any."""
+    if shape.n_ctx is None:
+        return
+    too_long = [
+        (len(ids), pid, cond)
+        for pid, conds in token_ids.items()
+        for cond, ids in conds.items()
+        if len(ids) > shape.n_ctx
+    ]
+    if too_long:
+        n, pid, cond = max(too_long)
+        raise UserError(
+            f"prompts: pair {pid!r} ({cond}) is {n} tokens, longer than the model's context of "
+            f"{shape.n_ctx} positions ({len(too_long)} prompt(s) too long). Fix: shorten it, or "
+            "leave the pair out with sweep.pairs=[...]"
+        )
 
 
 def _int_attr(c: Any, *names: str) -> int:

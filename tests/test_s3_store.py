@@ -78,18 +78,29 @@ def test_run_json_first_shards_never_replaced_and_read_back_with_the_schema(moto
 
 def test_shard_object_without_marker_is_adopted_not_replaced(moto):
     """A worker died between its shard PUT and its marker PUT: the object is complete (one PUT),
-    so the retry keeps it and adds the marker."""
+    so the retry keeps it and adds the marker. An object that does not read back whole is moved
+    to quarantine/ (kept) and replaced by the retry's."""
+    from hallu.store import integrity
+
     store = _store(moto, "adopt")
     store.create(tiny_config(), {})
-    moto.client().put_object(Bucket=BUCKET, Key="adopt/r/shards/s9.parquet", Body=b"earlier")
+    earlier = integrity.encode(_table(2))
+    moto.client().put_object(Bucket=BUCKET, Key="adopt/r/shards/s9.parquet", Body=earlier)
     store.write_shard("s9", _table(2))
     body = moto.client().get_object(Bucket=BUCKET, Key="adopt/r/shards/s9.parquet")["Body"]
-    assert body.read() == b"earlier"
+    assert body.read() == earlier
     marker = json.loads(
         moto.client().get_object(Bucket=BUCKET, Key="adopt/r/done/s9.json")["Body"].read()
     )
     assert marker["adopted_existing_object"] is True
     assert store.done_shards() == {"s9"}
+
+    moto.client().put_object(Bucket=BUCKET, Key="adopt/r/shards/s8.parquet", Body=b"half a shar")
+    store.write_shard("s8", _table(3))
+    assert store.read_shard("s8")["layer"].to_pylist() == [0, 1, 2]
+    kept = [k for k in moto.keys("adopt/r/quarantine/") if k.endswith(".parquet")]
+    assert len(kept) == 1 and "s8." in kept[0]
+    assert moto.client().get_object(Bucket=BUCKET, Key=kept[0])["Body"].read() == b"half a shar"
 
 
 def test_transient_connection_failures_are_retried(moto):

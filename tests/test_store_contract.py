@@ -21,7 +21,6 @@ CALLERS = (
     "run/noise.py",
     "report/summary.py",
     "report/behavior.py",
-    "behavior/experiment.py",
     "store/reader.py",
 )
 

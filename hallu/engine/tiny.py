@@ -17,6 +17,7 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processor
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from hallu.config import TinySpec
+from hallu.shape import TINY_CONTEXT
 
 SPECIAL = ["<pad>", "<unk>", "<s>", "</s>", "[INST]", "[/INST]", "<<SYS>>", "<</SYS>>"]
 
@@ -94,7 +95,7 @@ def build_model(spec: TinySpec, vocab_size: int) -> LlamaForCausalLM:
         num_hidden_layers=spec.n_layers,
         num_attention_heads=spec.n_heads,
         num_key_value_heads=spec.n_kv_heads,
-        max_position_embeddings=512,
+        max_position_embeddings=TINY_CONTEXT,
         pad_token_id=0,
         bos_token_id=2,
         eos_token_id=3,

@@ -44,7 +44,7 @@ def _out_dir(run: Run, source: str, out: str | None) -> Path:
 
 
 def _write(path: Path, text: str) -> None:
-    from hallu.store.local import write_atomic
+    from hallu.store.files import write_atomic
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, text.encode())

@@ -80,7 +80,7 @@ def entrypoint(argv: list[str], run_id: str) -> str:
 
 def submit_and_follow(cfg: Config, argv: list[str]) -> int:
     """Submit (or rejoin) the run's job and follow it to the end; returns the job's exit code."""
-    from hallu.store.local import new_run_id
+    from hallu.store.study import new_run_id
 
     if cfg.mode == "plan":
         raise UserError(

@@ -65,12 +65,20 @@ def _run(argv: list[str], config_dir: str | None = None) -> int:
             )
 
         return submit_and_follow(cfg, argv)
+    return _run_study(cfg)
+
+
+def _run_study(cfg: Config) -> int:
+    """Validate and plan every asked experiment (no weights), then run them under one lease."""
     from hallu.cli import quiet_libraries
 
     quiet_libraries(cfg.verbose)
     import torch
 
+    from hallu.run.identity import study_identity
     from hallu.run.prepare import prepare
+    from hallu.run.resume import open_for_writing
+    from hallu.store.study import new_run_id
 
     torch.manual_seed(cfg.seed)
     prep = prepare(cfg)
@@ -83,24 +91,27 @@ def _run(argv: list[str], config_dir: str | None = None) -> int:
         from hallu.run.mechanism import check
 
         mechanism = check(prep)
-
-    from hallu.store.base import store_for
-    from hallu.store.local import new_run_id
-
     run_id = cfg.run_id or new_run_id(cfg)
-    store = store_for(cfg.storage, run_id)  # an S3 bucket is checked reachable and writable
-    resumed = store.check_compatible(cfg)
-    print(f"hallu: run {run_id} -> {store.dir}{' (resuming)' if resumed else ''}", file=sys.stderr)
-    run_meta: dict = {"plan": plan.to_json() if plan is not None else []}
-    if chunks is not None:
-        run_meta["behavior_chunks"] = [c.chunk_id for c in chunks]
-    if plan is not None:
-        _run_patching(cfg, plan, store, run_meta)
-    if chunks is not None:
-        _run_behavior(prep, chunks, store, run_meta, with_patching=plan is not None)
-    if mechanism is not None:
-        print(f"hallu: {mechanism}", file=sys.stderr)
-        _run_mechanism(prep, store, run_meta)
+    identity = study_identity(cfg, prep.token_ids, prep.metric, prep.logprob_diff)
+    store, resumed = open_for_writing(cfg, run_id, identity)  # holds the run's lease
+    try:
+        print(f"hallu: run {run_id} -> {store.dir}{' (resuming)' * resumed}", file=sys.stderr)
+        run_meta: dict = {"plan": plan.to_json() if plan is not None else [], "identity": identity}
+        if chunks is not None:
+            run_meta["behavior_chunks"] = [c.chunk_id for c in chunks]
+        if plan is not None:
+            if resumed:
+                from hallu.run.resume import repair
+
+                repair(store, plan)  # shards that fail their checks are computed again
+            _run_patching(cfg, plan, store, run_meta)
+        if chunks is not None:
+            _run_behavior(prep, chunks, store, run_meta, with_patching=plan is not None)
+        if mechanism is not None:
+            print(f"hallu: {mechanism}", file=sys.stderr)
+            _run_mechanism(prep, store, run_meta)
+    finally:
+        store.lease.release()
     print(f"report: python -m hallu.report {store.dir}")
     return 0
 
@@ -108,6 +119,7 @@ def _run(argv: list[str], config_dir: str | None = None) -> int:
 def _run_patching(cfg: Config, plan: Plan, store: Store, run_meta: dict) -> None:
     from hallu.report.summary import aggregate
     from hallu.run.local import run_local
+    from hallu.run.resume import verify_finished
 
     started = time.perf_counter()
     print(f"hallu: {plan.describe()}", file=sys.stderr)
@@ -117,6 +129,7 @@ def _run_patching(cfg: Config, plan: Plan, store: Store, run_meta: dict) -> None
         from hallu.run.ray import run_ray
 
         ran = run_ray(cfg, plan, store, run_meta=run_meta)
+    verify_finished(store, cfg, plan)  # each planned shard once and whole, each cell once
     if cfg.sweep.noise_floor:  # first: the summary's pair checks read the floor
         from hallu.run.noise import measure_into
 
@@ -165,11 +178,12 @@ def _run_behavior(
     from hallu.behavior.schema import describe
     from hallu.report.behavior import report
     from hallu.run.local import run_behavior
+    from hallu.store.verify import read_verified
 
     started = time.perf_counter()
     print(f"hallu: {describe(prep.cfg, chunks)}", file=sys.stderr)
     ran = run_behavior(prep, chunks, store, run_meta)
-    summary = report(store, store.read_results() if with_patching else None)
+    summary = report(store, read_verified(store) if with_patching else None)
     elapsed = time.perf_counter() - started
     print(
         f"hallu: {ran} behaviour chunk(s) run, {len(chunks) - ran} already done; {elapsed:.1f} s",

@@ -115,7 +115,7 @@ def _print_totals(estimates: list[dict[str, Any]]) -> None:
 
 
 def _index(path: Path, studies: list[dict[str, Any]], argv: list[str]) -> None:
-    from hallu.store.local import write_atomic
+    from hallu.store.files import write_atomic
 
     doc = {"version": 1, "argv": argv, "studies": studies}
     write_atomic(path, json.dumps(doc, indent=1).encode())

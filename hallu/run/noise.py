@@ -133,7 +133,7 @@ def config_of_run(run_dir: Path) -> Config:
 
 
 def write(run_dir: Path, result: dict[str, Any]) -> Path:
-    from hallu.store.local import write_atomic
+    from hallu.store.files import write_atomic
 
     path = Path(run_dir) / FILE
     write_atomic(path, json.dumps(result, indent=2).encode())

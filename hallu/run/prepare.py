@@ -21,7 +21,7 @@ from hallu.prompts import (
     tokenize_pairs,
 )
 from hallu.run.plan import Plan, make_plan
-from hallu.shape import ModelShape
+from hallu.shape import ModelShape, check_context
 
 
 @dataclass
@@ -48,6 +48,7 @@ def prepare(cfg: Config) -> Prepared:
     shape = load_shape(cfg.model)
     pairs = select_pairs(load_pairs(cfg.prompts), cfg.sweep)
     token_ids = tokenize_pairs(tokenizer, pairs, cfg.prompts)
+    check_context(token_ids, shape)  # before any weights: exit 2 naming the pair
     metric = LogitDiff(
         tuple(
             single_token_id(tokenizer, t, "metric.confident_tokens")

@@ -35,8 +35,10 @@ from tqdm import tqdm
 from hallu.config import ClusterCfg, Config
 from hallu.errors import UserError
 from hallu.run.plan import Plan, Shard
+from hallu.run.watchdog import Watchdog
 from hallu.run.worker import Worker
 from hallu.store.base import Store
+from hallu.store.lease import LeaseLost, pid_alive
 
 
 class ShardRunner:
@@ -65,10 +67,15 @@ class ShardRunner:
         start = time.perf_counter()
         table = self.worker.run_shard(shard)
         try:
-            self.store.write_shard(shard.shard_id, table)
+            self.store.write_shard(shard.shard_id, table)  # LeaseLost once the driver is gone
             existed = False
         except FileExistsError:  # a previous attempt stored it before its worker died
             existed = True
+        except LeaseLost:
+            lease = self.store.lease
+            if lease.owner_host == socket.gethostname() and not pid_alive(lease.owner_pid or -1):
+                os._exit(1)  # the driver is gone: nobody waits for this answer
+            raise
         return {"rows": table.num_rows, "seconds": time.perf_counter() - start, "existed": existed}
 
 
@@ -153,6 +160,8 @@ def run_ray(
     import ray
 
     started = connect(cfg.cluster)
+    # A local Ray dies with this driver, even if the driver is killed (hallu/run/watchdog.py).
+    guard = Watchdog() if started and cfg.cluster.kind == "ray_local" else None
     actors: list[Any] = []
     try:
         n = _workers_that_fit(cfg.cluster)
@@ -171,6 +180,8 @@ def run_ray(
             ray.kill(actor, no_restart=True)
         if started:
             ray.shutdown()
+        if guard is not None:
+            guard.stop()
     missing = {s.shard_id for s in todo} - store.done_shards()
     if missing:
         raise UserError(

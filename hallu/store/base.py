@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import pyarrow as pa
 
+from hallu.store.lease import Lease
+
 if TYPE_CHECKING:
     from hallu.config import Config, StorageCfg
 
@@ -26,13 +28,14 @@ class Store(Protocol):
     """One run's storage: run.json, shards (with done markers), tables and derived files."""
 
     run_id: str
+    lease: Lease  # one writer per run (hallu/store/lease.py)
 
     @property
     def dir(self) -> str | Path:
         """Where the run lives, for messages (a local path or an s3:// URL)."""
         ...
 
-    def check_compatible(self, cfg: Config) -> bool:
+    def check_compatible(self, cfg: Config, identity: dict[str, str] | None = None) -> bool:
         """True if the run exists with this study (resume), False if new; UserError if not."""
         ...
 
@@ -48,12 +51,29 @@ class Store(Protocol):
         """Ids of the finished shards (the ones a resume skips and the report reads)."""
         ...
 
+    def marker(self, shard_id: str) -> dict[str, Any] | None:
+        """A shard's done marker (rows, bytes, sha256; hallu/store/integrity.py), or None."""
+        ...
+
     def write_shard(self, shard_id: str, table: pa.Table) -> str | Path:
         """Store one shard's rows and mark it done; FileExistsError if it is already stored."""
         ...
 
+    def read_shard(self, shard_id: str) -> pa.Table:
+        """A done shard's rows in the results schema; integrity.ShardUnreadable if its bytes
+        fail the checks against its marker (length, SHA-256, page checksums)."""
+        ...
+
     def read_shards(self) -> Iterator[tuple[str, pa.Table]]:
         """(shard_id, rows in the results schema) for every finished shard, sorted by id."""
+        ...
+
+    def stray_files(self) -> list[str]:
+        """Names under shards/ and done/ that are not a done shard or its marker (ignored)."""
+        ...
+
+    def quarantine(self, shard_id: str, why: str) -> None:
+        """Move a shard and its marker aside (kept, never read), so that it is computed again."""
         ...
 
     def read_results(self) -> pa.Table:

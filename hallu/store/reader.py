@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 
 from hallu.errors import UserError
-from hallu.store import schema
+from hallu.store import schema, verify
 from hallu.store import timing as shard_timing
 from hallu.store.base import Store, store_at
 
@@ -51,10 +51,8 @@ def open_run(source: str | Path | Store) -> Run:
         )
     if not store.done_shards():
         raise UserError(f"{where}: the run has no finished shards yet; run it first")
-    try:
-        shards = list(store.read_shards())
-    except (OSError, pa.ArrowInvalid) as err:
-        raise UserError(f"{where}: cannot read its shards ({err})") from None
+    tables = verify.verified(store, where).tables  # every planned shard, checked, or UserError
+    shards = [(k, tables[k]) for k in sorted(tables)]
     noise_raw = store.read_file("noise_floor.json")
     run = Run(
         meta.get("run_id", store.run_id),

@@ -2,35 +2,52 @@
 
 Layout of `s3://<bucket>/<prefix>/<run_id>/`:
   run.json                     written first, never replaced
+  .lease                       the driver that owns the run (hallu/store/lease.py)
   shards/<shard_id>.parquet    one PUT each, refused if the key exists (`IfNoneMatch="*"`)
-  done/<shard_id>.json         success marker, written after its shard; `done_shards` lists these
-  summary.md, summary.json, *.png   written by aggregate.py
+  done/<shard_id>.json         its done marker (rows, bytes, SHA-256), written after the shard;
+                               `done_shards` lists these
+  quarantine/                  shards that failed their checks, moved aside on resume (kept)
+  summary.md, summary.json, *.png   written by the summary
 
-A shard is written to a local temp file and uploaded in one request, so no partial object is ever
-visible. If a shard object exists without its marker (a worker died between the two PUTs, or a
-retried PUT had already landed), it is a complete result of the same deterministic shard: its
-marker is written and the object kept. Credentials come from boto3's standard chain (environment,
-profile, instance role) and are never stored here, so pickling a store (to send it to a Ray
-worker) carries none; each process builds its own client.
+A shard is uploaded in one request, so no partial object is ever visible. If a shard object exists
+without its marker (a worker died between the two PUTs, or a retried PUT had already landed), it
+is kept if it reads back whole (it is a result of the same deterministic shard), else moved to
+quarantine/ and replaced by ours. Every request is retried on transient errors (connection
+refused or reset, timeouts, 5xx, throttling) for up to `storage.retry_seconds`, so a store that is
+down for a while stalls the run instead of ending it. Credentials come from boto3's standard chain
+(environment, profile, instance role) and are never stored here, so pickling a store (to send it
+to a Ray worker) carries none; each process builds its own client.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import socket
-import tempfile
+import sys
 import time
 import uuid
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from typing import Any, TypeVar
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from hallu.config import Config, StorageCfg
 from hallu.errors import UserError
-from hallu.store.local import run_metadata, same_study, schema
+from hallu.store import integrity, schema
+from hallu.store.lease import Lease
+from hallu.store.study import run_metadata, same_study
+
+T = TypeVar("T")
+# Answers the callers act on (absent key, condition failed, concurrent write): not failures.
+EXPECTED = ("404", "NoSuchKey", "NotFound", "PreconditionFailed", "412")
+CONFLICT = ("ConditionalRequestConflict", "409")
+THROTTLED = (
+    "Throttling",
+    "ThrottlingException",
+    "SlowDown",
+    "RequestTimeout",
+    "RequestLimitExceeded",
+)
 
 
 class S3Store:
@@ -42,12 +59,15 @@ class S3Store:
                 "storage=s3 needs a bucket: set storage.bucket=NAME (and storage.endpoint_url=URL "
                 "for an S3-compatible store)"
             )
+        if not run_id:
+            raise UserError("an s3:// run location needs its run id: s3://BUCKET/PREFIX/RUN_ID")
         self.cfg = cfg
         self.run_id = run_id
         self.bucket: str = cfg.bucket
         self.base = "/".join(p for p in (cfg.prefix.strip("/"), run_id) if p)
         self.dir = f"s3://{self.bucket}/{self.base}"  # for messages; not a local path
         self._client: Any = None
+        self.lease = S3Lease(self)
 
     @classmethod
     def open(cls, cfg: StorageCfg, run_id: str) -> S3Store:
@@ -64,19 +84,23 @@ class S3Store:
     def _make_client(self, max_attempts: int, connect_timeout: float) -> Any:
         import boto3
         from botocore.config import Config as BotoConfig
+        from botocore.exceptions import BotoCoreError
 
-        # botocore's "standard" mode retries timeouts, connection errors, 5xx and throttling
-        # with exponential backoff and jitter, up to max_attempts per request.
-        return boto3.session.Session().client(
-            "s3",
-            region_name=self.cfg.region,
-            endpoint_url=self.cfg.endpoint_url,
-            config=BotoConfig(
-                retries={"mode": "standard", "max_attempts": max_attempts},
-                connect_timeout=connect_timeout,
-                read_timeout=120,
-            ),
-        )
+        # botocore's "standard" mode retries each request a few times with backoff; `_retry`
+        # keeps retrying transient failures for storage.retry_seconds on top of that.
+        try:
+            return boto3.session.Session().client(
+                "s3",
+                region_name=self.cfg.region,
+                endpoint_url=self.cfg.endpoint_url,
+                config=BotoConfig(
+                    retries={"mode": "standard", "max_attempts": max_attempts},
+                    connect_timeout=connect_timeout,
+                    read_timeout=120,
+                ),
+            )
+        except (BotoCoreError, ValueError) as err:
+            raise UserError(_config_error(err, self.cfg)) from None
 
     @property
     def client(self) -> Any:
@@ -84,8 +108,35 @@ class S3Store:
             self._client = self._make_client(self.cfg.max_attempts, connect_timeout=10)
         return self._client
 
+    def _retry(self, what: str, call: Callable[[], T]) -> T:
+        """`call()`, retried with backoff while the failure is transient, for retry_seconds."""
+        deadline = time.monotonic() + self.cfg.retry_seconds
+        delay, warned = 0.5, False
+        while True:
+            try:
+                return call()
+            except Exception as err:  # noqa: BLE001 - sorted into transient or not below
+                if not _transient(err):
+                    raise _final(err, what, self.cfg) from None
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise UserError(
+                        f"storage.endpoint_url={self.cfg.endpoint_url}: {what} failed for "
+                        f"{self.cfg.retry_seconds:.0f} s ({type(err).__name__}: {err}). Fix: "
+                        f"bring the store back and rerun with run_id={self.run_id} (finished "
+                        "shards are kept), or raise storage.retry_seconds"
+                    ) from None
+                if not warned:
+                    print(f"hallu: {what}: {type(err).__name__}; retrying", file=sys.stderr)
+                    warned = True
+                time.sleep(min(delay, left))
+                delay = min(delay * 2, 10)
+
     def _key(self, name: str) -> str:
         return f"{self.base}/{name}"
+
+    def _url(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
 
     def _put_new(self, key: str, body: bytes) -> bool:
         """PUT that never replaces: True if written, False if the key already existed."""
@@ -93,48 +144,52 @@ class S3Store:
 
         for attempt in range(self.cfg.max_attempts):
             try:
-                self.client.put_object(Bucket=self.bucket, Key=key, Body=body, IfNoneMatch="*")
+                self._retry(
+                    f"PUT {self._url(key)}",
+                    lambda: self.client.put_object(
+                        Bucket=self.bucket, Key=key, Body=body, IfNoneMatch="*"
+                    ),
+                )
                 return True
             except ClientError as err:
                 code = _code(err)
                 if code in ("PreconditionFailed", "412"):
                     return False
                 # 409: another upload of this key is in flight; it wins or fails, then retry.
-                retry = attempt + 1 < self.cfg.max_attempts
-                if code in ("ConditionalRequestConflict", "409") and retry:
+                if code in CONFLICT and attempt + 1 < self.cfg.max_attempts:
                     time.sleep(min(2**attempt * 0.2, 5))
                     continue
                 raise
         raise AssertionError("unreachable")
 
-    def _exists(self, key: str) -> bool:
+    def _get(self, key: str) -> bytes | None:
+        """An object's bytes, or None if there is no such key."""
         from botocore.exceptions import ClientError
 
         try:
-            self.client.head_object(Bucket=self.bucket, Key=key)
-            return True
+            return self._retry(
+                f"GET {self._url(key)}",
+                lambda: self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read(),
+            )
         except ClientError as err:
             if _code(err) in ("404", "NoSuchKey", "NotFound"):
-                return False
+                return None
             raise
 
     def _list(self, prefix: str) -> list[str]:
-        pages = self.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=prefix
-        )
-        return [o["Key"] for page in pages for o in page.get("Contents", [])]
+        def run() -> list[str]:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix
+            )
+            return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+        return self._retry(f"LIST {self._url(prefix)}", run)
 
     # -- the store interface ---------------------------------------------------------------------
 
     def preflight(self) -> None:
         """Check the bucket is reachable and writable, or raise one UserError naming the key."""
-        from botocore.exceptions import (
-            ClientError,
-            ConnectTimeoutError,
-            EndpointConnectionError,
-            NoCredentialsError,
-            PartialCredentialsError,
-        )
+        from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnectionError
 
         where = self.cfg.endpoint_url or "AWS S3"
         # Few attempts and a short timeout: a wrong endpoint should fail in seconds, not minutes.
@@ -152,11 +207,6 @@ class S3Store:
                 f"({type(err).__name__}: {err}). Fix: check storage.endpoint_url (null for AWS) "
                 "and that the store is running; nothing was started"
             ) from None
-        except (NoCredentialsError, PartialCredentialsError):
-            raise UserError(
-                f"storage=s3: no AWS credentials found for storage.bucket={self.bucket}. Fix: set "
-                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE; nothing was started"
-            ) from None
         except ClientError as err:
             code = _code(err)
             if code in ("404", "NoSuchBucket", "NotFound"):
@@ -172,17 +222,8 @@ class S3Store:
                 f"storage.bucket={self.bucket}: {why} (storage.endpoint_url="
                 f"{self.cfg.endpoint_url}); nothing was started"
             ) from None
-
-    def _get(self, key: str) -> bytes | None:
-        """An object's bytes, or None if there is no such key."""
-        from botocore.exceptions import ClientError
-
-        try:
-            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-        except ClientError as err:
-            if _code(err) in ("404", "NoSuchKey", "NotFound"):
-                return None
-            raise
+        except Exception as err:  # noqa: BLE001 - credentials and the like: one line
+            raise _final(err, f"reach s3://{self.bucket}", self.cfg) from None
 
     def read_file(self, name: str) -> bytes | None:
         return self._get(self._key(name))
@@ -191,12 +232,12 @@ class S3Store:
         raw = self.read_file("run.json")
         return None if raw is None else json.loads(raw)
 
-    def check_compatible(self, cfg: Config) -> bool:
+    def check_compatible(self, cfg: Config, identity: dict[str, str] | None = None) -> bool:
         """True if this run exists with the same study (resume); UserError if it differs."""
         old = self.read_meta()
         if old is not None:
-            return same_study(old, cfg, self.run_id, self.dir)
-        if self._list(self.base + "/"):
+            return same_study(old, cfg, self.run_id, self.dir, identity)
+        if [k for k in self._list(self.base + "/") if not k.endswith("/.lease")]:
             raise UserError(
                 f"run_id={self.run_id}: {self.dir} holds objects but no run.json; "
                 "choose another run_id or storage.prefix"
@@ -205,84 +246,229 @@ class S3Store:
 
     def create(self, cfg: Config, extra: dict[str, Any]) -> None:
         """Write run.json (before any shard) unless the run exists already."""
-        if self.check_compatible(cfg):
+        if self.check_compatible(cfg, extra.get("identity")):
             return
         meta = json.dumps(run_metadata(cfg, self.run_id, extra), indent=2).encode()
         if not self._put_new(self._key("run.json"), meta):
-            self.check_compatible(cfg)  # another driver created it first: same study or error
+            self.check_compatible(cfg, extra.get("identity"))  # another driver created it first
 
     def done_shards(self) -> set[str]:
         keys = self._list(self._key("done/"))
         return {k.rsplit("/", 1)[1].removesuffix(".json") for k in keys if k.endswith(".json")}
 
+    def marker(self, shard_id: str) -> dict[str, Any] | None:
+        raw = self._get(self._key(f"done/{shard_id}.json"))
+        return None if raw is None else json.loads(raw)
+
     def write_shard(self, shard_id: str, table: pa.Table) -> str:
+        """Store the shard and then its marker; FileExistsError if it is already stored."""
+        self.lease.check_writer()  # a worker whose driver is gone writes nothing
         key, marker = self._key(f"shards/{shard_id}.parquet"), self._key(f"done/{shard_id}.json")
-        fd, tmp = tempfile.mkstemp(prefix=f"hallu-{shard_id}.", suffix=".parquet")
-        os.close(fd)
-        try:
-            pq.write_table(table, tmp)
-            with open(tmp, "rb") as f:
-                body = f.read()
-        finally:
-            os.unlink(tmp)
-        adopted = not self._put_new(key, body)
-        if adopted and self._exists(marker):
-            raise FileExistsError(f"s3://{self.bucket}/{key} exists; results are never replaced")
-        note = {
-            "shard_id": shard_id,
-            "rows": table.num_rows,
-            "bytes": len(body),
-            "host": socket.gethostname(),
-            "adopted_existing_object": adopted,
-        }
-        if not self._put_new(marker, json.dumps(note).encode()):
-            raise FileExistsError(f"s3://{self.bucket}/{marker} exists; shard already stored")
-        return f"s3://{self.bucket}/{key}"
+        body = integrity.encode(table)
+        adopted = False
+        if not self._put_new(key, body):
+            if self.marker(shard_id) is not None:
+                raise FileExistsError(f"{self._url(key)} exists; results are never replaced")
+            body, adopted = self._adopt(shard_id, key, body)
+        note = integrity.marker(shard_id, body, table.num_rows, adopted_existing_object=adopted)
+        if not self._put_new(marker, note):
+            raise FileExistsError(f"{self._url(marker)} exists; shard already stored")
+        return self._url(key)
+
+    def _adopt(self, shard_id: str, key: str, body: bytes) -> tuple[bytes, bool]:
+        """An object without a marker: keep it if it reads back whole, else move it aside."""
+        old = self._get(key)
+        if old is not None:
+            try:
+                integrity.decode(shard_id, old, None, None)
+                return old, True
+            except integrity.ShardUnreadable as err:
+                self.quarantine(shard_id, err.why)
+        if not self._put_new(key, body):
+            raise FileExistsError(f"{self._url(key)} exists; results are never replaced")
+        return body, False
+
+    def read_shard(self, shard_id: str) -> pa.Table:
+        """One done shard's rows, checked against its marker; ShardUnreadable if they fail."""
+        data = self._get(self._key(f"shards/{shard_id}.parquet"))
+        if data is None:
+            raise integrity.ShardUnreadable(shard_id, "marked done, but its object is missing")
+        return integrity.decode(shard_id, data, self.marker(shard_id), schema.SCHEMA)
 
     def read_shards(self) -> Iterator[tuple[str, pa.Table]]:
-        """Every marked shard, each read with the explicit schema (older shards: nulls)."""
         for shard_id in sorted(self.done_shards()):
-            key = self._key(f"shards/{shard_id}.parquet")
-            data = self._get(key)
-            if data is None:
-                raise FileNotFoundError(f"s3://{self.bucket}/{key}: marked done but missing")
-            yield shard_id, schema.read_parquet(data, schema.SCHEMA)
+            yield shard_id, self.read_shard(shard_id)
 
     def read_results(self) -> pa.Table:
         return schema.concat(t for _, t in self.read_shards())
 
+    def stray_files(self) -> list[str]:
+        """Objects under shards/ and done/ that are not a done shard or its marker."""
+        done = self.done_shards()
+        out = []
+        for folder, suffix in (("shards", ".parquet"), ("done", ".json")):
+            for k in self._list(self._key(f"{folder}/")):
+                name = k.rsplit("/", 1)[1]
+                if not (name.endswith(suffix) and name.removesuffix(suffix) in done):
+                    out.append(f"{folder}/{name}")
+        return sorted(out)
+
+    def quarantine(self, shard_id: str, why: str) -> None:
+        """Copy a shard and its marker to quarantine/ (kept, not read), then delete them there."""
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+        for src, suffix in (
+            (f"done/{shard_id}.json", ".json"),
+            (f"shards/{shard_id}.parquet", ".parquet"),
+        ):
+            data = self._get(self._key(src))
+            if data is None:
+                continue
+            self._put_new(self._key(f"quarantine/{shard_id}.{stamp}{suffix}"), data)
+            self._retry(
+                f"DELETE {self._url(self._key(src))}",
+                lambda s=src: self.client.delete_object(Bucket=self.bucket, Key=self._key(s)),
+            )
+        self._put_new(self._key(f"quarantine/{shard_id}.{stamp}.why"), why.encode())
+
     def write_table(self, name: str, table: pa.Table) -> str:
         """`<run>/<name>` in one conditional PUT: complete or absent, and never replaced."""
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink)
         key = self._key(name)
-        if not self._put_new(key, sink.getvalue().to_pybytes()):
-            raise FileExistsError(f"s3://{self.bucket}/{key} exists; results are never replaced")
-        return f"s3://{self.bucket}/{key}"
+        if not self._put_new(key, integrity.encode(table)):
+            raise FileExistsError(f"{self._url(key)} exists; results are never replaced")
+        return self._url(key)
 
     def table_names(self, folder: str) -> set[str]:
         """Stems of the Parquet objects under `<run>/<folder>/`: the finished units of that work."""
         keys = self._list(self._key(f"{folder}/"))
         return {
-            k.rsplit("/", 1)[1].removesuffix(".parquet") for k in keys if k.endswith(".parquet")
+            k.rsplit("/", 1)[1].removesuffix(".parquet")
+            for k in keys
+            if k.endswith(".parquet") and "/" not in k.removeprefix(self._key(f"{folder}/"))
         }
 
     def read_tables(self, folder: str, table_schema: pa.Schema | None) -> pa.Table:
+        """Every Parquet object in `<run>/<folder>`, in the explicit schema (None: their own)."""
         tables = []
         for name in sorted(self.table_names(folder)):
             key = self._key(f"{folder}/{name}.parquet")
             data = self._get(key)
             if data is None:
-                raise FileNotFoundError(f"s3://{self.bucket}/{key}: listed but missing")
-            tables.append(schema.read_parquet(data, table_schema))
+                raise FileNotFoundError(f"{self._url(key)}: listed but missing")
+            tables.append(integrity.decode(name, data, None, None))
         return schema.concat(tables, table_schema)
 
     def write_file(self, name: str, data: bytes) -> str:
         """Derived files (summary, figures): replaced on every aggregation, like LocalStore's."""
-        self.client.put_object(Bucket=self.bucket, Key=self._key(name), Body=data)
-        return f"s3://{self.bucket}/{self._key(name)}"
+        key = self._key(name)
+        self._retry(
+            f"PUT {self._url(key)}",
+            lambda: self.client.put_object(Bucket=self.bucket, Key=key, Body=data),
+        )
+        return self._url(key)
+
+
+class S3Lease(Lease):
+    """`<run>/.lease` as an object: created with If-None-Match, swapped and deleted with If-Match
+    on its ETag, so two drivers can never both believe they hold it."""
+
+    def __init__(self, store: S3Store):
+        super().__init__()
+        self.store = store
+        self.key = store._key(".lease")
+        self.where = store._url(self.key)
+
+    def _read(self) -> tuple[dict[str, Any], Any] | None:
+        from botocore.exceptions import ClientError
+
+        s = self.store
+        try:
+            got = s._retry(
+                f"GET {self.where}", lambda: s.client.get_object(Bucket=s.bucket, Key=self.key)
+            )
+        except ClientError as err:
+            if _code(err) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return json.loads(got["Body"].read()), got["ETag"]
+
+    def _conditional(self, **kw: Any) -> Any:
+        from botocore.exceptions import ClientError
+
+        s = self.store
+        try:
+            return s._retry(
+                f"PUT {self.where}",
+                lambda: s.client.put_object(Bucket=s.bucket, Key=self.key, **kw),
+            )["ETag"]
+        except ClientError as err:
+            if _code(err) in ("PreconditionFailed", "412", *CONFLICT):
+                return None
+            raise
+
+    def _create(self, note: dict[str, Any]) -> Any:
+        return self._conditional(Body=json.dumps(note).encode(), IfNoneMatch="*")
+
+    def _swap(self, note: dict[str, Any], version: Any) -> Any:
+        return self._conditional(Body=json.dumps(note).encode(), IfMatch=version)
+
+    def _delete(self, version: Any) -> None:
+        from botocore.exceptions import ClientError
+
+        s = self.store
+        try:  # no long retry: release runs last, also after the store went away
+            s.client.delete_object(Bucket=s.bucket, Key=self.key, IfMatch=version)
+        except ClientError as err:
+            if _code(err) not in ("PreconditionFailed", "412", "404", "NoSuchKey"):
+                raise
 
 
 def _code(err: Any) -> str:
     e = err.response.get("Error", {})
     return str(e.get("Code") or err.response.get("ResponseMetadata", {}).get("HTTPStatusCode"))
+
+
+def _transient(err: Exception) -> bool:
+    """Connection refused or reset, timeouts, 5xx, throttling: worth waiting out."""
+    from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
+
+    if isinstance(err, ClientError):
+        status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        return _code(err) in THROTTLED or int(status) >= 500
+    return isinstance(err, ConnectionError | HTTPClientError)
+
+
+def _final(err: Exception, what: str, cfg: StorageCfg) -> Exception:
+    """A failure that waiting will not fix: one UserError naming it, or the error itself when a
+    caller acts on it (absent key, failed condition, concurrent write)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if isinstance(err, ClientError):
+        code = _code(err)
+        if code in EXPECTED or code in CONFLICT:
+            return err
+        if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            return UserError(
+                f"storage.bucket={cfg.bucket}: {what}: access denied ({code}). Fix: check the AWS "
+                "credentials, the bucket policy and storage.region"
+            )
+        if code in ("NoSuchBucket",):
+            return UserError(f"storage.bucket={cfg.bucket}: {what}: the bucket does not exist")
+        return UserError(f"storage.bucket={cfg.bucket}: {what}: {code} ({err})")
+    if isinstance(err, BotoCoreError):
+        return UserError(_config_error(err, cfg))
+    return err
+
+
+def _config_error(err: Exception, cfg: StorageCfg) -> str:
+    from botocore.exceptions import NoCredentialsError, PartialCredentialsError
+
+    if isinstance(err, PartialCredentialsError | NoCredentialsError):
+        return (
+            f"storage=s3: incomplete AWS credentials for storage.bucket={cfg.bucket} ({err}). Fix: "
+            "set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or neither, and AWS_PROFILE)"
+        )
+    return (
+        f"storage=s3 (storage.endpoint_url={cfg.endpoint_url}): {type(err).__name__}: {err}. "
+        "Fix: check storage.endpoint_url (http(s)://host:port, or null for AWS), storage.region "
+        "and the AWS credentials"
+    )

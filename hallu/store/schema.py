@@ -10,7 +10,6 @@ from collections.abc import Iterable
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("run_id", pa.string(), "the run directory's name"),
@@ -142,16 +141,9 @@ def anchor_of(position: int, anchors: dict[str, int | None]) -> tuple[str, int]:
     return best[2], position - found[best[2]]
 
 
-def read_parquet(data: bytes, table_schema: pa.Schema | None) -> pa.Table:
-    """One stored Parquet file's rows in `table_schema` (columns added since it was written read
-    as null; None: the file's own), keeping the file's schema metadata (e.g. its timing record)."""
-    own = pq.read_schema(pa.BufferReader(data)).metadata
-    return pq.read_table(pa.BufferReader(data), schema=table_schema).replace_schema_metadata(own)
-
-
 def concat(tables: Iterable[pa.Table], table_schema: pa.Schema | None = SCHEMA) -> pa.Table:
-    """Tables read by `read_parquet` as one table with exactly `table_schema` (None: the first
-    table's, others promoted to it; no tables and no schema: an empty table)."""
+    """Stored tables (integrity.decode) as one table with exactly `table_schema` (None: the
+    first table's, others promoted to it; no tables and no schema: an empty table)."""
     parts = list(tables)
     if table_schema is None:
         if not parts:

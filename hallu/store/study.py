@@ -1,0 +1,131 @@
+"""What a run is: its study (config and content identity), and the run.json that records it.
+
+A run resumes only if it is the same study: the same config (less where it runs and where results
+go) and, when recorded, the same content identity: the prompt rows used, every prompt's token ids,
+the metric's token ids and the weights (hallu/run/identity.py computes it). Anything else is
+refused, naming what changed, and the stored results are kept.
+"""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from hallu.config import Config
+from hallu.errors import UserError
+
+PACKAGES = (
+    "hallu",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "pyarrow",
+    "pydantic",
+    "hydra-core",
+    "ray",
+    "boto3",
+)
+
+
+def new_run_id(cfg: Config) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{cfg.study_hash()[:6]}"
+
+
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_sha() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (sha + ("-dirty" if dirty else "")) or None
+
+
+def run_metadata(cfg: Config, run_id: str, extra: dict[str, Any]) -> dict[str, Any]:
+    """What run.json holds, whatever the store: config, versions, git sha (no credentials)."""
+    return {
+        "run_id": run_id,
+        "study_hash": cfg.study_hash(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "config": cfg.model_dump(),
+        "versions": versions(),
+        "git_sha": git_sha(),
+        "host": platform.node(),
+        **extra,
+    }
+
+
+def _config_changes(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config dumps (at most a few, for a message)."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _config_changes(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key} ({a!r} -> {b!r})")
+    return out
+
+
+IGNORED = ("mode", "run_id", "cluster", "storage")  # where and how it runs, not what it computes
+
+
+def same_study(
+    old_meta: dict[str, Any],
+    cfg: Config,
+    run_id: str,
+    where: object,
+    identity: dict[str, str] | None = None,
+) -> bool:
+    """True if an existing run.json is of this study (so the run resumes); UserError if not."""
+    fix = "its results are kept. Fix: choose a new run_id, or drop run_id= for a fresh one"
+    if old_meta.get("study_hash") != cfg.study_hash():
+        new = cfg.model_dump(exclude=set(IGNORED))
+        old = {k: v for k, v in old_meta.get("config", {}).items() if k not in IGNORED}
+        changed = _config_changes(old, new)[:3] or ["(config hash)"]
+        raise UserError(
+            f"run_id={run_id}: {where} holds a run with a different config (study hash "
+            f"{old_meta.get('study_hash')} vs {cfg.study_hash()}; changed: {', '.join(changed)}); "
+            + fix
+        )
+    old_id = old_meta.get("identity")
+    if identity is None:
+        return True
+    if old_id is None:
+        print(
+            f"hallu: warning: run_id={run_id} predates content identity: its prompts' contents, "
+            "token ids and weights cannot be compared with this launch's",
+            file=sys.stderr,
+        )
+        return True
+    changed = [k for k in sorted(set(old_id) | set(identity)) if old_id.get(k) != identity.get(k)]
+    if changed:
+        what = ", ".join(f"{k} ({old_id.get(k)} -> {identity.get(k)})" for k in changed)
+        raise UserError(
+            f"run_id={run_id}: {where} holds the same config but different content: {what}; " + fix
+        )
+    return True
