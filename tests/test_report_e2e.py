@@ -36,7 +36,7 @@ def test_controls_run_then_report_then_compare(run_cli, tmp_path):
     run = tmp_path / "runs" / "a"
     table = pq.read_table(run / "shards")
     controls = set(table["control"].to_pylist())
-    assert controls == {None, "same_class", "random_source", "norm_matched"}
+    assert controls == {None, "same_class", "random_source", "norm_matched", "neutral_source"}
     noise = json.loads((run / "noise_floor.json").read_text())
     assert noise["run_dtype"] == "float32" and noise["per_dtype"]["bfloat16"]
     # bf16 rounding moves a float32 model's metric: the measurement is not a constant.
