@@ -121,9 +121,8 @@ def metric_tracking(
         rows = beh.select(["pair_id", col, "metric_value"]).to_pylist()
         scored = [(r["pair_id"], str(r[col]).lower(), r["metric_value"]) for r in rows]
         return _tracking(scored, n_boot, seed)
-    real = table.filter(pc.is_null(table["control"]))
     metric: dict[tuple[str, str], float] = {}
-    for row in real.select(["direction", "pair_id", "clean", "corrupted"]).to_pylist():
+    for row in _last_per_pair(table).to_pylist():
         src, tgt = (
             ("certain", "uncertain")
             if row["direction"] == "restore_confidence"
@@ -137,6 +136,20 @@ def metric_tracking(
         if key in metric:
             scored.append((r["pair_id"], str(r[col]).lower(), metric[key]))
     return _tracking(scored, n_boot, seed)
+
+
+def _last_per_pair(table: pa.Table) -> pa.Table:
+    """Each pair's last experiment row (direction, pair_id, clean, corrupted), in row order.
+
+    Every row of a pair sets both of its prompts' metrics, so the last one decides them; taking
+    it in Arrow keeps memory at one Python row per pair, not per stored row."""
+    real = table.filter(pc.is_null(table["control"])).select(
+        ["direction", "pair_id", "clean", "corrupted"]
+    )
+    order = pa.array(np.arange(real.num_rows, dtype=np.int64))
+    last = real.append_column("row", order).group_by("pair_id", use_threads=False)
+    rows = last.aggregate([("row", "max")])["row_max"].to_numpy()
+    return real.take(np.sort(rows))
 
 
 def _tracking(scored: list[tuple[str, str, float]], n_boot: int, seed: int) -> dict | None:

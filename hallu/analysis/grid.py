@@ -88,9 +88,32 @@ def select(table: pa.Table, key: Key) -> pa.Table:
 def keys(table: pa.Table) -> list[Key]:
     """Every identity present in the rows, in a stable order."""
     cols = ["direction", "metric", "component", "head", "layer_window", "control"]
-    seen = {tuple(r[c] for c in cols) for r in table.select(cols).to_pylist()}
+    # Grouped in Arrow: one Python tuple per identity, never one per row.
+    distinct = table.select(cols).group_by(cols, use_threads=False).aggregate([])
+    seen = {tuple(r[c] for c in cols) for r in distinct.to_pylist()}
     order = sorted(seen, key=lambda t: tuple("" if v is None else str(v) for v in t))
     return [Key(d, m, c, h, int(w), ctl) for d, m, c, h, w, ctl in order]
+
+
+def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, list[object]]:
+    """(indices, dictionary values) of a column; a dictionary column whose chunks share one
+    dictionary (hallu/store/narrow.py) is read as is, a plain one is encoded first."""
+    if not pa.types.is_dictionary(column.type):
+        column = pc.dictionary_encode(column)
+    if column.num_chunks == 0:
+        return np.zeros(0, dtype=np.int64), []
+    arr = column.combine_chunks()
+    return arr.indices.to_numpy(zero_copy_only=False), arr.dictionary.to_pylist()
+
+
+def _pair_index(column: pa.ChunkedArray) -> tuple[list[str], np.ndarray]:
+    """Sorted distinct pair ids and each row's index into them, from the column's dictionary
+    codes (no Python string per row); the same as np.unique(ids, return_inverse=True)."""
+    idx, values = _codes(column)
+    pair_ids = sorted({str(values[i]) for i in np.unique(idx)})
+    rank = {p: k for k, p in enumerate(pair_ids)}
+    remap = np.array([rank.get(str(v), -1) for v in values], dtype=np.int64)
+    return pair_ids, remap[idx]
 
 
 def build(
@@ -108,10 +131,9 @@ def build(
     sub = sub.filter(pc.is_valid(sub[column]))
     if sub.num_rows == 0:
         return None
-    pid = np.asarray(sub["pair_id"].to_pylist(), dtype=object)
+    pair_ids, pi = _pair_index(sub["pair_id"])
     layer = sub["layer"].to_numpy().astype(int)
     pos = sub[column].to_numpy().astype(int)
-    pair_ids, pi = np.unique(pid, return_inverse=True)
     layers, li = np.unique(layer, return_inverse=True)
     positions, qi = np.unique(pos, return_inverse=True)
     flat = np.ravel_multi_index((pi, li, qi), (len(pair_ids), len(layers), len(positions)))
@@ -131,7 +153,7 @@ def build(
         res = sub["resolution"].to_numpy(zero_copy_only=False).astype(float)
         np.fmax.at(step, pi, np.nan_to_num(res, nan=0.0))
     return PairGrid(
-        [str(p) for p in pair_ids],
+        pair_ids,
         [int(v) for v in layers],
         [int(v) for v in positions],
         clean,

@@ -13,11 +13,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from hallu.analysis import bootstrap, locus, permutation
 from hallu.analysis.bootstrap import Interval
-from hallu.analysis.grid import PairGrid, build
+from hallu.analysis.grid import PairGrid, build, keys
 from hallu.analysis.noise_flags import flag_gap, inside
 
 DIRECTIONS = ("restore_confidence", "induce_tentativeness")
@@ -130,8 +129,8 @@ def _direction(
         int(inside(grid.gap, gap_floor).sum()),
         alpha=opts.alpha,
     )
-    controls = table.filter(pc.equal(table["direction"], direction))["control"].unique()
-    for name in sorted(c for c in controls.to_pylist() if c is not None):
+    controls = {k.control for k in keys(table) if k.direction == direction}
+    for name in sorted(c for c in controls if c is not None):
         cgrid = build(table, direction, name)
         assert cgrid is not None
         common = [p for p in grid.pair_ids if p in cgrid.pair_ids]

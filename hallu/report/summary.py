@@ -26,7 +26,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from hallu.analysis import results, verdicts  # noqa: E402
 from hallu.store.base import Store  # noqa: E402
-from hallu.store.verify import read_verified  # noqa: E402
+from hallu.store.verify import read_narrow  # noqa: E402
 
 TITLES = {
     "restore_confidence": "2A restore confidence: certain -> uncertain run",
@@ -278,7 +278,7 @@ def pipeline(
 
 def aggregate(store: Store, n_layers: int, margin: float = 0.05) -> dict[str, Any]:
     """Read every shard, write figures and summaries into the run directory, return the summary."""
-    table = read_verified(store)  # the planned shards only, each checked
+    table, _ = read_narrow(store)  # the planned shards only, each checked; narrow columns
     _, headline = pipeline(table, n_layers, _noise(store), margin)
     table = table.filter(pa.compute.is_null(table["control"]))  # controls: report/sections.py
     directions = [d for d in TITLES if d in set(table["direction"].to_pylist())]

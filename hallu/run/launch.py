@@ -178,12 +178,12 @@ def _run_behavior(
     from hallu.behavior.schema import describe
     from hallu.report.behavior import report
     from hallu.run.local import run_behavior
-    from hallu.store.verify import read_verified
+    from hallu.store.verify import read_narrow
 
     started = time.perf_counter()
     print(f"hallu: {describe(prep.cfg, chunks)}", file=sys.stderr)
     ran = run_behavior(prep, chunks, store, run_meta)
-    summary = report(store, read_verified(store) if with_patching else None)
+    summary = report(store, read_narrow(store)[0] if with_patching else None)
     elapsed = time.perf_counter() - started
     print(
         f"hallu: {ran} behaviour chunk(s) run, {len(chunks) - ran} already done; {elapsed:.1f} s",

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from hallu.errors import UserError
-from hallu.store import schema, verify
 from hallu.store import timing as shard_timing
+from hallu.store import verify
 from hallu.store.base import Store, store_at
 
 # Behaviour rows (hallu/behavior/): <run>/behavior/responses/*.parquet; Figure 1 beside them.
@@ -30,7 +31,7 @@ FIGURE1_NAMES = ("behavior/figure1.png", "figure1.png")
 class Run:
     run_id: str
     meta: dict[str, Any]
-    table: pa.Table
+    table: pa.Table  # the narrow projection of every row (hallu/store/narrow.py)
     timings: list[dict[str, Any]] = field(default_factory=list)
     n_shards: int = 0
     noise: dict[str, Any] | None = None
@@ -51,15 +52,15 @@ def open_run(source: str | Path | Store) -> Run:
         )
     if not store.done_shards():
         raise UserError(f"{where}: the run has no finished shards yet; run it first")
-    tables = verify.verified(store, where).tables  # every planned shard, checked, or UserError
-    shards = [(k, tables[k]) for k in sorted(tables)]
+    # Every planned shard, checked one at a time, or UserError; only the narrow columns kept.
+    table, schemas = verify.read_narrow(store, where)
     noise_raw = store.read_file("noise_floor.json")
     run = Run(
         meta.get("run_id", store.run_id),
         meta,
-        schema.concat(t for _, t in shards),
-        shard_timing.read([t.schema for _, t in shards]),
-        len(shards),
+        table,
+        shard_timing.read(schemas),
+        len(schemas),
         json.loads(noise_raw) if noise_raw else None,
         location=where,
     )
@@ -90,4 +91,4 @@ def n_layers_of(run: Run) -> int:
             return load_shape(ModelCfg.model_validate(model)).n_layers
         except Exception:  # noqa: BLE001 - offline or gated: fall back on the data
             pass
-    return int(max(run.table["layer"].to_pylist())) + 1
+    return int(pc.max(run.table["layer"]).as_py()) + 1

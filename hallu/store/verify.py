@@ -14,6 +14,7 @@ to quarantine/ (`repair`) so that they are computed again.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,16 +22,29 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from hallu.errors import UserError
-from hallu.store import integrity, schema
+from hallu.store import integrity, narrow, schema
 from hallu.store.base import Store
 
 # What identifies a result row: one per cell, direction, control and metric.
 CELL = ("direction", "control", "metric", "pair_id", "layer", "head", "position")
 
+# What `check` keeps of a shard that passed: the table itself (the default), a narrow projection
+# of it (narrow.Narrower.add) or nothing (a resume's repair), so that a run is verified one shard
+# at a time and only what the caller needs is held.
+Keep = Callable[[str, pa.Table], Any]
+
+
+def _whole(shard_id: str, table: pa.Table) -> pa.Table:
+    return table
+
+
+def _nothing(shard_id: str, table: pa.Table) -> None:
+    return None
+
 
 @dataclass
 class Verdict:
-    tables: dict[str, pa.Table] = field(default_factory=dict)  # shards that passed, by id
+    tables: dict[str, Any] = field(default_factory=dict)  # shards that passed: id -> keep(table)
     missing: list[str] = field(default_factory=list)  # planned, with no done marker
     bad: dict[str, str] = field(default_factory=dict)  # shard -> why it failed
     unplanned: list[str] = field(default_factory=list)  # names ignored (not a planned shard)
@@ -63,8 +77,11 @@ def metrics_of(meta: dict[str, Any]) -> tuple[list[str], list[str]]:
     return [main, *metric.get("extra", [])], [main]
 
 
-def check(store: Store, plan: list[dict[str, Any]], meta: dict[str, Any]) -> Verdict:
-    """Read every planned, done shard once, and sort the run's shards into passed and failed."""
+def check(
+    store: Store, plan: list[dict[str, Any]], meta: dict[str, Any], keep: Keep = _whole
+) -> Verdict:
+    """Read every planned, done shard once, and sort the run's shards into passed and failed.
+    Shards are read one at a time; `tables` holds `keep(shard_id, table)` of each that passed."""
     specs = {s["shard_id"]: s for s in plan}
     done = store.done_shards()
     verdict = Verdict(n_planned=len(specs))
@@ -84,7 +101,7 @@ def check(store: Store, plan: list[dict[str, Any]], meta: dict[str, Any]) -> Ver
         if why:
             verdict.bad[shard_id] = why
         else:
-            verdict.tables[shard_id] = table
+            verdict.tables[shard_id] = keep(shard_id, table)
     return verdict
 
 
@@ -123,23 +140,23 @@ def cells_problem(table: pa.Table, spec: dict[str, Any], metrics: list[str]) -> 
     return None
 
 
-def verified(store: Store, where: object = None) -> Verdict:
+def verified(store: Store, where: object = None, keep: Keep = _whole) -> Verdict:
     """The run's results, checked against run.json's plan: a Verdict whose `tables` are all
-    planned shards, or UserError naming the shards that are missing or failed. Ignored names are
-    warned about. A run.json without a plan (written by hand, or by a store's own tests) has its
-    done shards read with their integrity checks only."""
+    planned shards (`keep` of each), or UserError naming the shards that are missing or failed.
+    Ignored names are warned about. A run.json without a plan (written by hand, or by a store's
+    own tests) has its done shards read with their integrity checks only."""
     where = where if where is not None else store.dir
     meta = store.read_meta() or {}
     plan = meta.get("plan")
     if not plan:
         verdict = Verdict(unplanned=store.stray_files())
         try:
-            verdict.tables = dict(store.read_shards())
+            verdict.tables = {k: keep(k, t) for k, t in store.read_shards()}
         except integrity.ShardUnreadable as err:
             raise UserError(f"{where}: {err}. Fix: rerun the launch with this run_id") from None
         verdict.n_planned = len(verdict.tables)
     else:
-        verdict = check(store, plan, meta)
+        verdict = check(store, plan, meta, keep)
         if not verdict.ok:
             raise UserError(verdict.problem(where, store.run_id))
     if verdict.unplanned:
@@ -152,15 +169,24 @@ def verified(store: Store, where: object = None) -> Verdict:
 
 
 def read_verified(store: Store) -> pa.Table:
-    """Every planned shard's rows as one table (see `verified`)."""
+    """Every planned shard's rows, every column, as one table (see `verified`). Holds the whole
+    run in memory: the report reads `read_narrow` instead."""
     tables = verified(store).tables
     return schema.concat(tables[k] for k in sorted(tables))
+
+
+def read_narrow(store: Store, where: object = None) -> tuple[pa.Table, list[pa.Schema]]:
+    """Every planned shard's rows in the narrow projection (narrow.py), verified one shard at a
+    time, in shard id order; and each shard's own schema (its timing metadata), in that order."""
+    narrower = narrow.Narrower()
+    verified(store, where, keep=narrower.add)
+    return narrower.table(), narrower.shard_schemas()
 
 
 def repair(store: Store, plan: list[dict[str, Any]], meta: dict[str, Any]) -> list[str]:
     """Before a resume: move failed shards (and markers whose shard is gone) to quarantine/, so
     they are computed again. Returns the ids moved; each is named on stderr."""
-    verdict = check(store, plan, meta)
+    verdict = check(store, plan, meta, _nothing)  # nothing held: only the failures matter
     for shard_id, why in verdict.bad.items():
         store.quarantine(shard_id, why)
         print(
