@@ -192,17 +192,34 @@ def measure(phase: str, run_dir: str, n_boot: int, n_perm: int) -> dict:
     out["seconds"] = round(time.perf_counter() - started, 1)
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     out["arrow_peak_mb"] = round(pa.default_memory_pool().max_memory() / 2**20, 1)
+    out["arrow_peak_bytes"] = pa.default_memory_pool().max_memory()
     return out
 
 
 def run_phase(phase: str, run_dir: Path, args: argparse.Namespace) -> dict:
     """`measure` in a fresh interpreter (so each peak is that phase's alone)."""
-    cmd = [sys.executable, __file__, "--measure", phase, "--root", str(run_dir)]
+    cmd = [sys.executable, __file__, "--measure", phase, "--root", str(run_dir)]  # the run's dir
     cmd += ["--n-boot", str(args.n_boot), "--n-perm", str(args.n_perm)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
     if proc.returncode != 0:
         raise SystemExit(f"{phase} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _bench(root: Path, args: argparse.Namespace) -> dict:
+    """Write the run under `root` (unless it is there already), then measure each phase."""
+    run_id = f"synthetic-{args.pairs}x{args.layers}x{args.positions}x{args.controls}"
+    started = time.perf_counter()
+    store = LocalStore(root, run_id)
+    if store.read_meta() is None:
+        sizes = (args.pairs, args.layers, args.positions, args.controls)
+        store, _ = synthesize(root, run_id, *sizes)
+    rows = sum(m["n_cells"] for m in store.read_meta()["plan"])
+    wrote = time.perf_counter() - started
+    size = sum(f.stat().st_size for f in store.shard_dir.iterdir())
+    result = {"rows": rows, "shards_mb": round(size / 2**20, 1), "write_s": round(wrote, 1)}
+    result["phases"] = [run_phase(ph, store.dir, args) for ph in args.phases.split(",")]
+    return result
 
 
 def main(argv: list[str]) -> int:
@@ -211,7 +228,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--layers", type=int, default=40)
     p.add_argument("--positions", type=int, default=48)
     p.add_argument("--controls", type=int, default=4)
-    p.add_argument("--root", default=None, help="where to write the run (default: a temp dir)")
+    p.add_argument("--root", default=None, help="keep the run here (default: a temp dir)")
     p.add_argument("--n-boot", type=int, default=2000)
     p.add_argument("--n-perm", type=int, default=2000)
     p.add_argument("--phases", default="baseline,report,summary")
@@ -221,15 +238,11 @@ def main(argv: list[str]) -> int:
     if args.measure:
         print(json.dumps(measure(args.measure, args.root, args.n_boot, args.n_perm)))
         return 0
-    with tempfile.TemporaryDirectory(prefix="hallu-aggmem-", dir=args.root) as tmp:
-        started = time.perf_counter()
-        store, rows = synthesize(
-            Path(tmp), "synthetic", args.pairs, args.layers, args.positions, args.controls
-        )
-        wrote = time.perf_counter() - started
-        size = sum(f.stat().st_size for f in store.shard_dir.iterdir())
-        result = {"rows": rows, "shards_mb": round(size / 2**20, 1), "write_s": round(wrote, 1)}
-        result["phases"] = [run_phase(ph, store.dir, args) for ph in args.phases.split(",")]
+    if args.root:  # kept, and reused by a later call with the same sizes (e.g. another branch)
+        result = _bench(Path(args.root), args)
+    else:
+        with tempfile.TemporaryDirectory(prefix="hallu-aggmem-") as tmp:
+            result = _bench(Path(tmp), args)
     print(json.dumps(result, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
