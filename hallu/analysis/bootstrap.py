@@ -87,14 +87,19 @@ class CellIntervals:
     samples: np.ndarray  # [n_boot, n_layers, n_positions] (for differences and the locus)
 
 
-def cells(grid: PairGrid, w: np.ndarray, level: float = 0.95) -> CellIntervals:
+def cells(
+    grid: PairGrid, w: np.ndarray, level: float = 0.95, keep_samples: bool = True
+) -> CellIntervals:
     """Per-cell ratio-of-means restoration with bootstrap intervals (weights from
-    `resample_weights`)."""
+    `resample_weights`). `keep_samples=False` leaves `samples` empty (0 rows), for callers that
+    need only the intervals: the replicates are n_boot x layers x positions float64 each."""
     n, nl, npos = grid.patched.shape
     ratio, mean_gap = _ratio_of_means(grid.patched.reshape(n, -1), grid.corrupted, grid.gap, w)
     ratio = ratio.reshape(len(w), nl, npos)
     lo, hi = _interval(ratio[1:], level)
-    return CellIntervals(ratio[0], lo, hi, mean_gap[0].reshape(nl, npos), ratio[1:])
+    # Copies, not views: a view of row 0 would keep all n_boot rows alive.
+    samples = ratio[1:] if keep_samples else np.empty((0, nl, npos))
+    return CellIntervals(ratio[0].copy(), lo, hi, mean_gap[0].reshape(nl, npos).copy(), samples)
 
 
 def default_band(n_layers: int) -> list[int]:

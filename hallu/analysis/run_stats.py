@@ -136,7 +136,7 @@ def _direction(
         common = [p for p in grid.pair_ids if p in cgrid.pair_ids]
         real, ctrl = grid.subset(common), cgrid.subset(common)
         cw = bootstrap.resample_weights(len(common), opts.n_boot, opts.seed)
-        cci = bootstrap.cells(ctrl, cw, opts.level)
+        cci = bootstrap.cells(ctrl, cw, opts.level, keep_samples=False)  # intervals only
         chead, rhead = _headline(ctrl, band, cw, opts), _headline(real, band, cw, opts)
         stats.controls[name] = ControlStats(
             name,
