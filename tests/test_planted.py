@@ -18,8 +18,10 @@ import pytest
 
 from hallu.analysis import results, verdicts
 from hallu.config import DIRECTIONS, PlantedSpec, compose
+from hallu.store.base import store_at
 from hallu.store.reader import n_layers_of, open_run
 from hallu.store.schema import anchor_of
+from hallu.store.verify import read_verified
 
 L, H, L2, H2 = 2, 1, 4, 3  # hallu/conf/model/planted.yaml
 MARKERS = {"definitely": "certain", "probably": "uncertain"}
@@ -67,7 +69,7 @@ def expected_patched(row: dict, marker: int, gains: dict[str, float]) -> float:
 
 
 def _check_rows(run_dir: Path, gains: dict[str, float]) -> int:
-    table = open_run(run_dir).table
+    table = read_verified(store_at(run_dir))  # every stored column (open_run keeps a few)
     table = table.filter(pc.equal(table["metric"], "logit_diff"))
     rows = table.to_pylist()
     for r in rows:
