@@ -7,12 +7,12 @@ only one shard is ever held with all its columns. String columns are dictionary-
 one dictionary per column that grows as shards arrive (new values appended, so earlier indices
 stay valid), so a row costs a 4-byte index per string column; integers and floats keep their
 stored types (int32, float32), so every number is the stored one. A row of the projection costs
-about 64 bytes (16 columns x 4 bytes, plus validity bits), against ~200 bytes with every column.
+about 66 bytes (16 columns x 4 bytes, plus validity bits), against ~275 bytes with every column.
 
-Peak memory of a report is therefore about 64 bytes x rows + one shard + the analysis's grids
-(float64 per cell of one identity at a time: pairs x layers x positions), independent of how
-wide the stored schema grows. docs/analysis.md states the bound; benchmarks/aggregate_memory.py
-measures it.
+Peak memory of a report is therefore about 66 bytes x rows + one shard + the analysis's grids
+and bootstrap replicates of one identity at a time (float64: pairs x layers x positions, n_boot x
+layers x positions), independent of how wide the stored schema grows. docs/analysis.md states
+the bound; benchmarks/aggregate_memory.py measures it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 from hallu.store import schema
 
 # Every column hallu/analysis/ and hallu/report/ read from the patching rows. A new reader of a
-# column adds it here (tests/test_narrow.py checks the report's columns are all listed).
+# column adds it here (the report's tests run on this projection, so a missing one fails them).
 COLUMNS = (
     "direction",
     "metric",
