@@ -105,10 +105,10 @@ def test_submitted_job_runs_the_sweep_on_the_cluster(services, tmp_path):
 def test_a_multirun_is_one_job_and_its_report_reads_the_bucket(services, tmp_path):
     moto, head = services
     args = [a for a in _job_args(moto, head, "mrjob") if not a.startswith("storage.prefix=")]
-    args += ["storage.prefix=multi", "sweep.pairs=2,3"]
+    args.append("storage.prefix=multi")
     env = head.client_env()
     proc = subprocess.run(
-        [sys.executable, "-m", "hallu.launch", "-m", *args],
+        [sys.executable, "-m", "hallu.launch", "-m", *args, "sweep.pairs=2,3"],
         capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path,
     )  # fmt: skip
     out = proc.stdout + proc.stderr
@@ -117,7 +117,8 @@ def test_a_multirun_is_one_job_and_its_report_reads_the_bucket(services, tmp_pat
     # Inside the job the studies ran one after another on the cluster, into the bucket.
     root = f"s3://{BUCKET}/multi/mrjob"
     assert f"multirun: {root} (multirun.json)" in out
-    index = S3Store(compose(args).storage, "mrjob").read_file("multirun.json")
+    index_store = S3Store(compose(args).storage, "mrjob")
+    index = index_store.read_file("multirun.json")
     studies = json.loads(index)["studies"]
     assert [s["status"] for s in studies] == ["done", "done"]
     for s, pairs in zip(studies, (2, 3), strict=True):
@@ -130,7 +131,7 @@ def test_a_multirun_is_one_job_and_its_report_reads_the_bucket(services, tmp_pat
         capture_output=True, text=True, timeout=300, env=report_env, cwd=tmp_path,
     )  # fmt: skip
     assert rep.returncode == 0, rep.stderr[-3000:]
-    md = S3Store(compose(args).storage, "mrjob").read_file("multirun_report.md").decode()
+    md = index_store.read_file("multirun_report.md").decode()
     assert "| sweep.pairs=2 | sweep.pairs=3 |" in md
 
 
