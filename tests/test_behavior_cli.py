@@ -23,7 +23,7 @@ def test_behaviour_sweep_leaves_rows_figure_and_statistics_and_resumes(run_cli, 
     assert summary["n_answers"] == 4 * 3 * (1 + 2)
     cmp = summary["decodings"]["greedy"]["certain_vs_uncertain"]
     assert 0 <= cmp["fisher_p"] <= 1 and cmp["paired"]["n_claims"] == 4
-    assert "behavior (greedy): declarative answers certain" in proc.stdout
+    assert "behavior (sampled answers): declarative rate per prompt" in proc.stdout
     files = {p.name: p.stat().st_mtime_ns for p in (out / "responses").iterdir()}
     again = run_cli("+sweep=behavior", *SMALL, "run_id=b")
     assert again.returncode == 0, again.stderr

@@ -132,6 +132,11 @@ def scorecard_section(c: Context) -> None:
 
 
 def behavior_section(c: Context) -> None:
+    """Figure 1 and the rates: the prompt is the unit (hallu/analysis/behavior_rates.py); the
+    terminal and behavior/summary.md print the same line."""
+    from hallu.analysis import behavior_rates
+    from hallu.report.behavior import figure1_png
+
     c.doc.h("Figure 1: behaviour (Experiment 1)")
     if not c.has_labels:
         c.doc.p(
@@ -140,44 +145,24 @@ def behavior_section(c: Context) -> None:
             "(or +sweep=full). The scorecard marks the behaviour criteria 'not run'."
         )
         return
-    answers, which = behavior_check.answers(c.run.behavior)
-    rates = behavior_check.rates(answers)
-    from hallu.report import figures as figs
-
-    png = c.run.figure1_png or figs.behavior(rates)
-    c.doc.figure(png, "Figure 1: declarative answers per user condition (Wilson 95% intervals)")
-    c.doc.p(f"Answers used here and in the scorecard: {which} decoding.")
+    beh, o, seed = c.run.behavior, c.opts.n_boot, c.opts.seed
+    which, line = behavior_rates.headline(beh, o, seed)  # type: ignore[misc]
+    rates = behavior_rates.prompt_rates(beh, o, seed)
+    n = max(r.n_prompts for r in rates.values())
+    c.doc.figure(
+        figure1_png({which: behavior_rates.figure_data(beh, o, seed)}, n),
+        f"Figure 1: share of {which} answers of each style per user condition, each prompt's "
+        f"share over its answers averaged over {n} prompts per condition; bars: 95% bootstrap "
+        "intervals over claims. No patching: the model's own answers.",
+    )
+    c.doc.p(line)
     c.doc.table(
-        ["condition", "declarative / answers", "rate [Wilson 95%]"],
-        [
-            [
-                cond,
-                f"{r['declarative']}/{r['n']}",
-                f"{fmt(r['rate'])} [{fmt(r['lo'])}, {fmt(r['hi'])}]",
-            ]
-            for cond, r in rates.items()
-        ],
+        ["condition", "declarative rate per prompt [95% over claims]", "prompts", "answers"],
+        [[cond, r.rate.fmt(), r.n_prompts, r.n_answers] for cond, r in rates.items()],
     )
-
-
-def behavior_units(c: Context) -> None:
-    """Rates with the prompt as the unit (samples averaged first), and AUROC within condition."""
-    if not c.has_labels:
-        return
-    from hallu.analysis import behavior_rates
-
-    rates = behavior_rates.prompt_rates(c.run.behavior, c.opts.n_boot, c.opts.seed)
-    c.doc.p(
-        "Per prompt (the mean over its answers), then the mean over prompts, with a 95% "
-        "bootstrap interval over claims: " + "; ".join(r.describe() for r in rates.values())
-    )
-    auc = behavior_rates.tracking(c.run.behavior, c.opts.n_boot, c.opts.seed)
+    auc = behavior_rates.tracking(beh, o, seed)
     if auc:
-        c.doc.p(
-            "AUROC of the unpatched metric for declarative vs tentative answers (bootstrap over "
-            "claims), pooled and within each condition (the marker held fixed): "
-            + "; ".join(f"{k} {v.fmt() if v else 'n/a'}" for k, v in auc.items())
-        )
+        c.doc.p(behavior_rates.tracking_line(auc))
 
 
 def heatmaps(c: Context) -> None:
@@ -404,7 +389,6 @@ SECTIONS: tuple[Callable[[Context], None], ...] = (
     limits_section,
     scorecard_section,
     behavior_section,
-    behavior_units,
     mechanism_section,
     heatmaps,
     curve_figures,
