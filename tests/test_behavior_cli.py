@@ -46,4 +46,4 @@ def test_both_experiments_share_a_run_and_agree_on_the_metric(run_cli, tmp_path)
     consistency = summary["patching_consistency"]
     # debug sweep: 2 pairs, certain and uncertain prompts of each.
     assert consistency["n_prompts"] == 4 and consistency["max_abs_diff"] < 1e-4
-    assert "band-mean restoration" in proc.stdout and "behavior (greedy)" in proc.stdout
+    assert "band-mean restoration" in proc.stdout and "behavior (greedy answers)" in proc.stdout
