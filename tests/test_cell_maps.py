@@ -113,3 +113,11 @@ def test_one_map_per_identity_and_no_row_overwrites_another():
     assert kl_map["mean_restoration"][0][0] == 0.2
     for m in maps.values():  # each draws on its own, titled with its identity
         assert heatmap(m, 2)[:4] == b"\x89PNG"
+
+
+def test_an_exact_effect_in_every_pair_is_significant_and_an_exact_zero_is_not():
+    # A model built by hand moves every pair by exactly the same amount: t = c / 0 is the largest
+    # effect there is (it once counted as none); cells where nothing moves stay at t = 0.
+    (m,) = cell_maps.maps(_table(_rows(noise=0.0)), n_perm=500)
+    j = m.labels.index("marker 'probably'")
+    assert m.significant[:, j].all() and m.significant.sum() == N_LAYERS
