@@ -156,7 +156,15 @@ def _steering(doc: Any, steer: pd.DataFrame) -> list[dict[str, Any]]:
         "(the control). Declarative rate = share of sampled answers the lexicon labels "
         "declarative."
     )
-    doc.figure(_steer_png(curves), "Steering: declarative rate and metric vs alpha")
+    n = len({c["layer"] for c in curves})
+    doc.figure(
+        _steer_png(curves),
+        "Steering: alpha x d_certain (solid, 95% band over claims) or a random direction of the "
+        f"same norm (dotted) added to the unmarked prompts at {n} layer(s); left: share of "
+        "sampled answers labelled declarative, right: the metric at the last prompt token "
+        f"(logits); {max(c['n_claims'] for c in curves)} claims. Nothing is patched between "
+        "prompts here.",
+    )
     judged = any(np.isfinite(c["judge"][0]) for c in curves)
     doc.table(
         ["layer", "direction", "alpha", "declarative rate", "metric", "claims"]
@@ -209,9 +217,19 @@ def _steer_png(curves: list[dict[str, Any]]) -> bytes:
             ax.plot(g.alpha, est, style, label=f"L{layer} {name}", lw=2 if name == "found" else 1)
             if name == "found":
                 ax.fill_between(g.alpha, [v[1] for v in g[col]], [v[2] for v in g[col]], alpha=0.2)
-    axes[0].set(xlabel="alpha", ylabel="declarative rate", ylim=(-0.02, 1.02))
-    axes[1].set(xlabel="alpha", ylabel="metric (logits)")
+    axes[0].set(
+        xlabel="alpha (steering coefficient)",
+        ylabel="declarative rate (share of answers)",
+        ylim=(-0.02, 1.02),
+        title="answer style",
+    )
+    axes[1].set(
+        xlabel="alpha (steering coefficient)",
+        ylabel="metric at the last token (logits)",
+        title="metric",
+    )
     axes[0].legend(fontsize=7)
+    fig.suptitle("Steering along the certainty direction (L = layer)", fontsize=10)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)

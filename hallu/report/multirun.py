@@ -127,7 +127,7 @@ def figure(studies: list[Study]) -> bytes:
     """Restoration at the last position vs relative depth; one line (and band) per study."""
     import io
 
-    from hallu.report.figures import plt
+    from hallu.report.figures import TITLES, plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
     for ax, d in zip(axes, SHORT, strict=True):
@@ -139,12 +139,12 @@ def figure(studies: list[Study]) -> bytes:
             x = [layer / max(s.n_layers - 1, 1) for layer in st.grid.layers]
             ax.plot(x, est, marker="o", label=name)
             ax.fill_between(x, lo, hi, alpha=0.15)
-        ax.set_title(SHORT[d])
+        ax.set_title(f"{SHORT[d]}: {TITLES[d].split(': ')[1]}", fontsize=9)
         ax.set_xlabel("relative depth (layer / (layers - 1))")
         ax.axhline(0, color="grey", lw=0.5)
     axes[0].set_ylabel("restoration at the last position (fraction of the gap)")
     axes[1].legend(fontsize=8)
-    fig.suptitle("Per-layer restoration by study, 95% bootstrap intervals")
+    fig.suptitle("Restoration at the last prompt token by relative depth, per study (95% bands)")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
@@ -152,16 +152,31 @@ def figure(studies: list[Study]) -> bytes:
     return buf.getvalue()
 
 
-def _markdown(name: str, tabs: list) -> str:
+def caption(studies: list[Study]) -> str:
+    """What the multirun figure shows: what was patched, where, over how many pairs."""
+    pairs = ", ".join(
+        f"{name}: {len(next(iter(s.stats.directions.values())).grid.pair_ids)}"
+        for name, s in zip(_varying(studies), studies, strict=True)
+        if s.stats and s.stats.directions
+    )
+    return (
+        "Figure: resid_pre (the residual stream entering each layer) patched from the source "
+        "prompt into the target prompt at the last prompt token; restoration (fraction of the "
+        "clean - corrupted gap, ratio of means) against relative depth, so models of different "
+        f"depths line up; bands: 95% bootstrap intervals over pairs. Pairs per study: {pairs}."
+    )
+
+
+def _markdown(name: str, tabs: list, text: str = "") -> str:
     out = [f"# hallu multirun report: {name}", ""]
     for title, head, rows in tabs:
         out += [f"## {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         out += ["| " + " | ".join(r) + " |" for r in rows] + [""]
-    out += ["![restoration by relative depth](multirun_layers.png)", ""]
+    out += ["![restoration by relative depth](multirun_layers.png)", "", text, ""]
     return "\n".join(out)
 
 
-def _html(name: str, tabs: list, png: bytes) -> str:
+def _html(name: str, tabs: list, png: bytes, text: str = "") -> str:
     parts = [f"<h1>hallu multirun report: {html.escape(name)}</h1>"]
     for title, head, rows in tabs:
         cells = "".join(f"<th>{html.escape(h)}</th>" for h in head)
@@ -171,6 +186,7 @@ def _html(name: str, tabs: list, png: bytes) -> str:
         parts.append(f"<h2>{html.escape(title)}</h2><table><tr>{cells}</tr>{body}</table>")
     src = base64.b64encode(png).decode()
     parts.append(f'<img alt="restoration by relative depth" src="data:image/png;base64,{src}">')
+    parts.append(f"<p>{html.escape(text)}</p>")
     style = "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 6px}"
     return f"<!doctype html><meta charset=utf-8><style>{style}</style>" + "".join(parts)
 
@@ -183,10 +199,10 @@ def write(location: str, opts: Any) -> str:
     studies = load(root, opts)
     tabs = tables(studies)
     png = figure(studies)
-    name = root.run_id
+    name, text = root.run_id, caption(studies)
     root.write_file("multirun_layers.png", png)
-    root.write_file("multirun_report.md", _markdown(name, tabs).encode())
-    return str(root.write_file("multirun_report.html", _html(name, tabs, png).encode()))
+    root.write_file("multirun_report.md", _markdown(name, tabs, text).encode())
+    return str(root.write_file("multirun_report.html", _html(name, tabs, png, text).encode()))
 
 
 def main(argv: list[str]) -> int:

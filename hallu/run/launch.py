@@ -183,14 +183,8 @@ def _run_behavior(
         f"hallu: {ran} behaviour chunk(s) run, {len(chunks) - ran} already done; {elapsed:.1f} s",
         file=sys.stderr,
     )
-    for dec, d in summary["decodings"].items():
-        rates = ", ".join(
-            f"{c} {r['declarative']['k']}/{r['declarative']['n']}" for c, r in d["rates"].items()
-        )
-        line = f"behavior ({dec}): declarative answers {rates}"
-        if "certain_vs_uncertain" in d:
-            line += f"; certain vs uncertain Fisher p {d['certain_vs_uncertain']['fisher_p']:.3g}"
-        print(line)
+    if "headline_line" in summary:  # hallu/analysis/behavior_rates.py, as every output
+        print(summary["headline_line"])
     print(f"results: {store.dir}/behavior (summary.md, figure1.png, responses/*.parquet)")
 
 
