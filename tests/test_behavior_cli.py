@@ -23,7 +23,7 @@ def test_behaviour_sweep_leaves_rows_figure_and_statistics_and_resumes(run_cli, 
     assert summary["n_answers"] == 4 * 3 * (1 + 2)
     cmp = summary["decodings"]["greedy"]["certain_vs_uncertain"]
     assert 0 <= cmp["fisher_p"] <= 1 and cmp["paired"]["n_claims"] == 4
-    assert "behavior (greedy): declarative answers certain" in proc.stdout
+    assert "behavior (sampled answers): declarative rate per prompt" in proc.stdout
     files = {p.name: p.stat().st_mtime_ns for p in (out / "responses").iterdir()}
     again = run_cli("+sweep=behavior", *SMALL, "run_id=b")
     assert again.returncode == 0, again.stderr
@@ -46,4 +46,4 @@ def test_both_experiments_share_a_run_and_agree_on_the_metric(run_cli, tmp_path)
     consistency = summary["patching_consistency"]
     # debug sweep: 2 pairs, certain and uncertain prompts of each.
     assert consistency["n_prompts"] == 4 and consistency["max_abs_diff"] < 1e-4
-    assert "band-mean restoration" in proc.stdout and "behavior (greedy)" in proc.stdout
+    assert "band-mean restoration" in proc.stdout and "behavior (greedy answers)" in proc.stdout

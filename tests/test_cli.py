@@ -46,7 +46,7 @@ def test_default_run_is_the_toy_demo_with_parquet_figures_and_summary(run_cli, t
         assert s["n_pairs"] == 48 and s["headline"] is not None and len(s["mean_restoration"]) == 4
         # The toy's planted bias: the certainty marker moves the metric by several logits.
         assert abs(s["gap_mean"]) > 1.0
-    assert "band-mean restoration" in proc.stdout and "behavior (sampled)" in proc.stdout
+    assert "band-mean restoration" in proc.stdout and "behavior (sampled answers)" in proc.stdout
     # Rerunning the same run id does nothing twice.
     again = run_cli(f"run_id={run.name}", tiny=False)
     assert again.returncode == 0, again.stderr

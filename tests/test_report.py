@@ -122,7 +122,8 @@ def _verdicts(run: Path) -> dict[str, str]:
 def test_report_renders_names_every_criterion_and_says_behaviour_was_not_run(tmp_path, capsys):
     run = make_run(tmp_path, "r1")
     assert main([str(run), *FAST]) == 0
-    assert capsys.readouterr().out.splitlines()[-1].endswith("report.md (5 figures)")
+    # 2 experiment heatmaps, 3 controls x 2 directions, curves, headlines, noise
+    assert capsys.readouterr().out.splitlines()[-1].endswith("report.md (11 figures)")
     md = (run / "report.md").read_text()
     names = [c.name for c in scorecard.CRITERIA] + [verdicts.ASYMMETRY, verdicts.LOCUS]
     for criterion in names + [f"{verdicts.CONTROLS} (2A)", f"{verdicts.CONTROLS} (2B)"]:
@@ -132,7 +133,7 @@ def test_report_renders_names_every_criterion_and_says_behaviour_was_not_run(tmp
     card = _verdicts(run)
     assert card[scorecard.ASYMMETRY.name] == card[scorecard.TRACKING.name] == scorecard.NOT_RUN
     html = (run / "report.html").read_text()
-    assert len(re.findall(r'src="data:image/png;base64,', html)) == 5
+    assert len(re.findall(r'src="data:image/png;base64,', html)) == 11
     for section in (
         "Headline (the terminal, summary.md and scorecard.json print the same)",
         "Band means over every pair (descriptive)",
@@ -216,8 +217,9 @@ def test_behaviour_rows_fill_figure_1_and_the_behaviour_criteria(tmp_path):
     assert card[scorecard.TRACKING.name] == scorecard.SUPPORTS  # metric separates the labels
     doc, _ = build_report(open_run(run), Options(n_boot=200, n_perm=200))
     md = doc.markdown()
-    assert doc.n_figures == 6 and "Behaviour was not run" not in md
-    assert "sampled decoding" in md and "| certain | 16/16 |" in md
+    assert doc.n_figures == 12 and "Behaviour was not run" not in md
+    # one answer per prompt, all declarative: rate 1 over 16 prompts whatever the resample
+    assert "sampled answers" in md and "| certain | 1.000 [1.000, 1.000] | 16 | 16 |" in md
 
 
 def test_compare_two_runs_of_different_depth(tmp_path, capsys):
@@ -276,7 +278,7 @@ def chromium_check(html: Path, tmp_path: Path) -> str:
 def test_html_opens_in_headless_chromium_with_every_figure_decoded(tmp_path):
     run = make_run(tmp_path, "r")
     assert main([str(run), *FAST]) == 0
-    assert chromium_check(run / "report.html", tmp_path) == "hallu report ok: 5 figures"
+    assert chromium_check(run / "report.html", tmp_path) == "hallu report ok: 11 figures"
 
 
 def test_report_reads_a_run_from_s3(tmp_path, monkeypatch, capsys):

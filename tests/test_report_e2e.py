@@ -49,7 +49,8 @@ def test_controls_run_then_report_then_compare(run_cli, tmp_path):
         assert criterion in md
     assert "floor not measured" not in md and "No controls in this run" not in md
     assert f"{len(json.loads((run / 'run.json').read_text())['plan'])} of " in md  # timed shards
-    assert chromium_check(run / "report.html", tmp_path) == "hallu report ok: 5 figures"
+    # 2 experiment heatmaps, 4 controls x 2 directions, curves, headlines, noise
+    assert chromium_check(run / "report.html", tmp_path) == "hallu report ok: 13 figures"
 
     b = run_cli("+sweep=debug", "model.tiny.n_layers=2", "run_id=b")
     assert b.returncode == 0, b.stderr

@@ -18,7 +18,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-ALIGN_COLUMN = {"end": "position_from_end", "marker": "position_from_marker"}
+# "anchor": a column hallu/analysis/cell_maps.py derives from `anchor` and `anchor_offset`
+ALIGN_COLUMN = {
+    "end": "position_from_end",
+    "marker": "position_from_marker",
+    "anchor": "anchor_position",
+}
 MAIN_METRIC = "logit_diff"
 
 
@@ -120,7 +125,7 @@ def build(
     table: pa.Table,
     key: Key | str,
     control: str | None = None,
-    align: Literal["end", "marker"] = "end",
+    align: Literal["end", "marker", "anchor"] = "end",
 ) -> PairGrid | None:
     """The grid of one identity; `key` may be a direction (then: the main metric, resid_pre, no
     head, window 1, `control`). None if it has no rows; ValueError if two rows share a cell."""

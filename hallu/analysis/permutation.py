@@ -10,7 +10,12 @@ p-value is the share of flips whose max |t| reaches the cell's observed |t| (Wes
 single-step max-T). Adjusted p < alpha controls the family-wise error rate over the whole grid at
 alpha: with no effect anywhere, some cell is called significant in at most alpha of runs. Flipping
 whole rows keeps the correlation between cells of a pair. Cells where every d is exactly 0 (nothing
-differs there) get t = 0.
+differs there) get t = 0; cells where every pair moves by the same nonzero amount get t = inf.
+
+Columns: the report and summary.md test the grids of hallu/analysis/cell_maps.py, whose columns
+are aligned on the marker and the template anchors, so a column holds the same token role in
+every pair (counted from the end, one column mixes the marker of some pairs with claim words of
+others and the test loses the pairs it spreads out).
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ def _t_stats(d0: np.ndarray, flips: np.ndarray, count: np.ndarray, sumsq: np.nda
         mean = (flips @ d0) / count
         var = (sumsq - count * mean**2) / (count - 1)
         t = np.abs(mean) / np.sqrt(np.maximum(var, 0) / count)
-    return np.where(np.isfinite(t), t, 0.0)
+    # 0/0 (every d exactly 0) is no effect; c/0 (every pair moved by the same nonzero amount,
+    # as on a model built by hand) is the largest effect there is, not none
+    return np.where(np.isnan(t), 0.0, t)
 
 
 def max_t_signflip(

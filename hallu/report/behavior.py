@@ -1,19 +1,22 @@
 """Experiment 1's numbers and figures, from the stored answers (behavior/responses/*.parquet).
 
-Unit of analysis: one answer per prompt. For greedy decoding that is the answer; for sampled
-decoding the tests use sample 0 of each prompt (samples of one prompt are not independent), and
-the rate over all samples is reported beside it as a description only.
+Unit of analysis: the prompt. Rates are each prompt's share over its answers (one greedy answer,
+or n samples), averaged over prompts, with a 95% bootstrap interval over claims
+(hallu/analysis/behavior_rates.py); the terminal, summary.md, Figure 1 and the report print these
+same numbers. The exact tests below need one answer per prompt: the greedy answer, or sample 0.
 
 Per decoding:
-- the rate of each style label per condition, with Wilson 95% intervals (Figure 1);
-- certain vs uncertain on the declarative rate: Fisher exact (two-sided), chi-square with Yates's
-  correction, McNemar's exact test over claims answered in both conditions, and how many prompts
-  per condition / claims would give 80% power for the observed difference;
+- the rate of each style label per condition, per prompt, bootstrap over claims (Figure 1);
+- on one answer per prompt: certain vs uncertain on the declarative rate: Fisher exact
+  (two-sided), chi-square with Yates's correction, McNemar's exact test over claims answered
+  in both conditions, and how many prompts per condition / claims would give 80% power for the
+  observed difference;
 - each condition's distance from the neutral baseline (Newcombe interval, Fisher p): a
   "certainty is mirrored, uncertainty is not" reading needs these, since a model that is
   declarative with a neutral user has no room to become more so;
 - the metric check: AUROC of the patching metric at the prompt's last position for telling
-  declarative answers from the rest, and a scatter of metric against stance.
+  declarative from tentative answers, pooled and within each condition (bootstrap over claims),
+  and a scatter of metric against stance.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
+from hallu.analysis import behavior_rates  # noqa: E402
 from hallu.analysis import proportions as stats  # noqa: E402
 from hallu.behavior.schema import FOLDER, SCHEMA  # noqa: E402
 from hallu.report.doc import fmt  # noqa: E402
@@ -128,22 +132,24 @@ def summarize(table: pa.Table) -> dict[str, Any]:
                 if parsed
                 else None,
             }
-        d["metric_check"] = metric_check(units)
+        d.update(_per_prompt(table, decoding))
         out["decodings"][decoding] = d
+    head = behavior_rates.headline(table)
+    if head is not None:  # the answers the scorecard and the report use
+        out["headline_decoding"], out["headline_line"] = head
     return out
 
 
-def metric_check(units: list[dict[str, Any]]) -> dict[str, Any]:
-    pos = [r["metric_value"] for r in units if r["style_label"] == "declarative"]
-    neg = [r["metric_value"] for r in units if r["style_label"] != "declarative"]
-    auc = stats.auroc(pos, neg)  # nan when a class is empty: null here, as the note says
+def _per_prompt(table: pa.Table, decoding: str) -> dict[str, Any]:
+    """The per-prompt rates (Figure 1's bars) and AUROCs of one decoding (behavior_rates.py)."""
+    auc = behavior_rates.tracking(table, decoding=decoding)
     return {
-        "metric": units[0]["metric"] if units else None,
-        "n_declarative": len(pos),
-        "n_other": len(neg),
-        "auroc_declarative": None if np.isnan(auc) else auc,
-        "note": "AUROC of the metric at the prompt's last position for telling declarative "
-        "answers from tentative/mixed ones; 0.5 = no relation; null if one class is empty",
+        "prompt_rates": behavior_rates.figure_data(table, decoding=decoding),
+        "rate_line": behavior_rates.rate_line(
+            behavior_rates.prompt_rates(table, decoding=decoding), decoding
+        ),
+        "tracking": {k: None if v is None else [v.estimate, v.lo, v.hi] for k, v in auc.items()},
+        "tracking_line": behavior_rates.tracking_line(auc) if auc else None,
     }
 
 
@@ -174,36 +180,48 @@ def patching_consistency(table: pa.Table, patching: pa.Table | None) -> dict[str
     }
 
 
-def figure1(summary: dict[str, Any], path: str) -> None:
-    decs = list(summary["decodings"])
-    fig, axes = plt.subplots(1, len(decs), figsize=(5 * len(decs), 3.8), squeeze=False)
-    for ax, dec in zip(axes[0], decs, strict=True):
-        rates = summary["decodings"][dec]["rates"]
-        conds = list(rates)
+def figure1_png(panels: dict[str, dict[str, dict[str, list[float]]]], n_prompts: int) -> bytes:
+    """Figure 1: per decoding, each label's per-prompt rate per condition [95% over claims].
+
+    `panels`: decoding -> label -> condition -> [rate, lo, hi] (behavior_rates.figure_data)."""
+    import io
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
+    for ax, (dec, bars) in zip(axes[0], panels.items(), strict=True):
+        conds = [c for c in CONDITIONS if c in bars.get("declarative", {})]
         width = 0.26
         for j, lab in enumerate(LABELS):
             xs = np.arange(len(conds)) + (j - 1) * width
-            r = [rates[c][lab] for c in conds]
-            vals = np.array([x["rate"] for x in r], dtype=float)
-            # clip: at k = 0 or k = n the bound equals the rate up to rounding
-            lo = np.clip(vals - np.array([x["wilson95"][0] for x in r]), 0, None)
-            hi = np.clip(np.array([x["wilson95"][1] for x in r]) - vals, 0, None)
-            ax.bar(xs, vals, width, yerr=[lo, hi], capsize=3, label=lab, color=COLOURS[lab])
-            for x, e in zip(xs, r, strict=True):
-                ax.text(x, e["wilson95"][1] + 0.02, f"{e['k']}/{e['n']}", ha="center", fontsize=6)
+            v = np.array([bars[lab][c] for c in conds], dtype=float).reshape(-1, 3)
+            # clip: a percentile interval need not contain its estimate
+            err = [np.clip(v[:, 0] - v[:, 1], 0, None), np.clip(v[:, 2] - v[:, 0], 0, None)]
+            ax.bar(xs, v[:, 0], width, yerr=err, capsize=3, label=lab, color=COLOURS[lab])
+            for x, row in zip(xs, v, strict=True):
+                ax.text(x, row[2] + 0.02, f"{row[0]:.2f}", ha="center", fontsize=6)
         ax.set_xticks(range(len(conds)), [f"{c} user" for c in conds])
+        ax.set_xlabel("user's stated certainty (condition)")
         ax.set_ylim(0, 1.3)
-        ax.set_ylabel("share of answers (Wilson 95% CI)")
-        ax.set_title(f"{dec} decoding ({summary['decodings'][dec]['unit']})", fontsize=9)
+        ax.set_ylabel("share of answers (per-prompt mean)\n95% bootstrap over claims")
+        ax.set_title(f"{dec} decoding, {n_prompts} prompts per condition", fontsize=9)
         ax.legend(fontsize=7, loc="upper center", ncol=3)
     fig.suptitle("Figure 1: answer style by the user's stated certainty", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
+    return buf.getvalue()
+
+
+def figure1(summary: dict[str, Any], path: str) -> None:
+    panels = {dec: d["prompt_rates"] for dec, d in summary["decodings"].items()}
+    # one answer per prompt in d["rates"], so its n counts the prompts of a condition
+    decs = summary["decodings"].values()
+    n = max(r["declarative"]["n"] for d in decs for r in d["rates"].values())
+    Path(path).write_bytes(figure1_png(panels, n))
 
 
 def scatter(table: pa.Table, summary: dict[str, Any], path: str) -> None:
-    rows = [r for r in table.to_pylist() if r["sample_index"] == 0]
+    rows = table.to_pylist()  # every answer; the AUROC in the title is over the same answers
     decs = sorted({r["decoding"] for r in rows})
     fig, axes = plt.subplots(1, len(decs), figsize=(5 * len(decs), 3.8), squeeze=False)
     for ax, dec in zip(axes[0], decs, strict=True):
@@ -217,19 +235,19 @@ def scatter(table: pa.Table, summary: dict[str, Any], path: str) -> None:
                 color=COLOURS[lab],
                 label=f"{lab} ({len(sel)})",
             )
-        ax.set_xlabel(f"{rows[0]['metric']} at the prompt's last position")
-        ax.set_ylabel("stance of the answer (lexicon)")
-        auc = summary["decodings"][dec]["metric_check"]["auroc_declarative"]
-        ax.set_title(f"metric vs behaviour, {dec} decoding (AUROC {fmt(auc)})", fontsize=9)
+        ax.set_xlabel(f"{rows[0]['metric']} at the prompt's last position (logits)")
+        ax.set_ylabel("answer stance, -1 to 1\n(boosters - hedges) / (boosters + hedges + 1)")
+        auc = summary["decodings"][dec]["tracking"].get("pooled")
+        auc_text = "n/a" if auc is None else "{:.2f} [{:.2f}, {:.2f}]".format(*auc)
+        ax.set_title(
+            f"Metric vs answer style, {dec} decoding\npooled AUROC declarative vs tentative "
+            f"{auc_text}",
+            fontsize=9,
+        )
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def _fmt_rate(r: dict[str, Any]) -> str:
-    lo, hi = r["wilson95"]
-    return f"{r['k']}/{r['n']} = {r['rate']:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
 def _power(n: int | None, unit: str) -> str:
@@ -254,41 +272,50 @@ def _fmt_cmp(c: dict[str, Any]) -> str:
     return s
 
 
+def _decoding_lines(dec: str, d: dict[str, Any]) -> list[str]:
+    lines = [f"## {dec} decoding", "", f"- {d['rate_line']}"]
+    for c in d["prompt_rates"]["declarative"]:
+        lines.append(
+            f"- {c} user, every label per prompt: "
+            + "; ".join(
+                "{} {:.3f} [{:.3f}, {:.3f}]".format(lab, *d["prompt_rates"][lab][c])
+                for lab in LABELS
+            )
+        )
+    lines.append(f"- {d['tracking_line'] or 'AUROC: no metric stored with the answers'}")
+    lines.append(f"- answers ended by EOS: {d['finished_fraction']:.2f}")
+    lines += ["", f"Exact tests on {d['unit']} (k/n declarative, Wilson for the counts):", ""]
+    if "certain_vs_uncertain" in d:
+        lines.append(
+            "- **certain vs uncertain** (declarative): " + _fmt_cmp(d["certain_vs_uncertain"])
+        )
+    for c, cmp in d.get("distance_from_neutral", {}).items():
+        lines.append(f"- {c} vs neutral (declarative): " + _fmt_cmp(cmp))
+    if "judge" in d:
+        j = d["judge"]
+        agree = fmt(j["agreement_with_lexicon"])
+        lines.append(
+            f"- judge {j['model']}: {j['n_parsed']}/{j['n_judged']} replies parsed; "
+            f"agreement with the lexicon {agree}"
+        )
+    return lines + [""]
+
+
 def markdown(run_id: str, summary: dict[str, Any]) -> str:
     lines = [
         f"# Experiment 1 (behaviour), run {run_id}",
         "",
         f"{summary['n_answers']} answers. Labels from the lexicon classifier (answer text only). "
-        "Rates: k/n = rate [Wilson 95% CI]. Figure: figure1.png; metric check: metric_check.png.",
+        "Rates: each prompt's share over its answers, averaged over prompts, with a 95% "
+        "bootstrap interval over claims (hallu/analysis/behavior_rates.py). Figure: "
+        "figure1.png (these rates); metric check: metric_check.png.",
         "",
     ]
+    if "headline_line" in summary:
+        lines += ["## Headline (the terminal and the report print the same)", ""]
+        lines += [summary["headline_line"], ""]
     for dec, d in summary["decodings"].items():
-        lines += [f"## {dec} decoding ({d['unit']})", ""]
-        lines.append(f"- answers ended by EOS: {d['finished_fraction']:.2f}")
-        for c, r in d["rates"].items():
-            lines.append(
-                f"- {c} user: " + "; ".join(f"{lab} {_fmt_rate(r[lab])}" for lab in LABELS)
-            )
-        if "certain_vs_uncertain" in d:
-            lines.append(
-                "- **certain vs uncertain** (declarative): " + _fmt_cmp(d["certain_vs_uncertain"])
-            )
-        for c, cmp in d.get("distance_from_neutral", {}).items():
-            lines.append(f"- {c} vs neutral (declarative): " + _fmt_cmp(cmp))
-        if "judge" in d:
-            j = d["judge"]
-            agree = fmt(j["agreement_with_lexicon"])
-            lines.append(
-                f"- judge {j['model']}: {j['n_parsed']}/{j['n_judged']} replies parsed; "
-                f"agreement with the lexicon {agree}"
-            )
-        m = d["metric_check"]
-        auc = fmt(m["auroc_declarative"], missing="n/a (one class empty)")
-        lines.append(
-            f"- metric check: AUROC of {m['metric']} for declarative ({m['n_declarative']}) vs "
-            f"other ({m['n_other']}) answers: {auc}"
-        )
-        lines.append("")
+        lines += _decoding_lines(dec, d)
     pc = summary.get("patching_consistency")
     if pc:
         lines.append(

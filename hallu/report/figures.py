@@ -16,12 +16,26 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from hallu.analysis.cell_maps import CellMap, describe_key  # noqa: E402
 from hallu.analysis.noise_flags import INSIDE  # noqa: E402
-from hallu.analysis.run_stats import SHORT, DirectionStats, RunStats  # noqa: E402
+from hallu.analysis.run_stats import SHORT, RunStats  # noqa: E402
 
 TITLES = {
     "restore_confidence": "2A restore confidence: certain -> uncertain run",
     "induce_tentativeness": "2B induce tentativeness: uncertain -> certain run",
+}
+
+QUANTITY = {
+    "restoration": "ratio-of-means restoration",
+    "change": "mean change patched - corrupted",
+}
+
+# Where each component's patch is written, for axis labels and captions.
+COMPONENTS = {
+    "resid_pre": "residual stream entering the layer",
+    "attn_out": "attention output of the layer",
+    "mlp_out": "MLP output of the layer",
+    "head": "one attention head's output",
 }
 
 
@@ -39,54 +53,51 @@ def _xerr(iv: Any) -> list[list[float]]:
     return [[max(0.0, float(lo))], [max(0.0, float(hi))]]
 
 
-def behavior(rates: dict[str, dict[str, float]]) -> bytes:
-    """Figure 1: declarative rate per condition with Wilson 95% intervals."""
-    conds = list(rates)
-    r = np.array([rates[c]["rate"] for c in conds])
-    err = np.array([[r[i] - rates[c]["lo"], rates[c]["hi"] - r[i]] for i, c in enumerate(conds)])
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.bar(conds, r, yerr=err.T, capsize=4, color=["#3b6ea8", "#999999", "#c8553d"][: len(conds)])
-    for i, c in enumerate(conds):
-        ax.text(i, 0.02, f"{rates[c]['declarative']}/{rates[c]['n']}", ha="center", color="w")
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("declarative answers (Wilson 95%)")
-    ax.set_title("Figure 1: answer style by user condition", fontsize=9)
-    return _png(fig)
+def _map_title(m: CellMap, number: int | None) -> str:
+    d = m.key.direction
+    head = f"Figure {number}: " if number is not None else ""
+    return (
+        f"{head}{TITLES.get(d, d)}\n{describe_key(m.key)}; {QUANTITY[m.quantity]} over "
+        f"{m.n_pairs} pairs; dots: max-T p < {m.alpha:g} (family-wise)"
+    )
 
 
-def heatmap(s: DirectionStats, labels: list[str], number: int) -> bytes:
-    g = s.grid
-    grid = s.cells.estimate
+def heatmap(m: CellMap, number: int | None = None, inside_floor: bool = False) -> bytes:
+    """Restoration per layer and aligned column (hallu/analysis/cell_maps.py); dots mark cells
+    significant under the max-T test on the same columns; hatched when the gap is noise."""
+    g, grid = m.grid, m.estimate
     finite = grid[np.isfinite(grid)]
     lim = max(1.0, float(np.abs(finite).max())) if finite.size else 1.0
     lim = min(lim, 3.0)  # a ratio with a tiny denominator must not wash out the scale
     fig, ax = plt.subplots(
-        figsize=(max(6, 0.32 * len(g.positions) + 2.5), max(3, 0.28 * len(g.layers) + 1.8))
+        figsize=(max(7, 0.3 * len(g.positions) + 3), max(4.8, 0.25 * len(g.layers) + 3.6))
     )
     im = ax.imshow(grid, aspect="auto", origin="lower", cmap="RdBu_r", vmin=-lim, vmax=lim)
-    sig = np.argwhere(s.significant)
+    sig = np.argwhere(m.significant)
     if len(sig):
-        ax.scatter(sig[:, 1], sig[:, 0], s=8, c="k", marker="o", label=f"max-T p < {s.alpha:g}")
+        ax.scatter(sig[:, 1], sig[:, 0], s=8, c="k", marker="o", label=f"max-T p < {m.alpha:g}")
         ax.legend(loc="upper left", fontsize=7, framealpha=0.8)
-    ax.set_xticks(range(len(g.positions)), labels, rotation=90, fontsize=7)
-    ax.set_yticks(range(len(g.layers)), g.layers, fontsize=7)
-    ax.set_xlabel("position from end, with a target token")
-    ax.set_ylabel("layer (resid_pre)")
-    title = (
-        f"Figure {number}: {TITLES[s.direction]}\nratio-of-means restoration over "
-        f"{len(g.pair_ids)} pairs; dots: significant cells (FWER {s.alpha:.0%})"
-    )
-    if s.gap_flag == INSIDE:
+    ax.set_xticks(range(len(g.positions)), m.labels, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(g.layers)), [str(v) for v in g.layers], fontsize=7)
+    if m.align == "anchor":
+        where = "position: template anchor + offset, and the target token every pair has there"
+    else:
+        where = "token position counted from the end (-1 = last), and the target token"
+    ax.set_xlabel(where + "\n('(varies)': pairs differ there; k/N: only k of N pairs have it)")
+    ax.set_ylabel(f"layer (0-based) of {m.key.component}")
+    title = _map_title(m, number)
+    if inside_floor:
         ax.add_patch(
             plt.Rectangle((-0.5, -0.5), len(g.positions), len(g.layers), fill=False, hatch="//")
         )
         title += "\nBASELINE GAP INSIDE NOISE FLOOR: NOT A FINDING"
     ax.set_title(title, fontsize=8)
-    fig.colorbar(im, ax=ax, label=f"restoration (clipped to +-{lim:.1f})")
+    unit = "fraction of gap" if m.quantity == "restoration" else f"{m.key.metric} units"
+    fig.colorbar(im, ax=ax, label=f"{m.quantity} ({unit}, clipped to +-{lim:.1f})")
     return _png(fig)
 
 
-def curves(stats: RunStats) -> bytes:
+def curves(stats: RunStats, number: int | None = None) -> bytes:
     """Per-layer restoration at the last position with bootstrap bands; controls beside it."""
     dirs = [s for s in stats.directions.values() if s.curve is not None]
     fig, axes = plt.subplots(1, max(1, len(dirs)), figsize=(5.2 * max(1, len(dirs)), 3.6))
@@ -111,14 +122,16 @@ def curves(stats: RunStats) -> bytes:
         ax.set_ylim(max(-3, values.min() - 0.05), min(3, values.max() + 0.05))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         note = " (gap inside noise floor)" if s.gap_flag == INSIDE else ""
-        ax.set_title(f"{TITLES[s.direction].split(':')[0]}{note}", fontsize=9)
-        ax.set_xlabel("layer")
-        ax.set_ylabel("restoration at last position\n(95% bootstrap band)")
+        ax.set_title(f"{TITLES[s.direction]}{note}\n{len(s.grid.pair_ids)} pairs", fontsize=9)
+        ax.set_xlabel("layer (0-based) of resid_pre")
+        ax.set_ylabel("restoration at the last token\n(fraction of gap; 95% bootstrap band)")
         ax.legend(fontsize=6)
+    head = f"Figure {number}: " if number is not None else ""
+    fig.suptitle(f"{head}restoration at the last prompt token by layer", fontsize=10)
     return _png(fig)
 
 
-def headlines(stats: RunStats) -> bytes:
+def headlines(stats: RunStats, number: int | None = None) -> bytes:
     """Band-mean restoration of each direction and control, and the 2A - 2B difference."""
     rows: list[tuple[str, Any]] = []
     for s in stats.directions.values():
@@ -136,7 +149,8 @@ def headlines(stats: RunStats) -> bytes:
     ax.axvline(0, color="grey", lw=0.5)
     ax.axvline(1, color="grey", lw=0.5, ls=":")
     ax.invert_yaxis()
-    ax.set_xlabel("band-mean restoration (95% bootstrap interval)")
+    ax.set_xlabel("band-mean restoration, fraction of gap\n(95% bootstrap interval)")
+    ax.set_title("each direction, control and the paired difference", fontsize=9)
     if stats.per_pair_values is not None:
         v = stats.per_pair_values[np.isfinite(stats.per_pair_values)]
         jitter = np.random.default_rng(0).uniform(-0.2, 0.2, len(v))
@@ -155,14 +169,19 @@ def headlines(stats: RunStats) -> bytes:
             bx.legend(fontsize=7)
         bx.axvline(0, color="grey", lw=0.5)
         bx.set_yticks([])
-        bx.set_xlabel("per pair: band-mean restoration 2A - 2B")
+        bx.set_xlabel("per pair: band-mean restoration 2A - 2B\n(fraction of gap)")
+        bx.set_title(f"{len(v)} pairs, each a dot (vertical jitter only)", fontsize=9)
     else:
         bx.text(0.5, 0.5, "needs both directions", ha="center", transform=bx.transAxes)
         bx.set_axis_off()
+    head = f"Figure {number}: " if number is not None else ""
+    fig.suptitle(f"{head}band-mean restoration at the last prompt token", fontsize=10)
     return _png(fig)
 
 
-def noise(stats: RunStats, measured: dict[str, Any] | None = None) -> bytes:
+def noise(
+    stats: RunStats, measured: dict[str, Any] | None = None, number: int | None = None
+) -> bytes:
     """Each pair's |baseline gap| against the noise floor (log scale), and for reference the
     floor other dtypes would have had (2 x their distance from float32)."""
     fig, ax = plt.subplots(figsize=(6, 2.8))
@@ -180,9 +199,11 @@ def noise(stats: RunStats, measured: dict[str, Any] | None = None) -> bytes:
                 ax.axvline(max(x, 1e-9), color="grey", ls="--", lw=0.8)
                 ax.text(max(x, 1e-9), 0.5, f" {dtype}", fontsize=7, color="grey", rotation=90)
         ax.legend(fontsize=7)
-    else:
-        ax.set_title("noise floor not measured", fontsize=8)
-    ax.set_xlabel("|clean - corrupted| per pair (metric units)")
+    head = f"Figure {number}: " if number is not None else ""
+    floor = "" if stats.gap_floor is not None else " (noise floor not measured)"
+    ax.set_title(f"{head}each pair's baseline gap against the noise floor{floor}", fontsize=9)
+    ax.set_xlabel("|clean - corrupted| per pair (logits, log scale)")
+    ax.set_ylabel("direction")
     return _png(fig)
 
 
@@ -201,10 +222,10 @@ def difference_map(
         ax.legend(loc="upper left", fontsize=7)
     ax.set_xticks(range(len(xlabels)), xlabels, rotation=90, fontsize=7)
     ax.set_yticks(range(len(ylabels)), ylabels, fontsize=7)
-    ax.set_xlabel("position from end")
-    ax.set_ylabel("relative depth")
+    ax.set_xlabel("token position counted from the end (-1 = last prompt token)")
+    ax.set_ylabel("relative depth (layer / (n_layers - 1))")
     ax.set_title(title, fontsize=8)
-    fig.colorbar(im, ax=ax, label="restoration A - B")
+    fig.colorbar(im, ax=ax, label="restoration A - B (fraction of gap)")
     return _png(fig)
 
 
@@ -218,7 +239,7 @@ def compare_curves(
         ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.15)
     ax.axhline(0, color="grey", lw=0.5)
     ax.set_xlabel("relative depth (layer / (n_layers - 1))")
-    ax.set_ylabel("restoration at last position")
+    ax.set_ylabel("restoration at the last token\n(fraction of gap; 95% band)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     return _png(fig)

@@ -76,17 +76,20 @@ def section(doc: Any, tables: dict[str, pd.DataFrame], top: int = 5) -> dict[str
 def _heads(doc: Any, heads: pd.DataFrame, top: int) -> list[dict[str, Any]]:
     rows = mech.head_table(heads, top)
     doc.p(
-        "Which heads carry it: each head's output at the last position patched from the source "
-        "(total effect, through every later layer) and only along its direct path to the "
-        "unembedding (path patching; every other path keeps the target's values). Effects are "
-        "patched - corrupted in logits, and as a fraction of the baseline gap; the top heads by "
-        "|total effect| per direction."
+        "Which heads carry it: each head's output at the last position patched from the source, "
+        "measured three ways. total: through every later layer. path (path patching to the "
+        "logits, as Wang et al. 2022 do it): every later attention layer frozen at the target's "
+        "output, MLPs recomputed, so it counts what the head sends through the residual stream "
+        "and later MLPs but not through later heads. direct: only the head's straight path to "
+        "the unembedding. Effects are patched - corrupted in logits, and as a fraction of the "
+        "baseline gap; the top heads by |total effect| per direction, claim-bootstrap intervals."
     )
     doc.table(
-        ["direction", "rank", "layer.head", "total (logits)", "direct (logits)",
-         "total / gap", "direct / gap"],
+        ["direction", "rank", "layer.head", "total (logits)", "path (logits)", "direct (logits)",
+         "total / gap", "path / gap", "direct / gap"],
         [[r["direction"], r["rank"], f"{r['layer']}.{r['head']}", _ci(r["total"]),
-          _ci(r["direct"]), _ci(r["total_restoration"]), _ci(r["direct_restoration"])]
+          _ci(r["path"]), _ci(r["direct"]), _ci(r["total_restoration"]),
+          _ci(r["path_restoration"]), _ci(r["direct_restoration"])]
          for r in rows],
     )  # fmt: skip
     return rows
@@ -153,7 +156,15 @@ def _steering(doc: Any, steer: pd.DataFrame) -> list[dict[str, Any]]:
         "(the control). Declarative rate = share of sampled answers the lexicon labels "
         "declarative."
     )
-    doc.figure(_steer_png(curves), "Steering: declarative rate and metric vs alpha")
+    n = len({c["layer"] for c in curves})
+    doc.figure(
+        _steer_png(curves),
+        "Steering: alpha x d_certain (solid, 95% band over claims) or a random direction of the "
+        f"same norm (dotted) added to the unmarked prompts at {n} layer(s); left: share of "
+        "sampled answers labelled declarative, right: the metric at the last prompt token "
+        f"(logits); {max(c['n_claims'] for c in curves)} claims. Nothing is patched between "
+        "prompts here.",
+    )
     judged = any(np.isfinite(c["judge"][0]) for c in curves)
     doc.table(
         ["layer", "direction", "alpha", "declarative rate", "metric", "claims"]
@@ -206,9 +217,19 @@ def _steer_png(curves: list[dict[str, Any]]) -> bytes:
             ax.plot(g.alpha, est, style, label=f"L{layer} {name}", lw=2 if name == "found" else 1)
             if name == "found":
                 ax.fill_between(g.alpha, [v[1] for v in g[col]], [v[2] for v in g[col]], alpha=0.2)
-    axes[0].set(xlabel="alpha", ylabel="declarative rate", ylim=(-0.02, 1.02))
-    axes[1].set(xlabel="alpha", ylabel="metric (logits)")
+    axes[0].set(
+        xlabel="alpha (steering coefficient)",
+        ylabel="declarative rate (share of answers)",
+        ylim=(-0.02, 1.02),
+        title="answer style",
+    )
+    axes[1].set(
+        xlabel="alpha (steering coefficient)",
+        ylabel="metric at the last token (logits)",
+        title="metric",
+    )
     axes[0].legend(fontsize=7)
+    fig.suptitle("Steering along the certainty direction (L = layer)", fontsize=10)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)

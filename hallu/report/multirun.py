@@ -15,9 +15,14 @@ import html
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hallu.errors import UserError
+
+if TYPE_CHECKING:
+    from hallu.store.base import Store
+
+INDEX = "multirun.json"
 
 SHORT = {"restore_confidence": "2A restore confidence", "induce_tentativeness": "2B induce"}
 
@@ -34,16 +39,21 @@ class Study:
 
 
 def is_multirun(path: str) -> bool:
-    return (Path(path) / "multirun.json").is_file()
+    """A multirun folder: local, or `s3://bucket/prefix/<multirun id>` (checked in the bucket)."""
+    if path.startswith("s3://"):
+        from hallu.store.base import store_at
+
+        return store_at(path).read_file(INDEX) is not None
+    return (Path(path) / INDEX).is_file()
 
 
-def _analyse(path: Path, study: Study, opts: Any) -> None:
+def _analyse(path: str, study: Study, opts: Any) -> None:
     """The study's statistics and scorecard, as its own report computes them."""
     from hallu.analysis import behavior_check, scorecard
     from hallu.analysis.run_stats import analyse
     from hallu.store.reader import n_layers_of, open_run
 
-    run = open_run(str(path))
+    run = open_run(path)
     study.n_layers = n_layers_of(run)
     study.model = run.meta.get("config", {}).get("model", {}).get("name_or_path", "?")
     study.stats = analyse(run.table, study.n_layers, run.noise, opts)
@@ -56,16 +66,16 @@ def _analyse(path: Path, study: Study, opts: Any) -> None:
     study.card = scorecard.build(study.stats, asym, tracking, run.behavior is not None, which)
 
 
-def load(root: Path, opts: Any) -> list[Study]:
-    index = json.loads((root / "multirun.json").read_text())
+def load(root: Store, opts: Any) -> list[Study]:
+    index = json.loads(root.read_file(INDEX) or b"{}")
     studies = []
-    for s in index["studies"]:
+    for s in index.get("studies", []):
         study = Study(s["run_id"], s["overrides"], s["status"])
         if s["status"] == "done":
-            _analyse(root / s["dir"], study, opts)
+            _analyse(f"{root.dir}/{s['dir']}", study, opts)
         studies.append(study)
     if not any(s.stats for s in studies):
-        raise UserError(f"{root}: no study of this multirun has finished; rerun its command")
+        raise UserError(f"{root.dir}: no study of this multirun has finished; rerun its command")
     return studies
 
 
@@ -117,7 +127,7 @@ def figure(studies: list[Study]) -> bytes:
     """Restoration at the last position vs relative depth; one line (and band) per study."""
     import io
 
-    from hallu.report.figures import plt
+    from hallu.report.figures import TITLES, plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
     for ax, d in zip(axes, SHORT, strict=True):
@@ -129,12 +139,12 @@ def figure(studies: list[Study]) -> bytes:
             x = [layer / max(s.n_layers - 1, 1) for layer in st.grid.layers]
             ax.plot(x, est, marker="o", label=name)
             ax.fill_between(x, lo, hi, alpha=0.15)
-        ax.set_title(SHORT[d])
+        ax.set_title(f"{SHORT[d]}: {TITLES[d].split(': ')[1]}", fontsize=9)
         ax.set_xlabel("relative depth (layer / (layers - 1))")
         ax.axhline(0, color="grey", lw=0.5)
     axes[0].set_ylabel("restoration at the last position (fraction of the gap)")
     axes[1].legend(fontsize=8)
-    fig.suptitle("Per-layer restoration by study, 95% bootstrap intervals")
+    fig.suptitle("Restoration at the last prompt token by relative depth, per study (95% bands)")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
@@ -142,17 +152,32 @@ def figure(studies: list[Study]) -> bytes:
     return buf.getvalue()
 
 
-def _markdown(root: Path, tabs: list) -> str:
-    out = [f"# hallu multirun report: {root.name}", ""]
+def caption(studies: list[Study]) -> str:
+    """What the multirun figure shows: what was patched, where, over how many pairs."""
+    pairs = ", ".join(
+        f"{name}: {len(next(iter(s.stats.directions.values())).grid.pair_ids)}"
+        for name, s in zip(_varying(studies), studies, strict=True)
+        if s.stats and s.stats.directions
+    )
+    return (
+        "Figure: resid_pre (the residual stream entering each layer) patched from the source "
+        "prompt into the target prompt at the last prompt token; restoration (fraction of the "
+        "clean - corrupted gap, ratio of means) against relative depth, so models of different "
+        f"depths line up; bands: 95% bootstrap intervals over pairs. Pairs per study: {pairs}."
+    )
+
+
+def _markdown(name: str, tabs: list, text: str = "") -> str:
+    out = [f"# hallu multirun report: {name}", ""]
     for title, head, rows in tabs:
         out += [f"## {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         out += ["| " + " | ".join(r) + " |" for r in rows] + [""]
-    out += ["![restoration by relative depth](multirun_layers.png)", ""]
+    out += ["![restoration by relative depth](multirun_layers.png)", "", text, ""]
     return "\n".join(out)
 
 
-def _html(root: Path, tabs: list, png: bytes) -> str:
-    parts = [f"<h1>hallu multirun report: {html.escape(root.name)}</h1>"]
+def _html(name: str, tabs: list, png: bytes, text: str = "") -> str:
+    parts = [f"<h1>hallu multirun report: {html.escape(name)}</h1>"]
     for title, head, rows in tabs:
         cells = "".join(f"<th>{html.escape(h)}</th>" for h in head)
         body = "".join(
@@ -161,18 +186,23 @@ def _html(root: Path, tabs: list, png: bytes) -> str:
         parts.append(f"<h2>{html.escape(title)}</h2><table><tr>{cells}</tr>{body}</table>")
     src = base64.b64encode(png).decode()
     parts.append(f'<img alt="restoration by relative depth" src="data:image/png;base64,{src}">')
+    parts.append(f"<p>{html.escape(text)}</p>")
     style = "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 6px}"
     return f"<!doctype html><meta charset=utf-8><style>{style}</style>" + "".join(parts)
 
 
-def write(root: Path, opts: Any) -> Path:
+def write(location: str, opts: Any) -> str:
+    """Write the comparative report into the multirun's folder (local or in the bucket)."""
+    from hallu.store.base import store_at
+
+    root = store_at(location)
     studies = load(root, opts)
     tabs = tables(studies)
     png = figure(studies)
-    (root / "multirun_layers.png").write_bytes(png)
-    (root / "multirun_report.md").write_text(_markdown(root, tabs))
-    (root / "multirun_report.html").write_text(_html(root, tabs, png))
-    return root / "multirun_report.html"
+    name, text = root.run_id, caption(studies)
+    root.write_file("multirun_layers.png", png)
+    root.write_file("multirun_report.md", _markdown(name, tabs, text).encode())
+    return str(root.write_file("multirun_report.html", _html(name, tabs, png, text).encode()))
 
 
 def main(argv: list[str]) -> int:
@@ -189,9 +219,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     try:
-        out = write(
-            Path(args.multirun), Options(n_boot=args.n_boot, n_perm=args.n_perm, seed=args.seed)
-        )
+        out = write(args.multirun, Options(n_boot=args.n_boot, n_perm=args.n_perm, seed=args.seed))
     except UserError as err:
         print(f"hallu: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR

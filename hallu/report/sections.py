@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from hallu.analysis import behavior_check, results, scorecard, verdicts
+from hallu.analysis import behavior_check, cell_maps, results, scorecard, verdicts
+from hallu.analysis.grid import MAIN_METRIC
 from hallu.analysis.noise_flags import UNKNOWN
 from hallu.analysis.run_stats import SHORT, Options, RunStats, analyse
 from hallu.errors import UserError
@@ -33,36 +34,18 @@ class Context:
     res: results.Results | None = None  # the one result pipeline (hallu/analysis/results.py)
     headline: list[str] = field(default_factory=list)  # the lines terminal and summary.md print
     card: list[verdicts.Verdict] = field(default_factory=list)  # what scorecard.json holds
+    maps: list[cell_maps.CellMap] = field(default_factory=list)  # the heatmaps' grids
+    figures: int = 0  # figures numbered so far (Figure 1 is the behaviour figure)
+
+    def next_figure(self) -> int:
+        self.figures = max(self.figures, 1) + 1
+        return self.figures
 
     @property
     def has_labels(self) -> bool:
         """The run has behaviour rows with a style label (Experiment 1 was run)."""
         beh = self.run.behavior
         return beh is not None and behavior_check.label_column(beh) is not None
-
-
-def token_labels(run: Run, direction: str, positions: list[int]) -> list[str]:
-    """Label each column with the target token every pair has there, or with the distinct
-    tokens (most common first) and 'differs' when pairs have different tokens at that column."""
-    from collections import Counter
-
-    import pyarrow.compute as pc
-
-    t = run.table
-    sub = t.filter(pc.and_(pc.equal(t["direction"], direction), pc.is_null(t["control"])))
-    sub = sub.filter(pc.equal(sub["layer"], pc.min(sub["layer"])))
-    seen: dict[int, dict[str, str]] = {}
-    cols = ("position_from_end", "pair_id", "token")
-    for p, pid, tok in zip(*(sub[c].to_pylist() for c in cols), strict=True):
-        seen.setdefault(p, {})[pid] = tok
-    labels = []
-    for p in positions:
-        counts = Counter(seen.get(p, {}).values()).most_common()
-        if len(counts) <= 1:
-            labels.append(f"{p} {counts[0][0] if counts else ''}")
-        else:
-            labels.append(f"{p} differs: " + "/".join(tok for tok, _ in counts[:2]))
-    return labels
 
 
 def intro(c: Context) -> None:
@@ -132,6 +115,11 @@ def scorecard_section(c: Context) -> None:
 
 
 def behavior_section(c: Context) -> None:
+    """Figure 1 and the rates: the prompt is the unit (hallu/analysis/behavior_rates.py); the
+    terminal and behavior/summary.md print the same line."""
+    from hallu.analysis import behavior_rates
+    from hallu.report.behavior import figure1_png
+
     c.doc.h("Figure 1: behaviour (Experiment 1)")
     if not c.has_labels:
         c.doc.p(
@@ -140,80 +128,116 @@ def behavior_section(c: Context) -> None:
             "(or +sweep=full). The scorecard marks the behaviour criteria 'not run'."
         )
         return
-    answers, which = behavior_check.answers(c.run.behavior)
-    rates = behavior_check.rates(answers)
-    from hallu.report import figures as figs
-
-    png = c.run.figure1_png or figs.behavior(rates)
-    c.doc.figure(png, "Figure 1: declarative answers per user condition (Wilson 95% intervals)")
-    c.doc.p(f"Answers used here and in the scorecard: {which} decoding.")
+    beh, o, seed = c.run.behavior, c.opts.n_boot, c.opts.seed
+    which, line = behavior_rates.headline(beh, o, seed)  # type: ignore[misc]
+    rates = behavior_rates.prompt_rates(beh, o, seed)
+    n = max(r.n_prompts for r in rates.values())
+    c.doc.figure(
+        figure1_png({which: behavior_rates.figure_data(beh, o, seed)}, n),
+        f"Figure 1: share of {which} answers of each style per user condition, each prompt's "
+        f"share over its answers averaged over {n} prompts per condition; bars: 95% bootstrap "
+        "intervals over claims. No patching: the model's own answers.",
+    )
+    c.doc.p(line)
     c.doc.table(
-        ["condition", "declarative / answers", "rate [Wilson 95%]"],
-        [
-            [
-                cond,
-                f"{r['declarative']}/{r['n']}",
-                f"{fmt(r['rate'])} [{fmt(r['lo'])}, {fmt(r['hi'])}]",
-            ]
-            for cond, r in rates.items()
-        ],
+        ["condition", "declarative rate per prompt [95% over claims]", "prompts", "answers"],
+        [[cond, r.rate.fmt(), r.n_prompts, r.n_answers] for cond, r in rates.items()],
     )
-
-
-def behavior_units(c: Context) -> None:
-    """Rates with the prompt as the unit (samples averaged first), and AUROC within condition."""
-    if not c.has_labels:
-        return
-    from hallu.analysis import behavior_rates
-
-    rates = behavior_rates.prompt_rates(c.run.behavior, c.opts.n_boot, c.opts.seed)
-    c.doc.p(
-        "Per prompt (the mean over its answers), then the mean over prompts, with a 95% "
-        "bootstrap interval over claims: " + "; ".join(r.describe() for r in rates.values())
-    )
-    auc = behavior_rates.tracking(c.run.behavior, c.opts.n_boot, c.opts.seed)
+    auc = behavior_rates.tracking(beh, o, seed)
     if auc:
-        c.doc.p(
-            "AUROC of the unpatched metric for declarative vs tentative answers (bootstrap over "
-            "claims), pooled and within each condition (the marker held fixed): "
-            + "; ".join(f"{k} {v.fmt() if v else 'n/a'}" for k, v in auc.items())
-        )
+        c.doc.p(behavior_rates.tracking_line(auc))
+
+
+SOURCES = {
+    "restore_confidence": ("certain", "uncertain"),
+    "induce_tentativeness": ("uncertain", "certain"),
+}
+CONTROL_SOURCES = {
+    "same_class": "the target condition's prompt of another pair",
+    "random_source": "an unrelated prompt",
+    "norm_matched": "a random vector with the real source vector's norm",
+    "neutral_source": "the same claim said by the neutral user",
+}
+
+
+def map_caption(m: cell_maps.CellMap, number: int) -> str:
+    """What was patched, where, over how many pairs, and what the colour and dots mean."""
+    from hallu.report.figures import COMPONENTS, QUANTITY, TITLES
+
+    k = m.key
+    src, tgt = SOURCES.get(k.direction, ("source", "target"))
+    what = COMPONENTS.get(k.component, k.component) + (
+        f", head {k.head}" if k.head is not None else ""
+    )
+    if k.window != 1:
+        what += f", {k.window} consecutive layers at once"
+    source = f"the {src} prompt" if k.control is None else CONTROL_SOURCES.get(k.control, k.control)
+    where = (
+        "columns aligned on the template anchors (BOS, first user token, the marker, end of the "
+        "user's text, last token) and labelled with the token every pair has there"
+        if m.align == "anchor"
+        else "columns counted from the end (this run has no anchor columns)"
+    )
+    return (
+        f"Figure {number}: {TITLES.get(k.direction, k.direction)}"
+        f"{f' - control {k.control}' if k.control else ''}. Patched: {what} ({k.component}), "
+        f"copied from {source} into the {tgt} prompt's run, at each layer (rows) and token "
+        f"position ({where}). Metric {k.metric}; colour: {QUANTITY[m.quantity]} over "
+        f"{m.n_pairs} pairs; dots: {int(m.significant.sum())} cells significant under the max-T "
+        f"sign-flip test on these columns (family-wise {m.alpha:.0%})."
+    )
 
 
 def heatmaps(c: Context) -> None:
+    from hallu.analysis.noise_flags import INSIDE
     from hallu.report import figures as figs
+    from hallu.report.summary import order
 
-    c.doc.h("Figures 2-3: where patching restores the metric")
+    c.doc.h("Where patching restores the metric: one heatmap per identity")
     c.doc.p(
         "Restoration of a cell = (mean patched - mean corrupted) / (mean clean - mean "
-        "corrupted) over pairs (ratio of means). Dots mark cells whose effect survives the "
-        f"max-T sign-flip permutation test over the whole grid at family-wise {c.opts.alpha:.0%}."
+        "corrupted) over the pairs that have it (ratio of means). One heatmap per direction, "
+        "metric, component, head, layer window and control: no row is averaged into another's "
+        "map. Dots mark cells whose effect survives the max-T sign-flip permutation test over "
+        f"the whole map at family-wise {c.opts.alpha:.0%}."
     )
-    for number, (d, s) in enumerate(c.stats.directions.items(), start=2):
-        c.doc.figure(
-            figs.heatmap(s, token_labels(c.run, d, s.grid.positions), number),
-            f"Figure {number}: {figs.TITLES[d]}",
-        )
+    o = c.opts
+    c.maps = sorted(cell_maps.maps(c.run.table, o.n_perm, o.seed, o.alpha), key=order)
+    for m in c.maps:
+        if m.key.control is not None and m is next(x for x in c.maps if x.key.control):
+            c.doc.h("Control heatmaps")
+        s = c.stats.directions.get(m.key.direction)
+        inside = s is not None and s.gap_flag == INSIDE and m.key.metric == MAIN_METRIC
+        number = c.next_figure()
+        c.doc.figure(figs.heatmap(m, number, inside), map_caption(m, number))
 
 
 def curve_figures(c: Context) -> None:
     from hallu.report import figures as figs
 
     c.doc.h("Per-layer curves, headline and controls")
+    pairs = ", ".join(f"{SHORT[d]} {len(s.grid.pair_ids)}" for d, s in c.stats.directions.items())
+    n = c.next_figure()
     c.doc.figure(
-        figs.curves(c.stats),
-        "Figure 4: restoration at the last position per layer, 95% bootstrap bands; dashed: "
-        "controls; shaded gold: the headline band",
+        figs.curves(c.stats, n),
+        f"Figure {n}: restoration at the last prompt token per layer ({MAIN_METRIC}, resid_pre "
+        f"patched from the source run into the target run, pairs: {pairs}); band: 95% "
+        "bootstrap interval over pairs; dashed: controls patched at the same cells; shaded "
+        "gold: the headline band of layers",
     )
+    n = c.next_figure()
     c.doc.figure(
-        figs.headlines(c.stats),
-        "Figure 5: band-mean restoration with 95% intervals (patch, controls, 2A - 2B) and each "
-        "pair's own 2A - 2B difference",
+        figs.headlines(c.stats, n),
+        f"Figure {n}: band-mean restoration at the last prompt token with 95% bootstrap "
+        f"intervals (resid_pre patched, pairs: {pairs}), for the patch, each control and the "
+        "paired 2A - 2B difference; right: each pair's own 2A - 2B difference",
     )
+    n = c.next_figure()
     c.doc.figure(
-        figs.noise(c.stats, c.run.noise),
-        "Figure 6: each pair's baseline gap against the noise floor (dashed: the floor a bf16 "
-        "or fp16 run of this model would have)",
+        figs.noise(c.stats, c.run.noise, n),
+        f"Figure {n}: each pair's unpatched baseline gap |clean - corrupted| ({MAIN_METRIC}, "
+        "logits) against the measured noise floor (red); dashed: the floor a bf16 or fp16 run "
+        "of this model would have. Nothing is patched here.",
     )
 
 
@@ -267,26 +291,34 @@ def locus_section(c: Context) -> None:
 
 
 def strongest_cells(c: Context, top: int = 5) -> None:
+    """The strongest cells of each experiment heatmap, with bootstrap intervals over pairs."""
+    from hallu.analysis import bootstrap
+
     c.doc.h("Strongest cells")
     rows = []
-    for d, s in c.stats.directions.items():
-        est = np.nan_to_num(s.cells.estimate, nan=-np.inf)
+    for m in (m for m in c.maps if m.key.control is None and m.quantity == "restoration"):
+        w = bootstrap.resample_weights(len(m.grid.pair_ids), c.opts.n_boot, c.opts.seed)
+        ci = bootstrap.cells(m.grid, w, c.opts.level)
+        est = np.nan_to_num(m.estimate, nan=-np.inf)
         for k in np.argsort(est, axis=None)[::-1][:top]:
             i, j = np.unravel_index(k, est.shape)
             if not np.isfinite(est[i, j]):
                 continue
             rows.append(
                 [
-                    SHORT[d],
-                    s.grid.layers[i],
-                    s.grid.positions[j],
-                    f"{s.cells.estimate[i, j]:.3f} [{fmt(s.cells.lo[i, j])}, "
-                    f"{fmt(s.cells.hi[i, j])}]",
-                    f"{s.p_adj[i, j]:.4f}",
-                    s.gap_flag or "above floor",
+                    SHORT.get(m.key.direction, m.key.direction),
+                    cell_maps.describe_key(m.key),
+                    m.grid.layers[i],
+                    m.labels[j],
+                    f"{m.estimate[i, j]:.3f} [{fmt(ci.lo[i, j])}, {fmt(ci.hi[i, j])}]",
+                    "n/a" if m.p_adj is None else f"{m.p_adj[i, j]:.4f}",
                 ]
             )
-    c.doc.table(["dir", "layer", "pos from end", "restoration [95%]", "max-T p", "noise"], rows)
+    c.doc.table(
+        ["dir", "identity", "layer", "position (anchor + offset, token)", "restoration [95%]",
+         "max-T p"],
+        rows,
+    )  # fmt: skip
 
 
 def controls_section(c: Context) -> None:
@@ -404,7 +436,6 @@ SECTIONS: tuple[Callable[[Context], None], ...] = (
     limits_section,
     scorecard_section,
     behavior_section,
-    behavior_units,
     mechanism_section,
     heatmaps,
     curve_figures,

@@ -1,12 +1,14 @@
 """Turn a run's shards into figures and a summary: what the source study's Figures 2-3 showed,
 and more.
 
-Per direction: a heatmap of mean restoration over pairs (layer x position counted from the end,
-so pairs of different lengths line up on the chat template's final tokens), a per-layer curve at
-the last position, and the headline number, defined as the *band mean*: restoration at the last
-position averaged over the upper half of the layers (the source study's "layers 20-39" of 40)
-and over pairs. It is given two ways, mean of per-pair ratios and ratio of mean metrics, beside the
-baseline gap (clean - corrupted) that every ratio divides by: a small gap makes a ratio noise.
+Headline lines: the one result pipeline (hallu/analysis/results.py), as every output prints them.
+Heatmaps: one per identity (direction, metric, component, head, window; controls are in the
+report), columns aligned on the template anchors and the marker, each tick naming the token
+every pair has there (hallu/analysis/cell_maps.py), dots where the max-T test on the same columns
+finds an effect. Per direction, descriptive numbers over every pair of the main identity
+(logit_diff, resid_pre): the baselines and the band mean at the last position (upper half of the
+layers, the source study's "layers 20-39" of 40), as mean of per-pair ratios and ratio of means,
+and a per-layer curve at the last position (layers.png).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -24,175 +28,185 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from hallu.analysis import results, verdicts  # noqa: E402
+from hallu.analysis import cell_maps, results, verdicts  # noqa: E402
+from hallu.analysis.cell_maps import CellMap  # noqa: E402
+from hallu.analysis.grid import MAIN_METRIC, Key, PairGrid, build  # noqa: E402
+from hallu.report import figures  # noqa: E402
+from hallu.report.figures import COMPONENTS, TITLES  # noqa: E402
 from hallu.store.base import Store  # noqa: E402
 from hallu.store.verify import read_narrow  # noqa: E402
 
-TITLES = {
-    "restore_confidence": "2A restore confidence: certain -> uncertain run",
-    "induce_tentativeness": "2B induce tentativeness: uncertain -> certain run",
-}
+TITLES_ORDER = tuple(TITLES)
 
 
-# Where each component's patch is written, for axis labels and captions.
-COMPONENTS = {
-    "resid_pre": "residual stream entering the layer",
-    "attn_out": "attention output of the layer",
-    "mlp_out": "MLP output of the layer",
-    "head": "one attention head's output",
-}
+def map_file(key: Key) -> str:
+    """heatmap_<direction>.png for the main identity; the others name what differs."""
+    name = f"heatmap_{key.direction}"
+    if key.metric != MAIN_METRIC or key.component != "resid_pre":
+        name += f"_{key.metric}_{key.component}"
+    if key.head is not None:
+        name += f"_head{key.head}"
+    if key.window != 1:
+        name += f"_window{key.window}"
+    if key.control is not None:
+        name += f"_control_{key.control}"
+    return name + ".png"
 
 
-def _columns(table: pa.Table, direction: str) -> dict[str, np.ndarray]:
-    sub = table.filter(pa.compute.equal(table["direction"], direction))
-    if sub.num_rows and "metric" in sub.column_names:  # the configured metric, not the extras
-        sub = sub.filter(pa.compute.equal(sub["metric"], sub["metric"][0]))
-    names = [
-        "layer",
-        "position_from_end",
-        "pair_id",
-        "token",
-        "clean",
-        "corrupted",
-        "patched",
-        "restoration",
-    ]
-    return {
-        n: np.asarray(sub[n].to_pylist(), dtype=object if n in ("pair_id", "token") else float)
-        for n in names
-    }
+def order(m: CellMap) -> tuple:
+    """2A before 2B, the main metric and the experiment first, then heads and windows."""
+    k = m.key
+    return (
+        k.control is not None,
+        TITLES_ORDER.index(k.direction) if k.direction in TITLES_ORDER else 9,
+        k.metric != MAIN_METRIC,
+        k.component,
+        -1 if k.head is None else k.head,
+        k.window,
+        k.control or "",
+    )
 
 
-def summarize_direction(c: dict[str, np.ndarray], n_layers: int) -> dict[str, Any]:
-    layers = sorted({int(v) for v in c["layer"]})
-    pfes = sorted({int(v) for v in c["position_from_end"]})
-    grid = np.full((len(layers), len(pfes)), np.nan)
-    for i, layer in enumerate(layers):
-        for j, p in enumerate(pfes):
-            sel = (c["layer"] == layer) & (c["position_from_end"] == p)
-            vals = c["restoration"][sel]
-            if np.isfinite(vals).any():
-                grid[i, j] = np.nanmean(vals)
-    # Baselines: one value per pair.
-    _, first = np.unique(c["pair_id"], return_index=True)
-    clean, corrupted = c["clean"][first], c["corrupted"][first]
-    gap = clean - corrupted
-    out: dict[str, Any] = {
-        "n_pairs": int(len(first)),
-        "n_rows": int(len(c["layer"])),
-        "rows_with_nan_restoration": int(np.isnan(c["restoration"]).sum()),
-        "clean_mean": float(clean.mean()),
-        "corrupted_mean": float(corrupted.mean()),
-        "gap_mean": float(gap.mean()),
-        "gap_min_abs": float(np.abs(gap).min()),
-        "layers": layers,
-        "positions_from_end": pfes,
-        "mean_restoration": [
-            [None if np.isnan(v) else round(float(v), 6) for v in row] for row in grid
-        ],
-    }
-    band = [layer for layer in layers if layer >= n_layers // 2]
-    last = c["position_from_end"] == -1
-    in_band = np.isin(c["layer"].astype(int), band) & last
-    if in_band.any():
-        patched_mean = c["patched"][in_band].mean()
-        out["headline"] = {
-            "definition": f"restoration at the last position, mean over layers {band[0]}-"
-            f"{band[-1]} (upper half of {n_layers}) and over pairs",
-            "band_layers": band,
-            "mean_of_ratios": float(np.nanmean(c["restoration"][in_band])),
-            "ratio_of_means": float((patched_mean - corrupted.mean()) / gap.mean())
-            if gap.mean() != 0
-            else None,
-        }
-    else:
-        out["headline"] = None
-    order = np.argsort(np.nan_to_num(grid, nan=-np.inf), axis=None)[::-1][:5]
-    out["top_cells"] = [
-        {"layer": layers[i], "position_from_end": pfes[j], "mean_restoration": float(grid[i, j])}
-        for i, j in (np.unravel_index(k, grid.shape) for k in order)
-        if np.isfinite(grid[i, j])
-    ]
+def _top_cells(m: CellMap, n: int = 5) -> list[dict[str, Any]]:
+    est = np.nan_to_num(m.estimate, nan=-np.inf)
+    out = []
+    for k in np.argsort(est, axis=None)[::-1][:n]:
+        i, j = np.unravel_index(k, est.shape)
+        if np.isfinite(est[i, j]):
+            out.append(
+                {
+                    "layer": m.grid.layers[i],
+                    "column": m.labels[j],
+                    "mean_restoration": round(float(m.estimate[i, j]), 6),
+                }
+            )
     return out
 
 
-def _token_labels(c: dict[str, np.ndarray], pfes: list[int]) -> list[str]:
-    # Label with the longest pair's tokens, so that every column has one.
-    first_pair = c["pair_id"][int(np.argmin(c["position_from_end"]))]
-    labels = []
-    for p in pfes:
-        sel = (c["pair_id"] == first_pair) & (c["position_from_end"] == p)
-        labels.append(f"{p} {c['token'][sel][0]}" if sel.any() else str(p))
-    return labels
+def describe_map(m: CellMap) -> dict[str, Any]:
+    """One heatmap's numbers for summary.json: its identity, columns, grid and strongest cells."""
+    return {
+        "key": asdict(m.key),
+        "file": map_file(m.key),
+        "alignment": m.align,
+        "n_pairs": m.n_pairs,
+        "layers": m.grid.layers,
+        "columns": m.labels,
+        "mean_restoration": [
+            [None if np.isnan(v) else round(float(v), 6) for v in row] for row in m.estimate
+        ],
+        "n_significant": int(m.significant.sum()),
+        "top_cells": _top_cells(m),
+    }
 
 
-def _heatmap(summary: dict[str, Any], c: dict[str, np.ndarray], direction: str, path: str) -> None:
-    grid = np.array(
-        [[np.nan if v is None else v for v in row] for row in summary["mean_restoration"]],
-        dtype=float,
-    )
-    pfes, layers = summary["positions_from_end"], summary["layers"]
-    lim = max(1.0, float(np.nanmax(np.abs(grid))) if np.isfinite(grid).any() else 1.0)
-    fig, ax = plt.subplots(figsize=(max(6, 0.32 * len(pfes) + 2), max(3, 0.3 * len(layers) + 1.5)))
-    im = ax.imshow(grid, aspect="auto", origin="lower", cmap="RdBu_r", vmin=-lim, vmax=lim)
-    ax.set_xticks(range(len(pfes)), _token_labels(c, pfes), rotation=90, fontsize=7)
-    ax.set_yticks(range(len(layers)), layers, fontsize=7)
-    ax.set_xlabel("position from end, with the first pair's target token")
-    ax.set_ylabel(f"layer ({summary['component']})")
-    ax.set_title(
-        f"{TITLES.get(direction, direction)}\n{summary['component']} patched; mean restoration "
-        f"over {summary['n_pairs']} pairs",
-        fontsize=9,
-    )
-    fig.colorbar(im, ax=ax, label="restoration (share of gap)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+def summarize_direction(grid: PairGrid, m: CellMap | None, n_layers: int) -> dict[str, Any]:
+    """Descriptive numbers of one direction's main identity over every pair: baselines, the
+    band mean at the last position both ways, and its anchor-aligned map."""
+    gap = grid.gap
+    out: dict[str, Any] = {
+        "n_pairs": len(grid.pair_ids),
+        "n_cells": int(np.isfinite(grid.patched).sum()),
+        "clean_mean": float(grid.clean.mean()),
+        "corrupted_mean": float(grid.corrupted.mean()),
+        "gap_mean": float(gap.mean()),
+        "gap_min_abs": float(np.abs(gap).min()),
+        "pairs_with_zero_gap": int((gap == 0).sum()),
+        "component": grid.key.component if grid.key else "resid_pre",
+        "headline": None,
+        **({k: v for k, v in describe_map(m).items() if k != "n_pairs"} if m else {}),
+    }
+    band = [layer for layer in grid.layers if layer >= n_layers // 2]
+    if -1 in grid.positions and band:
+        rows = [grid.layers.index(layer) for layer in band]
+        patched = grid.patched[:, rows, grid.positions.index(-1)]  # [pairs, band]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratios = (patched - grid.corrupted[:, None]) / gap[:, None]
+        rom = (np.nanmean(patched) - grid.corrupted.mean()) / gap.mean() if gap.mean() else None
+        out["headline"] = {
+            "definition": f"restoration at the last position, mean over layers {band[0]}-"
+            f"{band[-1]} (upper half of {n_layers}) and over every pair",
+            "band_layers": band,
+            "mean_of_ratios": float(np.nanmean(np.where(np.isfinite(ratios), ratios, np.nan))),
+            "ratio_of_means": None if rom is None else float(rom),
+        }
+    return out
 
 
-def _layer_curve(
-    cols: dict[str, dict[str, np.ndarray]], summaries: dict[str, dict[str, Any]], path: str
-) -> None:
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for direction, c in cols.items():
-        last = c["position_from_end"] == -1
-        if not last.any():
+def _layer_curve(grids: dict[str, PairGrid], path: str) -> None:
+    """Per-layer restoration at the last position, mean +- s.e. over pairs, per direction."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for direction, g in grids.items():
+        if -1 not in g.positions:
             continue
-        layers = sorted({int(v) for v in c["layer"][last]})
-        means, errs = [], []
-        for layer in layers:
-            v = c["restoration"][last & (c["layer"] == layer)]
-            v = v[np.isfinite(v)]
-            means.append(v.mean() if len(v) else np.nan)
-            errs.append(v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else 0.0)
-        ax.errorbar(
-            layers,
-            means,
-            yerr=errs,
-            marker="o",
-            ms=3,
-            capsize=2,
-            label=TITLES.get(direction, direction).split(":")[0],
-        )
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r = (g.patched[:, :, g.positions.index(-1)] - g.corrupted[:, None]) / g.gap[:, None]
+        r = np.where(np.isfinite(r), r, np.nan)
+        n = np.isfinite(r).sum(0)
+        mean = np.nanmean(r, 0)
+        se = np.where(n > 1, np.nanstd(r, 0, ddof=1) / np.sqrt(np.maximum(n, 1)), 0.0)
+        label = f"{TITLES.get(direction, direction).split(':')[0]} ({len(g.pair_ids)} pairs)"
+        ax.errorbar(g.layers, mean, yerr=se, marker="o", ms=3, capsize=2, label=label)
     ax.axhline(0, color="grey", lw=0.5)
     ax.axhline(1, color="grey", lw=0.5, ls="--")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers are whole numbers
-    first = next(iter(summaries.values()), {"component": "?", "n_pairs": 0})
+    first = next(iter(grids.values()))
+    comp = first.key.component if first.key else "resid_pre"
     ax.set_title(
-        f"Restoration at the last position by layer ({first['component']} patched, "
-        f"{first['n_pairs']} pairs)",
+        f"Restoration at the last prompt token by layer\n{comp} patched, metric {MAIN_METRIC}, "
+        "mean +- s.e. over pairs",
         fontsize=9,
     )
-    ax.set_xlabel(f"layer ({COMPONENTS.get(first['component'], first['component'])})")
-    ax.set_ylabel("restoration (fraction of the gap)\nmean +- s.e. over pairs")
+    ax.set_xlabel(f"layer (0-based): {COMPONENTS.get(comp, comp)}")
+    ax.set_ylabel("restoration\n(fraction of the clean - corrupted gap)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
+def _direction_lines(s: dict[str, Any]) -> list[str]:
+    lines = [
+        f"- pairs: {s['n_pairs']}, cells: {s['n_cells']}, pairs with clean == corrupted: "
+        f"{s['pairs_with_zero_gap']}",
+        f"- metric baselines: clean {s['clean_mean']:.4f}, corrupted {s['corrupted_mean']:.4f}, "
+        f"gap {s['gap_mean']:.4f} (smallest |gap| of a pair {s['gap_min_abs']:.2e})",
+    ]
+    h = s["headline"]
+    if h:
+        rom = "n/a" if h["ratio_of_means"] is None else f"{h['ratio_of_means']:.4f}"
+        lines.append(
+            f"- band mean over all pairs, descriptive ({h['definition']}): mean of "
+            f"per-pair ratios {h['mean_of_ratios']:.4f}; ratio of means {rom}"
+        )
+    else:
+        lines.append("- band mean: not computed (the last position was not swept)")
+    return lines
+
+
+def _map_lines(m: dict[str, Any]) -> list[str]:
+    k = m["key"]
+    what = COMPONENTS.get(k["component"], k["component"])
+    if k["head"] is not None:
+        what += f", head {k['head']}"
+    cells = ", ".join(
+        f"layer {t['layer']} at {t['column']}: {t['mean_restoration']:.3f}" for t in m["top_cells"]
+    )
+    return [
+        f"- figure {m['file']}: {what} ({k['component']}) copied from the source run into the "
+        f"target run at each layer (rows) and each token position (columns, aligned on the "
+        f"template anchors and the marker; {m['alignment']}); metric {k['metric']}; colour: "
+        f"ratio-of-means restoration over {m['n_pairs']} pairs; {m['n_significant']} cells "
+        "significant under the max-T test (family-wise 5%)",
+        f"  - strongest cells: {cells}",
+    ]
+
+
 def _markdown(
-    run_id: str, n_layers: int, summaries: dict[str, dict[str, Any]], headline: list[str]
+    run_id: str,
+    summaries: dict[str, dict[str, Any]],
+    maps: list[dict[str, Any]],
+    headline: list[str],
 ) -> str:
     lines = [
         f"# hallu run {run_id}",
@@ -201,51 +215,21 @@ def _markdown(
         "",
         *[f"- {line}" for line in headline],
         "",
-        "The per-direction sections below are descriptive: means over every pair, including "
-        "pairs the headline excludes.",
-        "",
-        "Restoration = (patched - corrupted) / (clean - corrupted); 1 = the patch carries "
-        "the whole difference between the two prompts, 0 = none.",
+        "The sections below are descriptive: means over every pair, including pairs the headline "
+        "excludes. Restoration = (patched - corrupted) / (clean - corrupted); 1 = the patch "
+        "carries the whole difference between the two prompts, 0 = none.",
         "",
     ]
     for direction, s in summaries.items():
-        lines += [
-            f"## {TITLES.get(direction, direction)}",
-            "",
-            f"- pairs: {s['n_pairs']}, rows: {s['n_rows']}, rows with undefined "
-            f"restoration (clean == corrupted): {s['rows_with_nan_restoration']}",
-            f"- metric baselines: clean {s['clean_mean']:.4f}, corrupted "
-            f"{s['corrupted_mean']:.4f}, gap {s['gap_mean']:.4f} (smallest |gap| of a pair "
-            f"{s['gap_min_abs']:.2e})",
-        ]
-        h = s["headline"]
-        if h:
-            rom = "n/a" if h["ratio_of_means"] is None else f"{h['ratio_of_means']:.4f}"
-            lines.append(
-                f"- band mean over all pairs, descriptive ({h['definition']}): mean of "
-                f"per-pair ratios {h['mean_of_ratios']:.4f}; ratio of means {rom}"
-            )
-        else:
-            lines.append("- headline: not computed (the last position was not swept)")
-        lines.append(
-            "- strongest cells: "
-            + ", ".join(
-                f"layer {t['layer']} pos {t['position_from_end']}: {t['mean_restoration']:.3f}"
-                for t in s["top_cells"]
-            )
-        )
-        lines.append(
-            f"- figure heatmap_{direction}.png: {COMPONENTS.get(s['component'], s['component'])}"
-            f" ({s['component']}) copied from the source run into the target run at each layer "
-            "(rows) and each position counted from the end (columns); colour: restoration, the "
-            f"patched metric's share of the baseline gap, mean over {s['n_pairs']} pairs"
-        )
-        lines.append("")
+        lines += [f"## {TITLES.get(direction, direction)}", "", *_direction_lines(s), ""]
+    lines += ["## Heatmaps, one per identity", ""]
+    for m in maps:
+        lines += _map_lines(m)
     lines += [
-        "Figure layers.png: restoration at the last position by layer, one line per direction "
-        "(mean +- standard error over pairs). No confidence intervals yet: "
-        "treat differences between directions smaller than the baseline gap's spread as "
-        "unresolved.",
+        "",
+        "Figure layers.png: restoration at the last prompt token by layer, one line per "
+        "direction (main metric, resid_pre; mean +- standard error over pairs). Intervals and "
+        "verdicts: the report (python -m hallu.report RUN_DIR).",
         "",
     ]
     return "\n".join(lines)
@@ -280,28 +264,26 @@ def aggregate(store: Store, n_layers: int, margin: float = 0.05) -> dict[str, An
     """Read every shard, write figures and summaries into the run directory, return the summary."""
     table, _ = read_narrow(store)  # the planned shards only, each checked; narrow columns
     _, headline = pipeline(table, n_layers, _noise(store), margin)
-    table = table.filter(pa.compute.is_null(table["control"]))  # controls: report/sections.py
-    directions = [d for d in TITLES if d in set(table["direction"].to_pylist())]
-    cols = {d: _columns(table, d) for d in directions}
-    summaries = {d: summarize_direction(cols[d], n_layers) for d in directions}
-    component = table["component"][0].as_py() if table.num_rows else "?"
-    for d in directions:  # what was patched, for the figures' titles and captions
-        summaries[d]["component"] = component
+    maps = sorted(cell_maps.maps(table, controls=False), key=order)  # controls: the report
+    grids = {d: g for d in TITLES_ORDER if (g := build(table, Key(d))) is not None}
+    main = {m.key.direction: m for m in maps if m.key == Key(m.key.direction)}
+    summaries = {d: summarize_direction(g, main.get(d), n_layers) for d, g in grids.items()}
     # Render into a local temp dir, then hand each file to the store (a directory or S3).
     with tempfile.TemporaryDirectory(prefix="hallu-fig-") as tmp:
-        for d in directions:
-            _heatmap(summaries[d], cols[d], d, os.path.join(tmp, f"heatmap_{d}.png"))
-        _layer_curve(cols, summaries, os.path.join(tmp, "layers.png"))
+        for m in maps:
+            Path(tmp, map_file(m.key)).write_bytes(figures.heatmap(m))
+        if grids:
+            _layer_curve(grids, os.path.join(tmp, "layers.png"))
         for name in sorted(os.listdir(tmp)):
-            with open(os.path.join(tmp, name), "rb") as f:
-                store.write_file(name, f.read())
+            store.write_file(name, Path(tmp, name).read_bytes())
+    described = [describe_map(m) for m in maps]
     summary = {
         "run_id": store.run_id,
         "n_layers": n_layers,
         "headline_lines": headline,
         "directions": summaries,
+        "maps": described,
     }
     store.write_file("summary.json", json.dumps(summary, indent=2).encode())
-    md = _markdown(store.run_id, n_layers, summaries, headline)
-    store.write_file("summary.md", md.encode())
+    store.write_file("summary.md", _markdown(store.run_id, summaries, described, headline).encode())
     return summary

@@ -48,22 +48,16 @@ def main(argv: list[str]) -> int:
 
 
 def _run(argv: list[str], config_dir: str | None = None) -> int:
-    import os
 
-    from hallu.config import CONFIG_DIR_ENV, compose
+    from hallu.config import compose
 
     cfg = compose(argv, config_dir)
     if cfg.mode == "plan":  # for any cluster: nothing is submitted, loaded or downloaded
         return _plan(cfg)
     if cfg.cluster.kind in ("lambda", "runpod"):  # submit as a Ray Job; the job runs the rest
-        from hallu.run.jobs import submit_and_follow
+        from hallu.run.jobs import refuse_config_dir, submit_and_follow
 
-        if config_dir or os.environ.get(CONFIG_DIR_ENV):
-            raise UserError(
-                f"cluster={cfg.cluster.kind}: the job composes its config on the cluster, which "
-                "cannot see your --config-dir; put those options in hallu/conf/ of the checkout"
-            )
-
+        refuse_config_dir(cfg, config_dir)
         return submit_and_follow(cfg, argv)
     return _run_study(cfg)
 
@@ -189,14 +183,8 @@ def _run_behavior(
         f"hallu: {ran} behaviour chunk(s) run, {len(chunks) - ran} already done; {elapsed:.1f} s",
         file=sys.stderr,
     )
-    for dec, d in summary["decodings"].items():
-        rates = ", ".join(
-            f"{c} {r['declarative']['k']}/{r['declarative']['n']}" for c, r in d["rates"].items()
-        )
-        line = f"behavior ({dec}): declarative answers {rates}"
-        if "certain_vs_uncertain" in d:
-            line += f"; certain vs uncertain Fisher p {d['certain_vs_uncertain']['fisher_p']:.3g}"
-        print(line)
+    if "headline_line" in summary:  # hallu/analysis/behavior_rates.py, as every output
+        print(summary["headline_line"])
     print(f"results: {store.dir}/behavior (summary.md, figure1.png, responses/*.parquet)")
 
 

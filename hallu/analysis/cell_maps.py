@@ -1,0 +1,161 @@
+"""The grids the heatmaps show: one per identity, columns aligned on the template anchors.
+
+Pairs differ in length before and after the marker, so a column counted from the end holds the
+marker for some pairs and a claim word for others. Here a column is a template anchor and an
+offset from it (the row's `anchor` and `anchor_offset`, hallu/store/schema.py): start (BOS), the
+first user token, the marker, the end of the user's text and the last prompt token. Around the
+marker the offset is `position_from_marker`; every anchor lines up across pairs, and positions
+between anchors line up on the nearer one. Runs stored before the anchor columns existed fall back
+to counting from the end, and say so.
+
+One grid per identity (hallu/analysis/grid.py `keys`: direction, metric, component, head, window,
+control), so no row lands in another identity's grid. Each grid has the ratio-of-means restoration
+per cell and the max-T sign-flip test (hallu/analysis/permutation.py) on the same aligned cells.
+Each column is labelled with what every pair has there: the shared token, or "(varies)", and
+how many pairs have the column when not all do.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from hallu.analysis import permutation
+from hallu.analysis.grid import Key, PairGrid, build, keys, select
+from hallu.analysis.results import EXPECTED_SIGN
+
+ANCHORS = ("start", "user", "marker", "user_end", "last")  # prompt order (store/schema.py)
+ANCHOR_COLUMN = "anchor_position"  # the derived column: anchor rank x STRIDE + offset
+STRIDE = 1_000_000
+
+
+@dataclass
+class CellMap:
+    key: Key
+    grid: PairGrid
+    labels: list[str]  # one per column: where it is and which token every pair has there
+    estimate: np.ndarray  # [n_layers, n_columns] ratio-of-means restoration
+    p_adj: np.ndarray | None  # max-T adjusted p-values, None when not tested
+    alpha: float = 0.05
+    align: str = "anchor"  # "anchor", or "end" for runs without anchor columns
+    quantity: str = "restoration"  # or "change": patched - corrupted in metric units, where
+    # the source has no metric of its own (the norm_matched control)
+
+    @property
+    def n_pairs(self) -> int:
+        return len(self.grid.pair_ids)
+
+    @property
+    def significant(self) -> np.ndarray:
+        if self.p_adj is None:
+            return np.zeros(self.estimate.shape, bool)
+        return self.p_adj < self.alpha
+
+
+def with_anchor_positions(table: pa.Table) -> tuple[pa.Table, str]:
+    """The table with the anchor-aligned column added, and the alignment to build grids with."""
+    if "anchor" not in table.column_names or table["anchor"].null_count == table.num_rows:
+        return table, "end"
+    rank = {a: i for i, a in enumerate(ANCHORS)}
+    names = table["anchor"].to_pylist()
+    offsets = table["anchor_offset"].to_pylist()
+    code = [
+        None if a is None or o is None else rank[a] * STRIDE + int(o)
+        for a, o in zip(names, offsets, strict=True)
+    ]
+    return table.append_column(ANCHOR_COLUMN, pa.array(code, pa.int64())), "anchor"
+
+
+def column_name(code: int, align: str) -> str:
+    """'marker', 'marker+2', 'user_end-1' (anchor alignment) or '-3' (from the end)."""
+    if align == "end":
+        return str(code)
+    rank = (code + STRIDE // 2) // STRIDE  # offsets are far smaller than STRIDE / 2
+    anchor, offset = ANCHORS[rank], code - rank * STRIDE
+    return anchor if offset == 0 else f"{anchor}{offset:+d}"
+
+
+def tick_labels(rows: pa.Table, grid: PairGrid, column: str) -> list[str]:
+    """Each column's name and the token every pair has there, '(varies)' when pairs differ,
+    and 'k/N' when only k of the N pairs have the column."""
+    first = rows.filter(pc.equal(rows["layer"], grid.layers[0]))
+    seen: dict[int, dict[str, str]] = {}
+    for p, pid, tok in zip(
+        *(first[c].to_pylist() for c in (column, "pair_id", "token")), strict=True
+    ):
+        if p is not None:
+            seen.setdefault(int(p), {})[pid] = tok
+    out = []
+    for code in grid.positions:
+        toks = Counter(seen.get(code, {}).values()).most_common()
+        name = column_name(code, grid.align)
+        text = f"{name} {toks[0][0]!r}" if len(toks) == 1 else f"{name} (varies)"
+        have = len(seen.get(code, {}))
+        if have < len(grid.pair_ids):
+            text += f" {have}/{len(grid.pair_ids)}"
+        out.append(text)
+    return out
+
+
+def _estimate(grid: PairGrid) -> np.ndarray:
+    """Ratio of means per cell over the pairs that have it."""
+    present = np.isfinite(grid.patched)
+    num = np.where(present, grid.patched - grid.corrupted[:, None, None], 0.0).sum(0)
+    den = (present * grid.gap[:, None, None]).sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den != 0, num / den, np.nan)
+
+
+def cell_map(
+    table: pa.Table, key: Key, align: str, n_perm: int | None, seed: int = 0, alpha: float = 0.05
+) -> CellMap | None:
+    """One identity's aligned grid; `table` from `with_anchor_positions`."""
+    grid = build(table, key, align=align)  # type: ignore[arg-type]
+    if grid is None:
+        return None
+    column = ANCHOR_COLUMN if align == "anchor" else "position_from_end"
+    labels = tick_labels(select(table, key), grid, column)
+    toward, est, quantity = grid.gap, _estimate(grid), "restoration"
+    if not np.isfinite(grid.gap).any():  # no source metric: the raw change, signed the way
+        toward = np.full(len(grid.pair_ids), EXPECTED_SIGN.get(key.direction, 1.0))  # hoped
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a cell no pair has: NaN
+            est = np.nanmean(grid.patched - grid.corrupted[:, None, None], axis=0)
+        quantity = "change"
+    p = None
+    if n_perm and len(grid.pair_ids) > 1:
+        _, p = permutation.grid_test(grid.patched, grid.corrupted, toward, n_perm, seed)
+    return CellMap(key, grid, labels, est, p, alpha, align, quantity)
+
+
+def maps(
+    table: pa.Table,
+    n_perm: int | None = 2000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    controls: bool = True,
+) -> list[CellMap]:
+    """Every identity's map, in grid.keys order; `controls` False leaves the controls out."""
+    table, align = with_anchor_positions(table)
+    out = []
+    for key in keys(table):
+        if key.control is not None and not controls:
+            continue
+        m = cell_map(table, key, align, n_perm, seed, alpha)
+        if m is not None:
+            out.append(m)
+    return out
+
+
+def describe_key(key: Key) -> str:
+    """The identity in words, for titles: direction, component (head, window), metric, control."""
+    part = key.component + (f" head {key.head}" if key.head is not None else "")
+    if key.window != 1:
+        part += f", {key.window}-layer window"
+    text = f"{part}; metric {key.metric}"
+    return text + (f"; control {key.control}" if key.control else "")
