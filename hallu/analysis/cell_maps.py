@@ -61,14 +61,18 @@ def with_anchor_positions(table: pa.Table) -> tuple[pa.Table, str]:
     """The table with the anchor-aligned column added, and the alignment to build grids with."""
     if "anchor" not in table.column_names or table["anchor"].null_count == table.num_rows:
         return table, "end"
-    rank = {a: i for i, a in enumerate(ANCHORS)}
-    names = table["anchor"].to_pylist()
-    offsets = table["anchor_offset"].to_pylist()
-    code = [
-        None if a is None or o is None else rank[a] * STRIDE + int(o)
-        for a, o in zip(names, offsets, strict=True)
-    ]
-    return table.append_column(ANCHOR_COLUMN, pa.array(code, pa.int64())), "anchor"
+    # Vectorised (no Python object per row): the anchor's rank through its dictionary codes.
+    anchor = table["anchor"]
+    if not pa.types.is_dictionary(anchor.type):
+        anchor = pc.dictionary_encode(anchor)
+    anchor = anchor.combine_chunks()
+    rank = np.array([ANCHORS.index(a) for a in anchor.dictionary.to_pylist()] + [0], np.int64)
+    idx = pc.fill_null(anchor.indices, len(rank) - 1).to_numpy().astype(np.int64)
+    offset = table["anchor_offset"].combine_chunks()
+    code = rank[idx] * STRIDE + pc.fill_null(offset, 0).to_numpy().astype(np.int64)
+    missing = pc.or_(pc.is_null(anchor), pc.is_null(offset)).to_numpy(zero_copy_only=False)
+    column = pa.array(code, pa.int64(), mask=missing)
+    return table.append_column(ANCHOR_COLUMN, column), "anchor"
 
 
 def column_name(code: int, align: str) -> str:

@@ -2,14 +2,15 @@
 
 Verification (verify.py) reads each shard whole, because its SHA-256 and page checksums cover every
 byte. Once a shard passes, `Narrower.add` keeps only the columns the analysis and report read
-(`COLUMNS`) and drops the rest (run and shard ids, model, source tokens, anchors, screen values):
+(`COLUMNS`) and drops the rest (run and shard ids, model, source tokens and positions, screen
+values):
 only one shard is ever held with all its columns. String columns are dictionary-encoded against
 one dictionary per column that grows as shards arrive (new values appended, so earlier indices
 stay valid), so a row costs a 4-byte index per string column; integers and floats keep their
 stored types (int32, float32), so every number is the stored one. A row of the projection costs
-about 66 bytes (16 columns x 4 bytes, plus validity bits), against ~275 bytes with every column.
+about 74 bytes (18 columns x 4 bytes, plus validity bits), against ~275 bytes with every column.
 
-Peak memory of a report is therefore about 66 bytes x rows + one shard + the analysis's grids
+Peak memory of a report is therefore about 74 bytes x rows + one shard + the analysis's grids
 and bootstrap replicates of one identity at a time (float64: pairs x layers x positions, n_boot x
 layers x positions), independent of how wide the stored schema grows. docs/analysis.md states
 the bound; benchmarks/aggregate_memory.py measures it.
@@ -41,6 +42,8 @@ COLUMNS = (
     "patched",
     "restoration",
     "resolution",
+    "anchor",
+    "anchor_offset",
 )
 _TYPES = {f.name: f.type for f in schema.SCHEMA}
 STRINGS = tuple(c for c in COLUMNS if _TYPES[c] == pa.string())
