@@ -29,12 +29,14 @@ if TYPE_CHECKING:
 class BehaviorWorker:
     """Holds the model (and judge) once; `run_chunk` turns a chunk into a response table."""
 
-    def __init__(self, prep: Prepared, run_id: str):
+    def __init__(self, prep: Prepared, run_id: str, loaded: tuple[Any, str | None] | None = None):
+        """`loaded`: (model, revision) already loaded by this process (a Ray worker shares its
+        patching replica), else the model is loaded here."""
         from hallu.engine.models import load_model
 
         self.prep, self.cfg, self.run_id = prep, prep.cfg, run_id
         self.tok = prep.tokenizer
-        self.model, self.revision = load_model(self.cfg.model, len(self.tok))
+        self.model, self.revision = loaded or load_model(self.cfg.model, len(self.tok))
         self.dtype = str(next(self.model.parameters()).dtype).removeprefix("torch.")
         self.judge = None
         if self.cfg.behavior.judge is not None:
