@@ -57,13 +57,16 @@ class RayStats:
     round_trips: list[float] = field(default_factory=list)  # driver-seen seconds per unit
     by_stage: Counter[str] = field(default_factory=Counter)  # units run per stage
     pids: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))  # stage -> pids
+    model_loads: dict[int, int] = field(default_factory=dict)  # worker pid -> load_model calls
 
     def where(self) -> str:
         """Which worker processes ran each stage, e.g. for `hallu: on the workers: ...`."""
-        return "; ".join(
+        stages = "; ".join(
             f"{name} {n} on worker pid(s) {', '.join(map(str, sorted(self.pids[name])))}"
             for name, n in self.by_stage.items()
         )
+        loads = ", ".join(f"pid {p}: {n}" for p, n in sorted(self.model_loads.items()))
+        return f"{stages}; model loads per worker {loads}"
 
 
 def connect(cluster: ClusterCfg) -> bool:
@@ -309,6 +312,7 @@ class Driver:
         self.stats.shards_run += 1
         self.stats.by_stage[out["stage"]] += 1
         self.stats.pids[out["stage"]].add(out["pid"])
+        self.stats.model_loads[out["pid"]] = out["model_loads"]
         self.stats.worker_seconds += out["seconds"]
         self.stats.round_trips.append(time.perf_counter() - self.sent_at.pop(ref))
         self.free[call.actor] += 1

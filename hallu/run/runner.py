@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from hallu.config import Config
+from hallu.engine.models import LOADS
 from hallu.run.units import NoiseFloor, WorkUnit, rows_of, stage, store_result
 from hallu.run.worker import Worker
 from hallu.store.base import Store
@@ -60,6 +61,7 @@ class ShardRunner:
             "existed": existed,
             "pid": os.getpid(),
             "stage": stage(unit),
+            "model_loads": sum(LOADS.values()),  # this process's, since it started
         }
 
     def compute(self, unit: WorkUnit) -> Any:
