@@ -127,9 +127,11 @@ def run_ray(
     store: Store,
     run_meta: dict[str, Any],
     stats: RayStats | None = None,
+    runner: type = ShardRunner,
 ) -> int:
     """Run every unit (a plan's shards, or any list of units) not yet in `store` on Ray actors;
-    return how many were run."""
+    return how many were run. `runner`: the actor body, a ShardRunner (benchmarks/
+    driver_throughput.py passes one that does no model work, to time the driver alone)."""
     units: list[WorkUnit] = list(work.shards) if isinstance(work, Plan) else list(work)
     todo = _in_order(unfinished(store, units))
     if not todo:
@@ -142,7 +144,7 @@ def run_ray(
     actors: list[Any] = []
     try:
         n = _workers_that_fit(cfg.cluster)
-        remote = ray.remote(ShardRunner).options(
+        remote = ray.remote(runner).options(
             num_cpus=cfg.cluster.resources.num_cpus,
             num_gpus=cfg.cluster.resources.num_gpus,
             max_restarts=cfg.cluster.max_worker_restarts,
@@ -293,7 +295,8 @@ class Driver:
             self._on_stored(ref, call, out, bar)
         busy = sum(1 for j in self.alive if self._busy(j))
         done = ", ".join(f"{k} {self.stats.by_stage[k]}/{n}" for k, n in self.per_stage.items())
-        bar.set_postfix_str(f"{done}; workers busy {busy}/{len(self.actors)}")
+        # No forced redraw: tqdm repaints at most every 0.1 s, not once per unit.
+        bar.set_postfix_str(f"{done}; workers busy {busy}/{len(self.actors)}", refresh=False)
 
     def _on_ready(self, i: int, out: dict[str, Any]) -> None:
         """A worker finished loading the model: the first one creates the run."""
