@@ -74,7 +74,8 @@ def _same(a, b) -> bool:
 
 
 def _answers(store: LocalStore):
-    return store.read_tables(FOLDER, SCHEMA).drop_columns(["run_id"]).sort_by([(c, "ascending") for c in ANSWER])
+    table = store.read_tables(FOLDER, SCHEMA).drop_columns(["run_id"])
+    return table.sort_by([(c, "ascending") for c in ANSWER])
 
 
 def _launch(root, *extra: str) -> int:

@@ -8,8 +8,9 @@ sees the answer text only, and optionally by a judge model (judge.py), which see
 a rubric only. The patching metric (e.g. logit diff) at the prompt's last position is stored
 beside it, for the metric check in behavior_report.py.
 
-The schema and the chunks live in behavior/schema.py (no torch); the loop that runs chunks and
-stores them is hallu/run/local.py's `run_behavior`.
+The schema and the chunks live in behavior/schema.py (no torch); the loops that run chunks and
+store them are hallu/run/local.py's `run_behavior` (cluster=local) and the Ray workers
+(hallu/run/runner.py, which hands its replica to this worker).
 """
 
 from __future__ import annotations

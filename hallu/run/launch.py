@@ -1,8 +1,9 @@
 """`python -m hallu.launch [--config-dir DIR] [-m] [group=option ...] [key=value ...]`: the entry.
 
 compose + validate the config -> [mode=plan: plan and price it offline (hallu/run/offline_plan.py),
-stop] -> tokenize prompts and plan (no weights) -> load the model -> run.json -> run unfinished
-shards -> aggregate into figures and a summary. `-m` runs one study per combination of swept
+stop] -> tokenize prompts and plan (no weights) -> load the model (cluster=local: here; on Ray:
+in each worker, never here) -> run.json -> run unfinished shards, behaviour chunks and the noise
+floor -> aggregate into figures and a summary. `-m` runs one study per combination of swept
 values (hallu/run/multirun.py); flags, --help and "did you mean" live in hallu/cli.py.
 
 Any mistake in what the user asked for ends with one message naming the key or file and the fix,
