@@ -220,6 +220,7 @@ class Driver:
         self.failures: Counter[str] = Counter()
         self.pending: dict[Any, Call] = {}
         self.free = [0] * len(actors)
+        self.inflight = [0] * len(actors)  # units (not `ready` calls) in flight per actor
         self.alive = set(range(len(actors)))
         self.seq = 0
         self.sent_at: dict[Any, float] = {}
@@ -236,7 +237,7 @@ class Driver:
         desc = " + ".join(self.per_stage)
         with tqdm(total=self.n_todo, unit="unit", desc=desc, file=sys.stderr) as bar:
             bar.set_postfix_str(f"loading {len(self.actors)} workers")
-            while self.queue or any(c.unit is not None for c in self.pending.values()):
+            while self.queue or any(self.inflight):
                 self._dispatch()
                 ready_refs, _ = ray.wait(list(self.pending), num_returns=1, timeout=60)
                 if not ready_refs:
@@ -252,6 +253,7 @@ class Driver:
         self.pending[ref] = Call(i, unit, self.seq)
         if unit is not None:
             self.sent_at[ref] = time.perf_counter()
+            self.inflight[i] += 1
 
     def _dispatch(self) -> None:
         for i in sorted(self.alive):
@@ -260,7 +262,7 @@ class Driver:
                 self.free[i] -= 1
 
     def _busy(self, i: int) -> bool:
-        return any(c.actor == i and c.unit is not None for c in self.pending.values())
+        return self.inflight[i] > 0
 
     def _say_if_stuck(self) -> None:
         """Still loading or computing; say so if no worker can take work."""
@@ -277,6 +279,9 @@ class Driver:
         from ray.exceptions import ActorDiedError, ActorUnavailableError, RayTaskError
 
         call = self.pending.pop(ref)
+        sent = self.sent_at.pop(ref, None)
+        if call.unit is not None:
+            self.inflight[call.actor] -= 1
         try:
             out = ray.get(ref)  # already finished: this does not block
         except (ActorUnavailableError, ActorDiedError) as err:
@@ -292,7 +297,7 @@ class Driver:
         if call.unit is None:
             self._on_ready(call.actor, out)
         else:
-            self._on_stored(ref, call, out, bar)
+            self._on_stored(call, out, bar, sent or time.perf_counter())
         busy = sum(1 for j in self.alive if self._busy(j))
         done = ", ".join(f"{k} {self.stats.by_stage[k]}/{n}" for k, n in self.per_stage.items())
         # No forced redraw: tqdm repaints at most every 0.1 s, not once per unit.
@@ -311,13 +316,13 @@ class Driver:
             self.created, self.first_ready_at = True, time.perf_counter()
         self.free[i] = self.cfg.cluster.shards_per_worker
 
-    def _on_stored(self, ref: Any, call: Call, out: dict[str, Any], bar: tqdm) -> None:
+    def _on_stored(self, call: Call, out: dict[str, Any], bar: tqdm, sent: float) -> None:
         self.stats.shards_run += 1
         self.stats.by_stage[out["stage"]] += 1
         self.stats.pids[out["stage"]].add(out["pid"])
         self.stats.model_loads[out["pid"]] = out["model_loads"]
         self.stats.worker_seconds += out["seconds"]
-        self.stats.round_trips.append(time.perf_counter() - self.sent_at.pop(ref))
+        self.stats.round_trips.append(time.perf_counter() - sent)
         self.free[call.actor] += 1
         bar.update(1)
 
