@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import boto3
 
 from hallu.config import Config
+from hallu.run.watchdog import below
 
 from .conftest import tiny_config
 
@@ -218,25 +219,27 @@ def sorted_rows(table):
 
 
 def descendants(pid: int) -> dict[int, str]:
-    """pid -> command line of every process below `pid` (read from /proc; Linux)."""
-    parent: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    # the command may contain spaces or parentheses: split after the last ')'
-                    parent[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    found, frontier = {}, [pid]
-    while frontier:
-        p = frontier.pop()
-        for child, ppid in parent.items():
-            if ppid == p and child not in found:
-                try:
-                    with open(f"/proc/{child}/cmdline", "rb") as f:
-                        found[child] = f.read().replace(b"\0", b" ").decode(errors="replace")
-                except OSError:
-                    continue
-                frontier.append(child)
+    """pid -> command line of every process below `pid` (the watchdog's /proc walk; Linux)."""
+    found = {}
+    for child in below(pid):
+        try:
+            with open(f"/proc/{child}/cmdline", "rb") as f:
+                found[child] = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
     return found
+
+
+def pipe(src: socket.socket, dst: socket.socket) -> None:
+    """Copy one direction of a proxied TCP connection until either side closes."""
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass

@@ -21,7 +21,7 @@ from hallu.store.lease import LeaseLost
 from hallu.store.local import LocalStore
 from hallu.store.s3 import S3Store
 
-from .cluster_fixtures import BUCKET, moto_server, service_env, sorted_rows
+from .cluster_fixtures import BUCKET, moto_server, pipe, service_env, sorted_rows
 from .conftest import tiny_config
 from .test_faults import SMALL, one_line_error
 
@@ -117,7 +117,7 @@ class OutageProxy:
             upstream = socket.create_connection(self.target)
             self.conns += [conn, upstream]
             for a, b in ((conn, upstream), (upstream, conn)):
-                threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+                threading.Thread(target=pipe, args=(a, b), daemon=True).start()
 
     def down(self) -> None:
         try:
@@ -142,20 +142,6 @@ class OutageProxy:
         except ConnectionRefusedError:
             return True
         return False
-
-
-def _pipe(src: socket.socket, dst: socket.socket) -> None:
-    try:
-        while data := src.recv(65536):
-            dst.sendall(data)
-    except OSError:
-        pass
-    finally:
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 def test_endpoint_down_for_20_s_then_back_the_run_goes_on(moto, reference):

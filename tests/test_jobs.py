@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -16,7 +17,15 @@ from hallu.run.prepare import prepare
 from hallu.store.local import LocalStore
 from hallu.store.s3 import S3Store
 
-from .cluster_fixtures import TEST_ENV, free_port, moto_server, ray_head, service_env, sorted_rows
+from .cluster_fixtures import (
+    BUCKET,
+    TEST_ENV,
+    free_port,
+    moto_server,
+    ray_head,
+    service_env,
+    sorted_rows,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -90,6 +99,40 @@ def test_submitted_job_runs_the_sweep_on_the_cluster(services, tmp_path):
         env=no_token,
     )
     assert refused.returncode == 2 and "RAY_AUTH_MODE=token" in refused.stderr, refused.stderr
+
+
+@pytest.mark.slow
+def test_a_multirun_is_one_job_and_its_report_reads_the_bucket(services, tmp_path):
+    moto, head = services
+    args = [a for a in _job_args(moto, head, "mrjob") if not a.startswith("storage.prefix=")]
+    args.append("storage.prefix=multi")
+    env = head.client_env()
+    proc = subprocess.run(
+        [sys.executable, "-m", "hallu.launch", "-m", *args, "sweep.pairs=2,3"],
+        capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert out.count("submitted hallu-") == 1 and "job hallu-mrjob SUCCEEDED" in out
+    # Inside the job the studies ran one after another on the cluster, into the bucket.
+    root = f"s3://{BUCKET}/multi/mrjob"
+    assert f"multirun: {root} (multirun.json)" in out
+    index_store = S3Store(compose(args).storage, "mrjob")
+    index = index_store.read_file("multirun.json")
+    studies = json.loads(index)["studies"]
+    assert [s["status"] for s in studies] == ["done", "done"]
+    for s, pairs in zip(studies, (2, 3), strict=True):
+        cfg = compose([*args, f"sweep.pairs={pairs}", "storage.prefix=multi/mrjob"])
+        rows = S3Store(cfg.storage, s["run_id"]).read_results()
+        assert set(rows["pair_id"].to_pylist()) == set(prepare(cfg).token_ids)
+    report_env = {**env, "AWS_ENDPOINT_URL": moto.url, "AWS_DEFAULT_REGION": "us-east-1"}
+    rep = subprocess.run(
+        [sys.executable, "-m", "hallu.report", root, "--n-boot", "100", "--n-perm", "100"],
+        capture_output=True, text=True, timeout=300, env=report_env, cwd=tmp_path,
+    )  # fmt: skip
+    assert rep.returncode == 0, rep.stderr[-3000:]
+    md = index_store.read_file("multirun_report.md").decode()
+    assert "| sweep.pairs=2 | sweep.pairs=3 |" in md
 
 
 def test_submission_ids_and_entrypoint_follow_the_run_id():

@@ -75,11 +75,19 @@ def test_steering_moves_the_metric_by_gain_times_alpha(certain_gain, uncertain_g
         np.testing.assert_allclose(moved, certain_gain * alpha, atol=1e-3)
 
 
-def test_head_patching_ranks_the_planted_head_first_and_no_head_writes_the_readout():
+@pytest.mark.parametrize(("certain_gain", "uncertain_gain"), [(1.0, 1.0), (1.0, 2.0)])
+def test_head_and_path_patching_rank_the_planted_head_first_and_no_head_writes_the_readout(
+    certain_gain, uncertain_gain
+):
+    """With these gains 2 x uncertain_gain (the planted head) exceeds |uncertain - certain|
+    (the late head), so the construction ranks the planted head first."""
     from hallu.engine.adapters import Adapter
     from hallu.engine.paths import head_effects
 
-    cfg, prep, worker, _ = _setup()
+    cfg, prep, worker, _ = _setup(
+        f"model.planted.certain_gain={certain_gain}",
+        f"model.planted.uncertain_gain={uncertain_gain}",
+    )
     spec = cfg.model.planted
     pair = worker.mech.pairs[0]
     ids = {c: worker.mech.ids[worker.mech.pair_prompt[pair][c]] for c in ("certain", "uncertain")}
@@ -89,6 +97,18 @@ def test_head_patching_ranks_the_planted_head_first_and_no_head_writes_the_reado
     assert abs(float(total[spec.layer, spec.head]) - 2 * spec.uncertain_gain) < 1e-3
     # The heads write X and Y, which the unembedding does not read: the MLP writes OUT.
     assert float((eff["direct"] - eff["corrupted"]).abs().max()) < 1e-3
+    # Path patching (later heads frozen, the late MLP recomputed): the planted head sends
+    # X = +1 where the target had -1, and the MLP multiplies it by the target's Y (the
+    # uncertain gain, since the late head is frozen): 2 x uncertain_gain, ranked first.
+    path = (eff["path"] - eff["corrupted"]).abs()
+    assert divmod(int(path.argmax()), path.shape[1]) == (spec.layer, spec.head)
+    assert abs(float(path[spec.layer, spec.head]) - 2 * spec.uncertain_gain) < 1e-3
+    # the late head alone swaps the gain: OUT goes from -uncertain_gain to -certain_gain
+    late = float(eff["path"][spec.late_layer, spec.late_head] - eff["corrupted"])
+    assert abs(late - (spec.uncertain_gain - spec.certain_gain)) < 1e-3
+    others = path.clone()
+    others[spec.layer, spec.head] = others[spec.late_layer, spec.late_head] = 0
+    assert float(others.max()) < 1e-3  # no other head carries anything
 
 
 def test_patch_and_generate_after_the_copy_flips_the_first_word():

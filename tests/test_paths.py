@@ -36,9 +36,10 @@ def _record(model, layers, ids):
     return rec, logits
 
 
-def _naive(model, layers, tgt, src_rec, tgt_rec, layer, head, hd, direct):
-    """Target run with head `head` of `layer` patched at the last position; `direct` freezes
-    every later attention and MLP output (and this layer's MLP) at the target's values."""
+def _naive(model, layers, tgt, src_rec, tgt_rec, layer, head, hd, kind):
+    """Target run with head `head` of `layer` patched at the last position; `path` freezes
+    every later attention output at the target's values, `direct` also every MLP output from
+    this layer's on."""
     handles = []
 
     def patch_z(_m, a):
@@ -49,11 +50,11 @@ def _naive(model, layers, tgt, src_rec, tgt_rec, layer, head, hd, direct):
         return (z,)
 
     handles.append(layers[layer].self_attn.o_proj.register_forward_pre_hook(patch_z))
-    if direct:
-        for i in range(layer, len(layers)):
-            if i > layer:
-                handles.append(layers[i].self_attn.register_forward_hook(
-                    lambda _m, _a, o, i=i: (tgt_rec["attn"][i], *o[1:])))  # fmt: skip
+    for i in range(layer, len(layers)):
+        if i > layer and kind in ("path", "direct"):
+            handles.append(layers[i].self_attn.register_forward_hook(
+                lambda _m, _a, o, i=i: (tgt_rec["attn"][i], *o[1:])))  # fmt: skip
+        if kind == "direct":
             handles.append(layers[i].mlp.register_forward_hook(
                 lambda _m, _a, _o, i=i: tgt_rec["mlp"][i]))  # fmt: skip
     try:
@@ -77,13 +78,15 @@ def test_head_effects_equal_naive_patching_and_naive_path_patching():
         assert abs(eff["clean"] - float(prep.metric(src_logits))) < 1e-4
         for layer in range(ad.n_layers):
             for head in range(ad.n_heads):
-                for kind in ("total", "direct"):
+                for kind in ("total", "path", "direct"):
                     logits = _naive(model, layers, tgt, src_rec, tgt_rec, layer, head,
-                                    ad.head_dim, kind == "direct")  # fmt: skip
+                                    ad.head_dim, kind)  # fmt: skip
                     want = float(prep.metric(logits))
                     assert abs(float(eff[kind][layer, head]) - want) < 1e-4, (kind, layer, head)
         # the last layer's heads: the direct path differs from the total by the last MLP only
         assert not torch.allclose(eff["total"][:-1], eff["direct"][:-1])
+        assert not torch.allclose(eff["path"][:-1], eff["direct"][:-1])  # later MLPs count
+        assert not torch.allclose(eff["total"][:-2], eff["path"][:-2])  # later heads do not
 
 
 @torch.no_grad()
@@ -93,5 +96,5 @@ def test_a_pair_with_itself_has_no_head_effects():
     model, _ = load_model(cfg.model, len(prep.tokenizer))
     ids = next(iter(prep.token_ids.values()))["certain"]
     eff = head_effects(Adapter(model), ids, ids, prep.metric)
-    for kind in ("total", "direct"):
+    for kind in ("total", "path", "direct"):
         torch.testing.assert_close(eff[kind], torch.full_like(eff[kind], eff["corrupted"]))

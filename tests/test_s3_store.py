@@ -21,6 +21,7 @@ from .cluster_fixtures import (
     TEST_ENV,
     free_port,
     moto_server,
+    pipe,
     service_env,
     sorted_rows,
 )
@@ -204,21 +205,7 @@ class _FlakyProxy:
             self.forwarded += 1
             upstream = socket.create_connection(self.target)
             for a, b in ((conn, upstream), (upstream, conn)):
-                threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
-
-
-def _pipe(src: socket.socket, dst: socket.socket) -> None:
-    try:
-        while data := src.recv(65536):
-            dst.sendall(data)
-    except OSError:
-        pass
-    finally:
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+                threading.Thread(target=pipe, args=(a, b), daemon=True).start()
 
 
 def test_behaviour_chunks_and_figures_land_in_s3_and_resume(moto, capsys):

@@ -177,7 +177,8 @@ def patchgen_table(pg: pd.DataFrame, by_truth: bool = False) -> list[dict[str, A
 
 def head_table(heads: pd.DataFrame, top: int, seed: int = 0) -> list[dict[str, Any]]:
     """Per direction, the `top` heads by |mean total effect| (patched - corrupted, logits),
-    with their direct (path-patched) effect and each as a fraction of the baseline gap (ratio
+    with their path effect (later heads frozen, MLPs recomputed), their direct effect (the head's
+    straight path to the unembedding) and each as a fraction of the baseline gap (ratio
     of means over claims); claim-bootstrap intervals."""
     out = []
     for direction, g in heads.groupby("patch_direction", sort=True):
@@ -189,7 +190,7 @@ def head_table(heads: pd.DataFrame, top: int, seed: int = 0) -> list[dict[str, A
             h = h.set_index("claim_id").reindex(claims)
             gap = w @ (h.clean - h.corrupted).to_numpy()
             row = {"direction": direction, "layer": int(layer), "head": int(head)}
-            for kind in ("total", "direct"):
+            for kind in ("total", "path", "direct"):
                 eff = w @ (h[kind] - h.corrupted).to_numpy()
                 row[kind] = _ci(eff)
                 with np.errstate(invalid="ignore", divide="ignore"):

@@ -76,17 +76,20 @@ def section(doc: Any, tables: dict[str, pd.DataFrame], top: int = 5) -> dict[str
 def _heads(doc: Any, heads: pd.DataFrame, top: int) -> list[dict[str, Any]]:
     rows = mech.head_table(heads, top)
     doc.p(
-        "Which heads carry it: each head's output at the last position patched from the source "
-        "(total effect, through every later layer) and only along its direct path to the "
-        "unembedding (path patching; every other path keeps the target's values). Effects are "
-        "patched - corrupted in logits, and as a fraction of the baseline gap; the top heads by "
-        "|total effect| per direction."
+        "Which heads carry it: each head's output at the last position patched from the source, "
+        "measured three ways. total: through every later layer. path (path patching to the "
+        "logits, as Wang et al. 2022 do it): every later attention layer frozen at the target's "
+        "output, MLPs recomputed, so it counts what the head sends through the residual stream "
+        "and later MLPs but not through later heads. direct: only the head's straight path to "
+        "the unembedding. Effects are patched - corrupted in logits, and as a fraction of the "
+        "baseline gap; the top heads by |total effect| per direction, claim-bootstrap intervals."
     )
     doc.table(
-        ["direction", "rank", "layer.head", "total (logits)", "direct (logits)",
-         "total / gap", "direct / gap"],
+        ["direction", "rank", "layer.head", "total (logits)", "path (logits)", "direct (logits)",
+         "total / gap", "path / gap", "direct / gap"],
         [[r["direction"], r["rank"], f"{r['layer']}.{r['head']}", _ci(r["total"]),
-          _ci(r["direct"]), _ci(r["total_restoration"]), _ci(r["direct_restoration"])]
+          _ci(r["path"]), _ci(r["direct"]), _ci(r["total_restoration"]),
+          _ci(r["path_restoration"]), _ci(r["direct_restoration"])]
          for r in rows],
     )  # fmt: skip
     return rows

@@ -15,9 +15,14 @@ import html
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hallu.errors import UserError
+
+if TYPE_CHECKING:
+    from hallu.store.base import Store
+
+INDEX = "multirun.json"
 
 SHORT = {"restore_confidence": "2A restore confidence", "induce_tentativeness": "2B induce"}
 
@@ -34,16 +39,21 @@ class Study:
 
 
 def is_multirun(path: str) -> bool:
-    return (Path(path) / "multirun.json").is_file()
+    """A multirun folder: local, or `s3://bucket/prefix/<multirun id>` (checked in the bucket)."""
+    if path.startswith("s3://"):
+        from hallu.store.base import store_at
+
+        return store_at(path).read_file(INDEX) is not None
+    return (Path(path) / INDEX).is_file()
 
 
-def _analyse(path: Path, study: Study, opts: Any) -> None:
+def _analyse(path: str, study: Study, opts: Any) -> None:
     """The study's statistics and scorecard, as its own report computes them."""
     from hallu.analysis import behavior_check, scorecard
     from hallu.analysis.run_stats import analyse
     from hallu.store.reader import n_layers_of, open_run
 
-    run = open_run(str(path))
+    run = open_run(path)
     study.n_layers = n_layers_of(run)
     study.model = run.meta.get("config", {}).get("model", {}).get("name_or_path", "?")
     study.stats = analyse(run.table, study.n_layers, run.noise, opts)
@@ -56,16 +66,16 @@ def _analyse(path: Path, study: Study, opts: Any) -> None:
     study.card = scorecard.build(study.stats, asym, tracking, run.behavior is not None, which)
 
 
-def load(root: Path, opts: Any) -> list[Study]:
-    index = json.loads((root / "multirun.json").read_text())
+def load(root: Store, opts: Any) -> list[Study]:
+    index = json.loads(root.read_file(INDEX) or b"{}")
     studies = []
-    for s in index["studies"]:
+    for s in index.get("studies", []):
         study = Study(s["run_id"], s["overrides"], s["status"])
         if s["status"] == "done":
-            _analyse(root / s["dir"], study, opts)
+            _analyse(f"{root.dir}/{s['dir']}", study, opts)
         studies.append(study)
     if not any(s.stats for s in studies):
-        raise UserError(f"{root}: no study of this multirun has finished; rerun its command")
+        raise UserError(f"{root.dir}: no study of this multirun has finished; rerun its command")
     return studies
 
 
@@ -142,8 +152,8 @@ def figure(studies: list[Study]) -> bytes:
     return buf.getvalue()
 
 
-def _markdown(root: Path, tabs: list) -> str:
-    out = [f"# hallu multirun report: {root.name}", ""]
+def _markdown(name: str, tabs: list) -> str:
+    out = [f"# hallu multirun report: {name}", ""]
     for title, head, rows in tabs:
         out += [f"## {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         out += ["| " + " | ".join(r) + " |" for r in rows] + [""]
@@ -151,8 +161,8 @@ def _markdown(root: Path, tabs: list) -> str:
     return "\n".join(out)
 
 
-def _html(root: Path, tabs: list, png: bytes) -> str:
-    parts = [f"<h1>hallu multirun report: {html.escape(root.name)}</h1>"]
+def _html(name: str, tabs: list, png: bytes) -> str:
+    parts = [f"<h1>hallu multirun report: {html.escape(name)}</h1>"]
     for title, head, rows in tabs:
         cells = "".join(f"<th>{html.escape(h)}</th>" for h in head)
         body = "".join(
@@ -165,14 +175,18 @@ def _html(root: Path, tabs: list, png: bytes) -> str:
     return f"<!doctype html><meta charset=utf-8><style>{style}</style>" + "".join(parts)
 
 
-def write(root: Path, opts: Any) -> Path:
+def write(location: str, opts: Any) -> str:
+    """Write the comparative report into the multirun's folder (local or in the bucket)."""
+    from hallu.store.base import store_at
+
+    root = store_at(location)
     studies = load(root, opts)
     tabs = tables(studies)
     png = figure(studies)
-    (root / "multirun_layers.png").write_bytes(png)
-    (root / "multirun_report.md").write_text(_markdown(root, tabs))
-    (root / "multirun_report.html").write_text(_html(root, tabs, png))
-    return root / "multirun_report.html"
+    name = root.run_id
+    root.write_file("multirun_layers.png", png)
+    root.write_file("multirun_report.md", _markdown(name, tabs).encode())
+    return str(root.write_file("multirun_report.html", _html(name, tabs, png).encode()))
 
 
 def main(argv: list[str]) -> int:
@@ -189,9 +203,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     try:
-        out = write(
-            Path(args.multirun), Options(n_boot=args.n_boot, n_perm=args.n_perm, seed=args.seed)
-        )
+        out = write(args.multirun, Options(n_boot=args.n_boot, n_perm=args.n_perm, seed=args.seed))
     except UserError as err:
         print(f"hallu: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -72,14 +72,28 @@ def submission_id(run_id: str, attempt: int = 1) -> str:
 
 
 def entrypoint(argv: list[str], run_id: str) -> str:
-    """The job's command: the user's overrides, minus the ones the job decides itself."""
+    """The job's command: the user's overrides (and -m for a multirun), minus the ones the job
+    decides itself."""
     keep = [a for a in argv if not re.match(r"^(run_id|cluster\.kind|cluster\.address)=", a)]
     inside = [f"run_id={run_id}", "cluster.kind=ray", "cluster.address=null"]
     return shlex.join(["python", "-m", "hallu.launch", *keep, *inside])
 
 
-def submit_and_follow(cfg: Config, argv: list[str]) -> int:
-    """Submit (or rejoin) the run's job and follow it to the end; returns the job's exit code."""
+def refuse_config_dir(cfg: Config, config_dir: str | None) -> None:
+    from hallu.config import CONFIG_DIR_ENV
+
+    if config_dir or os.environ.get(CONFIG_DIR_ENV):
+        raise UserError(
+            f"cluster={cfg.cluster.kind}: the job composes its config on the cluster, which "
+            "cannot see your --config-dir; put those options in hallu/conf/ of the checkout"
+        )
+
+
+def submit_and_follow(cfg: Config, argv: list[str], run_id: str | None = None) -> int:
+    """Submit (or rejoin) the run's job and follow it to the end; returns the job's exit code.
+
+    A multirun (`argv` starting with -m) is one job under its multirun id `run_id`: its studies
+    are checked by the job itself, each in its own folder below that id."""
     from hallu.store.study import new_run_id
 
     if cfg.mode == "plan":
@@ -99,9 +113,10 @@ def submit_and_follow(cfg: Config, argv: list[str]) -> int:
         )
     from hallu.store.s3 import S3Store
 
-    run_id = cfg.run_id or new_run_id(cfg)
+    run_id = run_id or cfg.run_id or new_run_id(cfg)
     store = S3Store.open(cfg.storage, run_id)  # catch a wrong bucket before renting time on it
-    store.check_compatible(cfg)
+    if argv[:1] != ["-m"]:
+        store.check_compatible(cfg)
     addr = address(cfg.cluster)
     jobs = client(addr)
     sid = submit(jobs, argv, run_id)

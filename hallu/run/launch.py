@@ -50,22 +50,16 @@ def main(argv: list[str]) -> int:
 
 
 def _run(argv: list[str], config_dir: str | None = None) -> int:
-    import os
 
-    from hallu.config import CONFIG_DIR_ENV, compose
+    from hallu.config import compose
 
     cfg = compose(argv, config_dir)
     if cfg.mode == "plan":  # for any cluster: nothing is submitted, loaded or downloaded
         return _plan(cfg)
     if cfg.cluster.kind in ("lambda", "runpod"):  # submit as a Ray Job; the job runs the rest
-        from hallu.run.jobs import submit_and_follow
+        from hallu.run.jobs import refuse_config_dir, submit_and_follow
 
-        if config_dir or os.environ.get(CONFIG_DIR_ENV):
-            raise UserError(
-                f"cluster={cfg.cluster.kind}: the job composes its config on the cluster, which "
-                "cannot see your --config-dir; put those options in hallu/conf/ of the checkout"
-            )
-
+        refuse_config_dir(cfg, config_dir)
         return submit_and_follow(cfg, argv)
     return _run_study(cfg)
 

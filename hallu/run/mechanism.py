@@ -53,7 +53,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "heads": pa.schema(
         [("run_id", _S), ("unit_id", _S), ("pair_id", _S), ("claim_id", _S), ("claim_true", _B),
          ("patch_direction", _S), ("layer", _I), ("head", _I), ("clean", _F),
-         ("corrupted", _F), ("total", _F), ("direct", _F)]
+         ("corrupted", _F), ("total", _F), ("path", _F), ("direct", _F)]
     ),
 }  # fmt: skip
 

@@ -151,7 +151,7 @@ class MechanismWorker:
         return cols
 
     def _heads(self, unit: Unit) -> dict[str, list]:
-        """Per-head total and direct (path-patched) effects at the last position, per pair."""
+        """Per-head total, path and direct effects at the last position, per pair."""
         from hallu.engine.adapters import Adapter
         from hallu.engine.paths import head_effects
 
@@ -167,7 +167,7 @@ class MechanismWorker:
                 for head in range(ad.n_heads):
                     vals = (p, self.mech.claim_of[p], self.mech.truth_of[p], unit.direction)
                     vals += (layer, head, eff["clean"], eff["corrupted"])
-                    vals += (float(eff["total"][layer, head]), float(eff["direct"][layer, head]))
+                    vals += tuple(float(eff[k][layer, head]) for k in ("total", "path", "direct"))
                     for key, v in zip(HEADS_KEYS, vals, strict=True):
                         cols[key].append(v)
         return cols
@@ -197,7 +197,7 @@ STEER_KEYS = (
 )  # fmt: skip
 HEADS_KEYS = (
     "pair_id", "claim_id", "claim_true", "patch_direction", "layer", "head", "clean",
-    "corrupted", "total", "direct",
+    "corrupted", "total", "path", "direct",
 )  # fmt: skip
 PATCHGEN_KEYS = (
     "pair_id", "claim_id", "claim_true", "patch_direction", "setting", "layer", "site",

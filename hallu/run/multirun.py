@@ -3,10 +3,15 @@
 Sweeps use Hydra's override grammar (`key=a,b`, `key=range(1,4)`) and Hydra's basic sweeper's
 expansion (the cartesian product, in the order given). Every study is composed, validated and
 planned before the first one runs, so a bad combination stops the multirun with nothing written.
-Then the studies run here one after another, each an ordinary run in its own directory:
+Then the studies run one after another, each an ordinary run in its own directory:
 
     <storage.root>/<multirun id>/multirun.json      the index: overrides, run id, status per study
     <storage.root>/<multirun id>/<i>-<label>/       study i's run (run.json, shards, summary...)
+
+With `storage=s3` the same layout lives under `s3://<bucket>/<prefix>/<multirun id>/`. With
+`cluster=lambda|runpod` the whole multirun is submitted as one Ray job (hallu/run/jobs.py): the
+job runs this same command on the cluster (`cluster.kind=ray`), so every study uses the
+cluster's workers and the studies' results and index land in the bucket.
 
 The multirun id is `run_id=NAME` if given (rerunning it resumes every study), else
 `multirun-<UTC time>`. `python -m hallu.report <multirun dir>` compares the studies
@@ -21,11 +26,14 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hallu.config import Config, compose
 from hallu.errors import UserError
 from hallu.run.offline_plan import hours_text
+
+if TYPE_CHECKING:
+    from hallu.store.base import Store
 
 INDEX = "multirun.json"
 
@@ -73,15 +81,22 @@ def _configs(
             cfg = compose(study, config_dir)
         except UserError as err:
             raise UserError(f"study {name} ({' '.join(study)}): {err}") from None
-        remote = cfg.storage.kind != "local" or cfg.cluster.kind in ("lambda", "runpod")
-        if remote and cfg.mode != "plan":
-            raise UserError(
-                f"study {name}: -m runs studies one after another on this machine with "
-                "storage=local; submit cluster runs (cluster=lambda|runpod, storage=s3) one "
-                "command per study for now"
-            )
         out.append((name, study, cfg))
+    first = out[0][2]
+    for name, _, cfg in out[1:]:  # one index, one place: the studies share where they run
+        for key in ("cluster.kind", "storage.kind", "storage.root", "storage.bucket"):
+            a, b = (_get(c, key) for c in (first, cfg))
+            if a != b:
+                raise UserError(
+                    f"study {name}: {key}={b!r} differs from the first study's {a!r}; -m keeps "
+                    f"one multirun in one place, so sweep {key} in separate commands"
+                )
     return out
+
+
+def _get(cfg: Config, key: str) -> Any:
+    section, field = key.split(".")
+    return getattr(getattr(cfg, section), field)
 
 
 def _estimates(configs: list[tuple[str, list[str], Config]]) -> list[dict[str, Any]]:
@@ -114,25 +129,32 @@ def _print_totals(estimates: list[dict[str, Any]]) -> None:
     print(line)
 
 
-def _index(path: Path, studies: list[dict[str, Any]], argv: list[str]) -> None:
-    from hallu.store.files import write_atomic
-
+def _index(store: Store, studies: list[dict[str, Any]], argv: list[str]) -> None:
     doc = {"version": 1, "argv": argv, "studies": studies}
-    write_atomic(path, json.dumps(doc, indent=1).encode())
+    store.write_file(INDEX, json.dumps(doc, indent=1).encode())
 
 
-def _open_dir(cfg: Config, mr_id: str, names: list[str], studies: list[list[str]]) -> Path:
-    root = Path(cfg.storage.root) / mr_id
-    index = root / INDEX
-    if index.exists():  # resuming: the same studies, or refuse (nothing is overwritten)
-        old = json.loads(index.read_text())["studies"]
+def _open_index(cfg: Config, mr_id: str, names: list[str], studies: list[list[str]]) -> Store:
+    """The multirun's folder (local or in the bucket) as a store, holding multirun.json."""
+    from hallu.store.base import store_for
+
+    store = store_for(cfg.storage, mr_id)  # a bucket is checked reachable first
+    raw = store.read_file(INDEX)
+    if raw is not None:  # resuming: the same studies, or refuse (nothing is overwritten)
+        old = json.loads(raw)["studies"]
         if [(s["run_id"], s["overrides"]) for s in old] != list(zip(names, studies, strict=True)):
             raise UserError(
-                f"run_id={mr_id}: {index} holds other studies; choose another run_id, or repeat "
-                "the command that made it to resume it"
+                f"run_id={mr_id}: {store.dir}/{INDEX} holds other studies; choose another "
+                "run_id, or repeat the command that made it to resume it"
             )
-    root.mkdir(parents=True, exist_ok=True)
-    return root
+    return store
+
+
+def _placed(cfg: Config, mr_id: str) -> str:
+    """The override that puts a study's run inside the multirun's folder."""
+    if cfg.storage.kind == "s3":
+        return f"storage.prefix={cfg.storage.prefix.strip('/')}/{mr_id}"
+    return f"storage.root={Path(cfg.storage.root) / mr_id}"
 
 
 def run(overrides: list[str], config_dir: str | None, run_one: Callable[[list[str]], int]) -> int:
@@ -142,25 +164,31 @@ def run(overrides: list[str], config_dir: str | None, run_one: Callable[[list[st
     configs = _configs(studies, varying, config_dir)
     estimates = _estimates(configs)
     _print_totals(estimates)
-    if configs[0][2].mode == "plan":
+    first = configs[0][2]
+    if first.mode == "plan":
         return 0
     mr_id = mr_id or time.strftime("multirun-%Y%m%d-%H%M%S", time.gmtime())
+    if first.cluster.kind in ("lambda", "runpod"):  # the whole multirun as one Ray job
+        from hallu.run.jobs import refuse_config_dir, submit_and_follow
+
+        refuse_config_dir(first, config_dir)
+        return submit_and_follow(first, ["-m", *overrides], run_id=mr_id)
     names = [n for n, _, _ in configs]
-    root = _open_dir(configs[0][2], mr_id, names, studies)
+    store = _open_index(first, mr_id, names, studies)
     index = [{"run_id": n, "overrides": s, "dir": n, "status": "pending"} for n, s, _ in configs]
-    _index(root / INDEX, index, sys.argv[1:])
+    _index(store, index, sys.argv[1:])
     worst = 0
     for entry in index:
         print(f"hallu: multirun {mr_id}: study {entry['run_id']}", file=sys.stderr)
         try:
             code = run_one(
-                [*entry["overrides"], f"storage.root={root}", f"run_id={entry['run_id']}"]
+                [*entry["overrides"], _placed(first, mr_id), f"run_id={entry['run_id']}"]
             )
             entry["status"] = "done" if code == 0 else f"exit {code}"
         except UserError as err:  # one study's failure leaves the others' results standing
             print(f"hallu: error: study {entry['run_id']}: {err}", file=sys.stderr)
             entry["status"], code = f"error: {err}", 2
         worst = max(worst, code)
-        _index(root / INDEX, index, sys.argv[1:])
-    print(f"multirun: {root} ({INDEX}); report: python -m hallu.report {root}")
+        _index(store, index, sys.argv[1:])
+    print(f"multirun: {store.dir} ({INDEX}); report: python -m hallu.report {store.dir}")
     return worst
