@@ -173,7 +173,8 @@ def run_ray(
 
 def _in_order(units: list[WorkUnit]) -> list[WorkUnit]:
     """Longest first, so the run does not end on one straggler: the noise floor (it loads the
-    model in three more dtypes), behaviour chunks (generation), then shards by FLOPs."""
+    model again in each other measured dtype), behaviour chunks (generation), then shards by
+    FLOPs."""
     rank = {"noise floor": 0, "behavior": 1}
     return sorted(
         units,

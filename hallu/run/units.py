@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from hallu.behavior.schema import FOLDER as BEHAVIOR_FOLDER
 from hallu.behavior.schema import Chunk
@@ -39,7 +39,7 @@ class NoiseFloor:
     unit_id: str = "noise_floor"
 
 
-WorkUnit = Union[Shard, Chunk, NoiseFloor, MechanismUnit]  # noqa: UP007 (a runtime alias)
+WorkUnit = Shard | Chunk | NoiseFloor | MechanismUnit
 
 
 def unit_id(u: WorkUnit) -> str:
