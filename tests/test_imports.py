@@ -32,7 +32,7 @@ GROUPS = {
     "no torch": (
         ["hallu.config", "hallu.prompts", "hallu.shape", "hallu.run.plan", "hallu.behavior.schema"]
         + ["hallu.cli", "hallu.run.gpus", "hallu.run.estimate", "hallu.run.offline_plan"]
-        + ["hallu.run.multirun"]
+        + ["hallu.run.multirun", "hallu.run.units"]
         + [m for p in ("hallu.store", "hallu.analysis", "hallu.report") for m in _modules(p)],
         NO_TORCH,
     ),

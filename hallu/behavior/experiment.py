@@ -8,8 +8,9 @@ sees the answer text only, and optionally by a judge model (judge.py), which see
 a rubric only. The patching metric (e.g. logit diff) at the prompt's last position is stored
 beside it, for the metric check in behavior_report.py.
 
-The schema and the chunks live in behavior/schema.py (no torch); the loop that runs chunks and
-stores them is hallu/run/local.py's `run_behavior`.
+The schema and the chunks live in behavior/schema.py (no torch); the loops that run chunks and
+store them are hallu/run/local.py's `run_behavior` (cluster=local) and the Ray workers
+(hallu/run/runner.py, which hands its replica to this worker).
 """
 
 from __future__ import annotations
@@ -29,12 +30,14 @@ if TYPE_CHECKING:
 class BehaviorWorker:
     """Holds the model (and judge) once; `run_chunk` turns a chunk into a response table."""
 
-    def __init__(self, prep: Prepared, run_id: str):
+    def __init__(self, prep: Prepared, run_id: str, loaded: tuple[Any, str | None] | None = None):
+        """`loaded`: (model, revision) already loaded by this process (a Ray worker shares its
+        patching replica), else the model is loaded here."""
         from hallu.engine.models import load_model
 
         self.prep, self.cfg, self.run_id = prep, prep.cfg, run_id
         self.tok = prep.tokenizer
-        self.model, self.revision = load_model(self.cfg.model, len(self.tok))
+        self.model, self.revision = loaded or load_model(self.cfg.model, len(self.tok))
         self.dtype = str(next(self.model.parameters()).dtype).removeprefix("torch.")
         self.judge = None
         if self.cfg.behavior.judge is not None:

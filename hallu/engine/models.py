@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import torch
@@ -14,6 +15,9 @@ from hallu.config import ModelCfg
 from hallu.errors import UserError
 from hallu.shape import ModelShape, shape_from_config, tiny_shape
 
+# Models this process has loaded, by name (load_model counts each call): with cluster=ray the
+# launching process must have none, its workers hold the replicas (tests/test_every_stage_ray.py).
+LOADS: Counter[str] = Counter()
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -96,6 +100,7 @@ def load_shape(cfg: ModelCfg) -> ModelShape:
 
 def load_model(cfg: ModelCfg, vocab_size: int) -> tuple[torch.nn.Module, str | None]:
     """Return the model in eval mode on its device, and the hub revision it came from."""
+    LOADS[cfg.name_or_path] += 1
     device = resolve_device(cfg)
     dtype = resolve_dtype(cfg, device)
     if is_planted(cfg):

@@ -1,8 +1,9 @@
 """`python -m hallu.launch [--config-dir DIR] [-m] [group=option ...] [key=value ...]`: the entry.
 
 compose + validate the config -> [mode=plan: plan and price it offline (hallu/run/offline_plan.py),
-stop] -> tokenize prompts and plan (no weights) -> load the model -> run.json -> run unfinished
-shards -> aggregate into figures and a summary. `-m` runs one study per combination of swept
+stop] -> tokenize prompts and plan (no weights) -> load the model (cluster=local: here; on Ray:
+in each worker, never here) -> run.json -> run unfinished shards, behaviour chunks and the noise
+floor -> aggregate into figures and a summary. `-m` runs one study per combination of swept
 values (hallu/run/multirun.py); flags, --help and "did you mean" live in hallu/cli.py.
 
 Any mistake in what the user asked for ends with one message naming the key or file and the fix,
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections import Counter
 from typing import TYPE_CHECKING
 
 from hallu.errors import EXIT_USER_ERROR, UserError
@@ -93,14 +95,18 @@ def _run_study(cfg: Config) -> int:
         run_meta: dict = {"plan": plan.to_json() if plan is not None else [], "identity": identity}
         if chunks is not None:
             run_meta["behavior_chunks"] = [c.chunk_id for c in chunks]
-        if plan is not None:
-            if resumed:
-                from hallu.run.resume import repair
+        if plan is not None and resumed:
+            from hallu.run.resume import repair
 
-                repair(store, plan)  # shards that fail their checks are computed again
-            _run_patching(cfg, plan, store, run_meta)
-        if chunks is not None:
-            _run_behavior(prep, chunks, store, run_meta, with_patching=plan is not None)
+            repair(store, plan)  # shards that fail their checks are computed again
+        if plan is not None or chunks is not None:
+            started = time.perf_counter()
+            ran = _run_experiments(prep, plan, chunks, store, run_meta)
+            elapsed = time.perf_counter() - started
+            if plan is not None:
+                _patching_summary(cfg, plan, store, ran["patching"] + ran["controls"], elapsed)
+            if chunks is not None:
+                _behavior_summary(prep, chunks, store, ran["behavior"], plan is not None)
         if mechanism is not None:
             print(f"hallu: {mechanism}", file=sys.stderr)
             _run_mechanism(prep, store, run_meta)
@@ -110,26 +116,61 @@ def _run_study(cfg: Config) -> int:
     return 0
 
 
-def _run_patching(cfg: Config, plan: Plan, store: Store, run_meta: dict) -> None:
+def _run_experiments(
+    prep: Prepared, plan: Plan | None, chunks: list[Chunk] | None, store: Store, run_meta: dict
+) -> Counter[str]:
+    """Run patching (with controls and the noise floor) and behaviour; units run per stage.
+
+    cluster=local: in this process, one stage after another. On Ray every stage's units go to
+    the same workers in one dispatch (hallu/run/ray.py), and this process loads no weights."""
+    from hallu.behavior.schema import describe
+
+    cfg = prep.cfg
+    if plan is not None:
+        print(f"hallu: {plan.describe()}", file=sys.stderr)
+    if chunks is not None:
+        print(f"hallu: {describe(cfg, chunks)}", file=sys.stderr)
+    if cfg.cluster.kind == "local":
+        return _run_in_process(prep, plan, chunks, store, run_meta)
+    from hallu.run.noise import FILE, announce
+    from hallu.run.ray import RayStats, run_ray
+    from hallu.run.units import NoiseFloor, WorkUnit
+
+    units: list[WorkUnit] = [*(plan.shards if plan else []), *(chunks or [])]
+    if plan is not None and cfg.sweep.noise_floor:  # the summary's pair checks read the floor
+        units.append(NoiseFloor())
+    stats = RayStats()
+    run_ray(cfg, units, store, run_meta, stats)
+    if stats.by_stage:
+        print(f"hallu: on {stats.workers} worker(s): {stats.where()}", file=sys.stderr)
+    if stats.by_stage["noise floor"]:
+        announce(json.loads(store.read_file(FILE) or b"{}"))
+    return stats.by_stage
+
+
+def _run_in_process(
+    prep: Prepared, plan: Plan | None, chunks: list[Chunk] | None, store: Store, run_meta: dict
+) -> Counter[str]:
+    from hallu.run.local import run_behavior, run_local
+
+    ran: Counter[str] = Counter()
+    if plan is not None:
+        ran["patching"] = run_local(prep.cfg, plan, store, run_meta=run_meta)
+        if prep.cfg.sweep.noise_floor:  # first: the summary's pair checks read the floor
+            from hallu.run.noise import measure_into
+
+            measure_into(prep.cfg, store)
+    if chunks is not None:
+        ran["behavior"] = run_behavior(prep, chunks, store, run_meta)
+    return ran
+
+
+def _patching_summary(cfg: Config, plan: Plan, store: Store, ran: int, elapsed: float) -> None:
     from hallu.report.summary import aggregate
-    from hallu.run.local import run_local
     from hallu.run.resume import verify_finished
 
-    started = time.perf_counter()
-    print(f"hallu: {plan.describe()}", file=sys.stderr)
-    if cfg.cluster.kind == "local":
-        ran = run_local(cfg, plan, store, run_meta=run_meta)
-    else:
-        from hallu.run.ray import run_ray
-
-        ran = run_ray(cfg, plan, store, run_meta=run_meta)
     verify_finished(store, cfg, plan)  # each planned shard once and whole, each cell once
-    if cfg.sweep.noise_floor:  # first: the summary's pair checks read the floor
-        from hallu.run.noise import measure_into
-
-        measure_into(cfg, store)
     summary = aggregate(store, plan.n_layers, cfg.analysis.equivalence_margin)
-    elapsed = time.perf_counter() - started
     print(
         f"hallu: {ran} shard(s) run, {len(plan.shards) - ran} already done; {elapsed:.1f} s",
         file=sys.stderr,
@@ -166,21 +207,15 @@ def _behavior_chunks(cfg: Config, prep: Prepared) -> list[Chunk]:
     return plan_chunks(cfg, {pid: set(c) for pid, c in prep.token_ids.items()})
 
 
-def _run_behavior(
-    prep: Prepared, chunks: list[Chunk], store: Store, run_meta: dict, with_patching: bool
+def _behavior_summary(
+    prep: Prepared, chunks: list[Chunk], store: Store, ran: int, with_patching: bool
 ) -> None:
-    from hallu.behavior.schema import describe
     from hallu.report.behavior import report
-    from hallu.run.local import run_behavior
     from hallu.store.verify import read_narrow
 
-    started = time.perf_counter()
-    print(f"hallu: {describe(prep.cfg, chunks)}", file=sys.stderr)
-    ran = run_behavior(prep, chunks, store, run_meta)
     summary = report(store, read_narrow(store)[0] if with_patching else None)
-    elapsed = time.perf_counter() - started
     print(
-        f"hallu: {ran} behaviour chunk(s) run, {len(chunks) - ran} already done; {elapsed:.1f} s",
+        f"hallu: {ran} behaviour chunk(s) run, {len(chunks) - ran} already done",
         file=sys.stderr,
     )
     if "headline_line" in summary:  # hallu/analysis/behavior_rates.py, as every output

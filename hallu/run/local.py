@@ -1,8 +1,9 @@
 """Run a plan's unfinished shards (or behaviour chunks) in this process and store each as it ends.
 
 `cluster=local` runs them one after another, with one model replica (the debug mode: CPU or a
-single GPU); behaviour chunks always run here. Finished work (already in the store) is skipped,
-so rerunning an interrupted run with the same run_id completes it without redoing or duplicating.
+single GPU). On Ray, shards and behaviour chunks run on the workers instead (hallu/run/ray.py).
+Finished work (already in the store) is skipped, so rerunning an interrupted run with the same
+run_id completes it without redoing or duplicating.
 """
 
 from __future__ import annotations

@@ -235,34 +235,12 @@ def run_units(worker_factory: Any, units: list[Unit], store: Any) -> int:
     return len(todo)
 
 
-def run_ray(cfg: Any, units: list[Unit], store: Any) -> int:
-    """cluster=ray_local|ray: the same units on `cluster.num_workers` Ray actors, each holding
-    one model (hallu/run/mechanism_worker.py), at most two units in flight per actor."""
-    import ray
+def run_ray(cfg: Any, units: list[Unit], store: Any, run_meta: dict[str, Any]) -> int:
+    """cluster=ray_local|ray: the same units through the one Ray dispatcher (hallu/run/ray.py),
+    on `cluster.num_workers` actors that hold one model each; returns how many ran."""
+    from hallu.run.ray import run_ray as dispatch
 
-    todo = [u for u in units if u.unit_id not in store.table_names(f"{FOLDER}/{u.kind}")]
-    if not todo:
-        return 0
-    if not ray.is_initialized():
-        if cfg.cluster.kind == "ray_local":
-            ray.init(num_cpus=max(2, cfg.cluster.num_workers), include_dashboard=False)
-        else:
-            ray.init(address=cfg.cluster.address or "auto")
-    from hallu.run.mechanism_worker import MechanismWorker
-
-    res = cfg.cluster.resources
-    actor = ray.remote(num_cpus=res.num_cpus, num_gpus=res.num_gpus)(MechanismWorker)
-    workers = [actor.remote(None, cfg, store.run_id) for _ in range(cfg.cluster.num_workers)]
-    pending: dict[Any, Unit] = {}
-    queue = list(todo)
-    while queue or pending:
-        while queue and len(pending) < 2 * len(workers):
-            unit = queue.pop(0)
-            pending[workers[len(pending) % len(workers)].run.remote(unit)] = unit
-        done, _ = ray.wait(list(pending), num_returns=1)
-        unit = pending.pop(done[0])
-        store.write_table(f"{FOLDER}/{unit.kind}/{unit.unit_id}.parquet", ray.get(done[0]))
-    return len(todo)
+    return dispatch(cfg, list(units), store, run_meta)
 
 
 def run_mechanism(prep: Any, store: Any, run_meta: dict[str, Any]) -> dict[str, Any]:
@@ -289,8 +267,7 @@ def run_mechanism(prep: Any, store: Any, run_meta: dict[str, Any]) -> dict[str, 
     def run(units: list[Unit]) -> int:
         if cfg.cluster.kind == "local":
             return run_units(factory, units, store)
-        store.create(cfg, run_meta)
-        return run_ray(cfg, units, store)
+        return run_ray(cfg, units, store, run_meta)
 
     run(capture_units(cfg, mech, n_layers))
     cap = read_store(store)["capture"]

@@ -29,11 +29,18 @@ from hallu.run.prepare import Prepared, prepare
 
 
 class MechanismWorker:
-    def __init__(self, prep: Prepared | None, cfg: Any, run_id: str):
+    def __init__(
+        self,
+        prep: Prepared | None,
+        cfg: Any,
+        run_id: str,
+        loaded: tuple[Any, str | None] | None = None,
+    ):
+        """`loaded`: (model, revision) this process holds already (a Ray worker's replica)."""
         self.prep = prep if prep is not None else prepare(cfg)
         self.cfg, self.run_id = self.prep.cfg, run_id
         self.mech: MechPrompts = prepare_mechanism(self.prep)
-        self.model, self.revision = load_model(self.cfg.model, len(self.prep.tokenizer))
+        self.model, self.revision = loaded or load_model(self.cfg.model, len(self.prep.tokenizer))
         self.layers = decoder_layers(self.model)
         self.dtype = str(next(self.model.parameters()).dtype).removeprefix("torch.")
         self.judge = None

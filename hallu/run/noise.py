@@ -68,12 +68,18 @@ def _stats(delta: np.ndarray) -> dict[str, float]:
     return {"max": float(delta.max()), "p95": float(np.percentile(delta, 95))}
 
 
-def measure(cfg: Config, max_pairs: int = 16) -> dict[str, Any]:
-    """Load the run's model in each dtype and measure the metric's movements (see module doc)."""
-    from hallu.engine.models import load_model, resolve_device, resolve_dtype
+def measure(
+    cfg: Config, max_pairs: int = 16, prep: Any = None, loaded: Any = None
+) -> dict[str, Any]:
+    """Load the run's model in each dtype and measure the metric's movements (see module doc).
+
+    `prep` (hallu.run.prepare.Prepared) and `loaded` (the model in the run's dtype) are what a
+    Ray worker holds already: it measures with its own replica and loads only the other dtypes.
+    """
+    from hallu.engine.models import resolve_device, resolve_dtype
     from hallu.run.prepare import prepare
 
-    prep = prepare(cfg)
+    prep = prep if prep is not None else prepare(cfg)
     prompts = [
         ids
         for conds in list(prep.token_ids.values())[:max_pairs]
@@ -82,25 +88,7 @@ def measure(cfg: Config, max_pairs: int = 16) -> dict[str, Any]:
     ]
     device = resolve_device(cfg.model)
     run_dtype = str(resolve_dtype(cfg.model, device)).removeprefix("torch.")
-    pad_id = prep.tokenizer.pad_token_id
-    pad_id = pad_id if pad_id is not None else (prep.tokenizer.eos_token_id or 0)
-    per: dict[str, Any] = {}
-    alone: dict[str, np.ndarray] = {}
-    for dtype in dict.fromkeys((run_dtype, *MEASURED_DTYPES)):
-        try:
-            model, _ = load_model(
-                cfg.model.model_copy(update={"dtype": dtype}), len(prep.tokenizer)
-            )
-            m = _measure_dtype(model, prep.metric, prompts, pad_id)
-        except (RuntimeError, torch.OutOfMemoryError) as err:  # e.g. no fp16 kernel, no memory
-            per[dtype] = {"error": str(err).splitlines()[0][:200]}
-            continue
-        finally:
-            model = None
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        alone[dtype] = m["alone"]
-        per[dtype] = {"batch": _stats(m["batch"]), "padding": _stats(m["padding"])}
+    per, alone = _per_dtype(cfg, prep, prompts, run_dtype, loaded)
     if run_dtype not in alone:
         raise UserError(f"noise floor: the run's dtype {run_dtype} failed: {per[run_dtype]}")
     for dtype in alone:
@@ -125,6 +113,37 @@ def measure(cfg: Config, max_pairs: int = 16) -> dict[str, Any]:
     }
 
 
+def _per_dtype(
+    cfg: Config, prep: Any, prompts: list[list[int]], run_dtype: str, loaded: Any
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """({dtype: its stats or error}, {dtype: the metric alone}) for the run's dtype and others."""
+    from hallu.engine.models import load_model
+
+    pad_id = prep.tokenizer.pad_token_id
+    pad_id = pad_id if pad_id is not None else (prep.tokenizer.eos_token_id or 0)
+    per: dict[str, Any] = {}
+    alone: dict[str, np.ndarray] = {}
+    for dtype in dict.fromkeys((run_dtype, *MEASURED_DTYPES)):
+        try:
+            if dtype == run_dtype and loaded is not None:
+                model = loaded
+            else:
+                model, _ = load_model(
+                    cfg.model.model_copy(update={"dtype": dtype}), len(prep.tokenizer)
+                )
+            m = _measure_dtype(model, prep.metric, prompts, pad_id)
+        except (RuntimeError, torch.OutOfMemoryError) as err:  # e.g. no fp16 kernel, no memory
+            per[dtype] = {"error": str(err).splitlines()[0][:200]}
+            continue
+        finally:
+            model = None
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        alone[dtype] = m["alone"]
+        per[dtype] = {"batch": _stats(m["batch"]), "padding": _stats(m["padding"])}
+    return per, alone
+
+
 def config_of_run(run_dir: Path) -> Config:
     meta_path = Path(run_dir) / "run.json"
     if not meta_path.is_file():
@@ -146,6 +165,11 @@ def measure_into(cfg: Config, store: Store) -> None:
         return
     result = measure(cfg)
     store.write_file(FILE, json.dumps(result, indent=2).encode())
+    announce(result)
+
+
+def announce(result: dict[str, Any]) -> None:
+    """The one line a run prints about its noise floor."""
     print(
         f"hallu: noise floor: metric moves by up to {result['metric_floor']:.3g} "
         f"({result['run_dtype']}); gaps within {result['gap_floor']:.3g} are flagged",

@@ -1,32 +1,33 @@
-"""Run a plan's unfinished shards on Ray: long-lived worker actors, bounded work, lost work redone.
+"""Run a study's unfinished units on Ray: long-lived worker actors, bounded work, lost work redone.
 
 `cluster=ray_local` starts Ray on this machine; `cluster=ray` joins a running cluster
 (`cluster.address`, else `$RAY_ADDRESS`, else auto). Each of `cluster.num_workers` actors wraps one
-`hallu.run.worker.Worker` (the model is loaded once per actor, with `cluster.resources` reserved for
-it) and writes the shards it runs to the store itself; the driver only hands out shard specs and
-tracks small manifests. The driver keeps at most `cluster.shards_per_worker` shards in flight per
-actor and waits with `ray.wait`, so it never blocks on one slow shard.
+`hallu.run.runner.ShardRunner` (the model is loaded once per actor, with `cluster.resources`
+reserved for it) and runs every kind of unit (hallu/run/units.py): patching and control shards,
+behaviour chunks, the noise floor, mechanism units. Workers write what they run to the store
+themselves; the driver only hands out unit specs and tracks small manifests, and loads no weights.
+The driver keeps at most `cluster.shards_per_worker` units in flight per actor and waits with
+`ray.wait`, so it never blocks on one slow unit.
 
 Faults:
 - a worker process that dies (killed, OOM, node lost) fails its in-flight calls with
-  ActorUnavailableError/ActorDiedError: those shards go back to the front of the queue, and the
+  ActorUnavailableError/ActorDiedError: those units go back to the front of the queue, and the
   actor (restarted by Ray up to `cluster.max_worker_restarts` times) gets work again only after it
   answers `ready` (model reloaded);
-- a shard that fails `cluster.max_shard_failures` times stops the run, naming the shard;
-- a model that fails to load stops the run with the worker's error, before any shard runs on it;
-- a shard written twice (its first worker died after writing) is kept once: the store refuses to
+- a unit that fails `cluster.max_shard_failures` times stops the run, naming the unit;
+- a model that fails to load stops the run with the worker's error, before any unit runs on it;
+- a unit stored twice (its first worker died after storing it) is kept once: the store refuses to
   replace it, and the driver counts it done.
-Finished shards are in the store, so a killed driver is resumed by rerunning with the same run_id.
+Finished units are in the store, so a killed driver is resumed by rerunning with the same run_id.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import socket
 import sys
 import time
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,61 +36,37 @@ from tqdm import tqdm
 from hallu.config import ClusterCfg, Config
 from hallu.errors import UserError
 from hallu.run.plan import Plan, Shard
+from hallu.run.runner import ShardRunner
+from hallu.run.units import WorkUnit, describe, stage, unfinished, unit_id
 from hallu.run.watchdog import Watchdog
-from hallu.run.worker import Worker
 from hallu.store.base import Store
-from hallu.store.lease import LeaseLost, pid_alive
 
-
-class ShardRunner:
-    """The actor body: one model replica; runs shards and writes them to the store."""
-
-    def __init__(self, cfg: Config, store: Store):
-        self.store = store
-        self.error: str | None = None
-        try:
-            self.worker: Worker | None = Worker(cfg, store.run_id)
-        except Exception as err:  # reported by ready(), so the driver stops with this message
-            self.worker, self.error = None, f"{type(err).__name__}: {err}"
-
-    def ready(self) -> dict[str, Any]:
-        w = self.worker
-        return {
-            "error": self.error,
-            "revision": w.revision if w else None,
-            "dtype": w.dtype if w else None,
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-        }
-
-    def run(self, shard: Shard) -> dict[str, Any]:
-        assert self.worker is not None, self.error
-        start = time.perf_counter()
-        table = self.worker.run_shard(shard)
-        try:
-            self.store.write_shard(shard.shard_id, table)  # LeaseLost once the driver is gone
-            existed = False
-        except FileExistsError:  # a previous attempt stored it before its worker died
-            existed = True
-        except LeaseLost:
-            lease = self.store.lease
-            if lease.owner_host == socket.gethostname() and not pid_alive(lease.owner_pid or -1):
-                os._exit(1)  # the driver is gone: nobody waits for this answer
-            raise
-        return {"rows": table.num_rows, "seconds": time.perf_counter() - start, "existed": existed}
+__all__ = ["RayStats", "ShardRunner", "connect", "run_ray"]
 
 
 @dataclass
 class RayStats:
-    """What the driver saw; the benchmark reads these."""
+    """What the driver saw; the benchmarks and the launch's log read these."""
 
     workers: int = 0
-    shards_run: int = 0
+    shards_run: int = 0  # units of every kind run (stored, or found stored) in this call
     worker_failures: int = 0  # calls that failed because an actor process died
     requeued: int = 0
-    seconds: float = 0.0  # from the first worker ready to the last shard stored
-    worker_seconds: float = 0.0  # sum over shards of time inside `run` (compute + upload)
-    round_trips: list[float] = field(default_factory=list)  # driver-seen seconds per shard
+    seconds: float = 0.0  # from the first worker ready to the last unit stored
+    worker_seconds: float = 0.0  # sum over units of time inside `run` (compute + upload)
+    round_trips: list[float] = field(default_factory=list)  # driver-seen seconds per unit
+    by_stage: Counter[str] = field(default_factory=Counter)  # units run per stage
+    pids: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))  # stage -> pids
+    model_loads: dict[int, int] = field(default_factory=dict)  # worker pid -> load_model calls
+
+    def where(self) -> str:
+        """Which worker processes ran each stage, e.g. for `hallu: on the workers: ...`."""
+        stages = "; ".join(
+            f"{name} {n} on worker pid(s) {', '.join(map(str, sorted(self.pids[name])))}"
+            for name, n in self.by_stage.items()
+        )
+        loads = ", ".join(f"pid {p}: {n}" for p, n in sorted(self.model_loads.items()))
+        return f"{stages}; model loads per worker {loads}"
 
 
 def connect(cluster: ClusterCfg) -> bool:
@@ -146,15 +123,17 @@ def _workers_that_fit(cluster: ClusterCfg) -> int:
 
 def run_ray(
     cfg: Config,
-    plan: Plan,
+    work: Plan | list[WorkUnit],
     store: Store,
     run_meta: dict[str, Any],
     stats: RayStats | None = None,
+    runner: type = ShardRunner,
 ) -> int:
-    """Run every shard not yet in `store` on Ray actors; return how many were run."""
-    done = store.done_shards()
-    # Largest first: the longest shards start early, so the run does not end on one straggler.
-    todo = sorted((s for s in plan.shards if s.shard_id not in done), key=lambda s: -s.flops_naive)
+    """Run every unit (a plan's shards, or any list of units) not yet in `store` on Ray actors;
+    return how many were run. `runner`: the actor body, a ShardRunner (benchmarks/
+    driver_throughput.py passes one that does no model work, to time the driver alone)."""
+    units: list[WorkUnit] = list(work.shards) if isinstance(work, Plan) else list(work)
+    todo = _in_order(unfinished(store, units))
     if not todo:
         return 0
     import ray
@@ -165,11 +144,11 @@ def run_ray(
     actors: list[Any] = []
     try:
         n = _workers_that_fit(cfg.cluster)
-        remote = ray.remote(ShardRunner).options(
+        remote = ray.remote(runner).options(
             num_cpus=cfg.cluster.resources.num_cpus,
             num_gpus=cfg.cluster.resources.num_gpus,
             max_restarts=cfg.cluster.max_worker_restarts,
-            max_task_retries=0,  # the driver re-queues, so it can count failures per shard
+            max_task_retries=0,  # the driver re-queues, so it can count failures per unit
         )
         actors = [remote.remote(cfg, store) for _ in range(n)]
         stats = stats if stats is not None else RayStats()
@@ -182,30 +161,41 @@ def run_ray(
             ray.shutdown()
         if guard is not None:
             guard.stop()
-    missing = {s.shard_id for s in todo} - store.done_shards()
+    missing = unfinished(store, todo)
     if missing:
         raise UserError(
-            f"{len(missing)} shard(s) ran but are not visible in {store.dir} (e.g. "
-            f"{sorted(missing)[0]}): workers on other machines wrote to their own disks. "
+            f"{len(missing)} unit(s) ran but are not visible in {store.dir} (e.g. "
+            f"{describe(missing[0])}): workers on other machines wrote to their own disks. "
             "Fix: use storage=s3 (or a storage.root on a filesystem every node shares)"
         )
     return len(todo)
 
 
+def _in_order(units: list[WorkUnit]) -> list[WorkUnit]:
+    """Longest first, so the run does not end on one straggler: the noise floor (it loads the
+    model again in each other measured dtype), behaviour chunks (generation), then shards by
+    FLOPs."""
+    rank = {"noise floor": 0, "behavior": 1}
+    return sorted(
+        units,
+        key=lambda u: (rank.get(stage(u), 2), -u.flops_naive if isinstance(u, Shard) else 0),
+    )
+
+
 @dataclass(frozen=True)
 class Call:
-    """One call in flight on an actor: a shard to run, or `ready` (shard None) while it loads."""
+    """One call in flight on an actor: a unit to run, or `ready` (unit None) while it loads."""
 
     actor: int
-    shard: Shard | None
+    unit: WorkUnit | None
     seq: int  # submission order; calls on one actor run in this order
 
 
 class Driver:
-    """Hands shards to actors, at most `cluster.shards_per_worker` each, and reacts to answers.
+    """Hands units to actors, at most `cluster.shards_per_worker` each, and reacts to answers.
 
-    State: `queue` (shards not yet handed out), `pending` (ref -> Call), `free` (shard slots per
-    actor; 0 until it answers `ready`), `alive` (actors not dead for good), `failures` (per shard),
+    State: `queue` (units not yet handed out), `pending` (ref -> Call), `free` (unit slots per
+    actor; 0 until it answers `ready`), `alive` (actors not dead for good), `failures` (per unit),
     `innocent` (failed calls already blamed on their actor's death), `sent_at` (per ref).
     """
 
@@ -214,7 +204,7 @@ class Driver:
         cfg: Config,
         store: Store,
         run_meta: dict[str, Any],
-        todo: list[Shard],
+        todo: list[WorkUnit],
         actors: list,
         stats: RayStats,
     ):
@@ -226,10 +216,12 @@ class Driver:
             stats,
         )
         self.n_todo = len(todo)
-        self.queue: deque[Shard] = deque(todo)
+        self.per_stage = Counter(stage(u) for u in todo)
+        self.queue: deque[WorkUnit] = deque(todo)
         self.failures: Counter[str] = Counter()
         self.pending: dict[Any, Call] = {}
         self.free = [0] * len(actors)
+        self.inflight = [0] * len(actors)  # units (not `ready` calls) in flight per actor
         self.alive = set(range(len(actors)))
         self.seq = 0
         self.sent_at: dict[Any, float] = {}
@@ -240,13 +232,13 @@ class Driver:
             self._submit(i, None)
 
     def run(self) -> None:
-        """Until every shard is stored (or a UserError says why it cannot be)."""
+        """Until every unit is stored (or a UserError says why it cannot be)."""
         import ray
 
-        total = sum(s.n_cells for s in self.queue)
-        with tqdm(total=total, unit="cell", desc="patching", file=sys.stderr) as bar:
-            bar.set_postfix_str(f"shards 0/{self.n_todo}, loading {len(self.actors)} workers")
-            while self.queue or any(c.shard is not None for c in self.pending.values()):
+        desc = " + ".join(self.per_stage)
+        with tqdm(total=self.n_todo, unit="unit", desc=desc, file=sys.stderr) as bar:
+            bar.set_postfix_str(f"loading {len(self.actors)} workers")
+            while self.queue or any(self.inflight):
                 self._dispatch()
                 ready_refs, _ = ray.wait(list(self.pending), num_returns=1, timeout=60)
                 if not ready_refs:
@@ -255,13 +247,14 @@ class Driver:
                 self._collect(ready_refs[0], bar)
         self.stats.seconds = time.perf_counter() - (self.first_ready_at or time.perf_counter())
 
-    def _submit(self, i: int, shard: Shard | None) -> None:
+    def _submit(self, i: int, unit: WorkUnit | None) -> None:
         self.seq += 1
         actor = self.actors[i]
-        ref = actor.ready.remote() if shard is None else actor.run.remote(shard)
-        self.pending[ref] = Call(i, shard, self.seq)
-        if shard is not None:
+        ref = actor.ready.remote() if unit is None else actor.run.remote(unit)
+        self.pending[ref] = Call(i, unit, self.seq)
+        if unit is not None:
             self.sent_at[ref] = time.perf_counter()
+            self.inflight[i] += 1
 
     def _dispatch(self) -> None:
         for i in sorted(self.alive):
@@ -270,7 +263,7 @@ class Driver:
                 self.free[i] -= 1
 
     def _busy(self, i: int) -> bool:
-        return any(c.actor == i and c.shard is not None for c in self.pending.values())
+        return self.inflight[i] > 0
 
     def _say_if_stuck(self) -> None:
         """Still loading or computing; say so if no worker can take work."""
@@ -287,26 +280,29 @@ class Driver:
         from ray.exceptions import ActorDiedError, ActorUnavailableError, RayTaskError
 
         call = self.pending.pop(ref)
+        sent = self.sent_at.pop(ref, None)
+        if call.unit is not None:
+            self.inflight[call.actor] -= 1
         try:
             out = ray.get(ref)  # already finished: this does not block
         except (ActorUnavailableError, ActorDiedError) as err:
             self._on_actor_error(ref, call, err, permanent=isinstance(err, ActorDiedError))
             return
-        except RayTaskError as err:  # the shard raised inside the worker
-            assert call.shard is not None
+        except RayTaskError as err:  # the unit raised inside the worker
+            assert call.unit is not None
             self.free[call.actor] += 1
-            self._count_failure(call.shard, err)
-            self.queue.append(call.shard)  # to the back: another worker may succeed
+            self._count_failure(call.unit, err)
+            self.queue.append(call.unit)  # to the back: another worker may succeed
             self.stats.requeued += 1
             return
-        if call.shard is None:
+        if call.unit is None:
             self._on_ready(call.actor, out)
         else:
-            self._on_stored(ref, call, out, bar)
+            self._on_stored(call, out, bar, sent or time.perf_counter())
         busy = sum(1 for j in self.alive if self._busy(j))
-        bar.set_postfix_str(
-            f"shards {self.stats.shards_run}/{self.n_todo}, workers busy {busy}/{len(self.actors)}"
-        )
+        done = ", ".join(f"{k} {self.stats.by_stage[k]}/{n}" for k, n in self.per_stage.items())
+        # No forced redraw: tqdm repaints at most every 0.1 s, not once per unit.
+        bar.set_postfix_str(f"{done}; workers busy {busy}/{len(self.actors)}", refresh=False)
 
     def _on_ready(self, i: int, out: dict[str, Any]) -> None:
         """A worker finished loading the model: the first one creates the run."""
@@ -321,27 +317,29 @@ class Driver:
             self.created, self.first_ready_at = True, time.perf_counter()
         self.free[i] = self.cfg.cluster.shards_per_worker
 
-    def _on_stored(self, ref: Any, call: Call, out: dict[str, Any], bar: tqdm) -> None:
-        assert call.shard is not None
+    def _on_stored(self, call: Call, out: dict[str, Any], bar: tqdm, sent: float) -> None:
         self.stats.shards_run += 1
+        self.stats.by_stage[out["stage"]] += 1
+        self.stats.pids[out["stage"]].add(out["pid"])
+        self.stats.model_loads[out["pid"]] = out["model_loads"]
         self.stats.worker_seconds += out["seconds"]
-        self.stats.round_trips.append(time.perf_counter() - self.sent_at.pop(ref))
+        self.stats.round_trips.append(time.perf_counter() - sent)
         self.free[call.actor] += 1
-        bar.update(call.shard.n_cells)
+        bar.update(1)
 
     def _on_actor_error(self, ref: Any, call: Call, err: Exception, permanent: bool) -> None:
         """The actor's process died (`permanent`: its restarts are used up; else restarting)."""
-        i, shard = call.actor, call.shard
-        if shard is not None:
-            # Calls run in order: only the oldest in-flight shard was running when the
+        i, unit = call.actor, call.unit
+        if unit is not None:
+            # Calls run in order: only the oldest in-flight unit was running when the
             # process died; the ones queued behind it are re-queued without blame.
-            same = {r: c for r, c in self.pending.items() if c.actor == i and c.shard}
+            same = {r: c for r, c in self.pending.items() if c.actor == i and c.unit}
             if ref not in self.innocent:
-                oldest = min([call, *same.values()], key=lambda c: c.seq).shard
+                oldest = min([call, *same.values()], key=lambda c: c.seq).unit
                 assert oldest is not None
                 self._count_failure(oldest, err)
                 self.innocent.update(same)
-            self.queue.appendleft(shard)
+            self.queue.appendleft(unit)
             self.stats.requeued += 1
         if permanent and getattr(err, "actor_init_failed", False):
             raise UserError(
@@ -355,23 +353,23 @@ class Driver:
         self.free[i] = 0
         if permanent:
             self.alive.discard(i)
-        elif not any(c.actor == i and c.shard is None for c in self.pending.values()):
+        elif not any(c.actor == i and c.unit is None for c in self.pending.values()):
             self._submit(i, None)  # back to work once the model is reloaded
         if not self.alive:
             raise UserError(
                 f"all {len(self.actors)} workers died (last: {_why(err)}); {len(self.queue)} "
-                f"shard(s) not run. Raise cluster.max_worker_restarts, or rerun with "
-                f"run_id={self.store.run_id} to finish (stored shards are kept)"
+                f"unit(s) not run. Raise cluster.max_worker_restarts, or rerun with "
+                f"run_id={self.store.run_id} to finish (stored results are kept)"
             )
 
-    def _count_failure(self, shard: Shard, err: Exception) -> None:
+    def _count_failure(self, unit: WorkUnit, err: Exception) -> None:
         limit = self.cfg.cluster.max_shard_failures
-        self.failures[shard.shard_id] += 1
-        if self.failures[shard.shard_id] >= limit:
+        key = f"{stage(unit)}/{unit_id(unit)}"
+        self.failures[key] += 1
+        if self.failures[key] >= limit:
             raise UserError(
-                f"shard {shard.shard_id} ({shard.direction}, pairs {', '.join(shard.pair_ids)}) "
-                f"failed {self.failures[shard.shard_id]} times (cluster.max_shard_failures="
-                f"{limit}); last error: {_why(err)}. Stored shards are kept: fix the cause and "
+                f"{describe(unit)} failed {self.failures[key]} times (cluster.max_shard_failures="
+                f"{limit}); last error: {_why(err)}. Stored results are kept: fix the cause and "
                 f"rerun with run_id={self.store.run_id}"
             )
 

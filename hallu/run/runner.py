@@ -1,0 +1,90 @@
+"""The Ray actor's body: one model replica that runs every kind of unit and stores each result.
+
+`ShardRunner` loads the model once (through `hallu.run.worker.Worker`) and then runs whatever the
+driver hands it (hallu/run/units.py): patching and control shards, behaviour chunks, the noise
+floor, mechanism units. Behaviour, noise floor and mechanism share the patching replica instead
+of loading their own. Each result is written to the store by the worker itself, so the driver
+only sees a small manifest. It imports nothing from Ray: hallu/run/ray.py wraps it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Any
+
+from hallu.config import Config
+from hallu.engine.models import LOADS
+from hallu.run.units import NoiseFloor, WorkUnit, rows_of, stage, store_result
+from hallu.run.worker import Worker
+from hallu.store.base import Store
+from hallu.store.lease import LeaseLost, pid_alive
+
+
+class ShardRunner:
+    """One model replica; `run(unit)` computes a unit of any kind and stores it."""
+
+    def __init__(self, cfg: Config, store: Store):
+        self.store = store
+        self.error: str | None = None
+        self._behavior: Any = None  # built on the first behaviour chunk, on the same model
+        self._mechanism: Any = None
+        try:
+            self.worker: Worker | None = Worker(cfg, store.run_id)
+        except Exception as err:  # reported by ready(), so the driver stops with this message
+            self.worker, self.error = None, f"{type(err).__name__}: {err}"
+
+    def ready(self) -> dict[str, Any]:
+        w = self.worker
+        return {
+            "error": self.error,
+            "revision": w.revision if w else None,
+            "dtype": w.dtype if w else None,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+        }
+
+    def run(self, unit: WorkUnit) -> dict[str, Any]:
+        start = time.perf_counter()
+        result = self.compute(unit)
+        try:
+            existed = store_result(self.store, unit, result)  # LeaseLost once the driver is gone
+        except LeaseLost:
+            lease = self.store.lease
+            if lease.owner_host == socket.gethostname() and not pid_alive(lease.owner_pid or -1):
+                os._exit(1)  # the driver is gone: nobody waits for this answer
+            raise
+        return {
+            "rows": rows_of(result),
+            "seconds": time.perf_counter() - start,
+            "existed": existed,
+            "pid": os.getpid(),
+            "stage": stage(unit),
+            "model_loads": sum(LOADS.values()),  # this process's, since it started
+        }
+
+    def compute(self, unit: WorkUnit) -> Any:
+        """The unit's result: a table (shard, chunk, mechanism unit) or the noise floor's dict."""
+        from hallu.behavior.schema import Chunk
+        from hallu.run.plan import Shard
+
+        w = self.worker
+        assert w is not None, self.error
+        if isinstance(unit, Shard):
+            return w.run_shard(unit)
+        if isinstance(unit, Chunk):
+            if self._behavior is None:
+                from hallu.behavior.experiment import BehaviorWorker
+
+                self._behavior = BehaviorWorker(w.prep, w.run_id, (w.model, w.revision))
+            return self._behavior.run_chunk(unit)
+        if isinstance(unit, NoiseFloor):
+            from hallu.run.noise import measure
+
+            return measure(w.prep.cfg, unit.max_pairs, prep=w.prep, loaded=w.model)
+        if self._mechanism is None:
+            from hallu.run.mechanism_worker import MechanismWorker
+
+            self._mechanism = MechanismWorker(w.prep, w.prep.cfg, w.run_id, (w.model, w.revision))
+        return self._mechanism.run(unit)
