@@ -20,7 +20,7 @@ from hallu.engine.cells import Cell, is_known, make_cells, patch_pairs
 from hallu.engine.fast import BatchOptions, Trace, trace
 from hallu.engine.hooks import capture_resid_pre, patched_logits
 from hallu.engine.metrics import kl_to_clean, resolution
-from hallu.engine.models import decoder_layers, load_model
+from hallu.engine.models import decoder_layers, load_model, replica_devices
 from hallu.errors import UserError
 from hallu.run.plan import Shard, resolve_positions
 from hallu.run.prepare import prepare
@@ -34,7 +34,9 @@ class Worker:
     def __init__(self, cfg: Config, run_id: str):
         self.prep = prepare(cfg)
         self.run_id = run_id
-        self.model, self.revision = load_model(cfg.model, len(self.prep.tokenizer))
+        # One replica, over `cluster.resources.num_gpus` GPUs when it asks for several.
+        devices = replica_devices(cfg)
+        self.model, self.revision = load_model(cfg.model, len(self.prep.tokenizer), devices)
         self.layers = decoder_layers(self.model)
         self.model_dtype = next(self.model.parameters()).dtype
         self.dtype = str(self.model_dtype).removeprefix("torch.")
