@@ -175,9 +175,14 @@ def flops_per_token(model: torch.nn.Module) -> tuple[float, float]:
 
 
 def flop_counts(model: torch.nn.Module, case: Case) -> tuple[float, float, int]:
-    """(naive FLOP, engine FLOP, cells) of a full resid_pre sweep of `case`."""
+    """(naive FLOP, engine FLOP, cells) of a full resid_pre sweep of `case`.
+
+    The engine runs its last layer at the last position only, plus the key/value projections of
+    the other positions (families with `Adapter.has_kv`; others run the last layer in full)."""
     per_layer, unembed = flops_per_token(model)
-    n_layers = len(Adapter(model).layers)
+    ad = Adapter(model)
+    n_layers = ad.n_layers
+    kv = 2.0 * 2 * ad.n_kv_heads * ad.head_dim * model.config.hidden_size if ad.has_kv else None
     naive = engine = 0.0
     n = 0
     for src, tgt in case.pairs:
@@ -187,8 +192,14 @@ def flop_counts(model: torch.nn.Module, case: Case) -> tuple[float, float, int]:
         naive += len(cells) * t_len * (n_layers * per_layer + unembed)
         engine += 2 * (t_len * n_layers * per_layer + unembed)
         for c in cells:
-            if not is_known(c, src, tgt):
-                engine += (n_layers - c.layer) * (t_len - c.position) * per_layer + unembed
+            if is_known(c, src, tgt):
+                continue
+            s = t_len - c.position
+            if kv is None:
+                engine += (n_layers - c.layer) * s * per_layer + unembed
+            else:
+                engine += (n_layers - c.layer - 1) * s * per_layer + per_layer
+                engine += (s - 1) * kv + unembed
     return naive, engine, n
 
 

@@ -91,6 +91,9 @@ class ModelCfg(_Strict):
     tiny: TinySpec | None = None
     planted: PlantedSpec | None = None
     shape: ShapeSpec | None = None  # for planning offline; the loaded model's config wins
+    # Node-local directory for hub downloads (one download per node, under a file lock;
+    # hallu/engine/weights.py). None: the hub's default cache, and no lock.
+    cache_dir: str | None = None
 
     @field_validator("device")
     @classmethod

@@ -108,3 +108,56 @@ def test_weights_load_straight_to_their_devices(tmp_path):
     ids = torch.tensor([random_pair(45, 6, 6, 2)[1]])
     with torch.no_grad():
         assert torch.equal(loaded(ids).logits, model(ids).logits)
+
+
+def _saved_llama(tmp_path):
+    model = build("llama", seed=46, n_layers=4, d=32, heads=4, kv=2)
+    model.save_pretrained(tmp_path)  # safetensors
+    assert (tmp_path / "model.safetensors").exists()
+    return model
+
+
+def test_load_model_splits_a_saved_llama_over_two_slots(tmp_path):
+    """load_model with two CPU "devices": the same placement code as two GPUs (transformers'
+    device_map when accelerate is installed, else `place`); logits and every component's
+    patches equal the unsplit load and the model that was saved."""
+    from hallu.config import ModelCfg
+    from hallu.engine.models import load_model
+
+    saved = _saved_llama(tmp_path)
+    cfg = ModelCfg(name_or_path=str(tmp_path), dtype="float32", device="cpu")
+    one, _ = load_model(cfg, 64)
+    two, _ = load_model(cfg, 64, ["cpu", "cpu"])
+    assert Adapter(one).placement.devices == (torch.device("cpu"),)
+    assert Adapter(two).placement == split_layers(4, ["cpu", "cpu"])
+    ids = torch.tensor([random_pair(46, 7, 7, 2)[1]])
+    with torch.no_grad():
+        assert torch.equal(one(ids).logits, saved(ids).logits)
+        assert torch.equal(two(ids).logits, saved(ids).logits)
+    pairs = [random_pair(s, n_target=7, n_source=7, first_diff=2) for s in (46, 47)]
+    for component, window in COMPONENTS:
+        outs = []
+        for model in (one, two):
+            ad = Adapter(model)
+            cells = make_cells(component, range(4), [(t, t) for t in range(7)], 4, window, 4)
+            items = [
+                (trace(ad, s, [component]), trace(ad, t, [component]), cells) for s, t in pairs
+            ]
+            outs.append([o for o, _ in patch_pairs(ad, component, items)])
+        for x, y in zip(*outs, strict=True):
+            assert (x - y).abs().max().item() <= 1e-5, component
+
+
+def test_tiny_model_split_through_load_model():
+    from hallu.engine.models import load_model
+
+    from .conftest import tiny_config
+
+    cfg = tiny_config("model.device=cpu").model
+    one, _ = load_model(cfg, 50)
+    two, _ = load_model(cfg, 50, ["cpu", "cpu"])
+    n = len(Adapter(two).layers)
+    assert Adapter(two).placement == split_layers(n, ["cpu", "cpu"])
+    ids = torch.tensor([[3, 9, 4, 12, 7]])
+    with torch.no_grad():
+        assert torch.equal(one(ids).logits, two(ids).logits)

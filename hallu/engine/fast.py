@@ -315,16 +315,46 @@ class _Rows:
         stacked = torch.stack([tr.resid[layer, self.t0 :] for tr in self.traces])
         return stacked[self.which[slots.start : slots.stop]]
 
-    def cache(self, layer: int, n_rows: int) -> PrefixCache:
+    def prefix(self, layer: int, n_rows: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Keys and values of positions 0..t0-1 for the first `n_rows` slots ([1, ...] when
+        every row has one target), or None when t0 = 0."""
         t0 = self.t0
-        if self.single or t0 == 0:
+        if t0 == 0:
+            return None
+        if self.single:
             tr = self.traces[0]
-            return PrefixCache(tr.keys[layer][..., :t0, :], tr.values[layer][..., :t0, :])
+            return tr.keys[layer][..., :t0, :], tr.values[layer][..., :t0, :]
         keys = torch.cat([tr.keys[layer][..., :t0, :] for tr in self.traces])
         idx = self.which[:n_rows].to(keys.device)
-        keys = keys[idx]
-        values = torch.cat([tr.values[layer][..., :t0, :] for tr in self.traces])[idx]
-        return PrefixCache(keys, values)
+        values = torch.cat([tr.values[layer][..., :t0, :] for tr in self.traces])
+        return keys[idx], values[idx]
+
+    def cache(self, layer: int, n_rows: int) -> PrefixCache:
+        prefix = self.prefix(layer, n_rows)
+        return PrefixCache() if prefix is None else PrefixCache(*prefix)
+
+
+def _layout(rows: Sequence[tuple[Trace, Patch]], starts: Sequence[tuple[int, int]], t0: int):
+    """(the batch's targets, slot of each row, first layer of each slot, writes by layer and
+    site as (slot, position - t0, value, head)): rows join by first layer, and within a layer
+    rows of one target sit together."""
+    traces: list[Trace] = []
+    index: dict[int, int] = {}
+    for tr, _ in rows:
+        index.setdefault(id(tr), len(traces))
+        if len(traces) < len(index):
+            traces.append(tr)
+    which = [index[id(tr)] for tr, _ in rows]
+    order = sorted(range(len(rows)), key=lambda i: (starts[i][1], which[i]))
+    slot = {i: r for r, i in enumerate(order)}
+    writes: dict[int, dict[str, list[tuple[int, int, torch.Tensor, int | None]]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    for i, (_, p) in enumerate(rows):
+        for w in p:
+            writes[w.layer][w.site].append((slot[i], w.position - t0, w.value, w.head))
+    joins = [starts[i][1] for i in order]
+    return _Rows(traces, [which[i] for i in order], t0), slot, joins, writes
 
 
 def _run_batch(
@@ -333,28 +363,10 @@ def _run_batch(
     tr0 = rows[0][0]
     n_tokens = len(tr0.ids)
     t0 = min(t for t, _ in starts)
-    traces: list[Trace] = []
-    index: dict[int, int] = {}
-    for tr, _ in rows:
-        index.setdefault(id(tr), len(traces))
-        if len(traces) < len(index):
-            traces.append(tr)
-    which = [index[id(tr)] for tr, _ in rows]
-    # Rows join by first layer; within a layer, rows of one target sit together.
-    order = sorted(range(len(rows)), key=lambda i: (starts[i][1], which[i]))
-    slot = {i: r for r, i in enumerate(order)}
-    batch = _Rows(traces, [which[i] for i in order], t0)
-    writes: dict[int, dict[str, list[tuple[int, int, torch.Tensor, int | None]]]] = defaultdict(
-        lambda: defaultdict(list)
-    )
-    for i, (_, p) in enumerate(rows):
-        for w in p:
-            writes[w.layer][w.site].append((slot[i], w.position - t0, w.value, w.head))
-    joins = [starts[i][1] for i in order]
+    batch, slot, joins, writes = _layout(rows, starts, t0)
     mask = causal_mask(t0, n_tokens, tr0.resid.dtype, tr0.resid.device)
-    pos_emb = _slice_pos(tr0.pos_emb, t0)
+    local = _Local(ad, _slice_pos(tr0.pos_emb, t0), mask)
     h: torch.Tensor | None = None
-    local = _Local(ad, pos_emb, mask)
     for layer in range(joins[0], ad.n_layers):
         if h is not None:
             h = ad.enter(layer, h)
@@ -369,16 +381,48 @@ def _run_batch(
         at = writes.get(layer, {})
         if "resid_pre" in at:
             _write(h, at["resid_pre"], None)
-        handles = [_hook(ad, site, layer, entries) for site, entries in at.items()]
-        try:
-            h = ad.run_layer(layer, h, *local.at(layer), batch.cache(layer, h.shape[0]))
-        finally:
-            for handle in handles:
-                if handle is not None:
-                    handle.remove()
+        if layer == ad.n_layers - 1 and ad.has_kv and h.shape[1] > 1:
+            h = _last_position_layer(ad, layer, h, local, batch, at)
+        else:
+            cache = batch.cache(layer, h.shape[0])
+            h = _layer(ad, layer, h, local.at(layer), cache, at)
     assert h is not None
     logits = ad.logits(h[:, -1])
     return logits[torch.tensor([slot[i] for i in range(len(rows))], device=logits.device)]
+
+
+def _layer(ad: Adapter, layer: int, h: torch.Tensor, local: tuple, cache: PrefixCache, at: dict):
+    """One layer on the batch, with the hooks that write its attn_out/mlp_out/head patches."""
+    handles = [_hook(ad, site, layer, entries) for site, entries in at.items()]
+    try:
+        return ad.run_layer(layer, h, *local, cache)
+    finally:
+        for handle in handles:
+            if handle is not None:
+                handle.remove()
+
+
+def _last_position_layer(
+    ad: Adapter, layer: int, h: torch.Tensor, local: _Local, batch: _Rows, at: dict
+) -> torch.Tensor:
+    """The last layer for the last position only (the logits read nothing else): the other
+    suffix positions give only their keys and values (`Adapter.kv`), which join the prefix.
+    Writes there at other positions cannot reach the logits, so they are dropped."""
+    pos_emb, _ = local.at(layer)
+    k, v = ad.kv(layer, h[:, :-1], tuple(p[:, :-1] for p in pos_emb))
+    prefix = batch.prefix(layer, h.shape[0])
+    if prefix is not None:
+        k = torch.cat([prefix[0].expand(k.shape[0], -1, -1, -1), k], 2)
+        v = torch.cat([prefix[1].expand(v.shape[0], -1, -1, -1), v], 2)
+    mask = torch.zeros(1, 1, 1, k.shape[2] + 1, dtype=h.dtype, device=h.device)
+    last = h.shape[1] - 1
+    at_last = {
+        site: [(row, 0, value, head) for row, pos, value, head in entries if pos == last]
+        for site, entries in at.items()
+        if site != "resid_pre"
+    }
+    local_last = (tuple(p[:, -1:] for p in pos_emb), mask)
+    return _layer(ad, layer, h[:, -1:], local_last, PrefixCache(k, v), at_last)
 
 
 def _write(t: torch.Tensor, entries: list, head_dim: int | None) -> None:

@@ -6,12 +6,17 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import sys
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from hallu.config import ModelCfg
+from hallu.config import Config, ModelCfg
+from hallu.engine.placement import place, split_layers
 from hallu.errors import UserError
 from hallu.shape import ModelShape, shape_from_config, tiny_shape
 
@@ -55,6 +60,33 @@ def source_path(cfg: ModelCfg) -> str:
     return cfg.name_or_path
 
 
+def weights_path(cfg: ModelCfg) -> str:
+    """Where `load_model` reads the weights: with `model.cache_dir`, a hub id is downloaded
+    once per node into that directory (hallu/engine/weights.py); a local directory is read as
+    it is."""
+    path = source_path(cfg)
+    if cfg.cache_dir is None or os.path.isdir(path):
+        return path
+    from hallu.engine.weights import hub_snapshot
+
+    return hub_snapshot(path, cfg.revision, cfg.cache_dir)
+
+
+def replica_devices(cfg: Config) -> list[str]:
+    """The devices one replica spans: `cluster.resources.num_gpus` GPUs when it asks for more
+    than one (Ray numbers an actor's GPUs from 0), else `model.device` alone."""
+    device = resolve_device(cfg.model)
+    n = int(cfg.cluster.resources.num_gpus)
+    if device.type != "cuda" or n <= 1:
+        return [str(device)]
+    if n > torch.cuda.device_count():
+        raise UserError(
+            f"cluster.resources.num_gpus={n}, but this worker sees {torch.cuda.device_count()} "
+            "GPU(s); lower it or give the workers more GPUs"
+        )
+    return [f"cuda:{i}" for i in range(n)]
+
+
 def load_tokenizer(cfg: ModelCfg) -> Any:
     if is_tiny(cfg) or is_planted(cfg):
         from hallu.engine.tiny import build_tokenizer
@@ -63,7 +95,9 @@ def load_tokenizer(cfg: ModelCfg) -> Any:
     from transformers import AutoTokenizer
 
     try:
-        tok = AutoTokenizer.from_pretrained(source_path(cfg), revision=cfg.revision)
+        tok = AutoTokenizer.from_pretrained(
+            source_path(cfg), revision=cfg.revision, cache_dir=cfg.cache_dir
+        )
     except (OSError, ValueError) as err:
         raise UserError(_load_failure("tokenizer", cfg, err)) from None
     return tok
@@ -92,42 +126,82 @@ def load_shape(cfg: ModelCfg) -> ModelShape:
     from transformers import AutoConfig
 
     try:
-        c = AutoConfig.from_pretrained(source_path(cfg), revision=cfg.revision)
+        c = AutoConfig.from_pretrained(
+            source_path(cfg), revision=cfg.revision, cache_dir=cfg.cache_dir
+        )
     except (OSError, ValueError) as err:
         raise UserError(_load_failure("config", cfg, err)) from None
     return shape_from_config(c)
 
 
-def load_model(cfg: ModelCfg, vocab_size: int) -> tuple[torch.nn.Module, str | None]:
-    """Return the model in eval mode on its device, and the hub revision it came from."""
+def load_model(
+    cfg: ModelCfg, vocab_size: int, devices: Sequence[str] | None = None
+) -> tuple[torch.nn.Module, str | None]:
+    """Return the model in eval mode on its device, and the hub revision it came from.
+
+    `devices` (default: `model.device` alone) spreads the decoder layers over several devices
+    (hallu/engine/placement.py; the fast engine moves activations between them)."""
     LOADS[cfg.name_or_path] += 1
     device = resolve_device(cfg)
     dtype = resolve_dtype(cfg, device)
+    devices = list(devices or [str(device)])
+    if is_planted(cfg) or is_tiny(cfg):
+        model = _build_in_code(cfg, vocab_size).to(device=devices[0], dtype=dtype)
+        if len(devices) > 1:
+            place(model, split_layers(len(decoder_layers(model)), devices))
+        return model.eval(), None
+    return _load_pretrained(cfg, dtype, devices)
+
+
+def _build_in_code(cfg: ModelCfg, vocab_size: int) -> torch.nn.Module:
     if is_planted(cfg):
         from hallu.engine.planted import build_model as build_planted
         from hallu.engine.tiny import build_tokenizer
 
-        model = build_planted(_planted_spec(cfg), build_tokenizer())
-        return model.to(device=device, dtype=dtype), None
-    if is_tiny(cfg):
-        from hallu.engine.tiny import build_model
+        return build_planted(_planted_spec(cfg), build_tokenizer())
+    from hallu.engine.tiny import build_model
 
-        assert cfg.tiny is not None
-        try:
-            model = build_model(cfg.tiny, vocab_size)
-        except ValueError as err:
-            raise UserError(str(err)) from None
-        return model.to(device=device, dtype=dtype), None
-    from transformers import AutoModelForCausalLM
-
+    assert cfg.tiny is not None
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            source_path(cfg), revision=cfg.revision, dtype=dtype
-        )
+        return build_model(cfg.tiny, vocab_size)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+
+
+def _load_pretrained(
+    cfg: ModelCfg, dtype: torch.dtype, devices: list[str]
+) -> tuple[torch.nn.Module, str | None]:
+    """From safetensors straight onto each layer's device (transformers' device_map, which
+    needs accelerate: the `gpu` extra); without accelerate, into host memory and then moved."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    path = weights_path(cfg)
+    direct = importlib.util.find_spec("accelerate") is not None
+    try:
+        config = AutoConfig.from_pretrained(path, revision=cfg.revision)
+        placement = split_layers(shape_from_config(config).n_layers, devices)
+        kwargs: dict[str, Any] = {"revision": cfg.revision, "dtype": dtype}
+        if direct and len(devices) == 1:
+            kwargs["device_map"] = {"": devices[0]}
+        elif direct:
+            from hallu.engine.weights import module_device_map
+
+            kwargs["device_map"] = module_device_map(config, placement)
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as err:
         raise UserError(_load_failure("weights", cfg, err)) from None
+    if not direct and any(not d.startswith("cpu") for d in devices):
+        print(
+            "hallu: accelerate is not installed, so the weights pass through host memory on "
+            "their way to the GPU; install the gpu extra (pip install 'hallu[gpu]')",
+            file=sys.stderr,
+        )
+    if len(devices) > 1:
+        place(model, placement)  # moves nothing when device_map already put it there
+    elif not direct:
+        model.to(devices[0])
     revision = getattr(model.config, "_commit_hash", None) or cfg.revision
-    return model.to(device).eval(), revision
+    return model.eval(), revision
 
 
 def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:

@@ -6,9 +6,11 @@ which). Models:
 
 - *naive FLOP*: one full forward pass of the target prompt per cell (the plan's own count);
 - *engine FLOP*: the fast engine's work (hallu/engine/fast.py, the same count hallu.bench's
-  `flop_counts` uses): both prompts traced once, then each cell runs only layers l..L-1 over
-  positions t..T-1, plus the unembedding at the last position. Known cells (which the engine
-  skips) are counted, so this is an upper bound;
+  `flop_counts` uses): both prompts traced once, then each cell runs only layers l..L-2 over
+  positions t..T-1, the last layer at the last position (plus the key/value projections of
+  positions t..T-2), and the unembedding at the last position (Llama-family layers; other
+  families run the last layer in full, so for them this is a little low). Known cells (which
+  the engine skips) are counted, so this is an upper bound;
 - *memory per replica*: the weights, the two traces of one pair (residual stream entering every
   layer, keys and values of every layer), one batch of the engine (one position's cells over the
   swept layers, with the engine's own per-row estimate) and ~1.5 GB of CUDA context; the engine
@@ -66,6 +68,7 @@ def engine_flops(
     per_layer = 2 * (shape.d_model * hd * (2 * shape.n_heads + 2 * shape.n_kv_heads))
     per_layer += 2 * 3 * shape.d_model * shape.d_mlp
     unembed = 2 * shape.d_model * shape.vocab_size
+    kv = 2 * 2 * shape.d_model * hd * shape.n_kv_heads  # key/value projections, one token
     sweep = cfg.sweep
     layers = resolve_layers(sweep.layers, shape.n_layers)
     per_cell = shape.n_heads if sweep.component == "head" else 1
@@ -78,8 +81,9 @@ def engine_flops(
             for t, src_t in resolve_positions(sweep.positions, pid, ls, lt):
                 if t == src_t and t < prefix.get(pid, 0):
                     continue
-                rows = sum(shape.n_layers - layer for layer in layers) * (lt - t) * per_layer
-                total += per_cell * (rows + len(layers) * unembed)
+                deep = sum(shape.n_layers - 1 - layer for layer in layers) * (lt - t) * per_layer
+                last = len(layers) * (per_layer + (lt - t - 1) * kv + unembed)
+                total += per_cell * (deep + last)
     return total
 
 

@@ -16,11 +16,11 @@ import torch
 from hallu.config import DIRECTIONS, Config
 from hallu.engine.adapters import Adapter
 from hallu.engine.attribution import screen
-from hallu.engine.cells import Cell, is_known, make_cells, patch_cells
+from hallu.engine.cells import Cell, is_known, make_cells, patch_pairs
 from hallu.engine.fast import BatchOptions, Trace, trace
 from hallu.engine.hooks import capture_resid_pre, patched_logits
 from hallu.engine.metrics import kl_to_clean, resolution
-from hallu.engine.models import decoder_layers, load_model
+from hallu.engine.models import decoder_layers, load_model, replica_devices
 from hallu.errors import UserError
 from hallu.run.plan import Shard, resolve_positions
 from hallu.run.prepare import prepare
@@ -34,7 +34,9 @@ class Worker:
     def __init__(self, cfg: Config, run_id: str):
         self.prep = prepare(cfg)
         self.run_id = run_id
-        self.model, self.revision = load_model(cfg.model, len(self.prep.tokenizer))
+        # One replica, over `cluster.resources.num_gpus` GPUs when it asks for several.
+        devices = replica_devices(cfg)
+        self.model, self.revision = load_model(cfg.model, len(self.prep.tokenizer), devices)
         self.layers = decoder_layers(self.model)
         self.model_dtype = next(self.model.parameters()).dtype
         self.dtype = str(self.model_dtype).removeprefix("torch.")
@@ -48,7 +50,8 @@ class Worker:
     def _patch_pair(
         self, src_ids: list[int], tgt_ids: list[int], positions: list[tuple[int, int]], layers
     ) -> tuple[torch.Tensor, torch.Tensor, list[Cell], torch.Tensor, list[bool]]:
-        """(source logits, target logits, cells, [cells, V] patched logits, known) of a pair."""
+        """(source logits, target logits, cells, [cells, V] patched logits, known) of a pair run
+        alone: the hook engine, or the attribution screen."""
         sweep = self.prep.cfg.sweep
         n_layers = len(self.layers)
         if self.adapter is None:  # the hook engine: one forward pass of the target per cell
@@ -69,11 +72,40 @@ class Worker:
             source, target = trace(ad, src_ids, [comp]), trace(ad, tgt_ids, [comp])
             src_logits, tgt_logits = source.logits, target.logits
             cells = make_cells(comp, layers, positions, n_layers, sweep.window, ad.n_heads)
-            if sweep.screen_top_k is None:
-                logits, known = patch_cells(ad, comp, source, target, cells, self.options)
-            else:
-                logits, known = self._screen(source, target, cells, sweep.screen_top_k)
+            # Without the screen, pairs run through the shard's schedule (`_patch_shard`).
+            assert sweep.screen_top_k is not None, "fast-engine pairs run via _patch_shard"
+            logits, known = self._screen(source, target, cells, sweep.screen_top_k)
         return src_logits, tgt_logits, cells, logits, known
+
+    def _patch_shard(self, shard: Shard) -> dict[str, tuple]:
+        """`_patch_pair`'s result for every pair of the shard, computed as one engine schedule
+        (rows of pairs whose targets have the same length share batches). Empty when the shard
+        cannot run that way (hook engine, attribution screen): its pairs then run one by one."""
+        sweep = self.prep.cfg.sweep
+        if self.adapter is None or sweep.screen_top_k is not None:
+            return {}
+        ad, comp, n_layers = self.adapter, sweep.component, len(self.layers)
+        items = []
+        for pid in shard.pair_ids:
+            src_ids, tgt_ids, positions = self._pair_inputs(shard, pid)
+            source, target = trace(ad, src_ids, [comp]), trace(ad, tgt_ids, [comp])
+            cells = make_cells(comp, shard.layers, positions, n_layers, sweep.window, ad.n_heads)
+            items.append((source, target, cells))
+        done = patch_pairs(ad, comp, items, self.options)
+        return {
+            pid: (source.logits, target.logits, cells, logits, known)
+            for pid, (source, target, cells), (logits, known) in zip(
+                shard.pair_ids, items, done, strict=True
+            )
+        }
+
+    def _pair_inputs(self, shard: Shard, pid: str) -> tuple[list[int], list[int], list]:
+        """(source ids, target ids, (target, source) positions) of a pair in a shard."""
+        prep = self.prep
+        source_cond, target_cond = DIRECTIONS[shard.direction]
+        src_ids, tgt_ids = prep.token_ids[pid][source_cond], prep.token_ids[pid][target_cond]
+        positions = resolve_positions(prep.cfg.sweep.positions, pid, len(src_ids), len(tgt_ids))
+        return src_ids, tgt_ids, positions
 
     def _screen(
         self, source: Trace, target: Trace, cells: list[Cell], k: int
@@ -135,8 +167,9 @@ class Worker:
             table = run_control_shard(self.prep, self.model, self.layers, shard, meta, progress)
             return stamp(table, started, device)
         cols: dict[str, list] = {name: [] for name in schema.SCHEMA.names}
+        patched = self._patch_shard(shard)
         for pid in shard.pair_ids:
-            n_cells = self._pair_rows(shard, pid, cols)
+            n_cells = self._pair_rows(shard, pid, cols, patched.get(pid))
             if progress is not None:
                 progress.update(n_cells)
         cfg, n = self.prep.cfg, len(cols["layer"])
@@ -156,16 +189,16 @@ class Worker:
             cols[k] = [v] * n
         return stamp(schema.to_table(cols), started, device)
 
-    def _pair_rows(self, shard: Shard, pid: str, cols: dict[str, list]) -> int:
-        """Patch one pair's cells and append a row per (metric, cell) to `cols`; the cell count."""
+    def _pair_rows(self, shard: Shard, pid: str, cols: dict[str, list], patched=None) -> int:
+        """Append a row per (metric, cell) of one pair to `cols`; the cell count. `patched`:
+        the pair's part of the shard's schedule (`_patch_shard`), else it is patched here."""
         prep = self.prep
-        source_cond, target_cond = DIRECTIONS[shard.direction]
-        src_ids, tgt_ids = prep.token_ids[pid][source_cond], prep.token_ids[pid][target_cond]
-        positions = resolve_positions(prep.cfg.sweep.positions, pid, len(src_ids), len(tgt_ids))
+        target_cond = DIRECTIONS[shard.direction][1]
+        src_ids, tgt_ids, positions = self._pair_inputs(shard, pid)
         self._approx = None
-        src_logits, tgt_logits, cells, logits, known = self._patch_pair(
-            src_ids, tgt_ids, positions, shard.layers
-        )
+        if patched is None:
+            patched = self._patch_pair(src_ids, tgt_ids, positions, shard.layers)
+        src_logits, tgt_logits, cells, logits, known = patched
         tokens = (
             prep.tokenizer.convert_ids_to_tokens(tgt_ids),
             prep.tokenizer.convert_ids_to_tokens(src_ids),
