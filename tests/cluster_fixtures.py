@@ -243,3 +243,39 @@ def pipe(src: socket.socket, dst: socket.socket) -> None:
                 s.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+
+def run_killing_a_worker(cfg: Config, units: list, store, stored, wait_s: float = 120) -> tuple:
+    """Run `units` on this process's Ray and SIGKILL one worker, from outside, while it is inside
+    `run`, once `stored()` says a unit's result is in the store; returns (units run, RayStats)
+    after checking that the kill happened and the run still finished."""
+    import signal
+    import threading
+
+    from hallu.run.ray import RayStats, run_ray
+
+    stats, box = RayStats(), {}
+
+    def drive():
+        try:
+            box["ran"] = run_ray(cfg, units, store, {}, stats)
+        except BaseException as err:  # reported by the assertion below
+            box["error"] = err
+
+    driver = threading.Thread(target=drive)
+    driver.start()
+    killed = None
+    deadline = time.monotonic() + wait_s
+    while killed is None and driver.is_alive() and time.monotonic() < deadline:
+        if stored():
+            for pid, cmd in descendants(os.getpid()).items():
+                if cmd.startswith("ray::ShardRunner.run"):
+                    os.kill(pid, signal.SIGKILL)
+                    killed = pid
+                    break
+        time.sleep(0.05)
+    driver.join(timeout=300)
+    assert "error" not in box, box.get("error")
+    assert killed is not None, "the run ended before a worker could be killed"
+    assert stats.worker_failures >= 1 and stats.requeued >= 1
+    return box["ran"], stats

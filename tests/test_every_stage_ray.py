@@ -12,9 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
-import threading
-import time
 
 import pytest
 
@@ -23,11 +20,10 @@ from hallu.engine import models
 from hallu.run.launch import main
 from hallu.run.local import run_behavior
 from hallu.run.prepare import prepare
-from hallu.run.ray import RayStats, run_ray
 from hallu.store.local import LocalStore
 from hallu.store.verify import read_verified
 
-from .cluster_fixtures import TEST_ENV, descendants, small_config, sorted_rows
+from .cluster_fixtures import TEST_ENV, run_killing_a_worker, small_config, sorted_rows
 from .conftest import TINY
 
 ray = pytest.importorskip("ray")
@@ -142,31 +138,9 @@ def test_worker_killed_while_generating_loses_no_answer(cluster, tmp_path):
     )
     prep = prepare(cfg)
     chunks = plan_chunks(cfg, {pid: set(c) for pid, c in prep.token_ids.items()})
-    store, stats, box = LocalStore(tmp_path / "ray", "kill"), RayStats(), {}
-
-    def drive():
-        try:
-            box["ran"] = run_ray(cfg, chunks, store, {}, stats)
-        except BaseException as err:  # reported by the assertion below
-            box["error"] = err
-
-    driver = threading.Thread(target=drive)
-    driver.start()
-    killed = None
-    deadline = time.monotonic() + 180
-    while killed is None and driver.is_alive() and time.monotonic() < deadline:
-        if store.table_names(FOLDER):  # a chunk is stored: kill a worker inside `run`
-            for pid, cmd in descendants(os.getpid()).items():
-                if cmd.startswith("ray::ShardRunner.run"):
-                    os.kill(pid, signal.SIGKILL)
-                    killed = pid
-                    break
-        time.sleep(0.05)
-    driver.join(timeout=300)
-    assert "error" not in box, box.get("error")
-    assert killed is not None, "the run ended before a worker could be killed"
-    assert stats.worker_failures >= 1 and stats.requeued >= 1
-    assert box["ran"] == len(chunks) and store.table_names(FOLDER) == {c.chunk_id for c in chunks}
+    store = LocalStore(tmp_path / "ray", "kill")
+    ran, _ = run_killing_a_worker(cfg, chunks, store, lambda: store.table_names(FOLDER), 180)
+    assert ran == len(chunks) and store.table_names(FOLDER) == {c.chunk_id for c in chunks}
 
     reference = LocalStore(tmp_path / "local", "kill")
     _one_thread(lambda: run_behavior(prep, chunks, reference, {}))

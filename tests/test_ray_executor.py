@@ -6,11 +6,9 @@ Each run is compared with the in-process executor on the same config: the same r
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -26,8 +24,8 @@ from hallu.store.s3 import S3Store
 
 from .cluster_fixtures import (
     cell_keys,
-    descendants,
     moto_server,
+    run_killing_a_worker,
     service_env,
     small_config,
     sorted_rows,
@@ -102,33 +100,9 @@ def test_killed_worker_is_replaced_and_rows_stay_exactly_once(cluster, tmp_path)
     )
     plan = prepare(cfg).plan()
     store = LocalStore(tmp_path, "kill")
-    stats, box = RayStats(), {}
-
-    def drive():
-        try:
-            box["ran"] = run_ray(cfg, plan, store, {}, stats)
-        except BaseException as err:  # reported by the assertion below
-            box["error"] = err
-
-    driver = threading.Thread(target=drive)
-    driver.start()
-    killed = None
-    deadline = time.monotonic() + 120
-    while killed is None and driver.is_alive() and time.monotonic() < deadline:
-        # Kill, from outside, a worker of *this* Ray (a descendant of this process) while it
-        # is inside `run`, once a shard has been stored.
-        if store.done_shards():
-            for pid, cmd in descendants(os.getpid()).items():
-                if cmd.startswith("ray::ShardRunner.run"):
-                    os.kill(pid, signal.SIGKILL)
-                    killed = pid
-                    break
-        time.sleep(0.05)
-    driver.join(timeout=300)
-    assert "error" not in box, box.get("error")
-    assert killed is not None, "the run ended before a worker could be killed"
-    assert stats.worker_failures >= 1 and stats.requeued >= 1
-    assert box["ran"] == len(plan.shards)
+    # a worker of *this* Ray (a descendant of this process), once a shard has been stored
+    ran, _ = run_killing_a_worker(cfg, plan.shards, store, store.done_shards)
+    assert ran == len(plan.shards)
     _assert_same_rows(store.read_results(), _reference(cfg, tmp_path, plan))
 
 
