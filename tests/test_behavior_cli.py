@@ -35,6 +35,7 @@ def test_both_experiments_share_a_run_and_agree_on_the_metric(run_cli, tmp_path)
     proc = run_cli(
         "+sweep=debug",
         "sweep.experiments=[patching,behavior]",
+        "sweep.controls=[random_source]",  # its rows' `clean` is the unrelated source's metric
         "behavior.decoding=[greedy]",
         "behavior.max_new_tokens=4",
         "run_id=both",

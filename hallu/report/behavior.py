@@ -162,11 +162,29 @@ def patching_consistency(table: pa.Table, patching: pa.Table | None) -> dict[str
     """
     if patching is None or patching.num_rows == 0:
         return None
+    import pyarrow.compute as pc
+
+    from hallu.analysis.grid import MAIN_METRIC
+
+    # The experiment's own rows (a control row's `clean` is its control source's metric), one
+    # per pair: the baselines are the same in every cell of a pair.
+    own = patching.filter(
+        pc.and_kleene(
+            pc.and_kleene(
+                pc.equal(patching["direction"], "restore_confidence"),
+                pc.equal(patching["metric"], MAIN_METRIC),
+            ),
+            pc.is_null(patching["control"]),
+        )
+    )
+    firsts = own.group_by("pair_id", use_threads=False).aggregate(
+        [("clean", "first"), ("corrupted", "first")]
+    )
     base: dict[tuple[str, str], float] = {}
-    for r in patching.select(["direction", "pair_id", "clean", "corrupted"]).to_pylist():
-        if r["direction"] == "restore_confidence":
-            base[(r["pair_id"], "certain")] = r["clean"]
-            base[(r["pair_id"], "uncertain")] = r["corrupted"]
+    for pid, clean, corrupted in zip(
+        *(firsts[c].to_pylist() for c in ("pair_id", "clean_first", "corrupted_first")), strict=True
+    ):
+        base[(pid, "certain")], base[(pid, "uncertain")] = clean, corrupted
     rows = [
         r
         for r in table.select(["pair_id", "condition", "metric_value"]).to_pylist()
