@@ -279,3 +279,22 @@ def run_killing_a_worker(cfg: Config, units: list, store, stored, wait_s: float 
     assert killed is not None, "the run ended before a worker could be killed"
     assert stats.worker_failures >= 1 and stats.requeued >= 1
     return box["ran"], stats
+
+
+def local_reference(cfg: Config, root, plan=None):
+    """The in-process run of the same config at one torch thread, as in a 1-CPU actor (another
+    thread count may pick other kernels and round differently), rows in canonical order."""
+    import torch
+
+    from hallu.run.local import run_local
+    from hallu.run.prepare import prepare
+    from hallu.store.local import LocalStore
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        store = LocalStore(root, "reference")
+        run_local(cfg, plan or prepare(cfg).plan(), store, {})
+        return sorted_rows(store.read_results())
+    finally:
+        torch.set_num_threads(threads)

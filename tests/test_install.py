@@ -55,7 +55,7 @@ def test_wheel_runs_the_demo_outside_the_checkout(venv_python: Path, tmp_path: P
             "behavior.decoding=[greedy]", "behavior.max_new_tokens=8"]  # fmt: skip
     run = _sh([str(venv_python), "-m", "hallu.launch", *args], tmp_path, env)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "band-mean restoration" in run.stdout and "declarative answers" in run.stdout
+    assert "band-mean restoration" in run.stdout and "declarative rate per prompt" in run.stdout
     assert (tmp_path / "runs" / "wheel-demo" / "summary.md").is_file()
 
 

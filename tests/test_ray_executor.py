@@ -16,7 +16,6 @@ import pytest
 from hallu.config import compose
 from hallu.errors import UserError
 from hallu.run.launch import main
-from hallu.run.local import run_local
 from hallu.run.prepare import prepare
 from hallu.run.ray import RayStats, run_ray
 from hallu.store.local import LocalStore
@@ -24,6 +23,7 @@ from hallu.store.s3 import S3Store
 
 from .cluster_fixtures import (
     cell_keys,
+    local_reference,
     moto_server,
     run_killing_a_worker,
     service_env,
@@ -49,20 +49,6 @@ def cluster(moto):
     ray.shutdown()
 
 
-def _reference(cfg, tmp_path, plan=None):
-    """The in-process run of the same config, at one torch thread (as in a 1-CPU actor)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        store = LocalStore(tmp_path / "reference", "ref")
-        run_local(cfg, plan or prepare(cfg).plan(), store, {})
-        return sorted_rows(store.read_results())
-    finally:
-        torch.set_num_threads(threads)
-
-
 def _assert_same_rows(got, want):
     assert len(set(cell_keys(got))) == got.num_rows, "every cell exactly once"
     assert got.num_rows == want.num_rows
@@ -82,7 +68,7 @@ def test_ray_run_to_s3_gives_exactly_the_rows_of_the_local_run(cluster, moto, tm
     for s in plan.shards:
         assert f"ray-s3/r1/shards/{s.shard_id}.parquet" in keys
         assert f"ray-s3/r1/done/{s.shard_id}.json" in keys
-    _assert_same_rows(store.read_results(), _reference(cfg, tmp_path, plan))
+    _assert_same_rows(store.read_results(), local_reference(cfg, tmp_path, plan))
     assert run_ray(cfg, plan, store, {}) == 0, "a finished run has nothing left to do"
 
 
@@ -103,7 +89,7 @@ def test_killed_worker_is_replaced_and_rows_stay_exactly_once(cluster, tmp_path)
     # a worker of *this* Ray (a descendant of this process), once a shard has been stored
     ran, _ = run_killing_a_worker(cfg, plan.shards, store, store.done_shards)
     assert ran == len(plan.shards)
-    _assert_same_rows(store.read_results(), _reference(cfg, tmp_path, plan))
+    _assert_same_rows(store.read_results(), local_reference(cfg, tmp_path, plan))
 
 
 def test_model_that_fails_to_load_stops_the_run_with_its_error(cluster, tmp_path):
