@@ -275,7 +275,9 @@ def locus_section(c: Context) -> None:
     c.doc.p(
         "The shortest contiguous band of layers holding 80% of the positive per-layer effect at "
         "the last position; intervals are percentiles of the band's first and last layer over "
-        "bootstrap resamples of pairs."
+        "bootstrap resamples of pairs. Layer L means the residual stream entering layer L "
+        "(resid_pre), i.e. what layers 0 to L-1 wrote: a band that starts at L was first "
+        "written by a component of layer L-1 (a head sweep, sweep.component=head, names it)."
     )
     c.doc.table(
         ["direction", "locus", "resamples with a locus"],
