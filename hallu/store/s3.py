@@ -139,7 +139,10 @@ class S3Store:
         return f"s3://{self.bucket}/{key}"
 
     def _put_new(self, key: str, body: bytes) -> bool:
-        """PUT that never replaces: True if written, False if the key already existed."""
+        """PUT that never replaces: True if written, False if the key already held other bytes.
+
+        A retried PUT whose first attempt landed but whose answer was lost (a connection cut
+        during an outage) meets its own object: equal bytes count as written."""
         from botocore.exceptions import ClientError
 
         for attempt in range(self.cfg.max_attempts):
@@ -154,7 +157,7 @@ class S3Store:
             except ClientError as err:
                 code = _code(err)
                 if code in ("PreconditionFailed", "412"):
-                    return False
+                    return self._get(key) == body
                 # 409: another upload of this key is in flight; it wins or fails, then retry.
                 if code in CONFLICT and attempt + 1 < self.cfg.max_attempts:
                     time.sleep(min(2**attempt * 0.2, 5))
