@@ -139,10 +139,7 @@ class S3Store:
         return f"s3://{self.bucket}/{key}"
 
     def _put_new(self, key: str, body: bytes) -> bool:
-        """PUT that never replaces: True if written, False if the key already held other bytes.
-
-        A retried PUT whose first attempt landed but whose answer was lost (a connection cut
-        during an outage) meets its own object: equal bytes count as written."""
+        """PUT that never replaces: True if written, False if the key already existed."""
         from botocore.exceptions import ClientError
 
         for attempt in range(self.cfg.max_attempts):
@@ -157,7 +154,7 @@ class S3Store:
             except ClientError as err:
                 code = _code(err)
                 if code in ("PreconditionFailed", "412"):
-                    return self._get(key) == body
+                    return False
                 # 409: another upload of this key is in flight; it wins or fails, then retry.
                 if code in CONFLICT and attempt + 1 < self.cfg.max_attempts:
                     time.sleep(min(2**attempt * 0.2, 5))
@@ -274,7 +271,9 @@ class S3Store:
                 raise FileExistsError(f"{self._url(key)} exists; results are never replaced")
             body, adopted = self._adopt(shard_id, key, body)
         note = integrity.marker(shard_id, body, table.num_rows, adopted_existing_object=adopted)
-        if not self._put_new(marker, note):
+        # A marker equal to ours is this call's own, from a retried PUT whose answer was lost
+        # (a connection cut during an outage): the shard is stored once, as intended.
+        if not self._put_new(marker, note) and self._get(marker) != note:
             raise FileExistsError(f"{self._url(marker)} exists; shard already stored")
         return self._url(key)
 
