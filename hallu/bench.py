@@ -13,7 +13,9 @@ Cases (full resid_pre sweeps, every layer x every position, one direction):
 The analytic FLOP ratio counts weight matmuls only (2 FLOP per weight per token; attention
 scores are left out, a few percent at these lengths): naive = every cell runs all layers on all
 tokens plus the unembedding at every position (as a plain forward does); engine = two traced runs
-per pair plus, per computed cell, (L - l) layers on (T - t) tokens and one unembedding.
+per pair plus, per computed cell, what the engine runs (hallu.run.estimate.cell_flops): layers
+l..L-2 on (T - t) tokens, less the first layer's q/k/v projections of unpatched positions, the
+last layer at the last position, one unembedding.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ from hallu.bench_baselines import (
 )
 from hallu.engine.adapters import Adapter
 from hallu.engine.cells import Cell, is_known, make_cells, patch_cells, patch_pairs
-from hallu.engine.fast import BatchOptions, trace
+from hallu.engine.fast import BatchOptions, trace, traces
+from hallu.run.estimate import cell_flops
 
 CASES = ("a", "b", "c")
 
@@ -177,12 +180,13 @@ def flops_per_token(model: torch.nn.Module) -> tuple[float, float]:
 def flop_counts(model: torch.nn.Module, case: Case) -> tuple[float, float, int]:
     """(naive FLOP, engine FLOP, cells) of a full resid_pre sweep of `case`.
 
-    The engine runs its last layer at the last position only, plus the key/value projections of
-    the other positions (families with `Adapter.has_kv`; others run the last layer in full)."""
+    Llama-family layers (`Adapter.own_layer`) count as hallu.run.estimate.cell_flops; other
+    families run every layer of a cell in full."""
     per_layer, unembed = flops_per_token(model)
     ad = Adapter(model)
-    n_layers = ad.n_layers
-    kv = 2.0 * 2 * ad.n_kv_heads * ad.head_dim * model.config.hidden_size if ad.has_kv else None
+    n_layers, d = ad.n_layers, model.config.hidden_size
+    kv = 2.0 * 2 * ad.n_kv_heads * ad.head_dim * d
+    qkv = kv + 2.0 * ad.n_heads * ad.head_dim * d
     naive = engine = 0.0
     n = 0
     for src, tgt in case.pairs:
@@ -195,11 +199,10 @@ def flop_counts(model: torch.nn.Module, case: Case) -> tuple[float, float, int]:
             if is_known(c, src, tgt):
                 continue
             s = t_len - c.position
-            if kv is None:
-                engine += (n_layers - c.layer) * s * per_layer + unembed
+            if ad.own_layer:
+                engine += cell_flops(n_layers, c.layer, s, per_layer, qkv, kv, unembed)
             else:
-                engine += (n_layers - c.layer - 1) * s * per_layer + per_layer
-                engine += (s - 1) * kv + unembed
+                engine += (n_layers - c.layer) * s * per_layer + unembed
     return naive, engine, n
 
 
@@ -208,7 +211,8 @@ def flop_counts(model: torch.nn.Module, case: Case) -> tuple[float, float, int]:
 
 def engine_case(ad: Adapter, pairs, cells_per, opts: BatchOptions) -> list[torch.Tensor]:
     """All pairs of a case in one schedule (rows of equal-length pairs share batches)."""
-    items = [(trace(ad, s), trace(ad, t), c) for (s, t), c in zip(pairs, cells_per, strict=True)]
+    got = traces(ad, [ids for pair in pairs for ids in pair])
+    items = [(got[2 * i], got[2 * i + 1], c) for i, c in enumerate(cells_per)]
     return [out for out, _ in patch_pairs(ad, "resid_pre", items, opts)]
 
 

@@ -16,7 +16,6 @@ Layers return a tensor in recent transformers and a tuple in older ones; `run_la
 from __future__ import annotations
 
 import inspect
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,9 +63,10 @@ FAMILIES = [
 
 
 # model_type of the families whose decoder layer is input norm -> q/k/v projections -> rotary on
-# queries and keys (transformers' apply_rotary_pos_emb) -> cache.update: `Adapter.kv` holds for
-# them. Others (GPT-2, GPT-NeoX, Qwen3's key norm, ...) run their last layer in full.
-KV_FAMILIES = ("llama", "mistral", "qwen2")
+# queries and keys (transformers' apply_rotary_pos_emb) -> attention -> o_proj -> residual ->
+# norm -> MLP -> residual: the engine runs their layers in pieces (hallu/engine/llama_layer.py).
+# Others (GPT-2, GPT-NeoX, Qwen3's key norm, ...) run through transformers' whole layer.
+OWN_LAYER_FAMILIES = ("llama", "mistral", "qwen2")
 
 
 class Adapter:
@@ -100,8 +100,8 @@ class Adapter:
         self.placement = infer(model, self.layers)
         self.moves = 0  # hidden-state transfers between slots, counted for the tests
         self._slot = 0
-        # Families whose keys/values `kv` can compute without running the whole layer.
-        self.has_kv = getattr(cfg, "model_type", None) in KV_FAMILIES
+        # Families whose layers the engine runs in pieces (hallu/engine/llama_layer.py).
+        self.own_layer = getattr(cfg, "model_type", None) in OWN_LAYER_FAMILIES
 
     def begin(self, slot: int = 0) -> None:
         """A new pass starts on `slot` (the first: embedding and stored traces live there)."""
@@ -167,20 +167,6 @@ class Adapter:
             kwargs["position_embeddings"] = pos_emb
         out = self.layers[layer](h, **kwargs)
         return out[0] if isinstance(out, tuple) else out
-
-    def kv(self, layer: int, h: torch.Tensor, pos_emb: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """[B, S, d] layer input -> the layer's keys and values [B, n_kv_heads, S, head_dim]
-        (position embedding applied), computed as the layer's attention computes them: input
-        norm, key/value projections, the family's own rotary function (`has_kv` families)."""
-        block = self.layers[layer]
-        attn = getattr(block, self.family.attn)
-        x = block.input_layernorm(h)
-        shape = (*h.shape[:-1], -1, self.head_dim)
-        k = attn.k_proj(x).view(shape).transpose(1, 2)
-        v = attn.v_proj(x).view(shape).transpose(1, 2)
-        rotary = sys.modules[type(attn).__module__].apply_rotary_pos_emb
-        _, k = rotary(k[:, :1], k, *pos_emb)  # one head stands in for the queries
-        return k, v
 
     def logits(self, h_last: torch.Tensor) -> torch.Tensor:
         """[B, d] last layer output -> [B, V] logits (on the last slot's device)."""

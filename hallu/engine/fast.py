@@ -35,6 +35,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from hallu.engine import llama_layer as ll
 from hallu.engine.adapters import Adapter
 from hallu.engine.oom import halve_on_oom
 
@@ -61,6 +62,7 @@ class Trace:
     pos_emb: Any  # what layers take to place positions 0..T-1 (None for absolute positions)
     logits: torch.Tensor  # [V] at the last position
     sites: dict[str, torch.Tensor] = field(default_factory=dict)  # site -> [L, T, width]
+    queries: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [1, H, T, hd], lazily
 
     def value(self, site: str, layer: int, position: int, head: int | None, head_dim: int):
         """The activation a patch copies from this run."""
@@ -138,22 +140,45 @@ def _output_tensor(out: Any) -> torch.Tensor:
 @torch.no_grad()
 def trace(ad: Adapter, ids: Sequence[int], sites: Sequence[str] = ()) -> Trace:
     """Run one prompt layer by layer, keeping what patches need (`sites` beyond resid_pre)."""
-    n = len(ids)
+    return _trace_batch(ad, [ids], sites)[0]
+
+
+@torch.no_grad()
+def traces(
+    ad: Adapter, prompts: Sequence[Sequence[int]], sites: Sequence[str] = (), max_tokens: int = 4096
+) -> list[Trace]:
+    """`trace` of every prompt; prompts of one length run as one batch (up to `max_tokens`
+    tokens), which keeps the matmuls large when a shard's pairs are short."""
+    out: list[Trace | None] = [None] * len(prompts)
+    by_len: dict[int, list[int]] = defaultdict(list)
+    for i, ids in enumerate(prompts):
+        by_len[len(ids)].append(i)
+    for n, idx in by_len.items():
+        step = max(1, max_tokens // n)
+        for k in range(0, len(idx), step):
+            group = idx[k : k + step]
+            for i, tr in zip(group, _trace_batch(ad, [prompts[i] for i in group], sites)):  # noqa: B905
+                out[i] = tr
+    return out  # type: ignore[return-value]
+
+
+def _trace_batch(ad: Adapter, prompts: Sequence[Sequence[int]], sites: Sequence[str]):
+    n = len(prompts[0])
     if ad.sliding_window is not None and n > ad.sliding_window:
         raise ValueError(f"prompt of {n} tokens exceeds the sliding window {ad.sliding_window}")
     ad.begin()
-    h = ad.embed(torch.tensor([list(ids)], device=ad.device))
+    h = ad.embed(torch.tensor([list(ids) for ids in prompts], device=ad.device))
     pos_emb = ad.position_embeddings(h, n)
     mask = causal_mask(0, n, h.dtype, h.device)
     local = _Local(ad, pos_emb, mask)
     first = ad.placement.first  # traces are stored on the first slot's device
-    resid, keys, values = [h[0]], [], []
+    resid, keys, values = [h], [], []
     kept: dict[str, list[torch.Tensor]] = {s: [] for s in sites if s != "resid_pre"}
 
     def keep(site: str) -> Any:
         def hook(_m: Any, inp: Any, out: Any = None) -> None:
             x = inp[0] if site == "head" else _output_tensor(out)
-            kept[site].append(x[0].detach().to(first, copy=True))
+            kept[site].append(x.detach().to(first, copy=True))
 
         return hook
 
@@ -175,17 +200,22 @@ def trace(ad: Adapter, ids: Sequence[int], sites: Sequence[str] = ()) -> Trace:
         assert cache.new is not None, "the layer did not use the key/value cache"
         keys.append(cache.new[0])
         values.append(cache.new[1])
-        resid.append(h[0].to(first))
-    logits = ad.logits(h[:, -1])[0]
-    return Trace(
-        list(ids),
-        torch.stack(resid),
-        keys,
-        values,
-        pos_emb,
-        logits,
-        {s: torch.stack(v) for s, v in kept.items()},
-    )
+        resid.append(h.to(first))
+    logits = ad.logits(h[:, -1])
+    stacked = torch.stack(resid, 1)  # [B, L + 1, T, d]
+    site_stacks = {s: torch.stack(v, 1) for s, v in kept.items()}
+    return [
+        Trace(
+            list(ids),
+            stacked[i],
+            [k[i : i + 1] for k in keys],
+            [v[i : i + 1] for v in values],
+            pos_emb,
+            logits[i],
+            {s: v[i] for s, v in site_stacks.items()},
+        )
+        for i, ids in enumerate(prompts)
+    ]
 
 
 def _start(p: Patch, opts: BatchOptions) -> tuple[int, int]:
@@ -308,30 +338,58 @@ class _Rows:
         self.which = torch.tensor(which, device=dev)  # slot -> index into traces
         self.single = len(traces) == 1  # one target: expand, never copy
 
-    def resid(self, layer: int, slots: range) -> torch.Tensor:
-        """[len(slots), T - t0, d] trace input of `layer` for the rows in `slots`."""
+    def gather(self, parts: list[torch.Tensor], slots: range, out: torch.Tensor | None = None):
+        """Row i of `slots` gets parts[target of i] (each [1, ...]): into `out` (contiguous)
+        when given, else a new tensor ([1, ...], a view, when every row has one target)."""
         if self.single:
-            return self.traces[0].resid[layer, self.t0 :].expand(len(slots), -1, -1)
-        stacked = torch.stack([tr.resid[layer, self.t0 :] for tr in self.traces])
-        return stacked[self.which[slots.start : slots.stop]]
+            if out is None:
+                return parts[0]
+            out.copy_(parts[0].expand_as(out))
+            return out
+        stacked = torch.cat(parts)
+        idx = self.which[slots.start : slots.stop].to(stacked.device)
+        return stacked[idx] if out is None else torch.index_select(stacked, 0, idx, out=out)
+
+    def resid(self, layer: int, slots: range, out: torch.Tensor | None = None) -> torch.Tensor:
+        """[len(slots), T - t0, d] trace input of `layer` for the rows in `slots`."""
+        parts = [tr.resid[layer, self.t0 :][None] for tr in self.traces]
+        if out is None and self.single:
+            return parts[0].expand(len(slots), -1, -1, -1)[:, 0]
+        return self.gather(parts, slots, out)
 
     def prefix(self, layer: int, n_rows: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Keys and values of positions 0..t0-1 for the first `n_rows` slots ([1, ...] when
         every row has one target), or None when t0 = 0."""
-        t0 = self.t0
+        t0, slots = self.t0, range(n_rows)
         if t0 == 0:
             return None
-        if self.single:
-            tr = self.traces[0]
-            return tr.keys[layer][..., :t0, :], tr.values[layer][..., :t0, :]
-        keys = torch.cat([tr.keys[layer][..., :t0, :] for tr in self.traces])
-        idx = self.which[:n_rows].to(keys.device)
-        values = torch.cat([tr.values[layer][..., :t0, :] for tr in self.traces])
-        return keys[idx], values[idx]
+        keys = self.gather([tr.keys[layer][..., :t0, :] for tr in self.traces], slots)
+        return keys, self.gather([tr.values[layer][..., :t0, :] for tr in self.traces], slots)
+
+    def full(self, ad: Adapter, layer: int, kind: str, slots: range, out: torch.Tensor) -> None:
+        """The trace's queries (the last out.shape[2] positions), keys or values (every
+        position) of `layer` for the rows in `slots`, into `out`."""
+
+        def get(tr: Trace) -> torch.Tensor:
+            if kind == "queries":
+                return _trace_queries(ad, tr, layer)[..., -out.shape[2] :, :]
+            return getattr(tr, kind)[layer]
+
+        self.gather([get(tr) for tr in self.traces], slots, out)
 
     def cache(self, layer: int, n_rows: int) -> PrefixCache:
         prefix = self.prefix(layer, n_rows)
         return PrefixCache() if prefix is None else PrefixCache(*prefix)
+
+
+def _trace_queries(ad: Adapter, tr: Trace, layer: int) -> torch.Tensor:
+    """[1, H, T, hd] the trace's queries at `layer` (rotary applied), computed once, kept."""
+    if layer not in tr.queries:
+        dev = ad.placement.layer_device(layer)
+        pos_emb = tuple(p.to(dev) for p in tr.pos_emb)
+        x = tr.resid[layer][None].to(dev)
+        tr.queries[layer] = ll.qkv(ad.layers[layer], ad.attn(layer), x, pos_emb, ad.head_dim)[0]
+    return tr.queries[layer]
 
 
 def _layout(rows: Sequence[tuple[Trace, Patch]], starts: Sequence[tuple[int, int]], t0: int):
@@ -368,11 +426,11 @@ def _run_batch(
     local = _Local(ad, _slice_pos(tr0.pos_emb, t0), mask)
     h: torch.Tensor | None = None
     for layer in range(joins[0], ad.n_layers):
+        n_have = 0 if h is None else h.shape[0]
         if h is not None:
             h = ad.enter(layer, h)
         n_join = sum(1 for j in joins if j == layer)
         if n_join:
-            n_have = 0 if h is None else h.shape[0]
             x = ad.bring(layer, batch.resid(layer, range(n_have, n_have + n_join)))
             if h is None:
                 ad.begin(ad.placement.layer_slot[layer])
@@ -381,18 +439,17 @@ def _run_batch(
         at = writes.get(layer, {})
         if "resid_pre" in at:
             _write(h, at["resid_pre"], None)
-        if layer == ad.n_layers - 1 and ad.has_kv and h.shape[1] > 1:
-            h = _last_position_layer(ad, layer, h, local, batch, at)
+        if ad.own_layer:
+            h = _own_layer(ad, layer, h, n_have, batch, local.at(layer), at)
         else:
-            cache = batch.cache(layer, h.shape[0])
-            h = _layer(ad, layer, h, local.at(layer), cache, at)
+            h = _layer(ad, layer, h, local.at(layer), batch.cache(layer, h.shape[0]), at)
     assert h is not None
     logits = ad.logits(h[:, -1])
     return logits[torch.tensor([slot[i] for i in range(len(rows))], device=logits.device)]
 
 
 def _layer(ad: Adapter, layer: int, h: torch.Tensor, local: tuple, cache: PrefixCache, at: dict):
-    """One layer on the batch, with the hooks that write its attn_out/mlp_out/head patches."""
+    """One layer on the batch through transformers' module, with hooks for the writes."""
     handles = [_hook(ad, site, layer, entries) for site, entries in at.items()]
     try:
         return ad.run_layer(layer, h, *local, cache)
@@ -402,27 +459,57 @@ def _layer(ad: Adapter, layer: int, h: torch.Tensor, local: tuple, cache: Prefix
                 handle.remove()
 
 
-def _last_position_layer(
-    ad: Adapter, layer: int, h: torch.Tensor, local: _Local, batch: _Rows, at: dict
+def _own_layer(
+    ad: Adapter, layer: int, h: torch.Tensor, n_have: int, batch: _Rows, local: tuple, at: dict
 ) -> torch.Tensor:
-    """The last layer for the last position only (the logits read nothing else): the other
-    suffix positions give only their keys and values (`Adapter.kv`), which join the prefix.
-    Writes there at other positions cannot reach the logits, so they are dropped."""
-    pos_emb, _ = local.at(layer)
-    k, v = ad.kv(layer, h[:, :-1], tuple(p[:, :-1] for p in pos_emb))
-    prefix = batch.prefix(layer, h.shape[0])
-    if prefix is not None:
-        k = torch.cat([prefix[0].expand(k.shape[0], -1, -1, -1), k], 2)
-        v = torch.cat([prefix[1].expand(v.shape[0], -1, -1, -1), v], 2)
-    mask = torch.zeros(1, 1, 1, k.shape[2] + 1, dtype=h.dtype, device=h.device)
-    last = h.shape[1] - 1
-    at_last = {
-        site: [(row, 0, value, head) for row, pos, value, head in entries if pos == last]
-        for site, entries in at.items()
-        if site != "resid_pre"
-    }
-    local_last = (tuple(p[:, -1:] for p in pos_emb), mask)
-    return _layer(ad, layer, h[:, -1:], local_last, PrefixCache(k, v), at_last)
+    """One Llama-family layer run in pieces (hallu/engine/llama_layer.py). Rows n_have.. join
+    here: their queries/keys/values are the trace's except at the positions written here. The
+    last layer runs its queries, attention, o_proj and MLP at the last position only."""
+    block, attn, hd = ad.layers[layer], ad.attn(layer), ad.head_dim
+    pos_emb, mask = local
+    n_rows, s, _ = h.shape
+    t0 = batch.t0
+    last_only = layer == ad.n_layers - 1
+    n_q = 1 if last_only else s
+    q = h.new_empty(n_rows, ad.n_heads, n_q, hd)
+    keys = h.new_empty(n_rows, ad.n_kv_heads, t0 + s, hd)
+    values = torch.empty_like(keys)
+    if n_have:
+        qc, kc, vc = ll.qkv(block, attn, h[:n_have], pos_emb, hd, queries_from=s - n_q)
+        q[:n_have], keys[:n_have, :, t0:], values[:n_have, :, t0:] = qc, kc, vc
+        prefix = batch.prefix(layer, n_have)
+        if prefix is not None:
+            keys[:n_have, :, :t0], values[:n_have, :, :t0] = prefix
+    if n_have < n_rows:
+        joining = range(n_have, n_rows)
+        batch.full(ad, layer, "keys", joining, keys[n_have:])
+        batch.full(ad, layer, "values", joining, values[n_have:])
+        batch.full(ad, layer, "queries", joining, q[n_have:])
+        written = [(r, p) for r, p, _, _ in at.get("resid_pre", ()) if r >= n_have]
+        if written:
+            r, p = (torch.tensor(c, device=h.device) for c in zip(*written, strict=True))
+            pe = tuple(e[0, p][:, None] for e in pos_emb)
+            qw, kw, vw = ll.qkv(block, attn, h[r, p][:, None], pe, hd)
+            keys[r, :, t0 + p], values[r, :, t0 + p] = kw[:, :, 0], vw[:, :, 0]
+            sel = p >= s - n_q
+            q[r[sel], :, p[sel] - (s - n_q)] = qw[sel, :, 0]
+    a = ll.attend(attn, q, keys, values, None if last_only else mask)
+    if last_only:
+        h = h[:, -1:]
+        at = {
+            site: [(row, 0, value, head) for row, pos, value, head in entries if pos == s - 1]
+            for site, entries in at.items()
+        }
+    if at.get("head"):
+        _write(a, at["head"], hd)
+    a = getattr(attn, ad.family.head_proj)(a)
+    if at.get("attn_out"):
+        _write(a, at["attn_out"], None)
+    h = h + a
+    m = block.mlp(block.post_attention_layernorm(h))
+    if at.get("mlp_out"):
+        _write(m, at["mlp_out"], None)
+    return h + m
 
 
 def _write(t: torch.Tensor, entries: list, head_dim: int | None) -> None:

@@ -5,11 +5,12 @@ the tokenizer when it is on this machine, else estimated from word counts; the p
 which). Models:
 
 - *naive FLOP*: one full forward pass of the target prompt per cell (the plan's own count);
-- *engine FLOP*: the fast engine's work (hallu/engine/fast.py, the same count hallu.bench's
-  `flop_counts` uses): both prompts traced once, then each cell runs only layers l..L-2 over
-  positions t..T-1, the last layer at the last position (plus the key/value projections of
+- *engine FLOP*: the fast engine's work (hallu/engine/fast.py; `cell_flops`, which hallu.bench's
+  `flop_counts` uses too): both prompts traced once, then each cell runs only layers l..L-2 over
+  positions t..T-1, with the queries/keys/values of its first layer projected at the patched
+  position only, the last layer at the last position (plus the key/value projections of
   positions t..T-2), and the unembedding at the last position (Llama-family layers; other
-  families run the last layer in full, so for them this is a little low). Known cells (which
+  families run every layer in full, so for them this is a little low). Known cells (which
   the engine skips) are counted, so this is an upper bound;
 - *memory per replica*: the weights, the two traces of one pair (residual stream entering every
   layer, keys and values of every layer), one batch of the engine (one position's cells over the
@@ -49,6 +50,19 @@ def dtype_bytes(cfg: Config) -> int:
     return 2
 
 
+def cell_flops(
+    n_layers: int, layer: int, suffix: int, per_layer: float, qkv: float, kv: float, unembed: float
+) -> float:
+    """The fast engine's FLOP for one cell patched at `layer`, `suffix` positions before the end
+    (Llama family). per_layer, qkv (query/key/value projections), kv (key/value only) and
+    unembed are FLOP per token."""
+    if layer == n_layers - 1:  # the last layer only: the patched token's keys/values, the last
+        return (per_layer if suffix == 1 else per_layer - qkv + kv) + unembed
+    first = suffix * per_layer - (suffix - 1) * qkv  # unpatched positions: the trace's q/k/v
+    middle = (n_layers - 2 - layer) * suffix * per_layer
+    return first + middle + per_layer + (suffix - 1) * kv + unembed
+
+
 def engine_flops(
     cfg: Config,
     shape: Any,
@@ -69,6 +83,7 @@ def engine_flops(
     per_layer += 2 * 3 * shape.d_model * shape.d_mlp
     unembed = 2 * shape.d_model * shape.vocab_size
     kv = 2 * 2 * shape.d_model * hd * shape.n_kv_heads  # key/value projections, one token
+    qkv = kv + 2 * shape.d_model * hd * shape.n_heads
     sweep = cfg.sweep
     layers = resolve_layers(sweep.layers, shape.n_layers)
     per_cell = shape.n_heads if sweep.component == "head" else 1
@@ -81,9 +96,9 @@ def engine_flops(
             for t, src_t in resolve_positions(sweep.positions, pid, ls, lt):
                 if t == src_t and t < prefix.get(pid, 0):
                     continue
-                deep = sum(shape.n_layers - 1 - layer for layer in layers) * (lt - t) * per_layer
-                last = len(layers) * (per_layer + (lt - t - 1) * kv + unembed)
-                total += per_cell * (deep + last)
+                for layer in layers:
+                    flop = cell_flops(shape.n_layers, layer, lt - t, per_layer, qkv, kv, unembed)
+                    total += per_cell * flop
     return total
 
 

@@ -17,7 +17,7 @@ from hallu.config import DIRECTIONS, Config
 from hallu.engine.adapters import Adapter
 from hallu.engine.attribution import screen
 from hallu.engine.cells import Cell, is_known, make_cells, patch_pairs
-from hallu.engine.fast import BatchOptions, Trace, trace
+from hallu.engine.fast import BatchOptions, Trace, trace, traces
 from hallu.engine.hooks import capture_resid_pre, patched_logits
 from hallu.engine.metrics import kl_to_clean, resolution
 from hallu.engine.models import decoder_layers, load_model, replica_devices
@@ -85,12 +85,12 @@ class Worker:
         if self.adapter is None or sweep.screen_top_k is not None:
             return {}
         ad, comp, n_layers = self.adapter, sweep.component, len(self.layers)
+        inputs = [self._pair_inputs(shard, pid) for pid in shard.pair_ids]
+        got = traces(ad, [ids for src, tgt, _ in inputs for ids in (src, tgt)], [comp])
         items = []
-        for pid in shard.pair_ids:
-            src_ids, tgt_ids, positions = self._pair_inputs(shard, pid)
-            source, target = trace(ad, src_ids, [comp]), trace(ad, tgt_ids, [comp])
+        for i, (_, _, positions) in enumerate(inputs):
             cells = make_cells(comp, shard.layers, positions, n_layers, sweep.window, ad.n_heads)
-            items.append((source, target, cells))
+            items.append((got[2 * i], got[2 * i + 1], cells))
         done = patch_pairs(ad, comp, items, self.options)
         return {
             pid: (source.logits, target.logits, cells, logits, known)

@@ -1,0 +1,84 @@
+"""The Llama family's decoder layer (Llama, Mistral, Qwen2) in pieces the fast engine can skip.
+
+transformers' decoder layer is input norm -> q/k/v projections -> rotary -> attention -> o_proj
+-> residual -> post-attention norm -> MLP -> residual. The engine calls those pieces itself
+(the same modules, so the same weights and kernels) because a patched row needs less than a whole
+layer:
+
+- at the layer a row joins, every position the patch did not write still holds the target's
+  residual stream, so its queries, keys and values are the target run's: only written positions
+  are projected again (the rest are copied from the trace);
+- the last layer needs its queries (and its attention, o_proj and MLP) at the last position only.
+
+Attention is written out as two matmuls and a softmax in float32 (as transformers' eager
+attention) on the CPU, where at these shapes it is ~2.5x faster than the fused kernel
+(scaled_dot_product_attention, measured 2026-11-27); on a GPU the fused kernel is used.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+
+def _rotary(attn: torch.nn.Module) -> Any:
+    """The family's own apply_rotary_pos_emb (from the module that defines its attention)."""
+    return sys.modules[type(attn).__module__].apply_rotary_pos_emb
+
+
+def qkv(
+    block: torch.nn.Module,
+    attn: torch.nn.Module,
+    h: torch.Tensor,
+    pos_emb: Any,
+    head_dim: int,
+    queries_from: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """[B, S, d] layer input -> queries [B, H, S - queries_from, hd] (of positions queries_from..)
+    and keys, values [B, Hkv, S, hd], rotary applied (pos_emb: cos, sin of [1 or B, S, hd])."""
+    x = block.input_layernorm(h)
+    shape = (*h.shape[:-1], -1, head_dim)
+    k = attn.k_proj(x).view(shape).transpose(1, 2)
+    v = attn.v_proj(x).view(shape).transpose(1, 2)
+    rotary = _rotary(attn)
+    if queries_from == 0:
+        q = attn.q_proj(x).view(shape).transpose(1, 2)
+        q, k = rotary(q, k, *pos_emb)
+        return q, k, v
+    xq = x[:, queries_from:]
+    q = attn.q_proj(xq).view(*xq.shape[:-1], -1, head_dim).transpose(1, 2)
+    _, k = rotary(k[:, :1], k, *pos_emb)  # one key head stands in for the queries here
+    q, _ = rotary(q, q[:, :1], *(e[:, queries_from:] for e in pos_emb))
+    return q, k, v
+
+
+def attend(
+    attn: torch.nn.Module,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    fused: bool | None = None,
+) -> torch.Tensor:
+    """Queries [B, H, S, hd] over keys/values [B, Hkv, T, hd] -> [B, S, H * hd] (the o_proj
+    input, heads side by side). `mask`: additive [1, 1, S, T] or None; `fused`: None picks the
+    fused kernel on a GPU only."""
+    b, n_heads, s, hd = q.shape
+    scaling = getattr(attn, "scaling", hd**-0.5)
+    if fused if fused is not None else q.device.type == "cuda":
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, scale=scaling, enable_gqa=k.shape[1] != n_heads
+        )
+        return out.transpose(1, 2).reshape(b, s, n_heads * hd)
+    n_kv = k.shape[1]
+    # Query heads of one key/value head side by side: [B, Hkv, G * S, hd], no copy of k or v.
+    qg = q.reshape(b, n_kv, (n_heads // n_kv) * s, hd)
+    scores = torch.matmul(qg, k.transpose(2, 3)) * scaling
+    if mask is not None:
+        scores = (scores.view(b, n_kv, n_heads // n_kv, s, -1) + mask[:, :, None]).view_as(scores)
+    weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+    out = torch.matmul(weights, v).view(b, n_heads, s, hd)
+    return out.transpose(1, 2).reshape(b, s, n_heads * hd)
