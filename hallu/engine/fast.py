@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
@@ -38,6 +38,20 @@ import torch
 from hallu.engine import llama_layer as ll
 from hallu.engine.adapters import Adapter
 from hallu.engine.oom import halve_on_oom
+from hallu.engine.trace import (
+    Local,
+    PrefixCache,
+    Trace,
+    causal_mask,
+    output_tensor,
+    site_module,
+    slice_pos,
+    trace,
+    trace_queries,
+    traces,
+)
+
+__all__ = ["BatchOptions", "Patch", "PrefixCache", "Trace", "Write", "run_rows", "trace", "traces"]
 
 
 class Write(NamedTuple):
@@ -51,27 +65,6 @@ class Write(NamedTuple):
 Patch = tuple[Write, ...]
 
 
-@dataclass
-class Trace:
-    """One unpatched run of a prompt: everything later patches reuse or copy from."""
-
-    ids: list[int]
-    resid: torch.Tensor  # [L + 1, T, d]: input of every layer, then the last layer's output
-    keys: list[torch.Tensor]  # per layer [1, n_kv_heads, T, head_dim], position embedding applied
-    values: list[torch.Tensor]
-    pos_emb: Any  # what layers take to place positions 0..T-1 (None for absolute positions)
-    logits: torch.Tensor  # [V] at the last position
-    sites: dict[str, torch.Tensor] = field(default_factory=dict)  # site -> [L, T, width]
-    queries: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [1, H, T, hd], lazily
-
-    def value(self, site: str, layer: int, position: int, head: int | None, head_dim: int):
-        """The activation a patch copies from this run."""
-        if site == "resid_pre":
-            return self.resid[layer, position]
-        row = self.sites[site][layer, position]
-        return row if head is None else row[head * head_dim : (head + 1) * head_dim]
-
-
 @dataclass(frozen=True)
 class BatchOptions:
     """Each optimisation can be switched off alone (the tests check every combination)."""
@@ -81,141 +74,6 @@ class BatchOptions:
     max_rows: int = 65536
     memory_bytes: int | None = None  # None: half the free GPU memory, or 2 GiB on the CPU
     target_tokens: int | None = None  # merge positions into one batch until it holds this many
-
-
-class PrefixCache:
-    """Duck-typed key/value cache: the trace's prefix before the keys/values a layer computes."""
-
-    def __init__(self, keys: torch.Tensor | None = None, values: torch.Tensor | None = None):
-        self.prefix = None if keys is None or keys.shape[2] == 0 else (keys, values)
-        self.new: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def update(self, k: torch.Tensor, v: torch.Tensor, *_: Any, **__: Any):
-        self.new = (k, v)
-        if self.prefix is None:
-            return k, v
-        pk, pv = (p.expand(k.shape[0], -1, -1, -1) for p in self.prefix)
-        return torch.cat([pk, k], 2), torch.cat([pv, v], 2)
-
-
-def causal_mask(t0: int, n_tokens: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Additive causal mask [1, 1, T - t0, T]: query t0 + i sees keys 0..t0 + i."""
-    q = torch.arange(t0, n_tokens, device=device)[:, None]
-    k = torch.arange(n_tokens, device=device)[None, :]
-    mask = torch.zeros(q.shape[0], n_tokens, dtype=dtype, device=device)
-    return mask.masked_fill(k > q, torch.finfo(dtype).min)[None, None]
-
-
-def _slice_pos(pos_emb: Any, t0: int) -> Any:
-    if pos_emb is None or t0 == 0:
-        return pos_emb
-    return tuple(p[:, t0:] for p in pos_emb)
-
-
-class _Local:
-    """The mask and position embeddings, copied once to each slot's device that needs them."""
-
-    def __init__(self, ad: Adapter, pos_emb: Any, mask: torch.Tensor):
-        self.ad = ad
-        self.copies: dict[int, tuple[Any, torch.Tensor]] = {0: (pos_emb, mask)}
-
-    def at(self, layer: int) -> tuple[Any, torch.Tensor]:
-        slot = self.ad.placement.layer_slot[layer]
-        if slot not in self.copies:
-            dev = self.ad.placement.devices[slot]
-            pos, mask = self.copies[0]
-            pos = None if pos is None else tuple(p.to(dev) for p in pos)
-            self.copies[slot] = (pos, mask.to(dev))
-        return self.copies[slot]
-
-
-def _site_module(ad: Adapter, site: str, layer: int) -> torch.nn.Module:
-    return {"attn_out": ad.attn, "mlp_out": ad.mlp, "head": ad.head_proj}[site](layer)
-
-
-def _output_tensor(out: Any) -> torch.Tensor:
-    return out[0] if isinstance(out, tuple) else out
-
-
-@torch.no_grad()
-def trace(ad: Adapter, ids: Sequence[int], sites: Sequence[str] = ()) -> Trace:
-    """Run one prompt layer by layer, keeping what patches need (`sites` beyond resid_pre)."""
-    return _trace_batch(ad, [ids], sites)[0]
-
-
-@torch.no_grad()
-def traces(
-    ad: Adapter, prompts: Sequence[Sequence[int]], sites: Sequence[str] = (), max_tokens: int = 4096
-) -> list[Trace]:
-    """`trace` of every prompt; prompts of one length run as one batch (up to `max_tokens`
-    tokens), which keeps the matmuls large when a shard's pairs are short."""
-    out: list[Trace | None] = [None] * len(prompts)
-    by_len: dict[int, list[int]] = defaultdict(list)
-    for i, ids in enumerate(prompts):
-        by_len[len(ids)].append(i)
-    for n, idx in by_len.items():
-        step = max(1, max_tokens // n)
-        for k in range(0, len(idx), step):
-            group = idx[k : k + step]
-            for i, tr in zip(group, _trace_batch(ad, [prompts[i] for i in group], sites)):  # noqa: B905
-                out[i] = tr
-    return out  # type: ignore[return-value]
-
-
-def _trace_batch(ad: Adapter, prompts: Sequence[Sequence[int]], sites: Sequence[str]):
-    n = len(prompts[0])
-    if ad.sliding_window is not None and n > ad.sliding_window:
-        raise ValueError(f"prompt of {n} tokens exceeds the sliding window {ad.sliding_window}")
-    ad.begin()
-    h = ad.embed(torch.tensor([list(ids) for ids in prompts], device=ad.device))
-    pos_emb = ad.position_embeddings(h, n)
-    mask = causal_mask(0, n, h.dtype, h.device)
-    local = _Local(ad, pos_emb, mask)
-    first = ad.placement.first  # traces are stored on the first slot's device
-    resid, keys, values = [h], [], []
-    kept: dict[str, list[torch.Tensor]] = {s: [] for s in sites if s != "resid_pre"}
-
-    def keep(site: str) -> Any:
-        def hook(_m: Any, inp: Any, out: Any = None) -> None:
-            x = inp[0] if site == "head" else _output_tensor(out)
-            kept[site].append(x.detach().to(first, copy=True))
-
-        return hook
-
-    for layer in range(ad.n_layers):
-        handles = []
-        for site in kept:
-            mod = _site_module(ad, site, layer)
-            if site == "head":
-                handles.append(mod.register_forward_pre_hook(keep(site)))
-            else:
-                handles.append(mod.register_forward_hook(keep(site)))
-        cache = PrefixCache()
-        h = ad.enter(layer, h)
-        try:
-            h = ad.run_layer(layer, h, *local.at(layer), cache)
-        finally:
-            for handle in handles:
-                handle.remove()
-        assert cache.new is not None, "the layer did not use the key/value cache"
-        keys.append(cache.new[0])
-        values.append(cache.new[1])
-        resid.append(h.to(first))
-    logits = ad.logits(h[:, -1])
-    stacked = torch.stack(resid, 1)  # [B, L + 1, T, d]
-    site_stacks = {s: torch.stack(v, 1) for s, v in kept.items()}
-    return [
-        Trace(
-            list(ids),
-            stacked[i],
-            [k[i : i + 1] for k in keys],
-            [v[i : i + 1] for v in values],
-            pos_emb,
-            logits[i],
-            {s: v[i] for s, v in site_stacks.items()},
-        )
-        for i, ids in enumerate(prompts)
-    ]
 
 
 def _start(p: Patch, opts: BatchOptions) -> tuple[int, int]:
@@ -372,7 +230,7 @@ class _Rows:
 
         def get(tr: Trace) -> torch.Tensor:
             if kind == "queries":
-                return _trace_queries(ad, tr, layer)[..., -out.shape[2] :, :]
+                return trace_queries(ad, tr, layer)[..., -out.shape[2] :, :]
             return getattr(tr, kind)[layer]
 
         self.gather([get(tr) for tr in self.traces], slots, out)
@@ -380,16 +238,6 @@ class _Rows:
     def cache(self, layer: int, n_rows: int) -> PrefixCache:
         prefix = self.prefix(layer, n_rows)
         return PrefixCache() if prefix is None else PrefixCache(*prefix)
-
-
-def _trace_queries(ad: Adapter, tr: Trace, layer: int) -> torch.Tensor:
-    """[1, H, T, hd] the trace's queries at `layer` (rotary applied), computed once, kept."""
-    if layer not in tr.queries:
-        dev = ad.placement.layer_device(layer)
-        pos_emb = tuple(p.to(dev) for p in tr.pos_emb)
-        x = tr.resid[layer][None].to(dev)
-        tr.queries[layer] = ll.qkv(ad.layers[layer], ad.attn(layer), x, pos_emb, ad.head_dim)[0]
-    return tr.queries[layer]
 
 
 def _layout(rows: Sequence[tuple[Trace, Patch]], starts: Sequence[tuple[int, int]], t0: int):
@@ -423,7 +271,7 @@ def _run_batch(
     t0 = min(t for t, _ in starts)
     batch, slot, joins, writes = _layout(rows, starts, t0)
     mask = causal_mask(t0, n_tokens, tr0.resid.dtype, tr0.resid.device)
-    local = _Local(ad, _slice_pos(tr0.pos_emb, t0), mask)
+    local = Local(ad, slice_pos(tr0.pos_emb, t0), mask)
     h: torch.Tensor | None = None
     for layer in range(joins[0], ad.n_layers):
         n_have = 0 if h is None else h.shape[0]
@@ -526,7 +374,7 @@ def _write(t: torch.Tensor, entries: list, head_dim: int | None) -> None:
 def _hook(ad: Adapter, site: str, layer: int, entries: list) -> Any:
     if site == "resid_pre":
         return None
-    mod = _site_module(ad, site, layer)
+    mod = site_module(ad, site, layer)
     if site == "head":
 
         def pre(_m: Any, args: tuple) -> tuple:
@@ -537,7 +385,7 @@ def _hook(ad: Adapter, site: str, layer: int, entries: list) -> Any:
         return mod.register_forward_pre_hook(pre)
 
     def post(_m: Any, _inp: Any, out: Any) -> Any:
-        x = _output_tensor(out).clone()
+        x = output_tensor(out).clone()
         _write(x, entries, None)
         return (x, *out[1:]) if isinstance(out, tuple) else x
 
