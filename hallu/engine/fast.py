@@ -35,9 +35,10 @@ from typing import Any, NamedTuple
 
 import torch
 
-from hallu.engine import llama_layer as ll
 from hallu.engine.adapters import Adapter
 from hallu.engine.oom import halve_on_oom
+from hallu.engine.own_layer import own_layer
+from hallu.engine.rows import Batch, Group, write
 from hallu.engine.trace import (
     Local,
     PrefixCache,
@@ -47,7 +48,6 @@ from hallu.engine.trace import (
     site_module,
     slice_pos,
     trace,
-    trace_queries,
     traces,
 )
 
@@ -162,6 +162,8 @@ def _run_length(
     starts = [_start(p, opts) for _, p in rows]
     budget, max_rows = _budget(ad, opts), opts.max_rows
     target_tokens = opts.target_tokens or (16384 if ad.device.type == "cuda" else 512)
+    # Stacked target tensors may take an eighth of the budget beside the batches.
+    group = Group(ad, rows, [layer for _, layer in starts], budget // 8)
     out: list[torch.Tensor | None] = [None] * len(rows)
     todo = list(range(len(rows)))
     while todo:
@@ -173,105 +175,27 @@ def _run_length(
             budget,
             target_tokens,
         )
-        for group in plan:
-            batch = [todo[j] for j in group]
+        for part in plan:
+            idx = [todo[j] for j in part]
             try:
-                logits = _run_batch(ad, [rows[i] for i in batch], [starts[i] for i in batch])
+                logits = _run_batch(ad, Batch(group, idx, min(starts[i][0] for i in idx)))
             except (torch.OutOfMemoryError, MemoryError, RuntimeError) as err:
                 # Halve and plan what is left again (raises unless out-of-memory on 2+ rows).
-                budget, max_rows = budget // 2, halve_on_oom(err, len(batch))
+                budget, max_rows = budget // 2, halve_on_oom(err, len(idx))
                 break
-            for i, row in zip(batch, logits, strict=True):
+            for i, row in zip(idx, logits, strict=True):
                 out[i] = row
         todo = [i for i in todo if out[i] is None]
     return out  # type: ignore[return-value]
 
 
-class _Rows:
-    """The targets of one batch's rows, in slot order, and how to gather per-row prefixes."""
-
-    def __init__(self, traces: list[Trace], which: list[int], t0: int):
-        self.traces, self.t0 = traces, t0
-        dev = traces[0].resid.device
-        self.which = torch.tensor(which, device=dev)  # slot -> index into traces
-        self.single = len(traces) == 1  # one target: expand, never copy
-
-    def gather(self, parts: list[torch.Tensor], slots: range, out: torch.Tensor | None = None):
-        """Row i of `slots` gets parts[target of i] (each [1, ...]): into `out` (contiguous)
-        when given, else a new tensor ([1, ...], a view, when every row has one target)."""
-        if self.single:
-            if out is None:
-                return parts[0]
-            out.copy_(parts[0].expand_as(out))
-            return out
-        stacked = torch.cat(parts)
-        idx = self.which[slots.start : slots.stop].to(stacked.device)
-        return stacked[idx] if out is None else torch.index_select(stacked, 0, idx, out=out)
-
-    def resid(self, layer: int, slots: range, out: torch.Tensor | None = None) -> torch.Tensor:
-        """[len(slots), T - t0, d] trace input of `layer` for the rows in `slots`."""
-        parts = [tr.resid[layer, self.t0 :][None] for tr in self.traces]
-        if out is None and self.single:
-            return parts[0].expand(len(slots), -1, -1, -1)[:, 0]
-        return self.gather(parts, slots, out)
-
-    def prefix(self, layer: int, n_rows: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Keys and values of positions 0..t0-1 for the first `n_rows` slots ([1, ...] when
-        every row has one target), or None when t0 = 0."""
-        t0, slots = self.t0, range(n_rows)
-        if t0 == 0:
-            return None
-        keys = self.gather([tr.keys[layer][..., :t0, :] for tr in self.traces], slots)
-        return keys, self.gather([tr.values[layer][..., :t0, :] for tr in self.traces], slots)
-
-    def full(self, ad: Adapter, layer: int, kind: str, slots: range, out: torch.Tensor) -> None:
-        """The trace's queries (the last out.shape[2] positions), keys or values (every
-        position) of `layer` for the rows in `slots`, into `out`."""
-
-        def get(tr: Trace) -> torch.Tensor:
-            if kind == "queries":
-                return trace_queries(ad, tr, layer)[..., -out.shape[2] :, :]
-            return getattr(tr, kind)[layer]
-
-        self.gather([get(tr) for tr in self.traces], slots, out)
-
-    def cache(self, layer: int, n_rows: int) -> PrefixCache:
-        prefix = self.prefix(layer, n_rows)
-        return PrefixCache() if prefix is None else PrefixCache(*prefix)
-
-
-def _layout(rows: Sequence[tuple[Trace, Patch]], starts: Sequence[tuple[int, int]], t0: int):
-    """(the batch's targets, slot of each row, first layer of each slot, writes by layer and
-    site as (slot, position - t0, value, head)): rows join by first layer, and within a layer
-    rows of one target sit together."""
-    traces: list[Trace] = []
-    index: dict[int, int] = {}
-    for tr, _ in rows:
-        index.setdefault(id(tr), len(traces))
-        if len(traces) < len(index):
-            traces.append(tr)
-    which = [index[id(tr)] for tr, _ in rows]
-    order = sorted(range(len(rows)), key=lambda i: (starts[i][1], which[i]))
-    slot = {i: r for r, i in enumerate(order)}
-    writes: dict[int, dict[str, list[tuple[int, int, torch.Tensor, int | None]]]] = defaultdict(
-        lambda: defaultdict(list)
-    )
-    for i, (_, p) in enumerate(rows):
-        for w in p:
-            writes[w.layer][w.site].append((slot[i], w.position - t0, w.value, w.head))
-    joins = [starts[i][1] for i in order]
-    return _Rows(traces, [which[i] for i in order], t0), slot, joins, writes
-
-
-def _run_batch(
-    ad: Adapter, rows: Sequence[tuple[Trace, Patch]], starts: Sequence[tuple[int, int]]
-) -> torch.Tensor:
-    tr0 = rows[0][0]
+def _run_batch(ad: Adapter, batch: Batch) -> torch.Tensor:
+    """[rows, V] logits of one batch, rows in the order of the indices it was built from."""
+    tr0, t0 = batch.group.traces[0], batch.t0
     n_tokens = len(tr0.ids)
-    t0 = min(t for t, _ in starts)
-    batch, slot, joins, writes = _layout(rows, starts, t0)
     mask = causal_mask(t0, n_tokens, tr0.resid.dtype, tr0.resid.device)
     local = Local(ad, slice_pos(tr0.pos_emb, t0), mask)
+    joins = batch.joins
     h: torch.Tensor | None = None
     for layer in range(joins[0], ad.n_layers):
         n_have = 0 if h is None else h.shape[0]
@@ -284,16 +208,19 @@ def _run_batch(
                 ad.begin(ad.placement.layer_slot[layer])
             h = x.clone() if h is None else torch.cat([h, x])
         assert h is not None
-        at = writes.get(layer, {})
+        at = batch.writes.get(layer, {})
         if "resid_pre" in at:
-            _write(h, at["resid_pre"], None)
+            write(h, at["resid_pre"], None)
         if ad.own_layer:
-            h = _own_layer(ad, layer, h, n_have, batch, local.at(layer), at)
+            h = own_layer(ad, layer, h, n_have, batch, local.at(layer), at)
         else:
-            h = _layer(ad, layer, h, local.at(layer), batch.cache(layer, h.shape[0]), at)
+            prefix = batch.prefix(layer, h.shape[0])
+            cache = PrefixCache() if prefix is None else PrefixCache(*prefix)
+            h = _layer(ad, layer, h, local.at(layer), cache, at)
     assert h is not None
     logits = ad.logits(h[:, -1])
-    return logits[torch.tensor([slot[i] for i in range(len(rows))], device=logits.device)]
+    order = torch.tensor([batch.slot[i] for i in batch.idx], device=logits.device)
+    return logits[order]
 
 
 def _layer(ad: Adapter, layer: int, h: torch.Tensor, local: tuple, cache: PrefixCache, at: dict):
@@ -307,70 +234,6 @@ def _layer(ad: Adapter, layer: int, h: torch.Tensor, local: tuple, cache: Prefix
                 handle.remove()
 
 
-def _own_layer(
-    ad: Adapter, layer: int, h: torch.Tensor, n_have: int, batch: _Rows, local: tuple, at: dict
-) -> torch.Tensor:
-    """One Llama-family layer run in pieces (hallu/engine/llama_layer.py). Rows n_have.. join
-    here: their queries/keys/values are the trace's except at the positions written here. The
-    last layer runs its queries, attention, o_proj and MLP at the last position only."""
-    block, attn, hd = ad.layers[layer], ad.attn(layer), ad.head_dim
-    pos_emb, mask = local
-    n_rows, s, _ = h.shape
-    t0 = batch.t0
-    last_only = layer == ad.n_layers - 1
-    n_q = 1 if last_only else s
-    q = h.new_empty(n_rows, ad.n_heads, n_q, hd)
-    keys = h.new_empty(n_rows, ad.n_kv_heads, t0 + s, hd)
-    values = torch.empty_like(keys)
-    if n_have:
-        qc, kc, vc = ll.qkv(block, attn, h[:n_have], pos_emb, hd, queries_from=s - n_q)
-        q[:n_have], keys[:n_have, :, t0:], values[:n_have, :, t0:] = qc, kc, vc
-        prefix = batch.prefix(layer, n_have)
-        if prefix is not None:
-            keys[:n_have, :, :t0], values[:n_have, :, :t0] = prefix
-    if n_have < n_rows:
-        joining = range(n_have, n_rows)
-        batch.full(ad, layer, "keys", joining, keys[n_have:])
-        batch.full(ad, layer, "values", joining, values[n_have:])
-        batch.full(ad, layer, "queries", joining, q[n_have:])
-        written = [(r, p) for r, p, _, _ in at.get("resid_pre", ()) if r >= n_have]
-        if written:
-            r, p = (torch.tensor(c, device=h.device) for c in zip(*written, strict=True))
-            pe = tuple(e[0, p][:, None] for e in pos_emb)
-            qw, kw, vw = ll.qkv(block, attn, h[r, p][:, None], pe, hd)
-            keys[r, :, t0 + p], values[r, :, t0 + p] = kw[:, :, 0], vw[:, :, 0]
-            sel = p >= s - n_q
-            q[r[sel], :, p[sel] - (s - n_q)] = qw[sel, :, 0]
-    a = ll.attend(attn, q, keys, values, None if last_only else mask)
-    if last_only:
-        h = h[:, -1:]
-        at = {
-            site: [(row, 0, value, head) for row, pos, value, head in entries if pos == s - 1]
-            for site, entries in at.items()
-        }
-    if at.get("head"):
-        _write(a, at["head"], hd)
-    a = getattr(attn, ad.family.head_proj)(a)
-    if at.get("attn_out"):
-        _write(a, at["attn_out"], None)
-    h = h + a
-    m = block.mlp(block.post_attention_layernorm(h))
-    if at.get("mlp_out"):
-        _write(m, at["mlp_out"], None)
-    return h + m
-
-
-def _write(t: torch.Tensor, entries: list, head_dim: int | None) -> None:
-    for row, pos, value, head in entries:
-        if head is None:
-            t[row, pos] = value.to(device=t.device, dtype=t.dtype)
-        else:
-            assert head_dim is not None
-            t[row, pos, head * head_dim : (head + 1) * head_dim] = value.to(
-                device=t.device, dtype=t.dtype
-            )
-
-
 def _hook(ad: Adapter, site: str, layer: int, entries: list) -> Any:
     if site == "resid_pre":
         return None
@@ -379,14 +242,14 @@ def _hook(ad: Adapter, site: str, layer: int, entries: list) -> Any:
 
         def pre(_m: Any, args: tuple) -> tuple:
             x = args[0].clone()
-            _write(x, entries, ad.head_dim)
+            write(x, entries, ad.head_dim)
             return (x, *args[1:])
 
         return mod.register_forward_pre_hook(pre)
 
     def post(_m: Any, _inp: Any, out: Any) -> Any:
         x = output_tensor(out).clone()
-        _write(x, entries, None)
+        write(x, entries, None)
         return (x, *out[1:]) if isinstance(out, tuple) else x
 
     return mod.register_forward_hook(post)

@@ -82,3 +82,13 @@ def attend(
     weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
     out = torch.matmul(weights, v).view(b, n_heads, s, hd)
     return out.transpose(1, 2).reshape(b, s, n_heads * hd)
+
+
+def mlp(block: torch.nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """The block's post-attention norm and MLP on h: down(act(gate(x)) * up(x)), the product
+    taken in place (one [tokens, d_mlp] buffer fewer than the module's own forward)."""
+    x = block.post_attention_layernorm(h)
+    m = block.mlp
+    if not all(hasattr(m, a) for a in ("gate_proj", "up_proj", "down_proj", "act_fn")):
+        return m(x)
+    return m.down_proj(m.act_fn(m.gate_proj(x)).mul_(m.up_proj(x)))

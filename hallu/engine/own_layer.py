@@ -1,0 +1,72 @@
+"""One Llama-family decoder layer on an engine batch, run in pieces (hallu/engine/llama_layer.py).
+
+Rows 0..n_have-1 continue from the previous layer and compute their queries/keys/values; rows
+n_have.. join at this layer, so they hold their target's residual stream everywhere except the
+tokens they write here: their queries/keys/values are the trace's, with the written tokens' taken
+from `JoinWrites` (projected once per length group). Every row attends to its target's prefix
+keys/values (positions 0..t0-1) and to its own suffix. The last layer runs its queries,
+attention, o_proj and MLP at the last position only (the logits read nothing else), after the
+keys/values of every suffix position.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from hallu.engine import llama_layer as ll
+from hallu.engine.adapters import Adapter
+from hallu.engine.rows import Batch, write
+
+
+def own_layer(
+    ad: Adapter, layer: int, h: torch.Tensor, n_have: int, batch: Batch, local: tuple, at: dict
+) -> torch.Tensor:
+    """h [rows, T - t0, d] -> the layer's output ([rows, 1, d] at the last layer); `at`: this
+    layer's writes by site (resid_pre already written into h)."""
+    block, attn, hd = ad.layers[layer], ad.attn(layer), ad.head_dim
+    pos_emb, mask = local
+    n_rows, s, _ = h.shape
+    t0 = batch.t0
+    last_only = layer == ad.n_layers - 1
+    n_q = 1 if last_only else s
+    q = h.new_empty(n_rows, ad.n_heads, n_q, hd)
+    keys = h.new_empty(n_rows, ad.n_kv_heads, t0 + s, hd)
+    values = torch.empty_like(keys)
+    if n_have:
+        qc, kc, vc = ll.qkv(block, attn, h[:n_have], pos_emb, hd, queries_from=s - n_q)
+        q[:n_have], keys[:n_have, :, t0:], values[:n_have, :, t0:] = qc, kc, vc
+        prefix = batch.prefix(layer, n_have)
+        if prefix is not None:
+            keys[:n_have, :, :t0], values[:n_have, :, :t0] = prefix
+    if n_have < n_rows:
+        joining, every = range(n_have, n_rows), slice(None)
+        batch.gather("keys", layer, joining, every, out=keys[n_have:])
+        batch.gather("values", layer, joining, every, out=values[n_have:])
+        batch.gather("queries", layer, joining, slice(t0 + s - n_q, None), out=q[n_have:])
+        fix = batch.fixes.get(layer)
+        if fix is not None:
+            r, p, j = fix
+            wq, wk, wv = batch.group.join_writes.qkv[layer]  # type: ignore[union-attr]
+            keys[r, :, t0 + p], values[r, :, t0 + p] = wk[j], wv[j]
+            if last_only:
+                sel = p == s - 1
+                r, p, j = r[sel], p[sel] - (s - 1), j[sel]
+            q[r, :, p] = wq[j]
+    a = ll.attend(attn, q, keys, values, None if last_only else mask)
+    if last_only:
+        h = h[:, -1:]
+        at = {
+            site: [(row, 0, value, head) for row, pos, value, head in entries if pos == s - 1]
+            for site, entries in at.items()
+            if site != "resid_pre"
+        }
+    if at.get("head"):
+        write(a, at["head"], hd)
+    a = getattr(attn, ad.family.head_proj)(a)
+    if at.get("attn_out"):
+        write(a, at["attn_out"], None)
+    h = h + a
+    m = ll.mlp(block, h)
+    if at.get("mlp_out"):
+        write(m, at["mlp_out"], None)
+    return h.add_(m)
