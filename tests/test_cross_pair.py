@@ -71,10 +71,10 @@ def test_pairs_share_batches():
     cells = make_cells("resid_pre", range(3), [(t, t) for t in range(8)], 3)
     items = [(trace(ad, s), trace(ad, t), cells) for s, t in pairs]
     calls: list[int] = []
-    # The MLP's norm runs once per layer call on the whole batch (the engine runs Llama layers
-    # in pieces, so the block module itself is never called).
-    norm = ad.layers[2].post_attention_layernorm
-    handle = norm.register_forward_pre_hook(lambda _m, args: calls.append(len(args[0])))
+    # The MLP's down projection runs once per layer call on the whole batch (the engine runs
+    # Llama layers in pieces, so the block module itself is never called).
+    down = ad.layers[2].mlp.down_proj
+    handle = down.register_forward_pre_hook(lambda _m, args: calls.append(len(args[0])))
     opts = BatchOptions(target_tokens=10_000)
     try:
         alone = [patch_cells(ad, "resid_pre", s, t, c, opts)[0] for s, t, c in items]

@@ -10,9 +10,10 @@ layer:
   are projected again (the rest are copied from the trace);
 - the last layer needs its queries (and its attention, o_proj and MLP) at the last position only.
 
-Attention is written out as two matmuls and a softmax in float32 (as transformers' eager
-attention) on the CPU, where at these shapes it is ~2.5x faster than the fused kernel
-(scaled_dot_product_attention, measured 2026-11-27); on a GPU the fused kernel is used.
+Attention is written out as two matmuls and a softmax (as transformers' eager attention) for
+float32 on the CPU, where at these shapes it is ~2.5x faster than the fused kernel
+(scaled_dot_product_attention, measured 2026-11-27); elsewhere (GPUs, half precision) the fused
+kernel is used.
 """
 
 from __future__ import annotations
@@ -29,6 +30,17 @@ def _rotary(attn: torch.nn.Module) -> Any:
     return sys.modules[type(attn).__module__].apply_rotary_pos_emb
 
 
+RMS_NORMS = ("LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm")  # weight * x / rms(x), in float32
+
+
+def norm(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The module's RMS norm of x; for float32 through torch's rms_norm (one kernel, the same
+    numbers: the module's own forward upcasts to float32 and back, a no-op there)."""
+    if x.dtype == torch.float32 and type(module).__name__ in RMS_NORMS:
+        return F.rms_norm(x, module.weight.shape, module.weight, module.variance_epsilon)
+    return module(x)
+
+
 def qkv(
     block: torch.nn.Module,
     attn: torch.nn.Module,
@@ -39,7 +51,7 @@ def qkv(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """[B, S, d] layer input -> queries [B, H, S - queries_from, hd] (of positions queries_from..)
     and keys, values [B, Hkv, S, hd], rotary applied (pos_emb: cos, sin of [1 or B, S, hd])."""
-    x = block.input_layernorm(h)
+    x = norm(block.input_layernorm, h)
     shape = (*h.shape[:-1], -1, head_dim)
     k = attn.k_proj(x).view(shape).transpose(1, 2)
     v = attn.v_proj(x).view(shape).transpose(1, 2)
@@ -65,10 +77,13 @@ def attend(
 ) -> torch.Tensor:
     """Queries [B, H, S, hd] over keys/values [B, Hkv, T, hd] -> [B, S, H * hd] (the o_proj
     input, heads side by side). `mask`: additive [1, 1, S, T] or None; `fused`: None picks the
-    fused kernel on a GPU only."""
+    fused kernel except for float32 on the CPU (in half precision its float32 accumulation keeps
+    the engine within a rounding step of transformers' default attention)."""
     b, n_heads, s, hd = q.shape
     scaling = getattr(attn, "scaling", hd**-0.5)
-    if fused if fused is not None else q.device.type == "cuda":
+    if fused is None:
+        fused = q.device.type != "cpu" or q.dtype != torch.float32
+    if fused:
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, scale=scaling, enable_gqa=k.shape[1] != n_heads
         )
@@ -76,9 +91,9 @@ def attend(
     n_kv = k.shape[1]
     # Query heads of one key/value head side by side: [B, Hkv, G * S, hd], no copy of k or v.
     qg = q.reshape(b, n_kv, (n_heads // n_kv) * s, hd)
-    scores = torch.matmul(qg, k.transpose(2, 3)) * scaling
+    scores = torch.matmul(qg, k.transpose(2, 3)).mul_(scaling)
     if mask is not None:
-        scores = (scores.view(b, n_kv, n_heads // n_kv, s, -1) + mask[:, :, None]).view_as(scores)
+        scores.view(b, n_kv, n_heads // n_kv, s, -1).add_(mask[:, :, None])
     weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
     out = torch.matmul(weights, v).view(b, n_heads, s, hd)
     return out.transpose(1, 2).reshape(b, s, n_heads * hd)
@@ -87,7 +102,7 @@ def attend(
 def mlp(block: torch.nn.Module, h: torch.Tensor) -> torch.Tensor:
     """The block's post-attention norm and MLP on h: down(act(gate(x)) * up(x)), the product
     taken in place (one [tokens, d_mlp] buffer fewer than the module's own forward)."""
-    x = block.post_attention_layernorm(h)
+    x = norm(block.post_attention_layernorm, h)
     m = block.mlp
     if not all(hasattr(m, a) for a in ("gate_proj", "up_proj", "down_proj", "act_fn")):
         return m(x)

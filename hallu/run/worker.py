@@ -19,6 +19,7 @@ from hallu.engine.attribution import screen
 from hallu.engine.cells import Cell, is_known, make_cells, patch_pairs
 from hallu.engine.fast import BatchOptions, Trace, trace, traces
 from hallu.engine.hooks import capture_resid_pre, patched_logits
+from hallu.engine.host_memory import keep_freed_memory
 from hallu.engine.metrics import kl_to_clean, resolution
 from hallu.engine.models import decoder_layers, load_model, replica_devices
 from hallu.errors import UserError
@@ -32,6 +33,7 @@ class Worker:
     """Holds one model replica; `run_shard` is deterministic for a given shard and config."""
 
     def __init__(self, cfg: Config, run_id: str):
+        keep_freed_memory()  # the engine's CPU runs reuse freed buffers (engine/host_memory.py)
         self.prep = prepare(cfg)
         self.run_id = run_id
         # One replica, over `cluster.resources.num_gpus` GPUs when it asks for several.
