@@ -91,14 +91,16 @@ def _budget(ad: Adapter, opts: BatchOptions) -> int:
     return 2 << 30
 
 
-def _row_bytes(ad: Adapter, n_rows_tokens: int, n_tokens: int) -> int:
-    """Rough peak bytes one row of `n_rows_tokens` query positions needs inside a layer."""
+def _row_bytes(ad: Adapter, n_tokens: int) -> Any:
+    """Rough peak bytes one row of `s` query positions needs inside a layer, as a function of s
+    (the config is read once: the planner asks for every row)."""
     cfg = ad.model.config
     d = cfg.hidden_size
     d_mlp = getattr(cfg, "intermediate_size", None) or getattr(cfg, "n_inner", None) or 4 * d
     per_token = 8 * d + 3 * d_mlp + 3 * ad.n_heads * n_tokens
     kv = 4 * n_tokens * ad.n_heads * ad.head_dim  # prefix + new keys/values (repeated for GQA)
-    return (n_rows_tokens * per_token + kv) * torch.finfo(ad.dtype).bits // 8 * 2
+    scale = torch.finfo(ad.dtype).bits // 8 * 2
+    return lambda s: (s * per_token + kv) * scale
 
 
 def plan_batches(
@@ -166,12 +168,13 @@ def _run_length(
     group = Group(ad, rows, [layer for _, layer in starts], budget // 8)
     out: list[torch.Tensor | None] = [None] * len(rows)
     todo = list(range(len(rows)))
+    row_bytes = _row_bytes(ad, n_tokens)
     while todo:
         plan = plan_batches(
             [starts[i] for i in todo],
             n_tokens,
             max_rows,
-            lambda s: _row_bytes(ad, s, n_tokens),
+            row_bytes,
             budget,
             target_tokens,
         )

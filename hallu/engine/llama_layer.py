@@ -18,16 +18,21 @@ kernel is used.
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 
-def _rotary(attn: torch.nn.Module) -> Any:
-    """The family's own apply_rotary_pos_emb (from the module that defines its attention)."""
-    return sys.modules[type(attn).__module__].apply_rotary_pos_emb
+def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x [B, heads, S, hd] rotated as transformers' apply_rotary_pos_emb does for these families
+    (x * cos + rotate_half(x) * sin; cos, sin [1 or B, S, hd]), in three kernels, not seven."""
+    cos, sin = cos[:, None], sin[:, None]
+    half = x.shape[-1] // 2
+    out = x * cos
+    out[..., :half].addcmul_(x[..., half:], sin[..., :half], value=-1)
+    out[..., half:].addcmul_(x[..., :half], sin[..., half:])
+    return out
 
 
 RMS_NORMS = ("LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm")  # weight * x / rms(x), in float32
@@ -53,17 +58,11 @@ def qkv(
     and keys, values [B, Hkv, S, hd], rotary applied (pos_emb: cos, sin of [1 or B, S, hd])."""
     x = norm(block.input_layernorm, h)
     shape = (*h.shape[:-1], -1, head_dim)
-    k = attn.k_proj(x).view(shape).transpose(1, 2)
+    k = rope(attn.k_proj(x).view(shape).transpose(1, 2), *pos_emb)
     v = attn.v_proj(x).view(shape).transpose(1, 2)
-    rotary = _rotary(attn)
-    if queries_from == 0:
-        q = attn.q_proj(x).view(shape).transpose(1, 2)
-        q, k = rotary(q, k, *pos_emb)
-        return q, k, v
-    xq = x[:, queries_from:]
+    xq = x[:, queries_from:] if queries_from else x
     q = attn.q_proj(xq).view(*xq.shape[:-1], -1, head_dim).transpose(1, 2)
-    _, k = rotary(k[:, :1], k, *pos_emb)  # one key head stands in for the queries here
-    q, _ = rotary(q, q[:, :1], *(e[:, queries_from:] for e in pos_emb))
+    q = rope(q, *(e[:, queries_from:] for e in pos_emb))
     return q, k, v
 
 
