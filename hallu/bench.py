@@ -39,7 +39,7 @@ from hallu.bench_baselines import (
 )
 from hallu.engine.adapters import Adapter
 from hallu.engine.cells import Cell, is_known, make_cells, patch_cells, patch_pairs
-from hallu.engine.fast import BatchOptions, trace, traces
+from hallu.engine.fast import BatchOptions, trace
 from hallu.engine.host_memory import keep_freed_memory
 from hallu.run.estimate import cell_flops
 
@@ -212,8 +212,7 @@ def flop_counts(model: torch.nn.Module, case: Case) -> tuple[float, float, int]:
 
 def engine_case(ad: Adapter, pairs, cells_per, opts: BatchOptions) -> list[torch.Tensor]:
     """All pairs of a case in one schedule (rows of equal-length pairs share batches)."""
-    got = traces(ad, [ids for pair in pairs for ids in pair])
-    items = [(got[2 * i], got[2 * i + 1], c) for i, c in enumerate(cells_per)]
+    items = [(trace(ad, s), trace(ad, t), c) for (s, t), c in zip(pairs, cells_per, strict=True)]
     return [out for out, _ in patch_pairs(ad, "resid_pre", items, opts)]
 
 

@@ -48,10 +48,9 @@ from hallu.engine.trace import (
     site_module,
     slice_pos,
     trace,
-    traces,
 )
 
-__all__ = ["BatchOptions", "Patch", "PrefixCache", "Trace", "Write", "run_rows", "trace", "traces"]
+__all__ = ["BatchOptions", "Patch", "PrefixCache", "Trace", "Write", "run_rows", "trace"]
 
 
 class Write(NamedTuple):

@@ -2,13 +2,11 @@
 
 A trace holds the residual stream entering every layer, every layer's keys and values (rotary
 applied), the last position's logits and, when asked, the outputs of other sites; queries are
-computed on first use (the fast engine reads them only at the layers rows join). Prompts of one
-length are traced as one batch (`traces`).
+computed on first use (the fast engine reads them only at the layers rows join).
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -96,46 +94,26 @@ def output_tensor(out: Any) -> torch.Tensor:
 
 @torch.no_grad()
 def trace(ad: Adapter, ids: Sequence[int], sites: Sequence[str] = ()) -> Trace:
-    """Run one prompt layer by layer, keeping what patches need (`sites` beyond resid_pre)."""
-    return _trace_batch(ad, [ids], sites)[0]
+    """Run one prompt layer by layer, keeping what patches need (`sites` beyond resid_pre).
 
-
-@torch.no_grad()
-def traces(
-    ad: Adapter, prompts: Sequence[Sequence[int]], sites: Sequence[str] = (), max_tokens: int = 4096
-) -> list[Trace]:
-    """`trace` of every prompt; prompts of one length run as one batch (up to `max_tokens`
-    tokens), which keeps the matmuls large when a shard's pairs are short."""
-    out: list[Trace | None] = [None] * len(prompts)
-    by_len: dict[int, list[int]] = defaultdict(list)
-    for i, ids in enumerate(prompts):
-        by_len[len(ids)].append(i)
-    for n, idx in by_len.items():
-        step = max(1, max_tokens // n)
-        for k in range(0, len(idx), step):
-            group = idx[k : k + step]
-            for i, tr in zip(group, _trace_batch(ad, [prompts[i] for i in group], sites)):  # noqa: B905
-                out[i] = tr
-    return out  # type: ignore[return-value]
-
-
-def _trace_batch(ad: Adapter, prompts: Sequence[Sequence[int]], sites: Sequence[str]):
-    n = len(prompts[0])
+    One prompt per call, never batched with others: a prompt's trace is then bit for bit the
+    same whatever else a shard holds, and equal to a plain forward (the hook engine, controls)."""
+    n = len(ids)
     if ad.sliding_window is not None and n > ad.sliding_window:
         raise ValueError(f"prompt of {n} tokens exceeds the sliding window {ad.sliding_window}")
     ad.begin()
-    h = ad.embed(torch.tensor([list(ids) for ids in prompts], device=ad.device))
+    h = ad.embed(torch.tensor([list(ids)], device=ad.device))
     pos_emb = ad.position_embeddings(h, n)
     mask = causal_mask(0, n, h.dtype, h.device)
     local = Local(ad, pos_emb, mask)
     first = ad.placement.first  # traces are stored on the first slot's device
-    resid, keys, values = [h], [], []
+    resid, keys, values = [h[0]], [], []
     kept: dict[str, list[torch.Tensor]] = {s: [] for s in sites if s != "resid_pre"}
 
     def keep(site: str) -> Any:
         def hook(_m: Any, inp: Any, out: Any = None) -> None:
             x = inp[0] if site == "head" else output_tensor(out)
-            kept[site].append(x.detach().to(first, copy=True))
+            kept[site].append(x[0].detach().to(first, copy=True))
 
         return hook
 
@@ -157,22 +135,17 @@ def _trace_batch(ad: Adapter, prompts: Sequence[Sequence[int]], sites: Sequence[
         assert cache.new is not None, "the layer did not use the key/value cache"
         keys.append(cache.new[0])
         values.append(cache.new[1])
-        resid.append(h.to(first))
-    logits = ad.logits(h[:, -1])
-    stacked = torch.stack(resid, 1)  # [B, L + 1, T, d]
-    site_stacks = {s: torch.stack(v, 1) for s, v in kept.items()}
-    return [
-        Trace(
-            list(ids),
-            stacked[i],
-            [k[i : i + 1] for k in keys],
-            [v[i : i + 1] for v in values],
-            pos_emb,
-            logits[i],
-            {s: v[i] for s, v in site_stacks.items()},
-        )
-        for i, ids in enumerate(prompts)
-    ]
+        resid.append(h[0].to(first))
+    logits = ad.logits(h[:, -1])[0]
+    return Trace(
+        list(ids),
+        torch.stack(resid),
+        keys,
+        values,
+        pos_emb,
+        logits,
+        {s: torch.stack(v) for s, v in kept.items()},
+    )
 
 
 def trace_queries(ad: Adapter, tr: Trace, layer: int) -> torch.Tensor:

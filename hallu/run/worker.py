@@ -17,7 +17,7 @@ from hallu.config import DIRECTIONS, Config
 from hallu.engine.adapters import Adapter
 from hallu.engine.attribution import screen
 from hallu.engine.cells import Cell, is_known, make_cells, patch_pairs
-from hallu.engine.fast import BatchOptions, Trace, trace, traces
+from hallu.engine.fast import BatchOptions, Trace, trace
 from hallu.engine.hooks import capture_resid_pre, patched_logits
 from hallu.engine.host_memory import keep_freed_memory
 from hallu.engine.metrics import kl_to_clean, resolution
@@ -88,11 +88,13 @@ class Worker:
             return {}
         ad, comp, n_layers = self.adapter, sweep.component, len(self.layers)
         inputs = [self._pair_inputs(shard, pid) for pid in shard.pair_ids]
-        got = traces(ad, [ids for src, tgt, _ in inputs for ids in (src, tgt)], [comp])
         items = []
-        for i, (_, _, positions) in enumerate(inputs):
+        for src_ids, tgt_ids, positions in inputs:
+            # One prompt per trace: a target's own run is then bit for bit the one every other
+            # path computes (control shards, the hook engine), whatever else the shard holds.
+            source, target = trace(ad, src_ids, [comp]), trace(ad, tgt_ids, [comp])
             cells = make_cells(comp, shard.layers, positions, n_layers, sweep.window, ad.n_heads)
-            items.append((got[2 * i], got[2 * i + 1], cells))
+            items.append((source, target, cells))
         done = patch_pairs(ad, comp, items, self.options)
         return {
             pid: (source.logits, target.logits, cells, logits, known)
