@@ -16,19 +16,23 @@ KEY = ("pair_id", "direction", "metric", "layer", "head", "position", "source_po
 
 
 def _rows(worker: Worker) -> tuple[dict, int]:
-    """{cell key: row} over every shard of the worker's plan, and the layer calls it made."""
+    """{cell key: row} over every shard of the worker's plan, and the layer calls it made
+    (counted at each layer's MLP down projection, which every way of running a layer calls
+    once on the whole batch: transformers' layer in traces, the engine's pieces in patches)."""
     calls = [0]
-    run_layer = worker.adapter.run_layer
 
-    def counted(*args, **kwargs):
+    def count(*_args):
         calls[0] += 1
-        return run_layer(*args, **kwargs)
 
-    worker.adapter.run_layer = counted
+    handles = [b.mlp.down_proj.register_forward_pre_hook(count) for b in worker.adapter.layers]
     out = {}
-    for shard in worker.prep.plan().shards:
-        for row in worker.run_shard(shard).to_pylist():
-            out[tuple(row[k] for k in KEY)] = row
+    try:
+        for shard in worker.prep.plan().shards:
+            for row in worker.run_shard(shard).to_pylist():
+                out[tuple(row[k] for k in KEY)] = row
+    finally:
+        for h in handles:
+            h.remove()
     return out, calls[0]
 
 
