@@ -24,12 +24,15 @@ import torch
 import torch.nn.functional as F
 
 
-def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+def rope(
+    x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """x [B, heads, S, hd] rotated as transformers' apply_rotary_pos_emb does for these families
-    (x * cos + rotate_half(x) * sin; cos, sin [1 or B, S, hd]), in three kernels, not seven."""
+    (x * cos + rotate_half(x) * sin; cos, sin [1 or B, S, hd]), in three kernels, not seven,
+    into `out` when given (a view of the engine's buffers)."""
     cos, sin = cos[:, None], sin[:, None]
     half = x.shape[-1] // 2
-    out = x * cos
+    out = torch.mul(x, cos, out=out) if out is not None else x * cos
     out[..., :half].addcmul_(x[..., half:], sin[..., :half], value=-1)
     out[..., half:].addcmul_(x[..., :half], sin[..., half:])
     return out
@@ -53,16 +56,21 @@ def qkv(
     pos_emb: Any,
     head_dim: int,
     queries_from: int = 0,
+    out: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """[B, S, d] layer input -> queries [B, H, S - queries_from, hd] (of positions queries_from..)
-    and keys, values [B, Hkv, S, hd], rotary applied (pos_emb: cos, sin of [1 or B, S, hd])."""
+    and keys, values [B, Hkv, S, hd], rotary applied (pos_emb: cos, sin of [1 or B, S, hd]);
+    written into `out` (queries, keys, values) when given."""
+    q_out, k_out, v_out = out if out is not None else (None, None, None)
     x = norm(block.input_layernorm, h)
     shape = (*h.shape[:-1], -1, head_dim)
-    k = rope(attn.k_proj(x).view(shape).transpose(1, 2), *pos_emb)
+    k = rope(attn.k_proj(x).view(shape).transpose(1, 2), *pos_emb, out=k_out)
     v = attn.v_proj(x).view(shape).transpose(1, 2)
+    if v_out is not None:
+        v = v_out.copy_(v)
     xq = x[:, queries_from:] if queries_from else x
     q = attn.q_proj(xq).view(*xq.shape[:-1], -1, head_dim).transpose(1, 2)
-    q = rope(q, *(e[:, queries_from:] for e in pos_emb))
+    q = rope(q, *(e[:, queries_from:] for e in pos_emb), out=q_out)
     return q, k, v
 
 

@@ -33,8 +33,8 @@ def own_layer(
     keys = h.new_empty(n_rows, ad.n_kv_heads, t0 + s, hd)
     values = torch.empty_like(keys)
     if n_have:
-        qc, kc, vc = ll.qkv(block, attn, h[:n_have], pos_emb, hd, queries_from=s - n_q)
-        q[:n_have], keys[:n_have, :, t0:], values[:n_have, :, t0:] = qc, kc, vc
+        bufs = (q[:n_have], keys[:n_have, :, t0:], values[:n_have, :, t0:])
+        ll.qkv(block, attn, h[:n_have], pos_emb, hd, queries_from=s - n_q, out=bufs)
         prefix = batch.prefix(layer, n_have)
         if prefix is not None:
             keys[:n_have, :, :t0], values[:n_have, :, :t0] = prefix
