@@ -17,10 +17,29 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import pyarrow as pa
 
+from hallu.store import schema
 from hallu.store.lease import Lease
 
 if TYPE_CHECKING:
     from hallu.config import Config, StorageCfg
+
+
+class ReadsShards:
+    """`read_shards` and `read_results`, written once for every store from its `done_shards`
+    and `read_shard`."""
+
+    def done_shards(self) -> set[str]:
+        raise NotImplementedError
+
+    def read_shard(self, shard_id: str) -> pa.Table:
+        raise NotImplementedError
+
+    def read_shards(self) -> Iterator[tuple[str, pa.Table]]:
+        for shard_id in sorted(self.done_shards()):
+            yield shard_id, self.read_shard(shard_id)
+
+    def read_results(self) -> pa.Table:
+        return schema.concat(t for _, t in self.read_shards())
 
 
 @runtime_checkable

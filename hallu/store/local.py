@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -31,12 +30,13 @@ import pyarrow as pa
 from hallu.config import Config
 from hallu.errors import UserError
 from hallu.store import integrity, schema
+from hallu.store.base import ReadsShards
 from hallu.store.files import create_new, write_atomic
 from hallu.store.lease import LocalLease
 from hallu.store.study import run_metadata, same_study
 
 
-class LocalStore:
+class LocalStore(ReadsShards):
     """A run directory on a local (or shared) filesystem; implements hallu.store.base.Store."""
 
     def __init__(self, root: str | Path, run_id: str):
@@ -123,13 +123,6 @@ class LocalStore:
         if not path.is_file():
             raise integrity.ShardUnreadable(shard_id, "marked done, but its file is missing")
         return integrity.decode(shard_id, path.read_bytes(), self.marker(shard_id), schema.SCHEMA)
-
-    def read_shards(self) -> Iterator[tuple[str, pa.Table]]:
-        for shard_id in sorted(self.done_shards()):
-            yield shard_id, self.read_shard(shard_id)
-
-    def read_results(self) -> pa.Table:
-        return schema.concat(t for _, t in self.read_shards())
 
     def stray_files(self) -> list[str]:
         """Files under shards/ and done/ that are not a done shard or its marker (e.g. copies)."""

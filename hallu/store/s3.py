@@ -25,7 +25,7 @@ import json
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
@@ -34,6 +34,7 @@ import pyarrow as pa
 from hallu.config import Config, StorageCfg
 from hallu.errors import UserError
 from hallu.store import integrity, schema
+from hallu.store.base import ReadsShards
 from hallu.store.lease import Lease
 from hallu.store.study import run_metadata, same_study
 
@@ -50,7 +51,7 @@ THROTTLED = (
 )
 
 
-class S3Store:
+class S3Store(ReadsShards):
     """A run under an S3 prefix; implements hallu.store.base.Store."""
 
     def __init__(self, cfg: StorageCfg, run_id: str):
@@ -296,13 +297,6 @@ class S3Store:
         if data is None:
             raise integrity.ShardUnreadable(shard_id, "marked done, but its object is missing")
         return integrity.decode(shard_id, data, self.marker(shard_id), schema.SCHEMA)
-
-    def read_shards(self) -> Iterator[tuple[str, pa.Table]]:
-        for shard_id in sorted(self.done_shards()):
-            yield shard_id, self.read_shard(shard_id)
-
-    def read_results(self) -> pa.Table:
-        return schema.concat(t for _, t in self.read_shards())
 
     def stray_files(self) -> list[str]:
         """Objects under shards/ and done/ that are not a done shard or its marker."""
