@@ -3,6 +3,7 @@ store the same units and numbers, a rerun skips them, and the report shows the s
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -34,6 +35,12 @@ def test_mechanism_runs_locally_and_on_ray_with_the_same_numbers(run_cli, tmp_pa
     assert again.returncode == 0 and "mechanism capture" not in again.stderr  # all units stored
     on_ray = run_cli(*SMALL, "run_id=ray", "cluster=ray_local")
     assert on_ray.returncode == 0, on_ray.stderr[-2000:]
+    # Both stages ran on the same actors, each of which loaded the model once.
+    said = r"mechanism on (\d+) worker\(s\): .*model loads per worker (.*)"
+    line = re.search(said, on_ray.stderr)
+    assert line is not None, on_ray.stderr[-2000:]
+    loads = [int(n) for n in re.findall(r"pid \d+: (\d+)", line.group(2))]
+    assert loads and set(loads) == {1} and len(loads) <= int(line.group(1)), line.group(0)
     a, b = _tables(tmp_path / "runs" / "local"), _tables(tmp_path / "runs" / "ray")
     for kind in a:
         assert sorted(a[kind].unit_id.unique()) == sorted(b[kind].unit_id.unique()), kind

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from hallu.config import Config
     from hallu.run.plan import Plan
     from hallu.run.prepare import Prepared
+    from hallu.run.ray import Pool
     from hallu.store.base import Store
 
 
@@ -90,6 +91,11 @@ def _run_study(cfg: Config) -> int:
     run_id = cfg.run_id or new_run_id(cfg)
     identity = study_identity(cfg, prep.token_ids, prep.metric, prep.logprob_diff)
     store, resumed = open_for_writing(cfg, run_id, identity)  # holds the run's lease
+    pool = None
+    if cfg.cluster.kind != "local":  # one set of workers (one model load each) for every stage
+        from hallu.run.ray import Pool
+
+        pool = Pool(cfg, store)
     try:
         print(f"hallu: run {run_id} -> {store.dir}{' (resuming)' * resumed}", file=sys.stderr)
         run_meta: dict = {"plan": plan.to_json() if plan is not None else [], "identity": identity}
@@ -101,7 +107,7 @@ def _run_study(cfg: Config) -> int:
             repair(store, plan)  # shards that fail their checks are computed again
         if plan is not None or chunks is not None:
             started = time.perf_counter()
-            ran = _run_experiments(prep, plan, chunks, store, run_meta)
+            ran = _run_experiments(prep, plan, chunks, store, run_meta, pool)
             elapsed = time.perf_counter() - started
             if plan is not None:
                 _patching_summary(cfg, plan, store, ran["patching"] + ran["controls"], elapsed)
@@ -109,15 +115,22 @@ def _run_study(cfg: Config) -> int:
                 _behavior_summary(prep, chunks, store, ran["behavior"], plan is not None)
         if mechanism is not None:
             print(f"hallu: {mechanism}", file=sys.stderr)
-            _run_mechanism(prep, store, run_meta)
+            _run_mechanism(prep, store, run_meta, pool)
     finally:
+        if pool is not None:
+            pool.close()
         store.lease.release()
     print(f"report: python -m hallu.report {store.dir}")
     return 0
 
 
 def _run_experiments(
-    prep: Prepared, plan: Plan | None, chunks: list[Chunk] | None, store: Store, run_meta: dict
+    prep: Prepared,
+    plan: Plan | None,
+    chunks: list[Chunk] | None,
+    store: Store,
+    run_meta: dict,
+    pool: Pool | None = None,
 ) -> Counter[str]:
     """Run patching (with controls and the noise floor) and behaviour; units run per stage.
 
@@ -140,7 +153,7 @@ def _run_experiments(
     if plan is not None and cfg.sweep.noise_floor:  # the summary's pair checks read the floor
         units.append(NoiseFloor())
     stats = RayStats()
-    run_ray(cfg, units, store, run_meta, stats)
+    run_ray(cfg, units, store, run_meta, stats, pool=pool)
     if stats.by_stage:
         print(f"hallu: on {stats.workers} worker(s): {stats.where()}", file=sys.stderr)
     if stats.by_stage["noise floor"]:
@@ -180,11 +193,11 @@ def _patching_summary(cfg: Config, plan: Plan, store: Store, ran: int, elapsed: 
     print(f"results: {store.dir} (summary.md, heatmap_*.png, layers.png, shards/*.parquet)")
 
 
-def _run_mechanism(prep: Prepared, store: Store, run_meta: dict) -> None:
+def _run_mechanism(prep: Prepared, store: Store, run_meta: dict, pool: Pool | None = None) -> None:
     from hallu.run.mechanism import run_mechanism
 
     started = time.perf_counter()
-    numbers = run_mechanism(prep, store, run_meta)
+    numbers = run_mechanism(prep, store, run_meta, pool)
     print(f"hallu: mechanism done in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     for r in numbers.get("directions", []):
         if r["site"] == prep.cfg.sweep.mechanism.steer_site:

@@ -235,16 +235,12 @@ def run_units(worker_factory: Any, units: list[Unit], store: Any) -> int:
     return len(todo)
 
 
-def run_ray(cfg: Any, units: list[Unit], store: Any, run_meta: dict[str, Any]) -> int:
-    """cluster=ray_local|ray: the same units through the one Ray dispatcher (hallu/run/ray.py),
-    on `cluster.num_workers` actors that hold one model each; returns how many ran."""
-    from hallu.run.ray import run_ray as dispatch
-
-    return dispatch(cfg, list(units), store, run_meta)
-
-
-def run_mechanism(prep: Any, store: Any, run_meta: dict[str, Any]) -> dict[str, Any]:
-    """Stage 1, the directions, stage 2; then mechanism/summary.md. Returns the numbers."""
+def run_mechanism(
+    prep: Any, store: Any, run_meta: dict[str, Any], pool: Any = None
+) -> dict[str, Any]:
+    """Stage 1, the directions, stage 2; then mechanism/summary.md. Returns the numbers.
+    On Ray both stages go through the one dispatcher (hallu/run/ray.py) to the run's workers
+    (`pool`, hallu.run.ray.Pool: the same actors, one model load each, for both stages)."""
     import numpy as np
 
     from hallu.analysis.mechanism import claim_diffs, rung_labels
@@ -264,10 +260,16 @@ def run_mechanism(prep: Any, store: Any, run_meta: dict[str, Any]) -> dict[str, 
             store.create(cfg, {**run_meta, "model_revision": w.revision, "dtype": w.dtype})
         return worker[0]
 
+    stats: Any = None
+
     def run(units: list[Unit]) -> int:
+        nonlocal stats
         if cfg.cluster.kind == "local":
             return run_units(factory, units, store)
-        return run_ray(cfg, units, store, run_meta)
+        from hallu.run.ray import RayStats, run_ray
+
+        stats = stats or RayStats()
+        return run_ray(cfg, list(units), store, run_meta, stats, pool=pool)
 
     run(capture_units(cfg, mech, n_layers))
     cap = read_store(store)["capture"]
@@ -282,6 +284,8 @@ def run_mechanism(prep: Any, store: Any, run_meta: dict[str, Any]) -> dict[str, 
             r = rng.standard_normal(d.shape)
             found[layer][f"random_{k}"] = (r / np.linalg.norm(r) * np.linalg.norm(d)).tolist()
     run(stage2_units(cfg, mech, n_layers, found))
+    if stats is not None and stats.by_stage:
+        print(f"hallu: mechanism on {stats.workers} worker(s): {stats.where()}", file=sys.stderr)
     doc = Doc(f"mechanism: run {store.run_id}")
     numbers = section(doc, read_store(store), m.top_heads)
     store.write_file(f"{FOLDER}/summary.md", doc.markdown().encode())

@@ -121,6 +121,55 @@ def _workers_that_fit(cluster: ClusterCfg) -> int:
     return fits
 
 
+class Pool:
+    """The run's worker actors: started on first use, kept for every dispatch of the run
+    (patching, controls, noise floor, behaviour, both mechanism stages), so each actor loads
+    the model once; `close` kills them and stops a Ray this process started."""
+
+    def __init__(self, cfg: Config, store: Store, runner: type = ShardRunner):
+        self.cfg, self.store, self.runner = cfg, store, runner
+        self.actors: list[Any] = []
+        self._started = False
+        self._guard: Watchdog | None = None
+
+    def get(self) -> list[Any]:
+        if not self.actors:
+            import ray
+
+            self._started = connect(self.cfg.cluster)
+            # A local Ray dies with this driver, even if the driver is killed (run/watchdog.py).
+            if self._started and self.cfg.cluster.kind == "ray_local":
+                self._guard = Watchdog()
+            resources = self.cfg.cluster.resources
+            remote = ray.remote(self.runner).options(
+                num_cpus=resources.num_cpus,
+                num_gpus=resources.num_gpus,
+                max_restarts=self.cfg.cluster.max_worker_restarts,
+                max_task_retries=0,  # the driver re-queues, so it can count failures per unit
+            )
+            n = _workers_that_fit(self.cfg.cluster)
+            self.actors = [remote.remote(self.cfg, self.store) for _ in range(n)]
+        return self.actors
+
+    def close(self) -> None:
+        if self.actors or self._started:
+            import ray
+
+            for actor in self.actors:
+                ray.kill(actor, no_restart=True)
+            if self._started:
+                ray.shutdown()
+        if self._guard is not None:
+            self._guard.stop()
+        self.actors, self._started, self._guard = [], False, None
+
+    def __enter__(self) -> Pool:
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
+
+
 def run_ray(
     cfg: Config,
     work: Plan | list[WorkUnit],
@@ -128,39 +177,27 @@ def run_ray(
     run_meta: dict[str, Any],
     stats: RayStats | None = None,
     runner: type = ShardRunner,
+    pool: Pool | None = None,
 ) -> int:
     """Run every unit (a plan's shards, or any list of units) not yet in `store` on Ray actors;
-    return how many were run. `runner`: the actor body, a ShardRunner (benchmarks/
-    driver_throughput.py passes one that does no model work, to time the driver alone)."""
+    return how many were run. `pool`: the run's actors (kept open by the caller); without one,
+    actors are started for this call and stopped after it. `runner`: the actor body, a
+    ShardRunner (benchmarks/driver_throughput.py passes one that does no model work, to time the
+    driver alone)."""
     units: list[WorkUnit] = list(work.shards) if isinstance(work, Plan) else list(work)
     todo = _in_order(unfinished(store, units))
     if not todo:
         return 0
-    import ray
-
-    started = connect(cfg.cluster)
-    # A local Ray dies with this driver, even if the driver is killed (hallu/run/watchdog.py).
-    guard = Watchdog() if started and cfg.cluster.kind == "ray_local" else None
-    actors: list[Any] = []
+    own = pool is None
+    pool = pool if pool is not None else Pool(cfg, store, runner)
     try:
-        n = _workers_that_fit(cfg.cluster)
-        remote = ray.remote(runner).options(
-            num_cpus=cfg.cluster.resources.num_cpus,
-            num_gpus=cfg.cluster.resources.num_gpus,
-            max_restarts=cfg.cluster.max_worker_restarts,
-            max_task_retries=0,  # the driver re-queues, so it can count failures per unit
-        )
-        actors = [remote.remote(cfg, store) for _ in range(n)]
+        actors = pool.get()
         stats = stats if stats is not None else RayStats()
-        stats.workers = n
+        stats.workers = len(actors)
         Driver(cfg, store, run_meta, todo, actors, stats).run()
     finally:
-        for actor in actors:
-            ray.kill(actor, no_restart=True)
-        if started:
-            ray.shutdown()
-        if guard is not None:
-            guard.stop()
+        if own:
+            pool.close()
     missing = unfinished(store, todo)
     if missing:
         raise UserError(
