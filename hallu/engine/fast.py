@@ -17,7 +17,13 @@ what the patch can change:
   one suffix start t0 (its smallest patched position), so rows patched later waste t - t0
   positions; batches are therefore cut by position, and merged only while small. The batch size
   comes from a memory budget and is halved on out-of-memory;
-- *logits at the last position only*, the one the metric reads.
+- *logits at the last position only*, the one the metric reads, and so the last layer at the last
+  position only (plus the keys/values of the others);
+- *the join layer's queries/keys/values from the trace*: where a row joins, the positions it
+  does not write hold the target's residual stream, so only written tokens are projected.
+
+The last two need a layer in pieces: Llama-family layers run through hallu/engine/own_layer.py
+(the modules' own weights, no hooks); other families run transformers' whole layer with hooks.
 
 A patch is a set of writes (layer, site, position, value[, head]); sites are the residual stream
 entering a layer ("resid_pre"), the attention output ("attn_out"), the MLP output ("mlp_out") and
