@@ -16,20 +16,20 @@ library has no mallopt (musl, macOS, Windows).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers (malloc.h)
 MMAP = 256 << 20  # blocks below this come from the heap, reused; glibc may cap it (then 32 MB)
 TRIM = 1 << 30  # free memory kept at the heap's top before any is returned
 
 
+@functools.cache
 def keep_freed_memory() -> bool:
-    """Raise glibc's mmap and trim thresholds for this process; True when they were set."""
-    name = ctypes.util.find_library("c")
+    """Raise glibc's mmap and trim thresholds for this process (once); True when they were set."""
     try:
-        libc = ctypes.CDLL(name) if name else None
+        libc = ctypes.CDLL(None)  # the C library already loaded into this process
     except OSError:
-        libc = None
+        return False
     mallopt = getattr(libc, "mallopt", None)
     if mallopt is None:
         return False

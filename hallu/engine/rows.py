@@ -68,10 +68,12 @@ class Group:
     def stack(self, kind: str, layer: int) -> torch.Tensor:
         """[n_targets, (heads,) T, width] the targets' `kind` ("resid", "keys", "values",
         "queries") at `layer`."""
+        if self.single:  # the one target's own tensor, a view: nothing to stack
+            return self._part(self.traces[0], kind, layer)
         got = self._stacks.get((kind, layer))
         if got is None:
             got = torch.cat([self._part(tr, kind, layer) for tr in self.traces])
-            if not self.single and got.nbytes <= self._left:
+            if got.nbytes <= self._left:
                 self._stacks[(kind, layer)] = got
                 self._left -= got.nbytes
         return got

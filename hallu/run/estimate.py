@@ -22,6 +22,7 @@ which). Models:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -87,6 +88,14 @@ def engine_flops(
     sweep = cfg.sweep
     layers = resolve_layers(sweep.layers, shape.n_layers)
     per_cell = shape.n_heads if sweep.component == "head" else 1
+
+    @functools.cache
+    def by_suffix(suffix: int) -> float:  # every swept layer's cell at one suffix length
+        return sum(
+            cell_flops(shape.n_layers, layer, suffix, per_layer, qkv, kv, unembed)
+            for layer in layers
+        )
+
     total = 0.0
     for s in plan.shards:
         source, target = DIRECTIONS[s.direction]
@@ -96,9 +105,7 @@ def engine_flops(
             for t, src_t in resolve_positions(sweep.positions, pid, ls, lt):
                 if t == src_t and t < prefix.get(pid, 0):
                     continue
-                for layer in layers:
-                    flop = cell_flops(shape.n_layers, layer, lt - t, per_layer, qkv, kv, unembed)
-                    total += per_cell * flop
+                total += per_cell * by_suffix(lt - t)
     return total
 
 
