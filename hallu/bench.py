@@ -38,7 +38,7 @@ from hallu.bench_baselines import (
     transformer_lens_bridge,
 )
 from hallu.engine.adapters import Adapter
-from hallu.engine.cells import Cell, is_known, make_cells, patch_cells, patch_pairs
+from hallu.engine.cells import Cell, known_cells, make_cells, patch_cells, patch_pairs
 from hallu.engine.fast import BatchOptions, trace
 from hallu.engine.host_memory import keep_freed_memory
 from hallu.run.estimate import cell_flops
@@ -182,7 +182,8 @@ def flop_counts(model: torch.nn.Module, case: Case) -> tuple[float, float, int]:
     """(naive FLOP, engine FLOP, cells) of a full resid_pre sweep of `case`.
 
     Llama-family layers (`Adapter.own_layer`) count as hallu.run.estimate.cell_flops; other
-    families run every layer of a cell in full."""
+    families run every layer of a cell in full. Known cells (hallu.engine.cells.known_cells, on
+    the pair's traces) cost nothing."""
     per_layer, unembed = flops_per_token(model)
     ad = Adapter(model)
     n_layers, d = ad.n_layers, model.config.hidden_size
@@ -196,8 +197,9 @@ def flop_counts(model: torch.nn.Module, case: Case) -> tuple[float, float, int]:
         n += len(cells)
         naive += len(cells) * t_len * (n_layers * per_layer + unembed)
         engine += 2 * (t_len * n_layers * per_layer + unembed)
-        for c in cells:
-            if is_known(c, src, tgt):
+        known = known_cells("resid_pre", trace(ad, src), trace(ad, tgt), cells, ad.head_dim)
+        for c, is_known in zip(cells, known, strict=True):
+            if is_known:
                 continue
             s = t_len - c.position
             if ad.own_layer:

@@ -15,7 +15,7 @@ import torch
 from hallu.bench import parse_args
 from hallu.engine.adapters import Adapter
 from hallu.engine.attribution import screen
-from hallu.engine.cells import is_known, make_cells, patch_cells, shared_prefix
+from hallu.engine.cells import is_known, known_cells, make_cells, patch_cells, shared_prefix
 from hallu.engine.fast import BatchOptions, plan_batches, trace
 from hallu.engine.hooks import LogitDiff
 from hallu.engine.metrics import resolution
@@ -75,10 +75,15 @@ def test_every_optimisation_alone_and_combined_matches_naive(seed, lengths):
         worst = (out - ref).abs().max().item()
         assert worst <= TOL, (resume, suffix, batched, skip_known, worst)
         n_known.append(sum(known))
-    if len(src) == len(tgt):  # 3 shared leading tokens x 3 layers, only when skipping is on
-        assert set(n_known) == {0, 9}
-    else:  # positions shifted: no cell is known
-        assert set(n_known) == {0}
+    # Known, only when skipping is on: the shared leading tokens at every layer (equal lengths),
+    # and layer 0 wherever the two tokens are equal (a Llama's layer-0 input is the token's
+    # embedding, whatever its position), aligned or not.
+    expected = sum(
+        is_known(c, src, tgt) or (c.layer == 0 and src[c.source_position] == tgt[c.position])
+        for c in cells
+    )
+    assert expected > (9 if len(src) == len(tgt) else 0)
+    assert set(n_known) == {0, expected}
 
 
 @pytest.mark.parametrize("seed", [5, 6])
@@ -151,6 +156,31 @@ def test_known_rule():
     assert [c.position for c in cells if is_known(c, src, tgt)] == [0, 1, 2, 0, 1, 2]
     shifted = make_cells("resid_pre", [0], [(0, 1), (1, 2)], 1)
     assert not any(is_known(c, [7, 1, 2, 3], [1, 2, 3]) for c in shifted)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_known_by_value(family):
+    """A patch that writes the target's own activation is known, beyond the tokens' rule: layer 0
+    where the tokens agree; at shifted positions too for a Llama (its layer-0 input is the
+    token's embedding) but not for GPT-2 (which adds the absolute position's embedding). Known or
+    not, every cell equals the naive reference."""
+    model = build(family, seed=41, n_layers=2, d=32, heads=4, kv=2)
+    ad = Adapter(model)
+    tgt = [5, 6, 7, 8, 9, 10, 11, 12]
+    src = [5, 6, 20, 21, 9, 10, 11, 12]  # differs at 2-3
+    cells = make_cells("resid_pre", [0, 1], [(t, t) for t in range(8)] + [(5, 4)], 2)
+    source, target = trace(ad, src), trace(ad, tgt)
+    known = known_cells("resid_pre", source, target, cells, ad.head_dim)
+    got = {(c.layer, c.position, c.source_position) for c, k in zip(cells, known) if k}  # noqa: B905
+    # The tokens' rule: 0-1 at both layers; by value: layer 0 at 4-7 (same token, same place).
+    # (5, 4) reads another token (9 for 10): never known.
+    assert got == {(0, 0, 0), (0, 1, 1), (1, 0, 0), (1, 1, 1)} | {(0, t, t) for t in range(4, 8)}
+    shifted_src = [5, 5, 6, 7, 8, 9, 10, 11]  # the target's token 6 (position 1) sits at 2
+    moved = make_cells("resid_pre", [0, 1], [(1, 2)], 2)
+    out, flags = patch_cells(ad, "resid_pre", trace(ad, shifted_src), target, moved)
+    assert flags == [family == "llama", False]
+    ref = _naive(model, shifted_src, tgt, "resid_pre", moved)
+    assert (out - ref).abs().max().item() <= TOL
 
 
 @pytest.mark.parametrize(

@@ -67,6 +67,46 @@ def is_known(cell: Cell, source_ids: Sequence[int], target_ids: Sequence[int]) -
     )
 
 
+def known_cells(
+    component: str, source: Trace, target: Trace, cells: Sequence[Cell], head_dim: int
+) -> list[bool]:
+    """Which cells are known (module docstring): by the tokens, or because every write equals the
+    target's activation there bit for bit (checked where the target's trace holds the site)."""
+    out = [is_known(c, source.ids, target.ids) for c in cells]
+    if component != "resid_pre" and component not in target.sites:
+        return out
+    todo = [i for i, k in enumerate(out) if not k]
+    for part in range(0, len(todo), 4096):  # bounded copies for big sweeps
+        chunk = todo[part : part + 4096]
+        same = _writes_what_is_there(component, source, target, [cells[i] for i in chunk], head_dim)
+        for i, s in zip(chunk, same, strict=True):
+            out[i] = s
+    return out
+
+
+def _writes_what_is_there(
+    component: str, source: Trace, target: Trace, cells: Sequence[Cell], head_dim: int
+) -> list[bool]:
+    """Per cell: is every value it writes equal to the target's activation there? One gather and
+    one comparison for all cells."""
+    acts = (lambda tr: tr.resid) if component == "resid_pre" else (lambda tr: tr.sites[component])
+    entries = [(i, layer, c) for i, c in enumerate(cells) for layer in c.layers()]
+    dev = source.resid.device
+    layer_idx = torch.tensor([layer for _, layer, _ in entries], device=dev)
+    a = acts(source)[layer_idx, torch.tensor([c.source_position for *_, c in entries], device=dev)]
+    b = acts(target)[layer_idx, torch.tensor([c.position for *_, c in entries], device=dev)]
+    if component == "head":
+        rows = torch.arange(len(entries), device=dev)
+        heads = torch.tensor([c.head for *_, c in entries], device=dev)
+        a = a.view(len(entries), -1, head_dim)[rows, heads]
+        b = b.view(len(entries), -1, head_dim)[rows, heads]
+    equal = (a == b).all(-1).tolist()
+    out = [True] * len(cells)
+    for (i, _, _), eq in zip(entries, equal, strict=True):
+        out[i] = out[i] and eq
+    return out
+
+
 def to_patch(component: str, cell: Cell, source: Trace, head_dim: int) -> Patch:
     return tuple(
         Write(
@@ -104,7 +144,11 @@ def patch_pairs(
     different pairs share batches (targets of equal length; see hallu.engine.fast.run_rows)."""
     rows, owner, results = [], [], []
     for k, (source, target, cells) in enumerate(pairs):
-        known = [skip_known and is_known(c, source.ids, target.ids) for c in cells]
+        known = (
+            known_cells(component, source, target, cells, ad.head_dim)
+            if skip_known
+            else [False] * len(cells)
+        )
         todo = [i for i, kn in enumerate(known) if not kn]
         rows += [(target, to_patch(component, cells[i], source, ad.head_dim)) for i in todo]
         owner += [(k, i) for i in todo]

@@ -16,7 +16,7 @@ import torch
 from hallu.config import DIRECTIONS, Config
 from hallu.engine.adapters import Adapter
 from hallu.engine.attribution import screen
-from hallu.engine.cells import Cell, is_known, make_cells, patch_pairs
+from hallu.engine.cells import Cell, known_cells, make_cells, patch_pairs
 from hallu.engine.fast import BatchOptions, Trace, trace
 from hallu.engine.hooks import capture_resid_pre, patched_logits
 from hallu.engine.host_memory import keep_freed_memory
@@ -116,7 +116,9 @@ class Worker:
     ) -> tuple[torch.Tensor, list[bool]]:
         """Attribution screen: exact logits for known and top-K cells, NaN for the rest."""
         res = screen(self.adapter, source, target, cells, self.prep.metric, k, self.options)
-        known = [is_known(c, source.ids, target.ids) for c in cells]
+        known = known_cells(
+            self.prep.cfg.sweep.component, source, target, cells, self.adapter.head_dim
+        )
         logits = torch.full((len(cells), target.logits.shape[-1]), math.nan)
         logits = logits.to(target.logits)
         for i, is_k in enumerate(known):

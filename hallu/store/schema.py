@@ -40,8 +40,9 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
     (
         "known",
         pa.bool_(),
-        "true: `patched` is the corrupted baseline, taken without a forward pass (source and "
-        "target agree on every token up to `position`, so the patch writes what is there)",
+        "true: `patched` is the corrupted baseline, taken without a forward pass (the patch writes "
+        "what the target run holds: the prompts agree on every token up to `position`, or "
+        "each written value equals the target's own bit for bit)",
     ),
     (
         "resolution",
