@@ -69,9 +69,22 @@ def qkv(
     if v_out is not None:
         v = v_out.copy_(v)
     xq = x[:, queries_from:] if queries_from else x
-    q = attn.q_proj(xq).view(*xq.shape[:-1], -1, head_dim).transpose(1, 2)
-    q = rope(q, *(e[:, queries_from:] for e in pos_emb), out=q_out)
+    q = _queries(attn, xq, tuple(e[:, queries_from:] for e in pos_emb), head_dim, q_out)
     return q, k, v
+
+
+def queries(
+    block: torch.nn.Module, attn: torch.nn.Module, h: torch.Tensor, pos_emb: Any, head_dim: int
+) -> torch.Tensor:
+    """[B, S, d] layer input -> queries [B, H, S, hd], rotary applied (as `qkv`'s, alone)."""
+    return _queries(attn, norm(block.input_layernorm, h), pos_emb, head_dim)
+
+
+def _queries(
+    attn: torch.nn.Module, x: torch.Tensor, pos_emb: Any, head_dim: int, out=None
+) -> torch.Tensor:
+    q = attn.q_proj(x).view(*x.shape[:-1], -1, head_dim).transpose(1, 2)
+    return rope(q, *pos_emb, out=out)
 
 
 def attend(
@@ -113,4 +126,8 @@ def mlp(block: torch.nn.Module, h: torch.Tensor) -> torch.Tensor:
     m = block.mlp
     if not all(hasattr(m, a) for a in ("gate_proj", "up_proj", "down_proj", "act_fn")):
         return m(x)
-    return m.down_proj(m.act_fn(m.gate_proj(x)).mul_(m.up_proj(x)))
+    gate = m.gate_proj(x)
+    # SiLU (Llama's activation) in place: one [tokens, d_mlp] buffer fewer.
+    silu = type(m.act_fn).__name__ in ("SiLU", "SiLUActivation")
+    gate = F.silu(gate, inplace=True) if silu else m.act_fn(gate)
+    return m.down_proj(gate.mul_(m.up_proj(x)))

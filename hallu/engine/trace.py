@@ -154,5 +154,5 @@ def trace_queries(ad: Adapter, tr: Trace, layer: int) -> torch.Tensor:
         dev = ad.placement.layer_device(layer)
         pos_emb = tuple(p.to(dev) for p in tr.pos_emb)
         x = tr.resid[layer][None].to(dev)
-        tr.queries[layer] = ll.qkv(ad.layers[layer], ad.attn(layer), x, pos_emb, ad.head_dim)[0]
+        tr.queries[layer] = ll.queries(ad.layers[layer], ad.attn(layer), x, pos_emb, ad.head_dim)
     return tr.queries[layer]
