@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -283,3 +284,13 @@ def _read_rows(path: Path, fmt: str) -> list[dict[str, Any]]:
             raise UserError(f"prompts.path={path}, line {i}: expected a JSON object per line")
         rows.append(obj)
     return rows
+
+
+def shared_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """Number of leading tokens two prompts have in common."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n

@@ -77,10 +77,11 @@ def test_measured_mfu_and_price_override_replace_the_defaults(tmp_path):
 
 
 def test_engine_flops_match_the_benchmarks_count():
-    """The plan's engine FLOP model is hallu.bench's flop_counts, on the same tiny model."""
+    """The plan's engine FLOP model is hallu.bench's flop_counts, on the same tiny model: the
+    shared prefix and the layer-0 cells that write the target's own token (here positions 6..)
+    are known in both, found from the tokens here and from the activations there."""
     torch = pytest.importorskip("torch")
     from hallu.bench import Case, flop_counts
-    from hallu.engine.cells import shared_prefix
     from hallu.engine.tiny import build_model
     from hallu.shape import ModelShape
 
@@ -89,21 +90,45 @@ def test_engine_flops_match_the_benchmarks_count():
     t = cfg.model.tiny
     model = build_model(t, vocab_size=50)
     g = torch.Generator().manual_seed(0)
-    pairs, lengths, prefix = [], {}, {}
+    pairs, lengths, tokens = [], {}, {}
     for i, n in enumerate((9, 12)):
         tgt = torch.randint(3, 50, (n,), generator=g).tolist()
         src = tgt[:4] + [(x + 1) % 50 for x in tgt[4:6]] + tgt[6:]
         pairs.append((src, tgt))
         lengths[f"p{i}"] = {"certain": n, "uncertain": n}
-        prefix[f"p{i}"] = shared_prefix(src, tgt)
+        # restore_confidence: the certain prompt is the source, the uncertain one the target
+        tokens[f"p{i}"] = {"certain": src, "uncertain": tgt}
     shape = ModelShape(t.n_layers, t.d_model, t.n_heads, t.n_kv_heads, t.d_mlp, 50)
     plan = make_plan(cfg.sweep, shape, lengths, "tiny")
     naive, engine, _ = flop_counts(model, Case("t", pairs))
-    assert engine_flops(cfg, shape, lengths, plan, prefix) == pytest.approx(engine, rel=1e-9)
+    assert engine_flops(cfg, shape, lengths, plan, tokens) == pytest.approx(engine, rel=1e-9)
     assert plan.flops_naive == pytest.approx(naive, rel=1e-9)
-    # Without the shared prefix (no tokenizer) the estimate is an upper bound.
+    # Without the tokens (no tokenizer) nothing is known: an upper bound.
     assert engine_flops(cfg, shape, lengths, plan) > engine
-    assert estimate(cfg, shape, lengths, plan, prefix)["cells"] == plan.n_cells
+    assert estimate(cfg, shape, lengths, plan, tokens)["cells"] == plan.n_cells
+    # The hook engine runs one forward per cell: its FLOP is the naive count.
+    hooks = compose(["model=tiny", "metric=is_vs_might", "sweep.experiments=[patching]",
+                     "sweep.directions=[restore_confidence]", "sweep.engine=hooks"])  # fmt: skip
+    assert engine_flops(hooks, shape, lengths, plan, tokens) == pytest.approx(naive, rel=1e-9)
+
+
+def test_control_shards_count_one_forward_per_cell():
+    """Controls patch through the hook engine (hallu/run/controls.py): naive FLOP each."""
+    from hallu.shape import ModelShape
+
+    base = ["model=tiny", "metric=is_vs_might", "sweep.experiments=[patching]",
+            "sweep.directions=[restore_confidence]"]  # fmt: skip
+    cfg, with_control = compose(base), compose([*base, "sweep.controls=[random_source]"])
+    t = cfg.model.tiny
+    shape = ModelShape(t.n_layers, t.d_model, t.n_heads, t.n_kv_heads, t.d_mlp, 50)
+    lengths = {"p0": {"certain": 10, "uncertain": 10}, "p1": {"certain": 10, "uncertain": 10}}
+    plan = make_plan(cfg.sweep, shape, lengths, "tiny")
+    plan_c = make_plan(with_control.sweep, shape, lengths, "tiny")
+    control = sum(s.flops_naive for s in plan_c.shards if s.control)
+    assert control > 0
+    assert engine_flops(with_control, shape, lengths, plan_c) == pytest.approx(
+        engine_flops(cfg, shape, lengths, plan) + control, rel=1e-9
+    )
 
 
 def test_calibration_file_missing_or_broken_means_assumed(tmp_path, monkeypatch):

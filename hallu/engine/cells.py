@@ -17,6 +17,7 @@ import torch
 
 from hallu.engine.adapters import Adapter
 from hallu.engine.fast import BatchOptions, Patch, Trace, Write, run_rows
+from hallu.prompts import shared_prefix
 
 COMPONENTS = ("resid_pre", "attn_out", "mlp_out", "head")
 
@@ -31,16 +32,6 @@ class Cell:
 
     def layers(self) -> range:
         return range(self.layer, self.layer + self.window)
-
-
-def shared_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    """Number of leading tokens two prompts have in common."""
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def make_cells(

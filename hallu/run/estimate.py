@@ -10,8 +10,12 @@ which). Models:
   positions t..T-1, with the queries/keys/values of its first layer projected at the patched
   position only, the last layer at the last position (plus the key/value projections of
   positions t..T-2), and the unembedding at the last position (Llama-family layers; other
-  families run every layer in full, so for them this is a little low). Known cells (which
-  the engine skips) are counted, so this is an upper bound;
+  families run every layer in full, so for them this is a little low). Cells known without a
+  forward pass cost nothing: where the prompts agree on every token up to the cell (same
+  position), and resid_pre cells at layer 0 that write the target's own token (the engine finds
+  these by comparing activations; here the tokens stand in, as for rotary-position models).
+  Control shards and `sweep.engine=hooks` run one forward per cell: their naive FLOP. Without
+  the tokenizer nothing is known, so the estimate is an upper bound;
 - *memory per replica*: the weights, the two traces of one pair (residual stream entering every
   layer, keys and values of every layer), one batch of the engine (one position's cells over the
   swept layers, with the engine's own per-row estimate) and ~1.5 GB of CUDA context; the engine
@@ -29,6 +33,7 @@ from typing import Any
 
 from hallu.config import Config
 from hallu.errors import UserError
+from hallu.prompts import shared_prefix
 from hallu.run.gpus import ASSUMED_GENERATION_MFU, GPUS, Gpu, mfu_for
 from hallu.run.plan import Plan, resolve_layers, resolve_positions
 
@@ -69,14 +74,12 @@ def engine_flops(
     shape: Any,
     lengths: dict[str, dict[str, int]],
     plan: Plan,
-    prefix: dict[str, int] | None = None,
+    tokens: dict[str, dict[str, list[int]]] | None = None,
 ) -> float:
     """The fast engine's FLOP for every shard of the plan (see the module docstring).
 
-    `prefix[pair]`: how many leading tokens the pair's prompts share (from the tokenizer); cells
-    there, patched at their own position, are known without a forward pass and cost nothing.
-    """
-    prefix = prefix or {}
+    `tokens[pair][condition]`: the prompts' token ids (from the tokenizer), for the cells known
+    without a forward pass; without them every cell is counted."""
     from hallu.config import DIRECTIONS
 
     hd = shape.d_model // shape.n_heads
@@ -88,24 +91,32 @@ def engine_flops(
     sweep = cfg.sweep
     layers = resolve_layers(sweep.layers, shape.n_layers)
     per_cell = shape.n_heads if sweep.component == "head" else 1
+    cell = functools.partial(cell_flops, shape.n_layers, per_layer=per_layer, qkv=qkv, kv=kv,
+                             unembed=unembed)  # fmt: skip
+    # resid_pre at layer 0 writing the target's own token: known (module docstring).
+    layer0 = 0 in layers and sweep.component == "resid_pre" and sweep.window == 1
 
     @functools.cache
     def by_suffix(suffix: int) -> float:  # every swept layer's cell at one suffix length
-        return sum(
-            cell_flops(shape.n_layers, layer, suffix, per_layer, qkv, kv, unembed)
-            for layer in layers
-        )
+        return sum(cell(layer, suffix) for layer in layers)
 
     total = 0.0
     for s in plan.shards:
+        if s.control is not None or sweep.engine == "hooks":
+            total += s.flops_naive
+            continue
         source, target = DIRECTIONS[s.direction]
         for pid in s.pair_ids:
             ls, lt = lengths[pid][source], lengths[pid][target]
             total += (ls + lt) * shape.n_layers * per_layer + 2 * unembed
+            src, tgt = (tokens[pid][source], tokens[pid][target]) if tokens else ([], [])
+            shared = shared_prefix(src, tgt)
             for t, src_t in resolve_positions(sweep.positions, pid, ls, lt):
-                if t == src_t and t < prefix.get(pid, 0):
+                if t == src_t and t < shared:
                     continue
                 total += per_cell * by_suffix(lt - t)
+                if layer0 and tokens and src[src_t] == tgt[t]:
+                    total -= cell(0, lt - t)
     return total
 
 
@@ -176,12 +187,12 @@ def estimate(
     shape: Any,
     lengths: dict[str, dict[str, int]],
     plan: Plan | None,
-    prefix: dict[str, int] | None = None,
+    tokens: dict[str, dict[str, list[int]]] | None = None,
 ) -> dict[str, Any]:
     """Every number the plan prints (and a multirun sums), as a dict; UserError if it can't fit."""
     all_lens = [n for conds in lengths.values() for n in conds.values()]
     max_len, mean_len = max(all_lens), sum(all_lens) / len(all_lens)
-    measured = prefix is not None
+    measured = tokens is not None
     out: dict[str, Any] = {
         "lengths": "from the tokenizer" if measured else "estimated from word counts; no tokenizer"
     }
@@ -191,7 +202,7 @@ def estimate(
             "cells": plan.n_cells,
             "control_cells": control,
             "flops_naive": plan.flops_naive,
-            "flops_engine": engine_flops(cfg, shape, lengths, plan, prefix),
+            "flops_engine": engine_flops(cfg, shape, lengths, plan, tokens),
         }
     if "behavior" in cfg.sweep.experiments:
         out["answers"], out["flops_behavior"] = behavior_flops(cfg, shape, len(lengths), mean_len)

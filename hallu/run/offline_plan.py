@@ -116,10 +116,11 @@ def _gb(n: float) -> str:
     return f"{n / GB:.2f} GB" if n >= 0.01 * GB else f"{n / 1e6:.2f} MB"
 
 
-def offline(cfg: Config) -> tuple[Any, dict[str, dict[str, int]], dict[str, int] | None]:
-    """(shape, token counts, shared prefixes or None) for planning, with no network."""
+def offline(
+    cfg: Config,
+) -> tuple[Any, dict[str, dict[str, int]], dict[str, dict[str, list[int]]] | None]:
+    """(shape, token counts, token ids or None) for planning, with no network."""
     if tokenizer_is_local(cfg):
-        from hallu.engine.cells import shared_prefix
         from hallu.run.prepare import prepare
 
         prep = prepare(cfg)
@@ -129,8 +130,7 @@ def offline(cfg: Config) -> tuple[Any, dict[str, dict[str, int]], dict[str, int]
 
             plan_chunks(cfg, {pid: set(c) for pid, c in ids.items()})
         lengths = {p: {c: len(i) for c, i in d.items()} for p, d in ids.items()}
-        prefix = {p: shared_prefix(d["certain"], d["uncertain"]) for p, d in ids.items()}
-        return prep.shape, lengths, prefix
+        return prep.shape, lengths, ids
     os.environ["HF_HUB_OFFLINE"] = "1"  # nothing below may wait on the hub
     return offline_shape(cfg), estimated_lengths(cfg), None
 
@@ -139,8 +139,8 @@ def plan_and_estimate(cfg: Config) -> tuple[Any, dict[str, Any]]:
     """(the patching Plan or None, the estimate dict) for `cfg`."""
     from hallu.run.plan import make_plan
 
-    shape, lengths, prefix = offline(cfg)
+    shape, lengths, tokens = offline(cfg)
     plan = None
     if "patching" in cfg.sweep.experiments:
         plan = make_plan(cfg.sweep, shape, lengths, cfg.model.name_or_path)
-    return plan, estimate(cfg, shape, lengths, plan, prefix)
+    return plan, estimate(cfg, shape, lengths, plan, tokens)
