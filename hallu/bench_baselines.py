@@ -18,7 +18,7 @@ batch to a scalar by default).
 from __future__ import annotations
 
 import copy
-import os
+import functools
 import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
@@ -73,11 +73,15 @@ def naive_batched(model: torch.nn.Module, pairs, group: list[int], cells=None) -
 
 def transformer_lens_bridge(model: torch.nn.Module, tokenizer):
     """A TransformerBridge over a copy of `model`, or None when TransformerLens is missing."""
-    os.environ.setdefault("TQDM_DISABLE", "1")  # its sweep prints a progress bar otherwise
     try:
+        from transformer_lens import patching
         from transformer_lens.model_bridge import TransformerBridge
     except ImportError:
         return None
+    # Its sweep draws a progress bar (tqdm, which reads TQDM_DISABLE only when first imported,
+    # i.e. before this runs): switch it off so the bench prints only its table.
+    if not isinstance(patching.tqdm, functools.partial):
+        patching.tqdm = functools.partial(patching.tqdm, disable=True)
     from transformers import AutoTokenizer
 
     # The bridge reloads the tokenizer by name to add BOS, so give it one saved on disk.
