@@ -178,8 +178,8 @@ def flops_per_token(model: torch.nn.Module) -> tuple[float, float]:
     return 2.0 * layer, 2.0 * ad.unembed.weight.numel()
 
 
-def flop_counts(model: torch.nn.Module, case: Case) -> tuple[float, float, int]:
-    """(naive FLOP, engine FLOP, cells) of a full resid_pre sweep of `case`.
+def flop_counts(model: torch.nn.Module, case: Case) -> tuple[float, float, int, int]:
+    """(naive FLOP, engine FLOP, cells, known cells) of a full resid_pre sweep of `case`.
 
     Llama-family layers (`Adapter.own_layer`) count as hallu.run.estimate.cell_flops; other
     families run every layer of a cell in full. Known cells (hallu.engine.cells.known_cells, on
@@ -190,7 +190,7 @@ def flop_counts(model: torch.nn.Module, case: Case) -> tuple[float, float, int]:
     kv = 2.0 * 2 * ad.n_kv_heads * ad.head_dim * d
     qkv = kv + 2.0 * ad.n_heads * ad.head_dim * d
     naive = engine = 0.0
-    n = 0
+    n = n_known = 0
     for src, tgt in case.pairs:
         t_len = len(tgt)
         cells = all_cells(n_layers, t_len)
@@ -198,6 +198,7 @@ def flop_counts(model: torch.nn.Module, case: Case) -> tuple[float, float, int]:
         naive += len(cells) * t_len * (n_layers * per_layer + unembed)
         engine += 2 * (t_len * n_layers * per_layer + unembed)
         known = known_cells("resid_pre", trace(ad, src), trace(ad, tgt), cells, ad.head_dim)
+        n_known += sum(known)
         for c, is_known in zip(cells, known, strict=True):
             if is_known:
                 continue
@@ -206,7 +207,7 @@ def flop_counts(model: torch.nn.Module, case: Case) -> tuple[float, float, int]:
                 engine += cell_flops(n_layers, c.layer, s, per_layer, qkv, kv, unembed)
             else:
                 engine += (n_layers - c.layer) * s * per_layer + unembed
-    return naive, engine, n
+    return naive, engine, n, n_known
 
 
 # --- CPU cases ---------------------------------------------------------------------------------
@@ -260,8 +261,13 @@ def run_case(model: torch.nn.Module, case: Case, repeats: int, naive_pairs: int 
                 worst["tl"] = max(worst["tl"], (mine - tl[k]).abs().max().item())
     n_cells = sum(len(c) for c in cells_per)
     counts = {"naive": sum(len(cells_per[i]) for i in sub)}
-    naive_flop, engine_flop, _ = flop_counts(model, case)
-    r = {"case": case.name, "cells": n_cells, "naive_cells": counts["naive"]}
+    naive_flop, engine_flop, _, n_known = flop_counts(model, case)
+    r = {
+        "case": case.name,
+        "cells": n_cells,
+        "known_cells": n_known,
+        "naive_cells": counts["naive"],
+    }
     r["flop_ratio"] = naive_flop / engine_flop  # the same for every baseline: a forward per cell
     for name, times in secs.items():
         r[f"{name}_cells_per_s"] = counts.get(name, n_cells) / statistics.median(times)
@@ -300,8 +306,8 @@ def cpu_main(args: argparse.Namespace) -> list[dict]:
         r = run_case(model, makers[name](), args.repeats, args.naive_pairs, bridge)
         results.append(r)
         print(
-            f"{r['case']}: {r['cells']} cells, engine {r['engine_cells_per_s']:.1f} cells/s, "
-            f"FLOP ratio {r['flop_ratio']:.2f}"
+            f"{r['case']}: {r['cells']} cells ({r['known_cells']} known: the baseline, no "
+            f"pass), engine {r['engine_cells_per_s']:.1f} cells/s, FLOP ratio {r['flop_ratio']:.2f}"
         )
         for key, label in COLUMNS:
             if f"x_{key}" in r:

@@ -184,7 +184,7 @@ def gpu_run(args: argparse.Namespace) -> dict[str, Any]:
     r["tokens"], r["pairs"] = args.gpu_tokens, args.gpu_pairs
     pairs = random_pairs(args.gpu_pairs, args.gpu_tokens, model.config.vocab_size)
     r["sweep_s"] = time_sweep(model, pairs, args.repeats)
-    naive_flop, engine_flop, n_cells = flop_counts(model, Case("gpu", pairs))
+    naive_flop, engine_flop, n_cells, _ = flop_counts(model, Case("gpu", pairs))
     seconds = statistics.median(r["sweep_s"])
     r["cells"], r["cells_per_s"] = n_cells, n_cells / seconds
     r["engine_tflops"] = engine_flop / seconds / 1e12

@@ -100,7 +100,9 @@ def test_engine_flops_match_the_benchmarks_count():
         tokens[f"p{i}"] = {"certain": src, "uncertain": tgt}
     shape = ModelShape(t.n_layers, t.d_model, t.n_heads, t.n_kv_heads, t.d_mlp, 50)
     plan = make_plan(cfg.sweep, shape, lengths, "tiny")
-    naive, engine, _ = flop_counts(model, Case("t", pairs))
+    naive, engine, _, n_known = flop_counts(model, Case("t", pairs))
+    # Shared prefix (4 tokens) at every layer, plus layer 0 at positions 6.. of each pair.
+    assert n_known == sum(4 * t.n_layers + n - 6 for n in (9, 12))
     assert engine_flops(cfg, shape, lengths, plan, tokens) == pytest.approx(engine, rel=1e-9)
     assert plan.flops_naive == pytest.approx(naive, rel=1e-9)
     # Without the tokens (no tokenizer) nothing is known: an upper bound.
