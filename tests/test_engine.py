@@ -7,6 +7,7 @@ and every model family; the limit is 1e-4 max abs difference of the last-positio
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import pytest
@@ -181,6 +182,35 @@ def test_known_by_value(family):
     assert flags == [family == "llama", False]
     ref = _naive(model, shifted_src, tgt, "resid_pre", moved)
     assert (out - ref).abs().max().item() <= TOL
+
+
+@pytest.mark.parametrize("component", ["resid_pre", "attn_out", "mlp_out", "head"])
+def test_the_value_rule_alone_for_every_component(component):
+    """A source whose activations are the target's (its token ids hidden, so the tokens' rule
+    says nothing) makes every cell known: every layer, position, head and window; one changed
+    value unknows exactly the cells that write it; a real other prompt leaves some to compute."""
+    model = build("llama", seed=43, n_layers=3, d=32, heads=4, kv=2)
+    ad = Adapter(model)
+    src, tgt = random_pair(43, n_target=7, n_source=7, first_diff=2)
+    target = trace(ad, tgt, [component])
+    twin = dataclasses.replace(target, ids=[-1] * len(tgt))
+    # A second twin differs in one value: layer 1, position 4 (head 2 only, for heads).
+    acts = (target.resid if component == "resid_pre" else target.sites[component]).clone()
+    hd = ad.head_dim
+    acts[1, 4, 2 * hd : 3 * hd] += 1.0
+    if component == "resid_pre":
+        changed = dataclasses.replace(twin, resid=acts)
+    else:
+        changed = dataclasses.replace(twin, sites={component: acts})
+    for window in (1, 2):
+        cells = make_cells(component, range(3), [(t, t) for t in range(7)], 3, window, ad.n_heads)
+        assert not any(is_known(c, twin.ids, target.ids) for c in cells)
+        assert all(known_cells(component, twin, target, cells, hd))
+        got = known_cells(component, changed, target, cells, hd)
+        touched = [1 in c.layers() and c.position == 4 and c.head in (None, 2) for c in cells]
+        assert got == [not t for t in touched]
+        other = known_cells(component, trace(ad, src, [component]), target, cells, hd)
+        assert any(other) and not all(other)
 
 
 @pytest.mark.parametrize(
