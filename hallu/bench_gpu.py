@@ -138,6 +138,7 @@ def check_dtype(model, pair, n_cells: int) -> dict[str, Any]:
         "max_abs_diff": diff.max().item(),
         "max_abs_logit": ref.abs().max().item(),
         "within_one_step": (diff <= step).float().mean().item(),
+        "max_steps": (diff / step).max().item(),  # the largest difference, in rounding steps
         "cells": len(cells),
         "naive_cells_per_s": len(cells) / naive_s,
     }
@@ -241,7 +242,8 @@ def gpu_main(args: argparse.Namespace) -> dict[str, Any]:
         print(
             f"{dt} engine vs hook reference on {c['cells']} cells: max|diff| "
             f"{c['max_abs_diff']:.3g} (logits up to {c['max_abs_logit']:.3g}), "
-            f"{100 * c['within_one_step']:.1f}% of cells within one {dt} rounding step; "
+            f"{100 * c['within_one_step']:.1f}% of cells within one {dt} rounding step (at most "
+            f"{c['max_steps']:.2g} steps); "
             f"{100 * c['moved_by_patch']:.0f}% of cells moved by their patch by more than a step"
         )
     if "calibration" in r:
