@@ -53,9 +53,12 @@ def make_cells(
 
 
 def is_known(cell: Cell, source_ids: Sequence[int], target_ids: Sequence[int]) -> bool:
-    return cell.position == cell.source_position and cell.position < shared_prefix(
-        source_ids, target_ids
-    )
+    return _inside(cell, shared_prefix(source_ids, target_ids))
+
+
+def _inside(cell: Cell, shared: int) -> bool:
+    """Patched at its own position inside the prompts' `shared` leading tokens."""
+    return cell.position == cell.source_position and cell.position < shared
 
 
 def known_cells(
@@ -63,7 +66,8 @@ def known_cells(
 ) -> list[bool]:
     """Which cells are known (module docstring): by the tokens, or because every write equals the
     target's activation there bit for bit (checked where the target's trace holds the site)."""
-    out = [is_known(c, source.ids, target.ids) for c in cells]
+    shared = shared_prefix(source.ids, target.ids)  # once per pair, not per cell
+    out = [_inside(c, shared) for c in cells]
     if component != "resid_pre" and component not in target.sites:
         return out
     todo = [i for i, k in enumerate(out) if not k]
