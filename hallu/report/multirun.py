@@ -41,7 +41,7 @@ class Study:
 def is_multirun(path: str) -> bool:
     """A multirun folder: local, or `s3://bucket/prefix/<multirun id>` (checked in the bucket)."""
     if path.startswith("s3://"):
-        from hallu.store.base import store_at
+        from hallu.store.factory import store_at
 
         return store_at(path).read_file(INDEX) is not None
     return (Path(path) / INDEX).is_file()
@@ -193,7 +193,7 @@ def _html(name: str, tabs: list, png: bytes, text: str = "") -> str:
 
 def write(location: str, opts: Any) -> str:
     """Write the comparative report into the multirun's folder (local or in the bucket)."""
-    from hallu.store.base import store_at
+    from hallu.store.factory import store_at
 
     root = store_at(location)
     studies = load(root, opts)
