@@ -13,7 +13,7 @@ Cases (full resid_pre sweeps, every layer x every position, one direction):
 The analytic FLOP ratio counts weight matmuls only (2 FLOP per weight per token; attention
 scores are left out, a few percent at these lengths): naive = every cell runs all layers on all
 tokens plus the unembedding at every position (as a plain forward does); engine = two traced runs
-per pair plus, per computed cell, what the engine runs (hallu.run.estimate.cell_flops): layers
+per pair plus, per computed cell, what the engine runs (hallu.engine.cost.cell_flops): layers
 l..L-2 on (T - t) tokens, less the first layer's q/k/v projections of unpatched positions, the
 last layer at the last position, one unembedding.
 """

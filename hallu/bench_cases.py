@@ -13,8 +13,8 @@ import torch
 
 from hallu.engine.adapters import Adapter
 from hallu.engine.cells import Cell, known_cells, make_cells
+from hallu.engine.cost import TokenFlops, cell_flops, trace_flops
 from hallu.engine.fast import trace
-from hallu.run.estimate import cell_flops
 
 
 @dataclass(frozen=True)
@@ -50,40 +50,36 @@ def all_cells(n_layers: int, n_tokens: int) -> list[Cell]:
     return make_cells("resid_pre", range(n_layers), [(t, t) for t in range(n_tokens)], n_layers)
 
 
-def flops_per_token(model: torch.nn.Module) -> tuple[float, float]:
-    """(one layer, the unembedding): 2 FLOP per weight per token."""
+def flops_per_token(model: torch.nn.Module) -> TokenFlops:
+    """FLOP per token of the model's own weights: 2 per weight (hallu.engine.cost)."""
     ad = Adapter(model)
+    d = model.config.hidden_size
     layer = sum(p.numel() for p in ad.layers[0].parameters() if p.dim() == 2)
-    return 2.0 * layer, 2.0 * ad.unembed.weight.numel()
+    kv = 2.0 * 2 * ad.n_kv_heads * ad.head_dim * d
+    qkv = kv + 2.0 * ad.n_heads * ad.head_dim * d
+    return TokenFlops(2.0 * layer, qkv, kv, 2.0 * ad.unembed.weight.numel())
 
 
 def flop_counts(model: torch.nn.Module, case: Case) -> tuple[float, float, int, int]:
     """(naive FLOP, engine FLOP, cells, known cells) of a full resid_pre sweep of `case`.
 
-    Llama-family layers (`Adapter.own_layer`) count as hallu.run.estimate.cell_flops; other
-    families run every layer of a cell in full. Known cells (hallu.engine.cells.known_cells, on
-    the pair's traces) cost nothing."""
-    per_layer, unembed = flops_per_token(model)
+    The engine's FLOP is the engine's own cost model (hallu.engine.cost), which the plan's
+    estimate asks too. Known cells (hallu.engine.cells.known_cells, on the pair's traces) cost
+    nothing."""
+    f = flops_per_token(model)
     ad = Adapter(model)
-    n_layers, d = ad.n_layers, model.config.hidden_size
-    kv = 2.0 * 2 * ad.n_kv_heads * ad.head_dim * d
-    qkv = kv + 2.0 * ad.n_heads * ad.head_dim * d
+    n_layers = ad.n_layers
     naive = engine = 0.0
     n = n_known = 0
     for src, tgt in case.pairs:
         t_len = len(tgt)
         cells = all_cells(n_layers, t_len)
         n += len(cells)
-        naive += len(cells) * t_len * (n_layers * per_layer + unembed)
-        engine += 2 * (t_len * n_layers * per_layer + unembed)
+        naive += len(cells) * t_len * (n_layers * f.per_layer + f.unembed)
+        engine += 2 * trace_flops(n_layers, t_len, f)
         known = known_cells("resid_pre", trace(ad, src), trace(ad, tgt), cells, ad.head_dim)
         n_known += sum(known)
         for c, is_known in zip(cells, known, strict=True):
-            if is_known:
-                continue
-            s = t_len - c.position
-            if ad.own_layer:
-                engine += cell_flops(n_layers, c.layer, s, per_layer, qkv, kv, unembed)
-            else:
-                engine += (n_layers - c.layer) * s * per_layer + unembed
+            if not is_known:
+                engine += cell_flops(n_layers, c.layer, t_len - c.position, f, ad.own_layer)
     return naive, engine, n, n_known
