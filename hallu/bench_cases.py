@@ -81,5 +81,5 @@ def flop_counts(model: torch.nn.Module, case: Case) -> tuple[float, float, int, 
         n_known += sum(known)
         for c, is_known in zip(cells, known, strict=True):
             if not is_known:
-                engine += cell_flops(n_layers, c.layer, t_len - c.position, f, ad.own_layer)
+                engine += cell_flops(n_layers, c.layer, t_len - c.position, f, ad.in_pieces)
     return naive, engine, n, n_known

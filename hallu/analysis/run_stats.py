@@ -20,7 +20,6 @@ from hallu.analysis.grid import PairGrid, build, keys
 from hallu.analysis.noise_flags import flag_gap, inside
 
 DIRECTIONS = ("restore_confidence", "induce_tentativeness")
-SHORT = {"restore_confidence": "2A", "induce_tentativeness": "2B"}
 
 
 @dataclass(frozen=True)

@@ -43,11 +43,11 @@ def trace_flops(n_layers: int, n_tokens: int, f: TokenFlops) -> float:
 
 
 def cell_flops(
-    n_layers: int, layer: int, suffix: int, f: TokenFlops, own_layer: bool = True
+    n_layers: int, layer: int, suffix: int, f: TokenFlops, in_pieces: bool = True
 ) -> float:
     """One computed cell patched at `layer`, `suffix` positions before the end (module
-    docstring); `own_layer`: the model's layers run in pieces (Llama family)."""
-    if not own_layer:
+    docstring); `in_pieces`: the model's layers run in pieces (Llama family)."""
+    if not in_pieces:
         return (n_layers - layer) * suffix * f.per_layer + f.unembed
     if layer == n_layers - 1:  # the last layer only: the patched token's keys/values, the last
         return (f.per_layer if suffix == 1 else f.per_layer - f.qkv + f.kv) + f.unembed
