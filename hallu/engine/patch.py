@@ -20,7 +20,7 @@ from hallu.engine.adapters import Adapter
 from hallu.engine.attribution import screen
 from hallu.engine.cells import Cell, known_cells, make_cells, patch_pairs
 from hallu.engine.fast import BatchOptions, Trace, trace
-from hallu.engine.hooks import capture_resid_pre, patched_logits
+from hallu.engine.hooks import HookCell, capture_resid_pre, patched_logits
 from hallu.engine.host_memory import keep_freed_memory
 from hallu.engine.metrics import HookRun, MetricSet, PatchedPair, evaluate
 from hallu.errors import UserError
@@ -94,6 +94,21 @@ class Patcher:
             if scored is not None:
                 res.approx, res.spearman = scored
             yield res
+
+    def clean_run(self, ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """([L, T, d] residual stream entering every layer, [V] last-position logits) of one
+        unpatched run, through the hook route (hallu/run/controls.py's sources and targets)."""
+        return capture_resid_pre(self.model, self.layers, ids)
+
+    def patch_resid(
+        self, target_ids: Sequence[int], resid: torch.Tensor, cells: Sequence[HookCell]
+    ) -> torch.Tensor:
+        """[len(cells), V] last-position logits of the target with resid_pre written from
+        `resid` (any residual stream, e.g. a control's), one hook-route forward per cell."""
+        patches = [(c,) for c in cells]
+        return patched_logits(
+            self.model, self.layers, target_ids, resid, patches, self.route.batch_size
+        )
 
     def _schedule(self, pairs: Sequence[Pair]) -> list[tuple]:
         """Every pair's (source logits, target logits, cells, [cells, V] patched logits, known)

@@ -59,7 +59,7 @@ class Worker:
             from hallu.run.controls import run_control_shard
 
             meta = {"run_id": self.run_id, "model_revision": self.revision, "dtype": self.dtype}
-            table = run_control_shard(self.prep, self.model, self.layers, shard, meta, progress)
+            table = run_control_shard(self.prep, self.engine, shard, meta, progress)
             return stamp(table, started, device)
         cols: dict[str, list] = {name: [] for name in schema.SCHEMA.names}
         pairs = [self._pair_inputs(shard, pid) for pid in shard.pair_ids]
