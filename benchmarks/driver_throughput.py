@@ -121,7 +121,7 @@ def measure(
 ) -> tuple[float, float, RayStats]:
     """(shards/s, driver CPU seconds per shard, stats) of `n` synthetic shards through
     run_ray into a new store."""
-    from hallu.store.base import store_for
+    from hallu.store.factory import store_for
 
     cfg = compose(
         [

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from hallu.bench_cases import Case, flop_counts, naive_sweep
 from hallu.engine.adapters import Adapter
 from hallu.engine.cells import make_cells, patch_cells, patch_pairs
 from hallu.engine.fast import BatchOptions, trace
@@ -116,8 +117,6 @@ def time_sweep(model, pairs, repeats: int) -> list[float]:
 
 def check_dtype(model, pair, n_cells: int) -> dict[str, Any]:
     """Engine vs the one-forward-per-cell hook reference on `n_cells` spread-out cells."""
-    from hallu.bench import naive_sweep
-
     ad = Adapter(model)
     n_layers, n_tokens = ad.n_layers, len(pair[1])
     cells = make_cells("resid_pre", range(n_layers), [(t, t) for t in range(n_tokens)], n_layers)
@@ -169,8 +168,6 @@ def baselines(model, pairs, n_cells: int) -> dict[str, Any]:
 
 def gpu_run(args: argparse.Namespace) -> dict[str, Any]:
     """Build, time, check; returns every number printed."""
-    from hallu.bench import Case, flop_counts
-
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     name = torch.cuda.get_device_name(device) if cuda else "cpu"

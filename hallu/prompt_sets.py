@@ -51,7 +51,6 @@ TEMPLATES: tuple[tuple[str, str], ...] = (
 )
 TEMPLATE_CONDITIONS = {"certain": "definitely", "uncertain": "probably", "neutral": "none"}
 
-META_COLUMNS = ("claim_id", "claim_true", "marker", "strength", "marker_at", "template")
 _KEEP_CAPITAL = ("Napoleon",)  # proper nouns that open a claim
 
 

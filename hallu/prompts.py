@@ -22,6 +22,7 @@ from typing import Any
 
 from hallu.config import PromptsCfg, SweepCfg
 from hallu.errors import UserError
+from hallu.prompt_ladder import check_ladder
 
 CONDITIONS = ("certain", "uncertain", "neutral")
 
@@ -89,8 +90,6 @@ def load_pairs(cfg: PromptsCfg) -> list[PromptPair]:
     # not named by prompts.conditions are read by the mechanism experiment only.
     ladder = "strength" in rows[0]
     if ladder:
-        from hallu.prompt_meta import check_ladder
-
         check_ladder(path, rows, cols, cfg)
     pairs: dict[str, dict[str, str]] = {}
     for i, row in enumerate(rows, start=2 if fmt == "csv" else 1):

@@ -18,8 +18,7 @@ from hallu.engine.adapters import Adapter
 from hallu.engine.attribution import screen
 from hallu.engine.cells import is_known, known_cells, make_cells, patch_cells, shared_prefix
 from hallu.engine.fast import BatchOptions, plan_batches, trace
-from hallu.engine.hooks import LogitDiff
-from hallu.engine.metrics import resolution
+from hallu.engine.metrics import LogitDiff, resolution
 from hallu.errors import UserError
 from hallu.run.worker import Worker
 

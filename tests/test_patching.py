@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from hallu.config import TinySpec
-from hallu.engine.hooks import LogitDiff, capture_resid_pre, patched_logits
+from hallu.engine.hooks import capture_resid_pre, patched_logits
+from hallu.engine.metrics import LogitDiff
 from hallu.engine.models import decoder_layers
 from hallu.engine.tiny import build_model, build_tokenizer
 from hallu.run.worker import Worker

@@ -14,7 +14,8 @@ import torch
 from hallu.engine.adapters import Adapter
 from hallu.engine.cells import make_cells, patch_pairs
 from hallu.engine.fast import BatchOptions, Write, run_patches, trace
-from hallu.engine.placement import device_map, place, split_layers
+from hallu.engine.models import place
+from hallu.engine.placement import device_map, split_layers
 
 from .families import build, random_pair
 

@@ -18,7 +18,7 @@ import pytest
 
 from hallu.analysis import results, verdicts
 from hallu.config import DIRECTIONS, PlantedSpec, compose
-from hallu.store.base import store_at
+from hallu.store.factory import store_at
 from hallu.store.reader import n_layers_of, open_run
 from hallu.store.schema import anchor_of
 from hallu.store.verify import read_verified

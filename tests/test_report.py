@@ -21,7 +21,7 @@ from hallu.report.html import main
 from hallu.report.sections import build_report
 from hallu.store import schema
 from hallu.store import timing as shard_timing
-from hallu.store.base import store_at
+from hallu.store.factory import store_at
 from hallu.store.reader import open_run
 
 from .conftest import tiny_config

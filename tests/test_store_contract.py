@@ -9,7 +9,8 @@ from pathlib import Path
 
 import hallu
 from hallu.config import StorageCfg
-from hallu.store.base import Store, store_at
+from hallu.store.base import Store
+from hallu.store.factory import store_at
 from hallu.store.local import LocalStore
 from hallu.store.s3 import S3Store
 

@@ -1,4 +1,4 @@
-"""A shard of several pairs runs as one engine schedule (hallu.run.worker.Worker._patch_shard):
+"""A shard of several pairs runs as one engine schedule (hallu.engine.patch.Patcher.run):
 its rows equal those of the same pairs run one pair per shard, and the schedule shares batches
 between pairs (fewer layer calls than the pairs run alone)."""
 

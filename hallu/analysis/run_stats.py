@@ -18,9 +18,9 @@ from hallu.analysis import bootstrap, locus, permutation
 from hallu.analysis.bootstrap import Interval
 from hallu.analysis.grid import PairGrid, build, keys
 from hallu.analysis.noise_flags import flag_gap, inside
+from hallu.analysis.results import SHORT as SHORT  # one definition; re-exported for the report
 
 DIRECTIONS = ("restore_confidence", "induce_tentativeness")
-SHORT = {"restore_confidence": "2A", "induce_tentativeness": "2B"}
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ store them are hallu/run/local.py's `run_behavior` (cluster=local) and the Ray w
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
 
@@ -24,7 +24,18 @@ from hallu.behavior.schema import SCHEMA, Chunk, answer_seed
 from hallu.behavior.style import classify
 
 if TYPE_CHECKING:
-    from hallu.run.prepare import Prepared
+    from hallu.config import Config
+    from hallu.engine.metrics import LogitDiff
+
+
+class Prepared(Protocol):
+    """What a behaviour worker reads of hallu.run.prepare.Prepared (typed here, not imported:
+    run sits above behavior in docs/architecture.md's layers)."""
+
+    cfg: Config
+    tokenizer: Any
+    token_ids: dict[str, dict[str, list[int]]]
+    metric: LogitDiff
 
 
 class BehaviorWorker:

@@ -100,8 +100,9 @@ class Adapter:
         self.placement = infer(model, self.layers)
         self.moves = 0  # hidden-state transfers between slots, counted for the tests
         self._slot = 0
-        # Families whose layers the engine runs in pieces (hallu/engine/llama_layer.py).
-        self.own_layer = getattr(cfg, "model_type", None) in OWN_LAYER_FAMILIES
+        # Whether the engine runs this family's layers in pieces (engine/own_layer.py; not named
+        # own_layer, which is the function that runs one).
+        self.in_pieces = getattr(cfg, "model_type", None) in OWN_LAYER_FAMILIES
 
     def begin(self, slot: int = 0) -> None:
         """A new pass starts on `slot` (the first: embedding and stored traces live there)."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from hallu.engine.adapters import Adapter
+from hallu.engine.cost import known_by_tokens
 from hallu.engine.fast import BatchOptions, Patch, Trace, Write, run_rows
 from hallu.prompts import shared_prefix
 
@@ -58,7 +59,7 @@ def is_known(cell: Cell, source_ids: Sequence[int], target_ids: Sequence[int]) -
 
 def _inside(cell: Cell, shared: int) -> bool:
     """Patched at its own position inside the prompts' `shared` leading tokens."""
-    return cell.position == cell.source_position and cell.position < shared
+    return known_by_tokens(cell.position, cell.source_position, shared)
 
 
 def known_cells(

@@ -18,7 +18,8 @@ from collections.abc import Sequence
 
 import torch
 
-from hallu.engine.hooks import LogitDiff, capture_resid_pre
+from hallu.engine.hooks import capture_resid_pre
+from hallu.engine.metrics import LogitDiff
 
 
 @torch.no_grad()

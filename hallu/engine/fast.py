@@ -219,7 +219,7 @@ def _run_batch(ad: Adapter, batch: Batch) -> torch.Tensor:
         at = batch.writes.get(layer, {})
         if "resid_pre" in at:
             write(h, at["resid_pre"], None)
-        if ad.own_layer:
+        if ad.in_pieces:
             h = own_layer(ad, layer, h, n_have, batch, local.at(layer), at)
         else:
             prefix = batch.prefix(layer, h.shape[0])

@@ -15,45 +15,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from hallu.engine.metrics import resolution
 from hallu.engine.oom import halve_on_oom
 
 HookCell = tuple[int, int, int]  # (layer, target position, source position)
-
-
-@dataclass(frozen=True)
-class LogitDiff:
-    """mean logit of the confident tokens - mean logit of the tentative tokens.
-
-    Arithmetic in float32, or in bfloat16 (`metric.dtype=bfloat16`, what the seed's notebooks
-    did: the logits rounded to bf16 and subtracted there); the result is returned as float32."""
-
-    confident_ids: tuple[int, ...]
-    tentative_ids: tuple[int, ...]
-    dtype: torch.dtype = torch.float32
-
-    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
-        logits = logits.to(self.dtype)
-        conf = logits[..., list(self.confident_ids)].mean(-1)
-        tent = logits[..., list(self.tentative_ids)].mean(-1)
-        return (conf - tent).float()
-
-    def magnitude(self, logits: torch.Tensor) -> torch.Tensor:
-        """The largest |logit| the metric subtracts, per row: where its rounding step is set."""
-        ids = list(self.confident_ids) + list(self.tentative_ids)
-        return logits[..., ids].float().abs().amax(-1)
-
-    def resolution(self, logits: torch.Tensor, model_dtype: torch.dtype) -> torch.Tensor:
-        """One rounding step of the coarser of the model's and the metric's dtype, at the
-        logits' magnitude (a bf16 logit near 10 is known to 0.0625, whatever the difference);
-        NaN where the logits are NaN (a cell not computed)."""
-        coarse = max((model_dtype, self.dtype), key=lambda d: torch.finfo(d).eps)
-        return resolution(self.magnitude(logits), coarse)
 
 
 def _hidden_of(args: tuple, kwargs: dict) -> torch.Tensor:

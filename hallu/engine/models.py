@@ -16,7 +16,8 @@ from typing import Any
 import torch
 
 from hallu.config import Config, ModelCfg
-from hallu.engine.placement import place, split_layers
+from hallu.engine.adapters import Adapter
+from hallu.engine.placement import Placement, split_layers
 from hallu.errors import UserError
 from hallu.shape import ModelShape, shape_from_config, tiny_shape
 
@@ -236,3 +237,22 @@ def _load_failure(what: str, cfg: ModelCfg, err: Exception) -> str:
         "log in (HF_TOKEN), or set model.name_or_path to a local directory written by "
         "save_pretrained."
     )
+
+
+def place(model: torch.nn.Module, placement: Placement) -> None:
+    """Move a built model's modules to their devices and record the placement on the model
+    (`hallu_placement`, which hallu.engine.adapters.Adapter reads). Here, not in
+    placement.py, because it needs the Adapter, which itself reads placements."""
+    ad = Adapter(model)
+    if len(placement.layer_slot) != ad.n_layers:
+        raise ValueError(
+            f"placement for {len(placement.layer_slot)} layers, model has {ad.n_layers}"
+        )
+    for module in (ad.embed_tokens, ad.abs_pos, ad.rotary):
+        if module is not None:
+            module.to(placement.first)
+    for layer, block in enumerate(ad.layers):
+        block.to(placement.layer_device(layer))
+    ad.norm.to(placement.last)
+    ad.unembed.to(placement.last)
+    model.hallu_placement = placement

@@ -30,7 +30,7 @@ import torch
 from hallu.engine.adapters import Adapter
 from hallu.engine.cells import make_cells, patch_cells
 from hallu.engine.fast import BatchOptions, Trace, trace
-from hallu.engine.hooks import LogitDiff
+from hallu.engine.metrics import LogitDiff
 
 
 def _w_o(ad: Adapter, layer: int) -> torch.Tensor:

@@ -63,26 +63,6 @@ def device_map(placement: Placement, layers_prefix: str, first: Sequence[str], l
     return out
 
 
-def place(model: torch.nn.Module, placement: Placement) -> None:
-    """Move a built model's modules to their devices and record the placement on the model
-    (`hallu_placement`, which hallu.engine.adapters.Adapter reads)."""
-    from hallu.engine.adapters import Adapter
-
-    ad = Adapter(model)
-    if len(placement.layer_slot) != ad.n_layers:
-        raise ValueError(
-            f"placement for {len(placement.layer_slot)} layers, model has {ad.n_layers}"
-        )
-    for module in (ad.embed_tokens, ad.abs_pos, ad.rotary):
-        if module is not None:
-            module.to(placement.first)
-    for layer, block in enumerate(ad.layers):
-        block.to(placement.layer_device(layer))
-    ad.norm.to(placement.last)
-    ad.unembed.to(placement.last)
-    model.hallu_placement = placement
-
-
 def infer(model: torch.nn.Module, layers: Sequence[torch.nn.Module]) -> Placement:
     """The recorded placement, or one slot per run of layers on one device (a model loaded with
     transformers' device_map)."""

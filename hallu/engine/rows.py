@@ -61,7 +61,7 @@ class Group:
                 self.traces.append(tr)
         self.which = [index[id(tr)] for tr, _ in rows]  # row -> index into traces
         self.single = len(self.traces) == 1  # one target: broadcast views, never copies
-        self.join_writes = JoinWrites(ad, rows, joins) if ad.own_layer else None
+        self.join_writes = JoinWrites(ad, rows, joins) if ad.in_pieces else None
         self._stacks: dict[tuple[str, int], torch.Tensor] = {}
         self._left = allowance
 

@@ -16,7 +16,7 @@ import pandas as pd
 
 from hallu.analysis import mechanism as mech
 from hallu.run.mechanism import FOLDER, SCHEMAS
-from hallu.store.base import store_at
+from hallu.store.factory import store_at
 
 
 def read(source: str) -> dict[str, pd.DataFrame]:

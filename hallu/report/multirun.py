@@ -24,7 +24,11 @@ if TYPE_CHECKING:
 
 INDEX = "multirun.json"
 
-SHORT = {"restore_confidence": "2A restore confidence", "induce_tentativeness": "2B induce"}
+# A direction's column title here; analysis.results.SHORT is its bare "2A"/"2B".
+DIRECTION_TITLES = {
+    "restore_confidence": "2A restore confidence",
+    "induce_tentativeness": "2B induce",
+}
 
 
 @dataclass
@@ -41,7 +45,7 @@ class Study:
 def is_multirun(path: str) -> bool:
     """A multirun folder: local, or `s3://bucket/prefix/<multirun id>` (checked in the bucket)."""
     if path.startswith("s3://"):
-        from hallu.store.base import store_at
+        from hallu.store.factory import store_at
 
         return store_at(path).read_file(INDEX) is not None
     return (Path(path) / INDEX).is_file()
@@ -108,9 +112,9 @@ def tables(studies: list[Study]) -> list[tuple[str, list[str], list[list[str]]]]
         ["status", *[s.status for s in studies]],
         ["model", *[f"{s.model} ({s.n_layers} layers)" for s in studies]],
     ]
-    dirs = list(SHORT)
-    headline = [[SHORT[d], *[_cell_headline(s, d) for s in studies]] for d in dirs]
-    locus = [[SHORT[d], *[_cell_locus(s, d) for s in studies]] for d in dirs]
+    dirs = list(DIRECTION_TITLES)
+    headline = [[DIRECTION_TITLES[d], *[_cell_headline(s, d) for s in studies]] for d in dirs]
+    locus = [[DIRECTION_TITLES[d], *[_cell_locus(s, d) for s in studies]] for d in dirs]
     criteria = next(s.card for s in studies if s.card)
     card = []
     for i, e in enumerate(criteria):
@@ -130,7 +134,7 @@ def figure(studies: list[Study]) -> bytes:
     from hallu.report.figures import TITLES, plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
-    for ax, d in zip(axes, SHORT, strict=True):
+    for ax, d in zip(axes, DIRECTION_TITLES, strict=True):
         for name, s in zip(_varying(studies), studies, strict=True):
             st = s.stats.directions.get(d) if s.stats else None
             if st is None or st.curve is None:
@@ -139,7 +143,7 @@ def figure(studies: list[Study]) -> bytes:
             x = [layer / max(s.n_layers - 1, 1) for layer in st.grid.layers]
             ax.plot(x, est, marker="o", label=name)
             ax.fill_between(x, lo, hi, alpha=0.15)
-        ax.set_title(f"{SHORT[d]}: {TITLES[d].split(': ')[1]}", fontsize=9)
+        ax.set_title(f"{DIRECTION_TITLES[d]}: {TITLES[d].split(': ')[1]}", fontsize=9)
         ax.set_xlabel("relative depth (layer / (layers - 1))")
         ax.axhline(0, color="grey", lw=0.5)
     axes[0].set_ylabel("restoration at the last position (fraction of the gap)")
@@ -193,7 +197,7 @@ def _html(name: str, tabs: list, png: bytes, text: str = "") -> str:
 
 def write(location: str, opts: Any) -> str:
     """Write the comparative report into the multirun's folder (local or in the bucket)."""
-    from hallu.store.base import store_at
+    from hallu.store.factory import store_at
 
     root = store_at(location)
     studies = load(root, opts)

@@ -31,7 +31,7 @@ import pyarrow as pa
 import torch
 
 from hallu.config import DIRECTIONS
-from hallu.engine.hooks import capture_resid_pre, patched_logits
+from hallu.engine.patch import Patcher
 from hallu.prompts import render
 from hallu.run.plan import Shard, resolve_positions
 from hallu.run.prepare import Prepared
@@ -90,8 +90,7 @@ def _source_ids(
 
 def run_control_shard(
     prep: Prepared,
-    model: torch.nn.Module,
-    layers: torch.nn.ModuleList,
+    engine: Patcher,
     shard: Shard,
     meta: dict[str, Any],
     progress: Any = None,
@@ -102,7 +101,7 @@ def run_control_shard(
     cfg = prep.cfg
     cols: dict[str, list] = {name: [] for name in schema.SCHEMA.names}
     for pid in shard.pair_ids:
-        n_cells = _pair_rows(prep, model, layers, shard, pid, cols)
+        n_cells = _pair_rows(prep, engine, shard, pid, cols)
         if progress is not None:
             progress.update(n_cells)
     n = len(cols["layer"])
@@ -129,8 +128,7 @@ def run_control_shard(
 
 def _pair_rows(
     prep: Prepared,
-    model: torch.nn.Module,
-    layers: torch.nn.ModuleList,
+    engine: Patcher,
     shard: Shard,
     pid: str,
     cols: dict[str, list],
@@ -140,20 +138,18 @@ def _pair_rows(
     if shard.control == "neutral_source" and "neutral" not in prep.token_ids[pid]:
         return 0  # a pair without a neutral prompt has no such control
     real_src, tgt = prep.token_ids[pid][source_cond], prep.token_ids[pid][target_cond]
-    real_resid, _ = capture_resid_pre(model, layers, real_src)
-    _, tgt_logits = capture_resid_pre(model, layers, tgt)
+    real_resid, _ = engine.clean_run(real_src)
+    _, tgt_logits = engine.clean_run(tgt)
     corrupted = float(prep.metric(tgt_logits))
     real_positions = resolve_positions(prep.cfg.sweep.positions, pid, len(real_src), len(tgt))
     targets = [t for t, _ in real_positions]
     resid, pos, src_tokens, clean = _control_source(
-        prep, model, layers, shard, pid, real_resid, real_positions
+        prep, engine, shard, pid, real_resid, real_positions
     )
     cells = [(layer, t, pos[t]) for layer in shard.layers for t in targets if pos[t] >= 0]
-    logits = patched_logits(
-        model, layers, tgt, resid, [(c,) for c in cells], prep.cfg.sweep.batch_size
-    )
+    logits = engine.patch_resid(tgt, resid, cells)
     patched = prep.metric(logits).tolist()
-    steps = prep.metric.resolution(logits, next(model.parameters()).dtype).tolist()
+    steps = prep.metric.resolution(logits, engine.dtype).tolist()
     tgt_tokens = prep.tokenizer.convert_ids_to_tokens(tgt)
     anchors = prep.anchors[pid][target_cond] if prep.anchors else None
     for (layer, t, s), value, step in zip(cells, patched, steps, strict=True):
@@ -171,8 +167,7 @@ def _pair_rows(
 
 def _control_source(
     prep: Prepared,
-    model: torch.nn.Module,
-    layers: torch.nn.ModuleList,
+    engine: Patcher,
     shard: Shard,
     pid: str,
     real_resid: torch.Tensor,
@@ -187,7 +182,7 @@ def _control_source(
         src_tokens = ["<random>"] * len(prep.token_ids[pid][source_cond])
         return resid, dict(real_positions), src_tokens, math.nan
     src_ids = _source_ids(prep, shard.control, pid, target_cond, n_target)
-    resid, src_logits = capture_resid_pre(model, layers, src_ids)
+    resid, src_logits = engine.clean_run(src_ids)
     # Aligned from the end: the target's last token takes the source's last token.
     pos = {t: len(src_ids) - (n_target - t) for t, _ in real_positions}
     tokens = prep.tokenizer.convert_ids_to_tokens(src_ids)

@@ -5,15 +5,13 @@ the tokenizer when it is on this machine, else estimated from word counts; the p
 which). Models:
 
 - *naive FLOP*: one full forward pass of the target prompt per cell (the plan's own count);
-- *engine FLOP*: the fast engine's work (hallu/engine/fast.py; `cell_flops`, which hallu.bench's
-  `flop_counts` uses too): both prompts traced once, then each cell runs only layers l..L-2 over
-  positions t..T-1, with the queries/keys/values of its first layer projected at the patched
-  position only, the last layer at the last position (plus the key/value projections of
-  positions t..T-2), and the unembedding at the last position (Llama-family layers; other
-  families run every layer in full, so for them this is a little low). Cells known without a
-  forward pass cost nothing: where the prompts agree on every token up to the cell (same
-  position), and resid_pre cells at layer 0 that write the target's own token (the engine finds
-  these by comparing activations; here the tokens stand in, as for rotary-position models).
+- *engine FLOP*: the fast engine's work, as the engine's own cost model counts it
+  (hallu/engine/cost.py, which hallu.bench's `flop_counts` asks too): both prompts traced once,
+  then per computed cell only what the engine runs (Llama-family layers; other families run
+  every layer in full, so for them this is a little low). Cells known without a forward pass
+  cost nothing: where the prompts agree on every token up to the cell (same position), and
+  resid_pre cells at layer 0 that write the target's own token (the engine finds these by
+  comparing activations; here the tokens stand in, as for rotary-position models).
   Control shards and `sweep.engine=hooks` run one forward per cell: their naive FLOP. Without
   the tokenizer nothing is known, so the estimate is an upper bound;
 - *memory per replica*: the weights, the two traces of one pair (residual stream entering every
@@ -32,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hallu.config import Config
+from hallu.engine.cost import cell_flops, known_by_tokens, token_flops, trace_flops
 from hallu.errors import UserError
 from hallu.prompts import shared_prefix
 from hallu.run.gpus import ASSUMED_GENERATION_MFU, GPUS, Gpu, mfu_for
@@ -56,19 +55,6 @@ def dtype_bytes(cfg: Config) -> int:
     return 2
 
 
-def cell_flops(
-    n_layers: int, layer: int, suffix: int, per_layer: float, qkv: float, kv: float, unembed: float
-) -> float:
-    """The fast engine's FLOP for one cell patched at `layer`, `suffix` positions before the end
-    (Llama family). per_layer, qkv (query/key/value projections), kv (key/value only) and
-    unembed are FLOP per token."""
-    if layer == n_layers - 1:  # the last layer only: the patched token's keys/values, the last
-        return (per_layer if suffix == 1 else per_layer - qkv + kv) + unembed
-    first = suffix * per_layer - (suffix - 1) * qkv  # unpatched positions: the trace's q/k/v
-    middle = (n_layers - 2 - layer) * suffix * per_layer
-    return first + middle + per_layer + (suffix - 1) * kv + unembed
-
-
 def engine_flops(
     cfg: Config,
     shape: Any,
@@ -82,17 +68,11 @@ def engine_flops(
     without a forward pass; without them every cell is counted."""
     from hallu.config import DIRECTIONS
 
-    hd = shape.d_model // shape.n_heads
-    per_layer = 2 * (shape.d_model * hd * (2 * shape.n_heads + 2 * shape.n_kv_heads))
-    per_layer += 2 * 3 * shape.d_model * shape.d_mlp
-    unembed = 2 * shape.d_model * shape.vocab_size
-    kv = 2 * 2 * shape.d_model * hd * shape.n_kv_heads  # key/value projections, one token
-    qkv = kv + 2 * shape.d_model * hd * shape.n_heads
+    f = token_flops(shape.d_model, shape.n_heads, shape.n_kv_heads, shape.d_mlp, shape.vocab_size)
     sweep = cfg.sweep
     layers = resolve_layers(sweep.layers, shape.n_layers)
     per_cell = shape.n_heads if sweep.component == "head" else 1
-    cell = functools.partial(cell_flops, shape.n_layers, per_layer=per_layer, qkv=qkv, kv=kv,
-                             unembed=unembed)  # fmt: skip
+    cell = functools.partial(cell_flops, shape.n_layers, f=f)
     # resid_pre at layer 0 writing the target's own token: known (module docstring).
     layer0 = 0 in layers and sweep.component == "resid_pre" and sweep.window == 1
 
@@ -108,11 +88,11 @@ def engine_flops(
         source, target = DIRECTIONS[s.direction]
         for pid in s.pair_ids:
             ls, lt = lengths[pid][source], lengths[pid][target]
-            total += (ls + lt) * shape.n_layers * per_layer + 2 * unembed
+            total += trace_flops(shape.n_layers, ls, f) + trace_flops(shape.n_layers, lt, f)
             src, tgt = (tokens[pid][source], tokens[pid][target]) if tokens else ([], [])
             shared = shared_prefix(src, tgt)
             for t, src_t in resolve_positions(sweep.positions, pid, ls, lt):
-                if t == src_t and t < shared:
+                if known_by_tokens(t, src_t, shared):
                     continue
                 total += per_cell * by_suffix(lt - t)
                 if layer0 and tokens and src[src_t] == tgt[t]:

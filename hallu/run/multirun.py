@@ -136,7 +136,7 @@ def _index(store: Store, studies: list[dict[str, Any]], argv: list[str]) -> None
 
 def _open_index(cfg: Config, mr_id: str, names: list[str], studies: list[list[str]]) -> Store:
     """The multirun's folder (local or in the bucket) as a store, holding multirun.json."""
-    from hallu.store.base import store_for
+    from hallu.store.factory import store_for
 
     store = store_for(cfg.storage, mr_id)  # a bucket is checked reachable first
     raw = store.read_file(INDEX)

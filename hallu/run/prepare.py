@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from hallu.config import Config
-from hallu.engine.hooks import LogitDiff
 from hallu.engine.logprob_diff import LogprobDiff, from_config
+from hallu.engine.metrics import LogitDiff
 from hallu.engine.models import DTYPES, load_shape, load_tokenizer
 from hallu.prompts import (
     load_pairs,

@@ -12,7 +12,8 @@ from hallu.config import Config
 from hallu.errors import UserError
 from hallu.run.plan import Plan
 from hallu.store import verify
-from hallu.store.base import Store, store_for
+from hallu.store.base import Store
+from hallu.store.factory import store_for
 
 
 def open_for_writing(cfg: Config, run_id: str, identity: dict[str, str]) -> tuple[Store, bool]:

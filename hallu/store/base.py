@@ -2,8 +2,8 @@
 
 Launch, executors, the behaviour experiment, the summary and the report type against `Store`,
 never against one implementation. `LocalStore` (hallu/store/local.py) and `S3Store`
-(hallu/store/s3.py) implement it; `store_for` picks one for a config, `store_at` opens an existing
-run from its location (a directory, or `s3://bucket/prefix/run_id`) for reading.
+(hallu/store/s3.py) implement it; hallu/store/factory.py picks one (`store_for`, `store_at`), in
+its own module because both stores import this one.
 
 Results (shards, behaviour tables) are written once and never replaced; `done_shards` is the one
 answer to "which shards are finished", used by resume and by the report alike.
@@ -21,7 +21,7 @@ from hallu.store import schema
 from hallu.store.lease import Lease
 
 if TYPE_CHECKING:
-    from hallu.config import Config, StorageCfg
+    from hallu.config import Config
 
 
 class ReadsShards:
@@ -118,34 +118,3 @@ class Store(Protocol):
     def read_file(self, name: str) -> bytes | None:
         """The bytes of `<run>/<name>`, or None if it does not exist."""
         ...
-
-
-def store_for(storage: StorageCfg, run_id: str) -> Store:
-    """The store a run's config asks for; an S3 bucket is checked reachable and writable first."""
-    if storage.kind == "s3":
-        from hallu.store.s3 import S3Store
-
-        return S3Store.open(storage, run_id)
-    from hallu.store.local import LocalStore
-
-    return LocalStore(storage.root, run_id)
-
-
-def store_at(location: str | Path) -> Store:
-    """An existing run, for reading: a run directory or `s3://bucket/prefix/run_id`.
-
-    For S3 the endpoint, region and credentials come from boto3's standard chain (e.g.
-    AWS_ENDPOINT_URL for an S3-compatible store), as for any other boto3 client.
-    """
-    text = str(location)
-    if text.startswith("s3://"):
-        from hallu.config import StorageCfg
-        from hallu.store.s3 import S3Store
-
-        bucket, _, key = text.removeprefix("s3://").strip("/").partition("/")
-        prefix, _, run_id = key.rpartition("/")
-        return S3Store(StorageCfg(kind="s3", bucket=bucket, prefix=prefix), run_id)
-    from hallu.store.local import LocalStore
-
-    path = Path(text).expanduser().resolve()
-    return LocalStore(path.parent, path.name)

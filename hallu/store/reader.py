@@ -20,7 +20,8 @@ import pyarrow.compute as pc
 from hallu.errors import UserError
 from hallu.store import timing as shard_timing
 from hallu.store import verify
-from hallu.store.base import Store, store_at
+from hallu.store.base import Store
+from hallu.store.factory import store_at
 
 # Behaviour rows (hallu/behavior/): <run>/behavior/responses/*.parquet; Figure 1 beside them.
 BEHAVIOR_DIRS = ("behavior/responses", "behavior")
