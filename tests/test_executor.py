@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
+import torch
+
 from hallu.engine import models
 from hallu.run.launch import main
 from hallu.store.local import LocalStore
@@ -70,3 +73,12 @@ def test_run_json_records_n_layers_and_the_report_reads_it_without_the_model(tmp
     capsys.readouterr()
     assert n_layers_of(Run("old", old, rows, location="runs/old")) == 2
     assert "records no n_layers" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the failing load is a CUDA device on CPU")
+def test_a_model_that_fails_to_load_leaves_no_run(tmp_path, capsys):
+    # The in-process runner loads before run.json is written (the loader's own error, exit 2).
+    argv = [*TINY, "+sweep=debug", "model.device=cuda", f"storage.root={tmp_path}", "run_id=x"]
+    assert main(argv) == 2
+    assert "no CUDA GPU is visible" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
