@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -77,7 +78,7 @@ class NoModelRunner(ShardRunner):
         self.store, self.error, self.worker = store, None, None
         self.table = synthetic_table(self.ROWS)
 
-    def compute(self, unit: Shard) -> pa.Table:
+    def compute(self, unit: Shard, progress: Any = None) -> pa.Table:
         return self.table
 
 

@@ -97,3 +97,20 @@ def _int_attr(c: Any, *names: str) -> int:
         if v is not None:
             return int(v)
     raise UserError(f"model config {type(c).__name__} has none of {names}; unsupported family")
+
+
+def resolve_layers(spec: str | list[int], n_layers: int) -> list[int]:
+    """A `sweep.layers`-style spec ("all", or indices, negative from the end) as sorted layers."""
+    if spec == "all":
+        return list(range(n_layers))
+    out = []
+    for layer in spec:
+        if not -n_layers <= layer < n_layers:
+            raise UserError(
+                f"sweep.layers: layer {layer} is out of range for a model with {n_layers} layers "
+                f"(use 0..{n_layers - 1}, or -{n_layers}..-1 counted from the end)"
+            )
+        out.append(layer % n_layers)
+    if len(set(out)) != len(out):
+        raise UserError(f"sweep.layers={list(spec)} names the same layer twice")
+    return sorted(out)

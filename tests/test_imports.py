@@ -1,8 +1,9 @@
 """The package's import rules (docs/architecture.md), checked in fresh interpreters.
 
-config, prompts, shape, plan, behaviour's schema, store, analysis and report never import torch;
-engine and behaviour never import Ray, boto3/botocore or a store. Modules are listed from the
-packages, so a new module is checked without editing this file.
+config, prompts, shape, plan, behaviour's and mechanism's schemas, store, analysis and report never
+import torch; engine, behaviour and mechanism never import Ray, boto3/botocore or a store; the
+mechanism package never imports the packages above it (run/, report/). Modules are listed from
+the packages, so a new module is checked without editing this file.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NO_TORCH = ["torch"]
 NO_CLUSTER = ["ray", "boto3", "botocore", "hallu.store"]
+NOTHING_ABOVE = ["hallu.run", "hallu.report"]
 
 
 def _modules(package: str) -> list[str]:
@@ -32,14 +34,15 @@ GROUPS = {
     "no torch": (
         ["hallu.config", "hallu.prompts", "hallu.shape", "hallu.run.plan", "hallu.behavior.schema"]
         + ["hallu.cli", "hallu.run.gpus", "hallu.run.estimate", "hallu.run.offline_plan"]
-        + ["hallu.run.multirun", "hallu.run.units"]
+        + ["hallu.run.multirun", "hallu.run.units", "hallu.mechanism.schema"]
         + [m for p in ("hallu.store", "hallu.analysis", "hallu.report") for m in _modules(p)],
         NO_TORCH,
     ),
     "no cluster or store": (
-        [m for p in ("hallu.engine", "hallu.behavior") for m in _modules(p)],
+        [m for p in ("hallu.engine", "hallu.behavior", "hallu.mechanism") for m in _modules(p)],
         NO_CLUSTER,
     ),
+    "mechanism below run and report": (_modules("hallu.mechanism"), NOTHING_ABOVE),
 }
 
 
@@ -72,4 +75,5 @@ def test_the_check_sees_a_forbidden_import():
     # with the store's schema (it is run/, not engine/).
     assert loaded_after_import(["hallu.engine.fast"], NO_TORCH) == ["torch"]
     assert "hallu.store" in loaded_after_import(["hallu.run.worker"], NO_CLUSTER)
+    assert "hallu.run" in loaded_after_import(["hallu.run.units"], NOTHING_ABOVE)
     assert len(GROUPS["no torch"][0]) > 15 and len(GROUPS["no cluster or store"][0]) > 12

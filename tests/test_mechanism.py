@@ -13,8 +13,8 @@ from hallu.config import compose
 from hallu.engine.hooks import capture_resid_pre, patched_logits
 from hallu.engine.models import decoder_layers, load_model
 from hallu.engine.steering import Edit, broadcast, held
-from hallu.run.mechanism import prepare_mechanism
-from hallu.run.mechanism_worker import MechanismWorker
+from hallu.mechanism.units import prepare_mechanism
+from hallu.mechanism.worker import MechanismWorker
 from hallu.run.prepare import prepare
 from tests.conftest import tiny_config
 
@@ -92,9 +92,10 @@ def test_toy_steering_moves_the_declarative_rate_and_random_directions_do_not():
          "sweep.mechanism.alphas=[-2,-1,0,1,2]", "sweep.mechanism.n_samples=8"]
     )  # fmt: skip
     prep = prepare(cfg)
-    worker = MechanismWorker(prep, cfg, "test")
+    worker = MechanismWorker(prep, "test")
     mech = prepare_mechanism(prep)
-    from hallu.run.mechanism import Unit, capture_units
+    from hallu.mechanism.schema import Unit
+    from hallu.mechanism.units import capture_units
 
     cap = worker.run(capture_units(cfg, mech, 4)[0]).to_pandas()
     g = cap[(cap.layer == 3) & (cap.site == "last")]

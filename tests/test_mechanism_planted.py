@@ -17,8 +17,8 @@ pytestmark = pytest.mark.skipif(
 
 
 def _setup(*overrides: str):
-    from hallu.run.mechanism import capture_units, prepare_mechanism
-    from hallu.run.mechanism_worker import MechanismWorker
+    from hallu.mechanism.units import capture_units, prepare_mechanism
+    from hallu.mechanism.worker import MechanismWorker
     from hallu.run.prepare import prepare
 
     cfg = compose(
@@ -26,7 +26,7 @@ def _setup(*overrides: str):
          "sweep.mechanism.alphas=[-1,0,0.5,2]", "sweep.mechanism.n_samples=1", *overrides]
     )  # fmt: skip
     prep = prepare(cfg)
-    worker = MechanismWorker(prep, cfg, "planted")
+    worker = MechanismWorker(prep, "planted")
     mech = prepare_mechanism(prep)
     cap = worker.run(capture_units(cfg, mech, prep.shape.n_layers)[0]).to_pandas()
     return cfg, prep, worker, cap
@@ -58,7 +58,7 @@ def test_the_found_direction_is_the_planted_one():
 @pytest.mark.parametrize(("certain_gain", "uncertain_gain"), [(1.0, 1.0), (2.0, 0.5)])
 def test_steering_moves_the_metric_by_gain_times_alpha(certain_gain, uncertain_gain):
     from hallu.analysis.mechanism import claim_diffs
-    from hallu.run.mechanism import Unit
+    from hallu.mechanism.schema import Unit
 
     cfg, _, worker, cap = _setup(
         f"model.planted.certain_gain={certain_gain}",

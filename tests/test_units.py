@@ -10,7 +10,7 @@ import json
 import pyarrow as pa
 
 from hallu.behavior.schema import FOLDER, SCHEMA, Chunk
-from hallu.run.mechanism import Unit
+from hallu.mechanism.schema import Unit
 from hallu.run.plan import Shard
 from hallu.run.units import NoiseFloor, stage, store_result, unfinished, unit_id
 from hallu.store import schema

@@ -8,9 +8,9 @@ sees the answer text only, and optionally by a judge model (judge.py), which see
 a rubric only. The patching metric (e.g. logit diff) at the prompt's last position is stored
 beside it, for the metric check in behavior_report.py.
 
-The schema and the chunks live in behavior/schema.py (no torch); the loops that run chunks and
-store them are hallu/run/local.py's `run_behavior` (cluster=local) and the Ray workers
-(hallu/run/runner.py, which hands its replica to this worker).
+The schema and the chunks live in behavior/schema.py (no torch); chunks run through the run's
+one executor (hallu/run/executor.py) on its runner (hallu/run/runner.py, in this process for
+cluster=local or in a Ray actor), which hands its replica to this worker and stores each chunk.
 """
 
 from __future__ import annotations

@@ -56,11 +56,6 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--compare", metavar="RUN_B", help="a second run: difference maps A - B")
     ap.add_argument("--out", help="output directory (default: the run directory)")
     ap.add_argument(
-        "--measure-noise",
-        action="store_true",
-        help="measure the noise floor first (loads the run's model)",
-    )
-    ap.add_argument(
         "--band", type=_band, help="headline layer band FIRST:LAST (default: upper half)"
     )
     ap.add_argument("--n-boot", type=int, default=2000)
@@ -75,16 +70,10 @@ def _check(args: argparse.Namespace) -> None:
         raise UserError("--n-boot and --n-perm: use at least 100 (2000 is the default)")
     if not 0 < args.alpha < 1:
         raise UserError(f"--alpha {args.alpha}: use a rate between 0 and 1, e.g. 0.05")
-    if args.measure_noise and args.run.startswith("s3://"):
-        raise UserError("--measure-noise needs a local run directory (it writes into it)")
 
 
 def _make(args: argparse.Namespace, opts: Options) -> tuple[Doc, Path, str]:
-    """Measure the noise floor if asked, build the document and write it; (doc, dir, stem)."""
-    if args.measure_noise:
-        from hallu.run import noise
-
-        noise.write(Path(args.run), noise.measure(noise.config_of_run(Path(args.run))))
+    """Build the document and write it; (doc, dir, stem)."""
     only = None if args.compare else mechanism_only(args.run)
     if only is not None:  # +sweep=mechanism alone: no patching shards to open
         out = Path(args.out or args.run)

@@ -15,22 +15,15 @@ import numpy as np
 import pandas as pd
 
 from hallu.analysis import mechanism as mech
-from hallu.run.mechanism import FOLDER, SCHEMAS
+from hallu.mechanism.schema import read_store
 from hallu.store.factory import store_at
+
+__all__ = ["mechanism_only", "read", "read_store", "section"]
 
 
 def read(source: str) -> dict[str, pd.DataFrame]:
     """kind -> rows, for the kinds the run at `source` has (empty: no mechanism results)."""
     return read_store(store_at(source))
-
-
-def read_store(store: Any) -> dict[str, pd.DataFrame]:
-    """The same as `read`, through a run store (local or S3, hallu/store/base.py)."""
-    return {
-        kind: store.read_tables(f"{FOLDER}/{kind}", schema).to_pandas()
-        for kind, schema in SCHEMAS.items()
-        if store.table_names(f"{FOLDER}/{kind}")
-    }
 
 
 def mechanism_only(source: str) -> Any:

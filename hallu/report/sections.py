@@ -370,9 +370,8 @@ def noise_section(c: Context) -> None:
     if n is None:
         c.doc.p(
             f"{UNKNOWN}: no noise_floor.json in this run. Measure it (loads the model) with "
-            f"`python -m hallu.report {c.run.location} --measure-noise` or "
-            "`python -m hallu.run.noise RUN_DIR`. Until then no ratio is flagged, "
-            "and none is cleared."
+            f"`python -m hallu.run.noise {c.run.location or 'RUN'}`. Until then no ratio is "
+            "flagged, and none is cleared."
         )
     else:
         c.doc.p(

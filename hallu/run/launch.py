@@ -24,9 +24,10 @@ from hallu.errors import EXIT_USER_ERROR, UserError
 if TYPE_CHECKING:
     from hallu.behavior.schema import Chunk
     from hallu.config import Config
+    from hallu.run.local import LocalPool
     from hallu.run.plan import Plan
     from hallu.run.prepare import Prepared
-    from hallu.run.ray import Pool
+    from hallu.run.ray import Pool, RayStats
     from hallu.store.base import Store
 
 
@@ -72,6 +73,7 @@ def _run_study(cfg: Config) -> int:
     quiet_libraries(cfg.verbose)
     import torch
 
+    from hallu.run.executor import open_pool
     from hallu.run.identity import study_identity
     from hallu.run.prepare import prepare
     from hallu.run.resume import open_for_writing
@@ -85,20 +87,18 @@ def _run_study(cfg: Config) -> int:
     chunks = _behavior_chunks(cfg, prep) if "behavior" in experiments else None
     mechanism = None
     if "mechanism" in experiments:
-        from hallu.run.mechanism import check
+        from hallu.mechanism.units import check
 
         mechanism = check(prep)
     run_id = cfg.run_id or new_run_id(cfg)
     identity = study_identity(cfg, prep.token_ids, prep.metric, prep.logprob_diff)
     store, resumed = open_for_writing(cfg, run_id, identity)  # holds the run's lease
-    pool = None
-    if cfg.cluster.kind != "local":  # one set of workers (one model load each) for every stage
-        from hallu.run.ray import Pool
-
-        pool = Pool(cfg, store)
+    # One set of runners for every stage: one model load per runner (hallu/run/executor.py).
+    pool = open_pool(cfg, store)
     try:
         print(f"hallu: run {run_id} -> {store.dir}{' (resuming)' * resumed}", file=sys.stderr)
         run_meta: dict = {"plan": plan.to_json() if plan is not None else [], "identity": identity}
+        run_meta["n_layers"] = prep.shape.n_layers  # the report reads it without the model
         if chunks is not None:
             run_meta["behavior_chunks"] = [c.chunk_id for c in chunks]
         if plan is not None and resumed:
@@ -117,8 +117,7 @@ def _run_study(cfg: Config) -> int:
             print(f"hallu: {mechanism}", file=sys.stderr)
             _run_mechanism(prep, store, run_meta, pool)
     finally:
-        if pool is not None:
-            pool.close()
+        pool.close()
         store.lease.release()
     print(f"report: python -m hallu.report {store.dir}")
     return 0
@@ -130,52 +129,43 @@ def _run_experiments(
     chunks: list[Chunk] | None,
     store: Store,
     run_meta: dict,
-    pool: Pool | None = None,
+    pool: LocalPool | Pool,
 ) -> Counter[str]:
     """Run patching (with controls and the noise floor) and behaviour; units run per stage.
 
-    cluster=local: in this process, one stage after another. On Ray every stage's units go to
-    the same workers in one dispatch (hallu/run/ray.py), and this process loads no weights."""
+    One call of the executor for every stage's units: cluster=local runs them in this process
+    in the order listed (patching, noise floor, behaviour); Ray spreads them over the pool's
+    workers (this process then loads no weights)."""
     from hallu.behavior.schema import describe
+    from hallu.run.executor import run_units
+    from hallu.run.noise import FILE, announce
+    from hallu.run.units import NoiseFloor, WorkUnit
 
     cfg = prep.cfg
     if plan is not None:
         print(f"hallu: {plan.describe()}", file=sys.stderr)
     if chunks is not None:
         print(f"hallu: {describe(cfg, chunks)}", file=sys.stderr)
-    if cfg.cluster.kind == "local":
-        return _run_in_process(prep, plan, chunks, store, run_meta)
-    from hallu.run.noise import FILE, announce
-    from hallu.run.ray import RayStats, run_ray
-    from hallu.run.units import NoiseFloor, WorkUnit
-
-    units: list[WorkUnit] = [*(plan.shards if plan else []), *(chunks or [])]
+    units: list[WorkUnit] = [*(plan.shards if plan else [])]
     if plan is not None and cfg.sweep.noise_floor:  # the summary's pair checks read the floor
         units.append(NoiseFloor())
-    stats = RayStats()
-    run_ray(cfg, units, store, run_meta, stats, pool=pool)
-    if stats.by_stage:
+    units += chunks or []
+    stats = _ray_stats(cfg)
+    ran = run_units(cfg, units, store, run_meta, pool, stats)
+    if stats is not None and stats.by_stage:
         print(f"hallu: on {stats.workers} worker(s): {stats.where()}", file=sys.stderr)
-    if stats.by_stage["noise floor"]:
+    if ran["noise floor"]:
         announce(json.loads(store.read_file(FILE) or b"{}"))
-    return stats.by_stage
-
-
-def _run_in_process(
-    prep: Prepared, plan: Plan | None, chunks: list[Chunk] | None, store: Store, run_meta: dict
-) -> Counter[str]:
-    from hallu.run.local import run_behavior, run_local
-
-    ran: Counter[str] = Counter()
-    if plan is not None:
-        ran["patching"] = run_local(prep.cfg, plan, store, run_meta=run_meta)
-        if prep.cfg.sweep.noise_floor:  # first: the summary's pair checks read the floor
-            from hallu.run.noise import measure_into
-
-            measure_into(prep.cfg, store)
-    if chunks is not None:
-        ran["behavior"] = run_behavior(prep, chunks, store, run_meta)
     return ran
+
+
+def _ray_stats(cfg: Config) -> RayStats | None:
+    """What the Ray driver saw, for the log line naming the workers; None for cluster=local."""
+    if cfg.cluster.kind == "local":
+        return None
+    from hallu.run.ray import RayStats
+
+    return RayStats()
 
 
 def _patching_summary(cfg: Config, plan: Plan, store: Store, ran: int, elapsed: float) -> None:
@@ -193,25 +183,38 @@ def _patching_summary(cfg: Config, plan: Plan, store: Store, ran: int, elapsed: 
     print(f"results: {store.dir} (summary.md, heatmap_*.png, layers.png, shards/*.parquet)")
 
 
-def _run_mechanism(prep: Prepared, store: Store, run_meta: dict, pool: Pool | None = None) -> None:
-    from hallu.run.mechanism import run_mechanism
+def _run_mechanism(prep: Prepared, store: Store, run_meta: dict, pool: LocalPool | Pool) -> None:
+    from hallu.mechanism.stages import run_mechanism
+    from hallu.run.executor import run_units
 
-    started = time.perf_counter()
-    numbers = run_mechanism(prep, store, run_meta, pool)
+    cfg, started, stats = prep.cfg, time.perf_counter(), _ray_stats(prep.cfg)
+    run_mechanism(prep, store, lambda units: run_units(cfg, units, store, run_meta, pool, stats))
+    if stats is not None and stats.by_stage:
+        print(f"hallu: mechanism on {stats.workers} worker(s): {stats.where()}", file=sys.stderr)
+    numbers = _mechanism_summary(prep, store)
     print(f"hallu: mechanism done in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     for r in numbers.get("directions", []):
-        if r["site"] == prep.cfg.sweep.mechanism.steer_site:
+        if r["site"] == cfg.sweep.mechanism.steer_site:
             est, lo, hi = r["cosine"]
             print(f"mechanism: layer {r['layer']} {r['site']}: cosine(certain, uncertain) "
                   f"{est:.3f} [{lo:.3f}, {hi:.3f}]")  # fmt: skip
     for c in numbers.get("steering", []):
-        if c["alpha"] in (
-            min(prep.cfg.sweep.mechanism.alphas),
-            max(prep.cfg.sweep.mechanism.alphas),
-        ):
+        if c["alpha"] in (min(cfg.sweep.mechanism.alphas), max(cfg.sweep.mechanism.alphas)):
             print(f"mechanism: steer L{c['layer']} {c['direction']} alpha {c['alpha']:+.2f}: "
                   f"declarative {c['declarative'][0]:.3f}")  # fmt: skip
     print(f"results: {store.dir}/mechanism (summary.md, capture/ steer/ patchgen/ *.parquet)")
+
+
+def _mechanism_summary(prep: Prepared, store: Store) -> dict:
+    """mechanism/summary.md from the stored units (the report's section); its numbers."""
+    from hallu.mechanism.schema import FOLDER, read_store
+    from hallu.report.doc import Doc
+    from hallu.report.mechanism import section
+
+    doc = Doc(f"mechanism: run {store.run_id}")
+    numbers = section(doc, read_store(store), prep.cfg.sweep.mechanism.top_heads)
+    store.write_file(f"{FOLDER}/summary.md", doc.markdown().encode())
+    return numbers
 
 
 def _behavior_chunks(cfg: Config, prep: Prepared) -> list[Chunk]:

@@ -15,15 +15,16 @@ gap with |gap| <= `gap_floor` = 2 x metric_floor is inside the floor: a restorat
 such a denominator is rounding, not a finding. The source study's 1.000 vs 0.909 was one such
 case.
 
-`python -m hallu.run.noise RUN_DIR` (or `python -m hallu.report RUN --measure-noise`, or
-`sweep.noise_floor=true` in the run) writes `noise_floor.json` into the run directory.
+`sweep.noise_floor=true` in the run (measured on the run's own replica), or
+`python -m hallu.run.noise RUN` afterwards (a run directory or s3:// prefix; loads the model),
+writes `noise_floor.json` into the run. The report only reads it (hallu/report/sections.py says
+this command when it is missing).
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,6 @@ import torch
 from hallu.behavior.generate import left_pad
 from hallu.config import Config, validate
 from hallu.errors import UserError
-from hallu.store.base import Store
 
 MEASURED_DTYPES = ("float32", "bfloat16", "float16")
 FILE = "noise_floor.json"
@@ -144,28 +144,18 @@ def _per_dtype(
     return per, alone
 
 
-def config_of_run(run_dir: Path) -> Config:
-    meta_path = Path(run_dir) / "run.json"
-    if not meta_path.is_file():
-        raise UserError(f"{run_dir}: no run.json; give a run directory written by hallu.run.launch")
-    return validate(json.loads(meta_path.read_text())["config"])
+def measure_run(source: str) -> str:
+    """Measure the noise floor of the run at `source` (directory or s3://) and store it there;
+    where it was written."""
+    from hallu.store.factory import store_at
 
-
-def write(run_dir: Path, result: dict[str, Any]) -> Path:
-    from hallu.store.files import write_atomic
-
-    path = Path(run_dir) / FILE
-    write_atomic(path, json.dumps(result, indent=2).encode())
-    return path
-
-
-def measure_into(cfg: Config, store: Store) -> None:
-    """Measure once per run: a run that has `noise_floor.json` keeps it."""
-    if store.read_file(FILE) is not None:
-        return
-    result = measure(cfg)
+    store = store_at(source)
+    meta = store.read_meta()
+    if meta is None:
+        raise UserError(f"{source}: no run.json; give a run written by `python -m hallu.launch`")
+    result = measure(validate(meta["config"]))
     store.write_file(FILE, json.dumps(result, indent=2).encode())
-    announce(result)
+    return f"{str(source).rstrip('/')}/{FILE}"
 
 
 def announce(result: dict[str, Any]) -> None:
@@ -181,10 +171,11 @@ def main(argv: list[str]) -> int:
     from hallu.errors import EXIT_USER_ERROR
 
     if len(argv) != 1 or argv[0].startswith("-"):
-        print("usage: python -m hallu.run.noise RUN_DIR", file=sys.stderr)
+        usage = "usage: python -m hallu.run.noise RUN   (a run directory or s3:// prefix)"
+        print(usage, file=sys.stderr)
         return EXIT_USER_ERROR
     try:
-        path = write(Path(argv[0]), measure(config_of_run(Path(argv[0]))))
+        path = measure_run(argv[0])
     except UserError as err:
         print(f"hallu: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR

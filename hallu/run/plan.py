@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 
 from hallu.config import DIRECTIONS, SweepCfg
 from hallu.errors import UserError
-from hallu.shape import ModelShape
+from hallu.shape import ModelShape, resolve_layers  # resolve_layers: re-exported for run/
 
 # (target position, source position); both absolute indices into their own prompt.
 PositionPair = tuple[int, int]
@@ -58,22 +58,6 @@ class Plan:
 
     def to_json(self) -> list[dict]:
         return [asdict(s) for s in self.shards]
-
-
-def resolve_layers(spec: str | list[int], n_layers: int) -> list[int]:
-    if spec == "all":
-        return list(range(n_layers))
-    out = []
-    for layer in spec:
-        if not -n_layers <= layer < n_layers:
-            raise UserError(
-                f"sweep.layers: layer {layer} is out of range for a model with {n_layers} layers "
-                f"(use 0..{n_layers - 1}, or -{n_layers}..-1 counted from the end)"
-            )
-        out.append(layer % n_layers)
-    if len(set(out)) != len(out):
-        raise UserError(f"sweep.layers={list(spec)} names the same layer twice")
-    return sorted(out)
 
 
 def resolve_positions(

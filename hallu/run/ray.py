@@ -2,8 +2,9 @@
 
 `cluster=ray_local` starts Ray on this machine; `cluster=ray` joins a running cluster
 (`cluster.address`, else `$RAY_ADDRESS`, else auto). Each of `cluster.num_workers` actors wraps one
-`hallu.run.runner.ShardRunner` (the model is loaded once per actor, with `cluster.resources`
-reserved for it) and runs every kind of unit (hallu/run/units.py): patching and control shards,
+`hallu.run.runner.ShardRunner`, the runner cluster=local uses in-process (hallu/run/local.py), and
+adds nothing but transport (the model is loaded once per actor, with `cluster.resources`
+reserved for it); it runs every kind of unit (hallu/run/units.py): patching and control shards,
 behaviour chunks, the noise floor, mechanism units. Workers write what they run to the store
 themselves; the driver only hands out unit specs and tracks small manifests, and loads no weights.
 The driver keeps at most `cluster.shards_per_worker` units in flight per actor and waits with
@@ -37,7 +38,7 @@ from hallu.config import ClusterCfg, Config
 from hallu.errors import UserError
 from hallu.run.plan import Plan, Shard
 from hallu.run.runner import ShardRunner
-from hallu.run.units import WorkUnit, describe, stage, unfinished, unit_id
+from hallu.run.units import WorkUnit, created_meta, describe, stage, unfinished, unit_id
 from hallu.run.watchdog import Watchdog
 from hallu.store.base import Store
 
@@ -349,8 +350,7 @@ class Driver:
                 f"model: {out['error']}"
             )
         if not self.created:
-            meta = {**self.run_meta, "model_revision": out["revision"], "dtype": out["dtype"]}
-            self.store.create(self.cfg, meta)
+            self.store.create(self.cfg, created_meta(self.run_meta, out))
             self.created, self.first_ready_at = True, time.perf_counter()
         self.free[i] = self.cfg.cluster.shards_per_worker
 

@@ -1,10 +1,12 @@
-"""The Ray actor's body: one model replica that runs every kind of unit and stores each result.
+"""The executor's runner: one model replica that runs every kind of unit and stores each result.
 
-`ShardRunner` loads the model once (through `hallu.run.worker.Worker`) and then runs whatever the
-driver hands it (hallu/run/units.py): patching and control shards, behaviour chunks, the noise
-floor, mechanism units. Behaviour, noise floor and mechanism share the patching replica instead
-of loading their own. Each result is written to the store by the worker itself, so the driver
-only sees a small manifest. It imports nothing from Ray: hallu/run/ray.py wraps it.
+`ShardRunner` loads the model once (through `hallu.run.worker.Worker`) and then runs whatever it
+is handed (hallu/run/units.py): patching and control shards, behaviour chunks, the noise floor,
+mechanism units. Behaviour, noise floor and mechanism share the patching replica instead of
+loading their own. Each result is written to the store by the runner itself, so its caller only
+sees a small manifest. cluster=local runs one in the launching process (hallu/run/local.py); a
+Ray actor wraps the same class and adds nothing but transport (hallu/run/ray.py). It imports
+nothing from Ray.
 """
 
 from __future__ import annotations
@@ -28,12 +30,14 @@ class ShardRunner:
     def __init__(self, cfg: Config, store: Store):
         self.store = store
         self.error: str | None = None
+        self.failure: Exception | None = None  # the load's exception, re-raised in-process
         self._behavior: Any = None  # built on the first behaviour chunk, on the same model
         self._mechanism: Any = None
         try:
             self.worker: Worker | None = Worker(cfg, store.run_id)
         except Exception as err:  # reported by ready(), so the driver stops with this message
             self.worker, self.error = None, f"{type(err).__name__}: {err}"
+            self.failure = err
 
     def ready(self) -> dict[str, Any]:
         w = self.worker
@@ -45,9 +49,10 @@ class ShardRunner:
             "host": socket.gethostname(),
         }
 
-    def run(self, unit: WorkUnit) -> dict[str, Any]:
+    def run(self, unit: WorkUnit, progress: Any = None) -> dict[str, Any]:
+        """Compute `unit`, store it; a manifest. `progress`: a tqdm bar (in-process only)."""
         start = time.perf_counter()
-        result = self.compute(unit)
+        result = self.compute(unit, progress)
         try:
             existed = store_result(self.store, unit, result)  # LeaseLost once the driver is gone
         except LeaseLost:
@@ -64,7 +69,7 @@ class ShardRunner:
             "model_loads": sum(LOADS.values()),  # this process's, since it started
         }
 
-    def compute(self, unit: WorkUnit) -> Any:
+    def compute(self, unit: WorkUnit, progress: Any = None) -> Any:
         """The unit's result: a table (shard, chunk, mechanism unit) or the noise floor's dict."""
         from hallu.behavior.schema import Chunk
         from hallu.run.plan import Shard
@@ -72,19 +77,19 @@ class ShardRunner:
         w = self.worker
         assert w is not None, self.error
         if isinstance(unit, Shard):
-            return w.run_shard(unit)
+            return w.run_shard(unit, progress=progress)
         if isinstance(unit, Chunk):
             if self._behavior is None:
                 from hallu.behavior.experiment import BehaviorWorker
 
                 self._behavior = BehaviorWorker(w.prep, w.run_id, (w.model, w.revision))
-            return self._behavior.run_chunk(unit)
+            return self._behavior.run_chunk(unit, progress)
         if isinstance(unit, NoiseFloor):
             from hallu.run.noise import measure
 
             return measure(w.prep.cfg, unit.max_pairs, prep=w.prep, loaded=w.model)
         if self._mechanism is None:
-            from hallu.run.mechanism_worker import MechanismWorker
+            from hallu.mechanism.worker import MechanismWorker
 
-            self._mechanism = MechanismWorker(w.prep, w.prep.cfg, w.run_id, (w.model, w.revision))
+            self._mechanism = MechanismWorker(w.prep, w.run_id, (w.model, w.revision))
         return self._mechanism.run(unit)

@@ -8,7 +8,7 @@ A run's work is a list of units, each computed by a worker holding the model and
 | `Shard` with `control` set       | controls     | the same                                    |
 | `Chunk` (hallu/behavior/schema)  | behavior     | behavior/responses/<id>.parquet             |
 | `NoiseFloor` (below)             | noise floor  | noise_floor.json                            |
-| `Unit` (hallu/run/mechanism.py)  | mechanism    | mechanism/<kind>/<id>.parquet               |
+| `Unit` (hallu/mechanism/schema)  | mechanism    | mechanism/<kind>/<id>.parquet               |
 
 Every unit is named by a stable id, so a rerun skips what the store holds (`unfinished`) and a
 unit stored twice (its first worker died after storing it) is kept once (`store_result` says so).
@@ -23,8 +23,8 @@ from typing import Any
 
 from hallu.behavior.schema import FOLDER as BEHAVIOR_FOLDER
 from hallu.behavior.schema import Chunk
-from hallu.run.mechanism import FOLDER as MECHANISM_FOLDER
-from hallu.run.mechanism import Unit as MechanismUnit
+from hallu.mechanism.schema import FOLDER as MECHANISM_FOLDER
+from hallu.mechanism.schema import Unit as MechanismUnit
 from hallu.run.plan import Shard
 from hallu.store.base import Store
 
@@ -114,6 +114,11 @@ def store_result(store: Store, u: WorkUnit, result: Any) -> bool:
     except FileExistsError:
         return True
     return False
+
+
+def created_meta(run_meta: dict[str, Any], ready: dict[str, Any]) -> dict[str, Any]:
+    """run.json's extras once a runner has loaded the model (`ready`: its revision and dtype)."""
+    return {**run_meta, "model_revision": ready["revision"], "dtype": ready["dtype"]}
 
 
 def rows_of(result: Any) -> int:

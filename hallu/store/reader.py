@@ -10,6 +10,7 @@ For S3, credentials, region and an S3-compatible endpoint come from boto3's stan
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,19 +78,22 @@ def open_run(source: str | Path | Store) -> Run:
 
 
 def n_layers_of(run: Run) -> int:
-    """The model's layer count: run.json's, the tiny spec's, the model config's, or the data's."""
+    """The model's layer count, from run.json alone (never the model: the store loads no torch).
+
+    run.json's `n_layers` (written by every launch since it was added), else the model config's
+    recorded shape or in-code spec; a run.json older than all of these falls back on the rows
+    (deepest layer + 1) and says so, since a sweep of fewer layers undercounts."""
     if "n_layers" in run.meta:
         return int(run.meta["n_layers"])
     model = run.meta.get("config", {}).get("model", {})
-    for spec in ("tiny", "planted"):
-        if model.get(spec):
+    for spec in ("shape", "tiny", "planted"):
+        if isinstance(model.get(spec), dict) and model[spec].get("n_layers"):
             return int(model[spec]["n_layers"])
+    n = int(pc.max(run.table["layer"]).as_py()) + 1
     if run.meta.get("config", {}).get("sweep", {}).get("layers") != "all":
-        try:
-            from hallu.config import ModelCfg
-            from hallu.engine.models import load_shape
-
-            return load_shape(ModelCfg.model_validate(model)).n_layers
-        except Exception:  # noqa: BLE001 - offline or gated: fall back on the data
-            pass
-    return int(pc.max(run.table["layer"]).as_py()) + 1
+        print(
+            f"hallu: {run.location or run.run_id}: run.json records no n_layers (a run from "
+            f"before it did); taking {n} from the deepest layer in the rows",
+            file=sys.stderr,
+        )
+    return n

@@ -1,4 +1,4 @@
-"""+sweep=mechanism: from locus to mechanism, as units of work stored like every experiment's.
+"""+sweep=mechanism's plan: its prompts and sites, its checks, the units of both stages.
 
 Stage 1, `capture`: resid_pre of every prompt (every rung of a ladder) at the captured layers
 and sites, a group of claims per unit. The driver then finds, per steered layer, the direction
@@ -9,63 +9,22 @@ Stage 2, `heads`: every head's total and direct (path-patched) effect at the las
 answered with the source's resid_pre held at one layer and site, both patching directions.
 Units are named by the hash of their spec and stored under mechanism/<kind>/<id>.parquet; a
 rerun skips stored units. Plan and tokenization here need no torch; the worker is
-hallu/run/mechanism_worker.py.
+hallu/mechanism/worker.py, the order of the stages hallu/mechanism/stages.py.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import sys
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-
-import pyarrow as pa
 
 from hallu.config import DIRECTIONS
 from hallu.errors import UserError
+from hallu.mechanism.schema import Unit
 from hallu.prompt_meta import PromptRow, load_prompt_rows
 from hallu.prompts import render
-from hallu.run.plan import resolve_layers
-
-FOLDER = "mechanism"
-_S, _I, _F, _B = pa.string(), pa.int64(), pa.float64(), pa.bool_()
-SCHEMAS: dict[str, pa.Schema] = {
-    "capture": pa.schema(
-        [("run_id", _S), ("unit_id", _S), ("prompt_id", _S), ("pair_id", _S), ("claim_id", _S),
-         ("rung", _S), ("condition", _S), ("strength", _I), ("claim_true", _B), ("template", _S),
-         ("layer", _I), ("site", _S), ("position", _I), ("lens", _F),
-         ("vector", pa.list_(pa.float32())), ("metric_value", _F)]
-    ),
-    "steer": pa.schema(
-        [("run_id", _S), ("unit_id", _S), ("prompt_id", _S), ("claim_id", _S),
-         ("claim_true", _B), ("direction", _S), ("layer", _I), ("site", _S), ("alpha", _F),
-         ("norm", _F), ("sample_index", _I), ("response", _S), ("style_label", _S),
-         ("metric_value", _F), ("judge_label", _S)]
-    ),
-    "patchgen": pa.schema(
-        [("run_id", _S), ("unit_id", _S), ("pair_id", _S), ("claim_id", _S), ("claim_true", _B),
-         ("patch_direction", _S), ("setting", _S), ("layer", _I), ("site", _S),
-         ("sample_index", _I), ("response", _S), ("style_label", _S), ("metric_value", _F),
-         ("judge_label", _S)]
-    ),
-    "heads": pa.schema(
-        [("run_id", _S), ("unit_id", _S), ("pair_id", _S), ("claim_id", _S), ("claim_true", _B),
-         ("patch_direction", _S), ("layer", _I), ("head", _I), ("clean", _F),
-         ("corrupted", _F), ("total", _F), ("path", _F), ("direct", _F)]
-    ),
-}  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Unit:
-    kind: str  # capture | steer | patchgen
-    unit_id: str
-    claims: tuple[str, ...]
-    layers: tuple[int, ...]
-    direction: str = ""  # steer: found | random_K; patchgen: restore_confidence | ...
-    vector: tuple[float, ...] = field(default=(), repr=False)  # steer: the direction
+from hallu.shape import resolve_layers
 
 
 @dataclass
@@ -216,77 +175,3 @@ def stage2_units(cfg: Any, mech: MechPrompts, n_layers: int, directions: dict) -
             units.append(Unit("heads", _unit_id(spec), claims, (), direction))
     assert set(cfg.sweep.directions) <= set(DIRECTIONS)
     return units
-
-
-def run_units(worker_factory: Any, units: list[Unit], store: Any) -> int:
-    """Run (in this process) every unit not yet stored; return how many ran."""
-    todo = [u for u in units if u.unit_id not in store.table_names(f"{FOLDER}/{u.kind}")]
-    if not todo:
-        return 0
-    worker = worker_factory()
-    for u in todo:
-        started = time.perf_counter()
-        store.write_table(f"{FOLDER}/{u.kind}/{u.unit_id}.parquet", worker.run(u))
-        print(
-            f"hallu: mechanism {u.kind} {u.direction or ''} ({len(u.claims)} claims) "
-            f"{time.perf_counter() - started:.1f} s",
-            file=sys.stderr,
-        )
-    return len(todo)
-
-
-def run_mechanism(
-    prep: Any, store: Any, run_meta: dict[str, Any], pool: Any = None
-) -> dict[str, Any]:
-    """Stage 1, the directions, stage 2; then mechanism/summary.md. Returns the numbers.
-    On Ray both stages go through the one dispatcher (hallu/run/ray.py) to the run's workers
-    (`pool`, hallu.run.ray.Pool: the same actors, one model load each, for both stages)."""
-    import numpy as np
-
-    from hallu.analysis.mechanism import claim_diffs, rung_labels
-    from hallu.report.doc import Doc
-    from hallu.report.mechanism import read_store, section
-
-    cfg, n_layers = prep.cfg, prep.shape.n_layers
-    mech = prepare_mechanism(prep)
-    worker: list[Any] = []
-
-    def factory() -> Any:
-        from hallu.run.mechanism_worker import MechanismWorker
-
-        if not worker:
-            worker.append(MechanismWorker(prep, cfg, store.run_id))
-            w = worker[0]
-            store.create(cfg, {**run_meta, "model_revision": w.revision, "dtype": w.dtype})
-        return worker[0]
-
-    stats: Any = None
-
-    def run(units: list[Unit]) -> int:
-        nonlocal stats
-        if cfg.cluster.kind == "local":
-            return run_units(factory, units, store)
-        from hallu.run.ray import RayStats, run_ray
-
-        stats = stats or RayStats()
-        return run_ray(cfg, list(units), store, run_meta, stats, pool=pool)
-
-    run(capture_units(cfg, mech, n_layers))
-    cap = read_store(store)["capture"]
-    labels, m = rung_labels(cap), cfg.sweep.mechanism
-    rng = np.random.default_rng(cfg.seed)
-    found: dict[int, dict[str, list[float]]] = {}
-    for layer in mech_layers(m.steer_layers, n_layers, "sweep.mechanism.steer_layers"):
-        g = cap[(cap.layer == layer) & (cap.site == m.steer_site)]
-        d = claim_diffs(g, labels["certain"], labels["neutral"])[1].mean(0)
-        found[layer] = {"found": d.tolist()}
-        for k in range(m.n_random):  # random directions of the same norm (the control)
-            r = rng.standard_normal(d.shape)
-            found[layer][f"random_{k}"] = (r / np.linalg.norm(r) * np.linalg.norm(d)).tolist()
-    run(stage2_units(cfg, mech, n_layers, found))
-    if stats is not None and stats.by_stage:
-        print(f"hallu: mechanism on {stats.workers} worker(s): {stats.where()}", file=sys.stderr)
-    doc = Doc(f"mechanism: run {store.run_id}")
-    numbers = section(doc, read_store(store), m.top_heads)
-    store.write_file(f"{FOLDER}/summary.md", doc.markdown().encode())
-    return numbers

@@ -1,4 +1,5 @@
-"""What runs a mechanism unit (hallu/run/mechanism.py plans them): capture, steer, patch-generate.
+"""What runs a mechanism unit (planned in hallu/mechanism/units.py): capture, steer, patchgen,
+heads.
 
 The worker holds the model once. A `capture` unit stores resid_pre at every captured layer and
 site of every prompt of its claims; a `steer` unit generates answers to the unmarked prompts
@@ -24,20 +25,15 @@ from hallu.engine.directions import capture, readout
 from hallu.engine.hooks import capture_resid_pre
 from hallu.engine.models import decoder_layers, load_model
 from hallu.engine.steering import Edit, broadcast, held
-from hallu.run.mechanism import SCHEMAS, MechPrompts, Unit, prepare_mechanism
-from hallu.run.prepare import Prepared, prepare
+from hallu.mechanism.schema import SCHEMAS, Unit
+from hallu.mechanism.units import MechPrompts, prepare_mechanism
 
 
 class MechanismWorker:
-    def __init__(
-        self,
-        prep: Prepared | None,
-        cfg: Any,
-        run_id: str,
-        loaded: tuple[Any, str | None] | None = None,
-    ):
-        """`loaded`: (model, revision) this process holds already (a Ray worker's replica)."""
-        self.prep = prep if prep is not None else prepare(cfg)
+    def __init__(self, prep: Any, run_id: str, loaded: tuple[Any, str | None] | None = None):
+        """`prep`: hallu.run.prepare.Prepared; `loaded`: (model, revision) this process holds
+        already (the runner's replica), else the model is loaded here."""
+        self.prep = prep
         self.cfg, self.run_id = self.prep.cfg, run_id
         self.mech: MechPrompts = prepare_mechanism(self.prep)
         self.model, self.revision = loaded or load_model(self.cfg.model, len(self.prep.tokenizer))
