@@ -35,6 +35,7 @@ ALLOWED = {
     ("prompt_sets", "prompts"),
     ("behavior", "engine"),
     ("mechanism", "engine"),
+    ("mechanism", "behavior"),  # steered answers are generated and labelled as behaviour's
     ("bench", "bench_cases"),
     ("bench", "bench_baselines"),
     ("bench", "bench_gpu"),
