@@ -10,9 +10,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from hallu.config import CONF_DIR, group_options
 from hallu.errors import UserError
+from hallu.suggest import closest, defaults, edit_distance, known_keys
+
+# Re-exported for callers and tests that import them from the command line's module.
+__all__ = ["Args", "closest", "edit_distance", "help_text", "key_docs", "parse", "quiet_libraries"]
 
 
 @dataclass
@@ -48,70 +52,6 @@ def parse(argv: list[str]) -> Args:
     return out
 
 
-# --- "did you mean": edit distance over the keys and options that exist -----------------------
-
-
-def edit_distance(a: str, b: str) -> int:
-    """Levenshtein distance (insertions, deletions, substitutions), case-insensitive."""
-    a, b = a.lower(), b.lower()
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
-
-
-def closest(word: str, candidates: list[str]) -> str | None:
-    """The nearest candidate within max(2, len/3) edits, or None (no advice beats wrong advice)."""
-    if not candidates:
-        return None
-    best = min(candidates, key=lambda c: (edit_distance(word, c), c))
-    return best if edit_distance(word, best) <= max(2, len(word) // 3) else None
-
-
-def _flatten(prefix: str, node: Any, out: set[str]) -> None:
-    if isinstance(node, dict):
-        for k, v in node.items():
-            if k != "defaults":
-                _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
-    else:
-        out.add(prefix)
-
-
-def known_keys(config_dir: str | None = None) -> tuple[list[str], list[str]]:
-    """(config groups, every dotted key of config.yaml and of every group option)."""
-    from omegaconf import OmegaConf
-
-    from hallu.config import config_dirs
-
-    keys: set[str] = set()
-    groups: set[str] = set()
-    for d in config_dirs(config_dir):
-        if (d / "config.yaml").is_file():
-            _flatten("", OmegaConf.to_container(OmegaConf.load(d / "config.yaml")), keys)
-        for g in (p for p in d.iterdir() if p.is_dir() and not p.name.startswith("_")):
-            groups.add(g.name)
-            for f in g.glob("*.yaml"):
-                _flatten(g.name, OmegaConf.to_container(OmegaConf.load(f)), keys)
-    return sorted(groups), sorted(keys | {"mode", "run_id", "seed"})
-
-
-def did_you_mean(key: str, value: str | None, config_dir: str | None = None) -> str:
-    """' Did you mean model=toy?' for an unknown key, or '' when nothing is close."""
-    groups, keys = known_keys(config_dir)
-    bare = key.lstrip("+~")
-    tail = f"={value}" if value is not None else ""
-    if "." not in bare and (g := closest(bare, groups)):
-        from hallu.config import CONF_DIR
-
-        plus = "" if g in _defaults(CONF_DIR) else "+"  # a group without a default is added
-        return f"; did you mean {plus}{g}{tail}?"
-    k = closest(bare, keys)
-    return f"; did you mean {k}{tail}?" if k else ""
-
-
 # --- --help, generated from the config directories ---------------------------------------------
 
 
@@ -142,18 +82,9 @@ def key_docs(path: Path) -> dict[str, str]:
     return docs
 
 
-def _defaults(conf: Path) -> dict[str, str]:
-    from omegaconf import OmegaConf
-
-    raw = OmegaConf.to_container(OmegaConf.load(conf / "config.yaml"))
-    return {k: v for d in raw.get("defaults", []) if isinstance(d, dict) for k, v in d.items()}
-
-
 def help_text(config_dir: str | None = None) -> str:
-    from hallu.config import CONF_DIR, group_options
-
     groups, _ = known_keys(config_dir)
-    defaults = _defaults(CONF_DIR)
+    chosen = defaults(CONF_DIR)
     out = [
         "usage: python -m hallu.launch [--config-dir DIR] [-m] [group=option ...] [key=value ...]",
         "",
@@ -163,8 +94,8 @@ def help_text(config_dir: str | None = None) -> str:
         "Config groups (* = default):",
     ]
     for g in groups:
-        opts = [o + ("*" if defaults.get(g) == o else "") for o in group_options(g, config_dir)]
-        how = f"{g}=NAME" if g in defaults else f"+{g}=NAME (adds it; no default)"
+        opts = [o + ("*" if chosen.get(g) == o else "") for o in group_options(g, config_dir)]
+        how = f"{g}=NAME" if g in chosen else f"+{g}=NAME (adds it; no default)"
         if g == "sweep":
             how = "+sweep=NAME (replaces the default sweep)"
         out.append(f"  {how:44s} {', '.join(opts)}")
