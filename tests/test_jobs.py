@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -25,8 +24,6 @@ from .cluster_fixtures import (
     service_env,
     sorted_rows,
 )
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +75,7 @@ def test_submitted_job_runs_the_sweep_on_the_cluster(services, tmp_path):
     assert sorted_rows(got).equals(local_reference(cfg, tmp_path, plan))
 
     listed = subprocess.run(
-        [sys.executable, os.path.join(REPO, "jobs", "list.py"), "--address", head.dashboard_url],
+        [sys.executable, "-m", "hallu", "jobs", "list", "--address", head.dashboard_url],
         capture_output=True,
         text=True,
         timeout=60,
@@ -90,7 +87,7 @@ def test_submitted_job_runs_the_sweep_on_the_cluster(services, tmp_path):
     # Without the token the job server refuses, and the command says how to fix it.
     no_token = head.client_env(with_token=False)
     refused = subprocess.run(
-        [sys.executable, os.path.join(REPO, "jobs", "list.py"), "--address", head.dashboard_url],
+        [sys.executable, "-m", "hallu", "jobs", "list", "--address", head.dashboard_url],
         capture_output=True,
         text=True,
         timeout=60,
