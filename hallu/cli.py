@@ -25,6 +25,29 @@ class Args:
     config_dir: str | None = None
     multirun: bool = False
     help: bool = False
+    cfg_job: bool = False  # --cfg job: print the resolved config and stop
+
+
+# Hydra's own flags, which hallu's compose API does not run: what to type instead, one line each.
+HYDRA_FLAGS = {
+    "--cfg": "hallu prints no Hydra runtime config; --cfg job prints the resolved config",
+    "-c": "hallu prints no Hydra runtime config; --cfg job prints the resolved config",
+    "--info": "use --cfg job (the resolved config) or --help (groups, options and keys)",
+    "-i": "use --cfg job (the resolved config) or --help (groups, options and keys)",
+    "--shell-completion": "hallu has no shell completion; --help lists every group and key",
+    "-sc": "hallu has no shell completion; --help lists every group and key",
+    "--hydra-help": "use --help: it lists hallu's groups, options and keys",
+    "--resolve": "--cfg job prints the config already resolved",
+    "--package": "--cfg job prints the whole resolved config",
+    "-p": "--cfg job prints the whole resolved config",
+    "--config-path": "use --config-dir DIR: your options beside the packaged ones",
+    "-cp": "use --config-dir DIR: your options beside the packaged ones",
+    "--config-name": "use --config-dir DIR: your options beside the packaged ones",
+    "-cn": "use --config-dir DIR: your options beside the packaged ones",
+    "--run": "runs are the default; -m/--multirun sweeps",
+    "-r": "runs are the default; -m/--multirun sweeps",
+    "--experimental-rerun": "rerun with the same run_id=ID: finished work is kept",
+}
 
 
 def parse(argv: list[str]) -> Args:
@@ -42,10 +65,18 @@ def parse(argv: list[str]) -> Args:
                 raise UserError(f"{a} needs a directory: {a} DIR")
         elif a.startswith("--config-dir="):
             out.config_dir = a.split("=", 1)[1]
+        elif a in ("--cfg", "-c") or a.split("=", 1)[0] in ("--cfg", "-c"):
+            what = a.split("=", 1)[1] if "=" in a else next(it, "")
+            if what != "job":
+                shown = a if "=" in a else f"{a} {what}".rstrip()
+                raise UserError(f"{shown}: {HYDRA_FLAGS['--cfg']}")
+            out.cfg_job = True
+        elif a.split("=", 1)[0] in HYDRA_FLAGS:
+            raise UserError(f"{a}: {HYDRA_FLAGS[a.split('=', 1)[0]]}")
         elif a.startswith("-") and "=" not in a:
             raise UserError(
-                f"unknown flag {a!r}; hallu takes --config-dir DIR, -m/--multirun, --help "
-                "and Hydra overrides key=value"
+                f"unknown flag {a!r}; hallu takes --config-dir DIR, -m/--multirun, --cfg job, "
+                "--help and Hydra overrides key=value"
             )
         else:
             out.overrides.append(a)
@@ -86,9 +117,11 @@ def help_text(config_dir: str | None = None) -> str:
     groups, _ = known_keys(config_dir)
     chosen = defaults(CONF_DIR)
     out = [
-        "usage: python -m hallu.launch [--config-dir DIR] [-m] [group=option ...] [key=value ...]",
+        "usage: hallu run [--config-dir DIR] [-m] [--cfg job] [group=option ...] [key=value ...]",
+        "       (also python -m hallu.launch ...; hallu plan ... = mode=plan)",
         "",
         "Overrides use Hydra's syntax. -m/--multirun: one study per combination of a,b values.",
+        "--cfg job: print the resolved config (YAML) and stop.",
         "--config-dir DIR (or $HALLU_CONFIG_DIR): your own options, e.g. DIR/model/mine.yaml.",
         "",
         "Config groups (* = default):",
