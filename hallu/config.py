@@ -430,9 +430,25 @@ def validate(raw: dict[str, Any], overrides: list[str] | None = None) -> Config:
 
     `overrides`: the command line it came from, so a suggested key comes with its option."""
     try:
-        return Config.model_validate(raw)
+        cfg = Config.model_validate(raw)
     except ValidationError as err:
         raise UserError(_format_validation_error(err, overrides)) from None
+    _check_gpu_reservation(cfg.cluster)
+    return cfg
+
+
+def _check_gpu_reservation(cluster: ClusterCfg) -> None:
+    """Ray workers priced on GPUs must reserve them: an actor with num_gpus=0 sees no GPU (Ray
+    hides them) and runs on the CPU, so the plan's time and cost would describe another run.
+    cluster=local is exempt: its one replica uses the GPU it finds (model.device)."""
+    if cluster.kind == "local" or cluster.gpu is None or cluster.resources.num_gpus > 0:
+        return
+    raise UserError(
+        f"cluster.gpu={cluster.gpu} prices {cluster.num_workers} worker(s) on {cluster.gpu} "
+        f"GPUs, but cluster={cluster.kind} reserves cluster.resources.num_gpus=0 for each, so "
+        "they would run on the CPU. Fix: cluster.resources.num_gpus=1 (or cluster.gpu=null for "
+        "CPU workers)"
+    )
 
 
 def compose(overrides: list[str], config_dir: str | None = None) -> Config:

@@ -10,6 +10,7 @@ options of a group define comes with the option that defines it
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +50,17 @@ def closest(word: str, candidates: list[str]) -> str | None:
 
 def defaults(conf: Path = CONF_DIR) -> dict[str, str]:
     """Group -> option chosen by config.yaml's defaults list (groups not there have no default)."""
+    return dict(_defaults(conf))
+
+
+@lru_cache(maxsize=8)  # read once per process: a table of typos asks for it hundreds of times
+def _defaults(conf: Path) -> tuple[tuple[str, str], ...]:
     from omegaconf import OmegaConf
 
     raw = OmegaConf.to_container(OmegaConf.load(conf / "config.yaml"))
-    return {k: v for d in raw.get("defaults", []) if isinstance(d, dict) for k, v in d.items()}
+    return tuple(
+        (k, v) for d in raw.get("defaults", []) if isinstance(d, dict) for k, v in d.items()
+    )
 
 
 def _flatten(prefix: str, node: Any, out: set[str]) -> None:
@@ -66,11 +74,17 @@ def _flatten(prefix: str, node: Any, out: set[str]) -> None:
 
 def key_sources(config_dir: str | None = None) -> tuple[list[str], dict[str, set[str]]]:
     """(config groups, dotted key -> the options that define it; '' = config.yaml, always there)."""
+    groups, sources = _key_sources(tuple(config_dirs(config_dir)))
+    return list(groups), {k: set(v) for k, v in sources.items()}
+
+
+@lru_cache(maxsize=8)  # per set of directories; the files do not change while hallu runs
+def _key_sources(dirs: tuple[Path, ...]) -> tuple[tuple[str, ...], dict[str, frozenset[str]]]:
     from omegaconf import OmegaConf
 
     sources: dict[str, set[str]] = {k: {""} for k in ALWAYS}
     groups: set[str] = set()
-    for d in config_dirs(config_dir):
+    for d in dirs:
         if (d / "config.yaml").is_file():
             mine: set[str] = set()
             _flatten("", OmegaConf.to_container(OmegaConf.load(d / "config.yaml")), mine)
@@ -83,7 +97,7 @@ def key_sources(config_dir: str | None = None) -> tuple[list[str], dict[str, set
                 _flatten(g.name, OmegaConf.to_container(OmegaConf.load(f)), mine)
                 for k in mine:
                     sources.setdefault(k, set()).add(f"{g.name}={f.stem}")
-    return sorted(groups), sources
+    return tuple(sorted(groups)), {k: frozenset(v) for k, v in sources.items()}
 
 
 def known_keys(config_dir: str | None = None) -> tuple[list[str], list[str]]:

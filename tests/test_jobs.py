@@ -40,6 +40,7 @@ def _job_args(moto, head, run_id: str) -> list[str]:
         "cluster.num_workers=1",
         "cluster.resources.num_cpus=1",
         "cluster.resources.num_gpus=0",
+        "cluster.gpu=null",  # CPU workers: nothing to price (a GPU kind would be refused)
         f"run_id={run_id}",
         *moto.overrides("jobs"),
     ]
