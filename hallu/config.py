@@ -496,7 +496,8 @@ def _format_hydra_error(
         group = m.group(1)
         typed = next((a for a in overrides or [] if re.match(rf"\+{group}=", a)), None)
         if typed:
-            return f"{typed}: {group} has a default option; choose it without '+': {typed[1:]}"
+            fix = typed[1:]
+            return f"{typed}: {group} has a default option, chosen without '+'; did you mean {fix}?"
         return f"{group} is chosen twice; keep one {group}=NAME"
     if "Missing mandatory value" in text:
         key = getattr(err, "full_key", None) or text.split(":")[-1].strip()

@@ -94,7 +94,9 @@ def _key_sources(dirs: tuple[Path, ...]) -> tuple[tuple[str, ...], dict[str, fro
             groups.add(g.name)
             for f in g.glob("*.yaml"):
                 mine = set()
-                _flatten(g.name, OmegaConf.to_container(OmegaConf.load(f)), mine)
+                # `# @package _global_` (protocol/seed.yaml): its keys are top-level ones.
+                top = "@package _global_" in f.read_text().split("\n", 1)[0]
+                _flatten("" if top else g.name, OmegaConf.to_container(OmegaConf.load(f)), mine)
                 for k in mine:
                     sources.setdefault(k, set()).add(f"{g.name}={f.stem}")
     return tuple(sorted(groups)), {k: frozenset(v) for k, v in sources.items()}
