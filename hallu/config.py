@@ -150,7 +150,7 @@ class WorkerResources(_Strict):
 
 class ClusterCfg(_Strict):
     # local: in this process. ray_local: start Ray on this machine. ray: join a running cluster
-    # (address, or $RAY_ADDRESS). lambda/runpod: submit the run as a Ray Job (jobs/, infra/).
+    # (address, or $RAY_ADDRESS). lambda/runpod: submit the run as a Ray Job (hallu jobs, infra/).
     kind: Literal["local", "ray_local", "ray", "lambda", "runpod"] = "local"
     # ray: a Ray address (auto, HOST:6379); lambda/runpod: the job server (dashboard) URL.
     address: str | None = None

@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from hallu.conf_paths import CONF_DIR, config_dirs
+from hallu.conf_paths import CONF_DIR, config_dirs, group_options
 
 # Keys every config has although config.yaml may not spell them out (pydantic's defaults).
 ALWAYS = {"mode", "run_id", "seed"}
@@ -146,8 +146,12 @@ def did_you_mean(
     groups, sources = key_sources(config_dir)
     bare = key.lstrip("+~")
     tail = f"={value}" if value is not None else ""
-    if "." not in bare and (g := closest(bare, groups)):
-        return f"; did you mean {add_group(g, value)}?" if value else f"; did you mean {g}?"
+    if "." not in bare:
+        # A group only where the value is one of its options (then it wins: `modle=toy` is
+        # model=toy, not mode=toy), so that `moe=run` means mode, not model.
+        fits = [g for g in groups if value is None or value in group_options(g, config_dir)]
+        if g := closest(bare, fits):
+            return f"; did you mean {add_group(g, value)}?" if value else f"; did you mean {g}?"
     now = chosen(overrides or [], groups)
     # The key as typed may exist, only not in what is chosen: then only its option is missing.
     k = bare if bare in sources else closest(bare, sorted(sources))
