@@ -489,7 +489,7 @@ def _format_hydra_error(
         key, value = m.group(1), m.group(2).strip()
         hint = did_you_mean(key, value, config_dir, overrides)
         return f"unknown config key '{key}'" + (
-            hint or "; check its spelling (python -m hallu.launch --help lists the keys)"
+            hint or "; check its spelling (hallu run --help lists the keys)"
         )
     m = re.search(r"Multiple values for (\w+)", text)
     if m:  # `+model=tiny`: the group has a default, so the option is chosen without the +

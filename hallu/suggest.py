@@ -152,9 +152,15 @@ def did_you_mean(
         fits = [g for g in groups if value is None or value in group_options(g, config_dir)]
         if g := closest(bare, fits):
             return f"; did you mean {add_group(g, value)}?" if value else f"; did you mean {g}?"
+        if bare in groups:  # `protocol=default`: Hydra reads NAME=VALUE as a group's choice
+            options = group_options(bare, config_dir)
+            pick = closest(value or "", options) or options[0]
+            return f"; {bare} is a config group: did you mean {add_group(bare, pick)}?"
     now = chosen(overrides or [], groups)
+    # A top-level key named like a group cannot be set as NAME=VALUE (Hydra takes the group).
+    keys = sorted(k for k in sources if k not in groups)
     # The key as typed may exist, only not in what is chosen: then only its option is missing.
-    k = bare if bare in sources else closest(bare, sorted(sources))
+    k = bare if bare in keys else closest(bare, keys)
     if not k:
         return ""
     have = sources[k]
