@@ -1,6 +1,7 @@
 """`hallu status RUN`: per stage, units done / planned, read from what the store records.
 
-RUN is a run directory (storage.root/RUN_ID) or s3://bucket/prefix/RUN_ID. Planned units come
+RUN is a run directory (storage.root/RUN_ID) or s3://bucket/prefix/RUN_ID, or a multirun's
+folder (each of its studies in turn). Planned units come
 from run.json (the patching plan's shards, with their controls, and the behaviour chunks); done
 ones from the done markers (shards) and the stored tables (chunks, mechanism units). Mechanism
 units are not listed in run.json, so only their done count is known. No torch: this runs
@@ -21,6 +22,7 @@ from hallu.errors import EXIT_USER_ERROR, UserError
 # hallu/run/noise.py FILE); spelled here so that reading them needs no torch.
 MECHANISM_KINDS = ("capture", "steer", "patchgen")
 NOISE_FILE = "noise_floor.json"
+MULTIRUN_INDEX = "multirun.json"  # hallu/run/multirun.py INDEX
 
 
 def rows(store: Any) -> list[tuple[str, int, int | None]]:
@@ -77,12 +79,33 @@ def main(argv: list[str]) -> int:
 
     try:
         store = store_at(args.run)
-        table = rows(store)
+        index = store.read_file(MULTIRUN_INDEX) if store.read_meta() is None else None
+        # A multirun's folder: each study in its own folder below it, listed in the index.
+        places = (
+            [f"{args.run.rstrip('/')}/{s['dir']}" for s in json.loads(index)["studies"]]
+            if index
+            else [args.run]
+        )
+        runs = []
+        for place in places:
+            one = store_at(place) if index else store
+            if index and one.read_meta() is None:
+                runs.append((one, None))  # a study of the multirun not started yet
+            else:
+                runs.append((one, rows(one)))
     except UserError as err:
         print(f"hallu: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
     if args.json:
-        print(json.dumps([{"stage": s, "done": d, "planned": p} for s, d, p in table]))
-    else:
-        print(format_rows(store.run_id, store.dir, table))
+        print(json.dumps({
+            one.run_id: None if table is None
+            else [{"stage": s, "done": d, "planned": p} for s, d, p in table]
+            for one, table in runs
+        }))  # fmt: skip
+        return 0
+    for one, table in runs:
+        if table is None:
+            print(f"run {one.run_id} ({one.dir})\n  not started (no run.json yet)")
+        else:
+            print(format_rows(one.run_id, one.dir, table))
     return 0

@@ -41,6 +41,9 @@ class _Tee(io.TextIOBase):
     def encoding(self) -> str:  # type: ignore[override]
         return getattr(self.stream, "encoding", "utf-8")
 
+    def __getattr__(self, name: str) -> Any:  # buffer, errors, ...: the terminal's own
+        return getattr(self.stream, name)
+
 
 @contextmanager
 def tee() -> Iterator[io.StringIO]:
