@@ -6,6 +6,7 @@ install's script may point at another checkout, so the test does not rely on it)
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -77,6 +78,15 @@ def test_hallu_run_is_python_m_hallu_launch_and_status_reads_it(tmp_path):
     # A shard whose done marker is gone is not done: status counts markers, as resume does.
     next((root / "new" / "done").glob("*.json")).unlink()
     assert "3/4 done (75%)" in hallu("status", str(root / "new")).stdout
+    # A multirun's folder: each study of its index (hallu/run/multirun.py), started or not.
+    index = {"version": 1, "argv": [], "studies": [
+        {"run_id": d, "overrides": [], "dir": d, "status": "pending"} for d in ("old", "later")
+    ]}  # fmt: skip
+    (root / "multirun.json").write_text(json.dumps(index))
+    both = hallu("status", str(root))
+    assert both.returncode == 0, both.stderr
+    assert "run old" in both.stdout and "4/4 done (100%)" in both.stdout
+    assert "run later" in both.stdout and "not started" in both.stdout
 
 
 def test_status_of_a_missing_run_is_one_line(tmp_path, capsys):
