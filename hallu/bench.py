@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from hallu.bench_baselines import (
+    TL_MISSING,
     length_groups,
     metric,
     naive_batched,
@@ -288,6 +289,7 @@ def cpu_main(args: argparse.Namespace) -> list[dict]:
 
     model, vocab = cpu_model()
     bridge = None if args.no_tl else transformer_lens_bridge(model, build_tokenizer())
+    tl_status = "off (--no-tl)" if args.no_tl else "yes" if bridge is not None else TL_MISSING
     makers = {
         "a": lambda: random_case("a: random, 32 tokens", 32, vocab),
         "b": lambda: random_case("b: random, 64 tokens", 64, vocab),
@@ -295,7 +297,7 @@ def cpu_main(args: argparse.Namespace) -> list[dict]:
     }
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, CPU; "
-        f"TransformerLens: {'yes' if bridge is not None else 'not installed (or --no-tl)'}"
+        f"TransformerLens: {tl_status}"
     )
     print(
         "cells/s of each baseline, the engine's, and the engine's speed-up over each "

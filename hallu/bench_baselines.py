@@ -71,6 +71,10 @@ def naive_batched(model: torch.nn.Module, pairs, group: list[int], cells=None) -
     return out
 
 
+# What the bench says when the TransformerLens baseline is missing (the `bench` extra).
+TL_MISSING = "not installed (pip install 'hallu[bench]')"
+
+
 def transformer_lens_bridge(model: torch.nn.Module, tokenizer):
     """A TransformerBridge over a copy of `model`, or None when TransformerLens is missing."""
     try:

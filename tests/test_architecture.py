@@ -1,4 +1,4 @@
-"""The package's shape rules that a reader relies on (see /work/shared/DESIGN.md)."""
+"""The package's shape rules that a reader relies on (docs/architecture.md): short functions."""
 
 from __future__ import annotations
 
