@@ -122,3 +122,13 @@ def test_jobs_without_a_job_server_is_one_clear_error():
     refused = hallu("jobs", "submit", *SMALL)
     assert refused.returncode == 2 and "cluster=lambda or cluster=runpod" in refused.stderr
     assert not (REPO / "jobs").exists(), "hallu jobs replaces the jobs/ scripts"
+
+
+def test_console_copy_keeps_each_lines_last_drawing(capsys):
+    from hallu.run.console import clean, tee
+
+    with tee() as copy:
+        print("bar 1/2\rbar 2/2")
+        print("\x1b[31mhallu: red\x1b[0m", file=sys.stderr)
+    assert clean(copy.getvalue()) == "bar 2/2\nhallu: red\n"
+    assert "bar 1/2" in capsys.readouterr().out  # the terminal still got every drawing

@@ -42,6 +42,8 @@ class _Tee(io.TextIOBase):
         return getattr(self.stream, "encoding", "utf-8")
 
     def __getattr__(self, name: str) -> Any:  # buffer, errors, ...: the terminal's own
+        if name in ("stream", "copy"):  # not set yet (a copy being built): no recursion
+            raise AttributeError(name)
         return getattr(self.stream, name)
 
 
