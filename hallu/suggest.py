@@ -63,43 +63,57 @@ def _defaults(conf: Path) -> tuple[tuple[str, str], ...]:
     )
 
 
-def _flatten(prefix: str, node: Any, out: set[str]) -> None:
+def _flatten(prefix: str, node: Any, out: dict[str, str]) -> None:
+    """Dotted key -> its value (as text) for every leaf of a config file."""
     if isinstance(node, dict):
         for k, v in node.items():
             if k != "defaults":
                 _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
     else:
-        out.add(prefix)
+        out[prefix] = repr(node)
 
 
 def key_sources(config_dir: str | None = None) -> tuple[list[str], dict[str, set[str]]]:
     """(config groups, dotted key -> the options that define it; '' = config.yaml, always there)."""
-    groups, sources = _key_sources(tuple(config_dirs(config_dir)))
+    groups, sources, _ = _read(tuple(config_dirs(config_dir)))
     return list(groups), {k: set(v) for k, v in sources.items()}
 
 
+def most_alike(options: set[str], like: str, config_dir: str | None = None) -> str:
+    """Of `options` ('group=name'), the one sharing most values with `like` (then by name): the
+    key cluster.num_workers on cluster=local comes with cluster=ray_local, not a remote one."""
+    values = _read(tuple(config_dirs(config_dir)))[2]
+    mine = values.get(like, {}).items()
+    return min(options, key=lambda o: (-len(mine & values.get(o, {}).items()), o))
+
+
 @lru_cache(maxsize=8)  # per set of directories; the files do not change while hallu runs
-def _key_sources(dirs: tuple[Path, ...]) -> tuple[tuple[str, ...], dict[str, frozenset[str]]]:
+def _read(
+    dirs: tuple[Path, ...],
+) -> tuple[tuple[str, ...], dict[str, frozenset[str]], dict[str, dict[str, str]]]:
+    """(groups, key -> options defining it, option -> its flattened values)."""
     from omegaconf import OmegaConf
 
     sources: dict[str, set[str]] = {k: {""} for k in ALWAYS}
+    values: dict[str, dict[str, str]] = {}
     groups: set[str] = set()
     for d in dirs:
         if (d / "config.yaml").is_file():
-            mine: set[str] = set()
+            mine: dict[str, str] = {}
             _flatten("", OmegaConf.to_container(OmegaConf.load(d / "config.yaml")), mine)
             for k in mine:
                 sources.setdefault(k, set()).add("")
         for g in (p for p in d.iterdir() if p.is_dir() and not p.name.startswith("_")):
             groups.add(g.name)
             for f in g.glob("*.yaml"):
-                mine = set()
+                mine = {}
                 # `# @package _global_` (protocol/seed.yaml): its keys are top-level ones.
                 top = "@package _global_" in f.read_text().split("\n", 1)[0]
                 _flatten("" if top else g.name, OmegaConf.to_container(OmegaConf.load(f)), mine)
+                values[f"{g.name}={f.stem}"] = mine
                 for k in mine:
                     sources.setdefault(k, set()).add(f"{g.name}={f.stem}")
-    return tuple(sorted(groups)), {k: frozenset(v) for k, v in sources.items()}
+    return tuple(sorted(groups)), {k: frozenset(v) for k, v in sources.items()}, values
 
 
 def known_keys(config_dir: str | None = None) -> tuple[list[str], list[str]]:
@@ -166,6 +180,7 @@ def did_you_mean(
     have = sources[k]
     if "" in have or f"{k.split('.')[0]}={now.get(k.split('.')[0])}" in have:
         return "" if k == bare else f"; did you mean {k}{tail}?"
-    option = sorted(have)[0]  # e.g. cluster=ray_local for cluster.num_workers on cluster=local
-    group, name = option.split("=", 1)
+    group = k.split(".")[0]
+    option = most_alike(set(have), f"{group}={now.get(group)}", config_dir)
+    name = option.split("=", 1)[1]
     return f"; did you mean {add_group(group, name)} {k}{tail}?"
