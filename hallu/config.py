@@ -483,7 +483,9 @@ def _format_hydra_error(
         fix += ", ".join(options)
         if group == "model":
             fix += ", or keep a preset and set model.name_or_path=<hub id or local directory>"
-        return f"{group}={option}: there is no {group}/{option}.yaml in the configs; {fix}"
+        typed = next((a for a in overrides or [] if a.lstrip("+") == f"{group}={option}"), None)
+        shown = typed or f"{group}={option}"  # as the user typed it, + included
+        return f"{shown}: there is no {group}/{option}.yaml in the configs; {fix}"
     m = re.search(r"Could not override '([^']+)'.*?use \+[^=]+=(.*)$", text, re.S)
     if m:
         key, value = m.group(1), m.group(2).strip()
