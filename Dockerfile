@@ -25,9 +25,8 @@ COPY pyproject.toml README.md ./
 COPY hallu ./hallu
 RUN pip wheel --no-deps -w /tmp/dist . && pip install -c /tmp/runtime.txt /tmp/dist/hallu-*.whl \
     && rm -rf /opt/hallu/hallu /tmp/dist \
-    && cd / && python -c "import hallu.run.ray, hallu.store.s3, hallu.run.jobs, hallu.conf"
-# The Ray Job entry point (jobs/entry.py) and the cluster scripts stay as files.
-COPY jobs ./jobs
+    && cd / && python -c "import hallu.run.ray, hallu.store.s3, hallu.run.jobs_cli, hallu.conf" && hallu --help
+# The cluster scripts stay as files (the job commands are `hallu jobs ...`, in the wheel).
 COPY infra ./infra
 
 # Weights are staged per node at run time (infra/stage_weights.sh), never baked in.

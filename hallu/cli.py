@@ -10,9 +10,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from hallu.config import CONF_DIR, group_options
 from hallu.errors import UserError
+from hallu.suggest import closest, defaults, edit_distance, known_keys
+
+# Re-exported for callers and tests that import them from the command line's module.
+__all__ = ["Args", "closest", "edit_distance", "help_text", "key_docs", "parse", "quiet_libraries"]
 
 
 @dataclass
@@ -21,6 +25,29 @@ class Args:
     config_dir: str | None = None
     multirun: bool = False
     help: bool = False
+    cfg_job: bool = False  # --cfg job: print the resolved config and stop
+
+
+# Hydra's own flags, which hallu's compose API does not run: what to type instead, one line each.
+HYDRA_FLAGS = {
+    "--cfg": "hallu prints no Hydra runtime config; --cfg job prints the resolved config",
+    "-c": "hallu prints no Hydra runtime config; --cfg job prints the resolved config",
+    "--info": "use --cfg job (the resolved config) or --help (groups, options and keys)",
+    "-i": "use --cfg job (the resolved config) or --help (groups, options and keys)",
+    "--shell-completion": "hallu has no shell completion; --help lists every group and key",
+    "-sc": "hallu has no shell completion; --help lists every group and key",
+    "--hydra-help": "use --help: it lists hallu's groups, options and keys",
+    "--resolve": "--cfg job prints the config already resolved",
+    "--package": "--cfg job prints the whole resolved config",
+    "-p": "--cfg job prints the whole resolved config",
+    "--config-path": "use --config-dir DIR: your options beside the packaged ones",
+    "-cp": "use --config-dir DIR: your options beside the packaged ones",
+    "--config-name": "use --config-dir DIR: your options beside the packaged ones",
+    "-cn": "use --config-dir DIR: your options beside the packaged ones",
+    "--run": "runs are the default; -m/--multirun sweeps",
+    "-r": "runs are the default; -m/--multirun sweeps",
+    "--experimental-rerun": "rerun with the same run_id=ID: finished work is kept",
+}
 
 
 def parse(argv: list[str]) -> Args:
@@ -38,78 +65,22 @@ def parse(argv: list[str]) -> Args:
                 raise UserError(f"{a} needs a directory: {a} DIR")
         elif a.startswith("--config-dir="):
             out.config_dir = a.split("=", 1)[1]
+        elif a in ("--cfg", "-c") or a.split("=", 1)[0] in ("--cfg", "-c"):
+            what = a.split("=", 1)[1] if "=" in a else next(it, "")
+            if what != "job":
+                shown = a if "=" in a else f"{a} {what}".rstrip()
+                raise UserError(f"{shown}: {HYDRA_FLAGS['--cfg']}")
+            out.cfg_job = True
+        elif a.split("=", 1)[0] in HYDRA_FLAGS:
+            raise UserError(f"{a}: {HYDRA_FLAGS[a.split('=', 1)[0]]}")
         elif a.startswith("-") and "=" not in a:
             raise UserError(
-                f"unknown flag {a!r}; hallu takes --config-dir DIR, -m/--multirun, --help "
-                "and Hydra overrides key=value"
+                f"unknown flag {a!r}; hallu takes --config-dir DIR, -m/--multirun, --cfg job, "
+                "--help and Hydra overrides key=value"
             )
         else:
             out.overrides.append(a)
     return out
-
-
-# --- "did you mean": edit distance over the keys and options that exist -----------------------
-
-
-def edit_distance(a: str, b: str) -> int:
-    """Levenshtein distance (insertions, deletions, substitutions), case-insensitive."""
-    a, b = a.lower(), b.lower()
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
-
-
-def closest(word: str, candidates: list[str]) -> str | None:
-    """The nearest candidate within max(2, len/3) edits, or None (no advice beats wrong advice)."""
-    if not candidates:
-        return None
-    best = min(candidates, key=lambda c: (edit_distance(word, c), c))
-    return best if edit_distance(word, best) <= max(2, len(word) // 3) else None
-
-
-def _flatten(prefix: str, node: Any, out: set[str]) -> None:
-    if isinstance(node, dict):
-        for k, v in node.items():
-            if k != "defaults":
-                _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
-    else:
-        out.add(prefix)
-
-
-def known_keys(config_dir: str | None = None) -> tuple[list[str], list[str]]:
-    """(config groups, every dotted key of config.yaml and of every group option)."""
-    from omegaconf import OmegaConf
-
-    from hallu.config import config_dirs
-
-    keys: set[str] = set()
-    groups: set[str] = set()
-    for d in config_dirs(config_dir):
-        if (d / "config.yaml").is_file():
-            _flatten("", OmegaConf.to_container(OmegaConf.load(d / "config.yaml")), keys)
-        for g in (p for p in d.iterdir() if p.is_dir() and not p.name.startswith("_")):
-            groups.add(g.name)
-            for f in g.glob("*.yaml"):
-                _flatten(g.name, OmegaConf.to_container(OmegaConf.load(f)), keys)
-    return sorted(groups), sorted(keys | {"mode", "run_id", "seed"})
-
-
-def did_you_mean(key: str, value: str | None, config_dir: str | None = None) -> str:
-    """' Did you mean model=toy?' for an unknown key, or '' when nothing is close."""
-    groups, keys = known_keys(config_dir)
-    bare = key.lstrip("+~")
-    tail = f"={value}" if value is not None else ""
-    if "." not in bare and (g := closest(bare, groups)):
-        from hallu.config import CONF_DIR
-
-        plus = "" if g in _defaults(CONF_DIR) else "+"  # a group without a default is added
-        return f"; did you mean {plus}{g}{tail}?"
-    k = closest(bare, keys)
-    return f"; did you mean {k}{tail}?" if k else ""
 
 
 # --- --help, generated from the config directories ---------------------------------------------
@@ -142,29 +113,22 @@ def key_docs(path: Path) -> dict[str, str]:
     return docs
 
 
-def _defaults(conf: Path) -> dict[str, str]:
-    from omegaconf import OmegaConf
-
-    raw = OmegaConf.to_container(OmegaConf.load(conf / "config.yaml"))
-    return {k: v for d in raw.get("defaults", []) if isinstance(d, dict) for k, v in d.items()}
-
-
 def help_text(config_dir: str | None = None) -> str:
-    from hallu.config import CONF_DIR, group_options
-
     groups, _ = known_keys(config_dir)
-    defaults = _defaults(CONF_DIR)
+    chosen = defaults(CONF_DIR)
     out = [
-        "usage: python -m hallu.launch [--config-dir DIR] [-m] [group=option ...] [key=value ...]",
+        "usage: hallu run [--config-dir DIR] [-m] [--cfg job] [group=option ...] [key=value ...]",
+        "       (also python -m hallu.launch ...; hallu plan ... = mode=plan)",
         "",
         "Overrides use Hydra's syntax. -m/--multirun: one study per combination of a,b values.",
+        "--cfg job: print the resolved config (YAML) and stop.",
         "--config-dir DIR (or $HALLU_CONFIG_DIR): your own options, e.g. DIR/model/mine.yaml.",
         "",
         "Config groups (* = default):",
     ]
     for g in groups:
-        opts = [o + ("*" if defaults.get(g) == o else "") for o in group_options(g, config_dir)]
-        how = f"{g}=NAME" if g in defaults else f"+{g}=NAME (adds it; no default)"
+        opts = [o + ("*" if chosen.get(g) == o else "") for o in group_options(g, config_dir)]
+        how = f"{g}=NAME" if g in chosen else f"+{g}=NAME (adds it; no default)"
         if g == "sweep":
             how = "+sweep=NAME (replaces the default sweep)"
         out.append(f"  {how:44s} {', '.join(opts)}")

@@ -9,21 +9,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+# Where configs come from is hallu/conf_paths.py; these names are re-exported from here.
+from hallu.conf_paths import (  # noqa: F401
+    CONF_DIR,
+    CONFIG_DIR_ENV,
+    config_dirs,
+    group_options,
+    user_config_dir,
+)
 from hallu.errors import UserError
-
-# The packaged configs (Hydra's pkg://hallu.conf). A user's own directory (--config-dir DIR or
-# $HALLU_CONFIG_DIR) is added to Hydra's search path: its files add options to the packaged groups
-# (model/mine.yaml -> model=mine). Hydra would silently prefer a packaged file of the same name, so
-# such a clash is refused.
-CONF_DIR = Path(__file__).resolve().parent / "conf"
-CONFIG_DIR_ENV = "HALLU_CONFIG_DIR"
+from hallu.suggest import add_group, closest, did_you_mean, hydra_value
 
 Direction = Literal["restore_confidence", "induce_tentativeness"]
 # Which condition's activations are patched into which condition's run, per direction.
@@ -150,7 +150,7 @@ class WorkerResources(_Strict):
 
 class ClusterCfg(_Strict):
     # local: in this process. ray_local: start Ray on this machine. ray: join a running cluster
-    # (address, or $RAY_ADDRESS). lambda/runpod: submit the run as a Ray Job (jobs/, infra/).
+    # (address, or $RAY_ADDRESS). lambda/runpod: submit the run as a Ray Job (hallu jobs, infra/).
     kind: Literal["local", "ray_local", "ray", "lambda", "runpod"] = "local"
     # ray: a Ray address (auto, HOST:6379); lambda/runpod: the job server (dashboard) URL.
     address: str | None = None
@@ -387,15 +387,14 @@ _HINTS = {
 _ALIASES = {"fp16": "float16", "half": "float16", "fp32": "float32", "bf16": "bfloat16"}
 
 
-def _format_validation_error(err: ValidationError) -> str:
+def _format_validation_error(err: ValidationError, overrides: list[str] | None = None) -> str:
     lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"] if not str(p).startswith(("literal[", "list[")))
         key = re.sub(r"\.(str|int|function-after\[.*?\])", "", key)
         if e["type"] == "extra_forbidden":
-            from hallu.cli import did_you_mean
-
-            hint = did_you_mean(key, None)
+            given = e.get("input")
+            hint = did_you_mean(key, hydra_value(given), overrides=overrides)
             lines.append(
                 f"unknown config key '{key}'" + (hint or ": remove it or check its spelling")
             )
@@ -412,8 +411,6 @@ def _format_validation_error(err: ValidationError) -> str:
         )
         msg = f"config key '{key}': {e['msg']} (got {given!r})"
         if e["type"] == "literal_error" and isinstance(given, str):
-            from hallu.cli import closest
-
             allowed = re.findall(r"'([^']*)'", str(e.get("ctx", {}).get("expected", "")))
             near = _ALIASES.get(given.lower()) or closest(given, allowed)
             hint = f"did you mean {key}={near}?" if near in allowed else hint
@@ -428,45 +425,30 @@ def _format_validation_error(err: ValidationError) -> str:
     return "invalid configuration:\n  " + "\n  ".join(unique)
 
 
-def validate(raw: dict[str, Any]) -> Config:
-    """Turn a composed config dict into a `Config`, or raise one `UserError` naming the keys."""
+def validate(raw: dict[str, Any], overrides: list[str] | None = None) -> Config:
+    """Turn a composed config dict into a `Config`, or raise one `UserError` naming the keys.
+
+    `overrides`: the command line it came from, so a suggested key comes with its option."""
     try:
-        return Config.model_validate(raw)
+        cfg = Config.model_validate(raw)
     except ValidationError as err:
-        raise UserError(_format_validation_error(err)) from None
+        raise UserError(_format_validation_error(err, overrides)) from None
+    _check_gpu_reservation(cfg.cluster)
+    return cfg
 
 
-def user_config_dir(config_dir: str | None = None) -> Path | None:
-    """The user's extra config directory: the argument, else $HALLU_CONFIG_DIR, else None."""
-    given = config_dir or os.environ.get(CONFIG_DIR_ENV)
-    if not given:
-        return None
-    path = Path(given).expanduser().resolve()
-    if not path.is_dir():
-        where = "--config-dir" if config_dir else f"${CONFIG_DIR_ENV}"
-        raise UserError(f"{where}={given}: no such directory; give a directory of config groups")
-    clashes = sorted(
-        str(f.relative_to(path))
-        for f in path.glob("*/*.yaml")
-        if (CONF_DIR / f.relative_to(path)).exists()
+def _check_gpu_reservation(cluster: ClusterCfg) -> None:
+    """Ray workers priced on GPUs must reserve them: an actor with num_gpus=0 sees no GPU (Ray
+    hides them) and runs on the CPU, so the plan's time and cost would describe another run.
+    cluster=local is exempt: its one replica uses the GPU it finds (model.device)."""
+    if cluster.kind == "local" or cluster.gpu is None or cluster.resources.num_gpus > 0:
+        return
+    raise UserError(
+        f"cluster.gpu={cluster.gpu} prices {cluster.num_workers} worker(s) on {cluster.gpu} "
+        f"GPUs, but cluster={cluster.kind} reserves cluster.resources.num_gpus=0 for each, so "
+        "they would run on the CPU. Fix: cluster.resources.num_gpus=1 (or cluster.gpu=null for "
+        "CPU workers)"
     )
-    if clashes:
-        raise UserError(
-            f"config dir {path}: {', '.join(clashes)} has the name of a packaged config, which "
-            "Hydra would use instead; rename yours (e.g. model/my_toy.yaml -> model=my_toy)"
-        )
-    return path
-
-
-def config_dirs(config_dir: str | None = None) -> list[Path]:
-    """Where configs come from: the user's directory (if any), then the packaged one."""
-    user = user_config_dir(config_dir)
-    return ([user] if user else []) + [CONF_DIR]
-
-
-def group_options(group: str, config_dir: str | None = None) -> list[str]:
-    """Every option of a config group, packaged and the user's own."""
-    return sorted({p.stem for d in config_dirs(config_dir) for p in (d / group).glob("*.yaml")})
 
 
 def compose(overrides: list[str], config_dir: str | None = None) -> Config:
@@ -484,33 +466,41 @@ def compose(overrides: list[str], config_dir: str | None = None) -> Config:
             cfg = hydra_compose("config", overrides=search + list(overrides))
         raw = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except (HydraException, OmegaConfBaseException) as err:
-        raise UserError(_format_hydra_error(err, config_dir)) from None
-    return validate(raw)  # type: ignore[arg-type]
+        raise UserError(_format_hydra_error(err, config_dir, overrides)) from None
+    return validate(raw, overrides)  # type: ignore[arg-type]
 
 
-def _format_hydra_error(err: Exception, config_dir: str | None = None) -> str:
+def _format_hydra_error(
+    err: Exception, config_dir: str | None = None, overrides: list[str] | None = None
+) -> str:
     text = str(err).split("\nConfig search path:")[0].strip()
     m = re.search(r"Could not find '(\w+)/([^']+)'", text)
     if m:
         group, option = m.groups()
         options = group_options(group, config_dir)
-        from hallu.cli import closest
-
         near = closest(option, options)
-        fix = f"did you mean {group}={near}? Options: " if near else "choose one of "
+        fix = f"did you mean {add_group(group, near)}? Options: " if near else "choose one of "
         fix += ", ".join(options)
         if group == "model":
             fix += ", or keep a preset and set model.name_or_path=<hub id or local directory>"
-        return f"{group}={option}: there is no {group}/{option}.yaml in the configs; {fix}"
+        typed = next((a for a in overrides or [] if a.lstrip("+") == f"{group}={option}"), None)
+        shown = typed or f"{group}={option}"  # as the user typed it, + included
+        return f"{shown}: there is no {group}/{option}.yaml in the configs; {fix}"
     m = re.search(r"Could not override '([^']+)'.*?use \+[^=]+=(.*)$", text, re.S)
     if m:
-        from hallu.cli import did_you_mean
-
         key, value = m.group(1), m.group(2).strip()
-        hint = did_you_mean(key, value, config_dir)
+        hint = did_you_mean(key, value, config_dir, overrides)
         return f"unknown config key '{key}'" + (
-            hint or "; check its spelling (python -m hallu.launch --help lists the keys)"
+            hint or "; check its spelling (hallu run --help lists the keys)"
         )
+    m = re.search(r"Multiple values for (\w+)", text)
+    if m:  # `+model=tiny`: the group has a default, so the option is chosen without the +
+        group = m.group(1)
+        typed = next((a for a in overrides or [] if re.match(rf"\+{group}=", a)), None)
+        if typed:
+            fix = typed[1:]
+            return f"{typed}: {group} has a default option, chosen without '+'; did you mean {fix}?"
+        return f"{group} is chosen twice; keep one {group}=NAME"
     if "Missing mandatory value" in text:
         key = getattr(err, "full_key", None) or text.split(":")[-1].strip()
         return f"config key '{key}' has no value: set {key}=..."

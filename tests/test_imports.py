@@ -35,6 +35,8 @@ GROUPS = {
         ["hallu.config", "hallu.prompts", "hallu.shape", "hallu.run.plan", "hallu.behavior.schema"]
         + ["hallu.cli", "hallu.run.gpus", "hallu.run.estimate", "hallu.run.offline_plan"]
         + ["hallu.run.multirun", "hallu.run.units", "hallu.mechanism.schema"]
+        + ["hallu.run.jobs_cli", "hallu.run.console"]
+        + ["hallu.commands", "hallu.status", "hallu.suggest", "hallu.conf_paths"]
         + [m for p in ("hallu.store", "hallu.analysis", "hallu.report") for m in _modules(p)],
         NO_TORCH,
     ),
@@ -77,3 +79,9 @@ def test_the_check_sees_a_forbidden_import():
     assert "hallu.store" in loaded_after_import(["hallu.run.worker"], NO_CLUSTER)
     assert "hallu.run" in loaded_after_import(["hallu.run.units"], NOTHING_ABOVE)
     assert len(GROUPS["no torch"][0]) > 15 and len(GROUPS["no cluster or store"][0]) > 12
+
+
+def test_config_never_imports_the_command_line():
+    # The command line is the top layer: it imports config, never the reverse (no circle).
+    assert loaded_after_import(["hallu.config", "hallu.suggest"], ["hallu.cli"]) == []
+    assert "hallu.config" in loaded_after_import(["hallu.cli"], ["hallu.config"])

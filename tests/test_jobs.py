@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -26,8 +25,6 @@ from .cluster_fixtures import (
     sorted_rows,
 )
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 @pytest.fixture(scope="module")
 def services():
@@ -43,6 +40,7 @@ def _job_args(moto, head, run_id: str) -> list[str]:
         "cluster.num_workers=1",
         "cluster.resources.num_cpus=1",
         "cluster.resources.num_gpus=0",
+        "cluster.gpu=null",  # CPU workers: nothing to price (a GPU kind would be refused)
         f"run_id={run_id}",
         *moto.overrides("jobs"),
     ]
@@ -78,7 +76,7 @@ def test_submitted_job_runs_the_sweep_on_the_cluster(services, tmp_path):
     assert sorted_rows(got).equals(local_reference(cfg, tmp_path, plan))
 
     listed = subprocess.run(
-        [sys.executable, os.path.join(REPO, "jobs", "list.py"), "--address", head.dashboard_url],
+        [sys.executable, "-m", "hallu", "jobs", "list", "--address", head.dashboard_url],
         capture_output=True,
         text=True,
         timeout=60,
@@ -90,7 +88,7 @@ def test_submitted_job_runs_the_sweep_on_the_cluster(services, tmp_path):
     # Without the token the job server refuses, and the command says how to fix it.
     no_token = head.client_env(with_token=False)
     refused = subprocess.run(
-        [sys.executable, os.path.join(REPO, "jobs", "list.py"), "--address", head.dashboard_url],
+        [sys.executable, "-m", "hallu", "jobs", "list", "--address", head.dashboard_url],
         capture_output=True,
         text=True,
         timeout=60,

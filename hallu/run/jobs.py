@@ -161,8 +161,8 @@ def follow(jobs: Any, sid: str, poll_s: float = 2.0) -> int:
             time.sleep(poll_s)
     except KeyboardInterrupt:
         print(
-            f"\nhallu: detached; {sid} keeps running. Follow: python jobs/follow.py {sid}; "
-            f"stop: python jobs/stop.py {sid}",
+            f"\nhallu: detached; {sid} keeps running. Follow: hallu jobs follow {sid}; "
+            f"stop: hallu jobs stop {sid}",
             file=sys.stderr,
         )
         return 130

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 from hallu.errors import EXIT_USER_ERROR, UserError
 
 if TYPE_CHECKING:
+    from io import StringIO
+
     from hallu.behavior.schema import Chunk
     from hallu.config import Config
     from hallu.run.local import LocalPool
@@ -40,6 +42,13 @@ def main(argv: list[str]) -> int:
             from hallu.cli import help_text
 
             print(help_text(args.config_dir))
+            return 0
+        if args.cfg_job:  # Hydra's --cfg job: the resolved config, nothing else
+            if args.multirun:
+                raise UserError("--cfg job prints one config; drop -m (or give single values)")
+            from hallu.config import compose
+
+            _print_config(compose(args.overrides, args.config_dir))
             return 0
         if args.multirun:
             from hallu.run.multirun import run
@@ -67,6 +76,14 @@ def _run(argv: list[str], config_dir: str | None = None) -> int:
 
 
 def _run_study(cfg: Config) -> int:
+    """The study, its console output also saved as the run's console.log (hallu/run/console.py)."""
+    from hallu.run.console import tee
+
+    with tee() as log:
+        return _study(cfg, log)
+
+
+def _study(cfg: Config, log: StringIO) -> int:
     """Validate and plan every asked experiment (no weights), then run them under one lease."""
     from hallu.cli import quiet_libraries
 
@@ -118,6 +135,9 @@ def _run_study(cfg: Config) -> int:
             _run_mechanism(prep, store, run_meta, pool)
     finally:
         pool.close()
+        from hallu.run.console import save
+
+        save(store, log)  # before the lease goes: no other driver writes the run meanwhile
         store.lease.release()
     print(f"report: python -m hallu.report {store.dir}")
     return 0
@@ -241,17 +261,21 @@ def _behavior_summary(
 
 def _plan(cfg: Config) -> int:
     """mode=plan: the resolved config, the work plan and its estimate; loads no weights."""
-    from omegaconf import OmegaConf
-
     from hallu.run.offline_plan import format_estimate, plan_and_estimate
 
     plan, est = plan_and_estimate(cfg)
-    print("# resolved config")
-    print(OmegaConf.to_yaml(cfg.model_dump()))
+    _print_config(cfg)
     if plan is not None:
         _print_plan(plan)
     print("\n".join(format_estimate(cfg, est)))
     return 0
+
+
+def _print_config(cfg: Config) -> None:
+    from omegaconf import OmegaConf
+
+    print("# resolved config")
+    print(OmegaConf.to_yaml(cfg.model_dump()))
 
 
 def _print_plan(plan: Plan) -> None:
