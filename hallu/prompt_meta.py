@@ -18,7 +18,7 @@ from typing import Any
 
 from hallu.config import PromptsCfg
 from hallu.errors import UserError
-from hallu.prompts import read_rows
+from hallu.prompts import numbered, read_rows, row_text
 
 CONDITION_STRENGTH = {"certain": 1, "neutral": 0, "uncertain": -1}
 
@@ -47,9 +47,8 @@ def load_prompt_rows(cfg: PromptsCfg) -> list[PromptRow]:
     to_cond = {label: cond for cond, label in cfg.conditions.model_dump().items()}
     out = []
     for row in rows:
-        pid, label, text = (
-            str(row.get(cols[k]) or "").strip() for k in ("pair_id", "condition", "text")
-        )
+        pid, label = (str(row.get(cols[k]) or "").strip() for k in ("pair_id", "condition"))
+        text = row_text(row, cols)
         cond = to_cond.get(label)
         strength = row.get("strength")
         at = str(row.get("marker_at") or "").strip()
@@ -81,7 +80,7 @@ def check_ladder(
     fix = "regenerate hallu's sets with `python -m hallu.prompt_sets write`, or fix the file"
     strength_of: dict[str, int] = {}
     rungs_of: dict[str, set[str]] = {}
-    for i, row in enumerate(rows, start=2):
+    for i, row in numbered(rows):
         label = str(row.get(cols["condition"]) or "").strip()
         raw = str(row.get("strength") or "").strip()
         try:
