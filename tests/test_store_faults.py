@@ -219,13 +219,19 @@ def test_empty_s3_lease_is_one_line_while_fresh_and_stale_after_its_ttl(moto):
     assert "empty or unreadable" in (stale(unreadable(time.time() - TTL - 1)) or "")
 
 
+@pytest.mark.parametrize(
+    "content",
+    [b"", b'{"token": "t", "renew', b'{"renewed": "soon"}', b"\xff\xfe"],
+    ids=["empty", "cut", "no-hallu-note", "not-utf8"],
+)
 def test_empty_local_lease_is_one_line_while_fresh_and_taken_over_after_its_ttl(
-    tmp_path: Path, capsys
+    tmp_path: Path, capsys, content: bytes
 ):
-    """Before: taken over at once, even if a launch had just written it."""
+    """Before: an empty one taken over at once, even if a launch had just written it; a note
+    with a non-number `renewed` a ValueError traceback."""
     path = tmp_path / "runs" / "e" / ".lease"
     path.parent.mkdir(parents=True)
-    path.write_bytes(b"")
+    path.write_bytes(content)
     store = LocalStore(tmp_path / "runs", "e")
     with pytest.raises(UserError, match=r"e/\.lease is empty or unreadable .* in 1[12]\d s"):
         store.lease.acquire("e")

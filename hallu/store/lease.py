@@ -2,10 +2,13 @@
 
 The lease is a small JSON note `{token, pid, host, started, renewed, ttl}` at `<run>/.lease`
 (local: a lock file created with O_EXCL; S3: an object created with `If-None-Match: *`, renewed
-and released with `If-Match` on its ETag). The driver renews it every `ttl / 4` seconds. A lease is
-stale, and taken over with a warning, when its owner's process is gone (same host) or it has not
-been renewed for `ttl` seconds (any host). Workers check it before storing a shard (`check_writer`):
-a worker whose driver is gone, or whose run was taken over, stores nothing.
+and released with `If-Match` on its ETag). The driver renews it every `ttl / 4` seconds (a failed
+renewal is tried again every few seconds). A lease is stale, and taken over with a warning, when
+its owner's process is gone (same host) or it has not been renewed for `ttl` seconds (any host);
+an empty or unreadable lease counts as renewed when it was last written. A create or renewal that
+landed but whose answer was lost is refused on its retry; reading the lease back and finding our
+own token tells it apart from another launch's. Workers check it before storing a shard
+(`check_writer`): a worker whose driver is gone, or whose run was taken over, stores nothing.
 """
 
 from __future__ import annotations
@@ -215,7 +218,12 @@ def parse_note(raw: bytes) -> dict[str, Any] | None:
         note = json.loads(raw)
     except ValueError:  # JSONDecodeError and UnicodeDecodeError alike
         return None
-    return note if isinstance(note, dict) else None
+    numbers = ("renewed", "started", "ttl")
+    if not isinstance(note, dict) or not isinstance(note.get("pid", -1), int):
+        return None
+    if not all(isinstance(note.get(k, 0), int | float) for k in numbers):
+        return None  # a note no hallu wrote: the ages it implies would be nonsense
+    return note
 
 
 class LocalLease(Lease):
