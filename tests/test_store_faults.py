@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from hallu.errors import UserError
-from hallu.store.lease import TTL, stale, unreadable
+from hallu.store.lease import RENEW_RETRY_S, TTL, stale, unreadable
 from hallu.store.local import LocalStore
 from hallu.store.s3 import S3Store
 
@@ -58,6 +58,14 @@ def _read_request(conn: socket.socket) -> bytes | None:
     return head + b"\r\n\r\n" + body
 
 
+def _answer_500() -> bytes:
+    return (
+        b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/xml\r\n"
+        + f"Content-Length: {len(ERROR_500)}\r\nConnection: close\r\n\r\n".encode()
+        + ERROR_500
+    )
+
+
 def _close_each(request: bytes) -> bytes:
     """The request with `Connection: close`, so upstream's answer ends at EOF."""
     head, body = request.split(b"\r\n\r\n", 1)
@@ -75,6 +83,8 @@ class FaultProxy:
         self.target = (host, int(port))
         self.hang = hang
         self.lose: Callable[[bytes], bool] = lambda _request: False
+        self.refuse: Callable[[bytes], bool] = lambda _request: False  # 500, not forwarded
+        self.refused: list[bytes] = []
         self.lost: list[bytes] = []  # request lines whose answers were replaced
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
@@ -111,14 +121,14 @@ class FaultProxy:
                 while conn.recv(65536):  # never answer; wait for the client to give up
                     pass
                 return
+            if self.refuse(request):
+                self.refused.append(request.split(b"\r\n", 1)[0])
+                conn.sendall(_answer_500())
+                return
             answer = self._forward(_close_each(request))
             if self.lose(request):
                 self.lost.append(request.split(b"\r\n", 1)[0])
-                answer = (
-                    b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/xml\r\n"
-                    + f"Content-Length: {len(ERROR_500)}\r\nConnection: close\r\n\r\n".encode()
-                    + ERROR_500
-                )
+                answer = _answer_500()
             conn.sendall(answer)
         except OSError:
             pass
@@ -200,6 +210,32 @@ def test_lease_renewal_whose_answer_is_lost_is_recognised_as_ours(moto, proxy):
     finally:
         store.lease.release()
     assert moto.keys("lost-renew/r/") == [], "released with the current ETag"
+
+
+def test_failed_renewal_is_tried_again_within_the_ttl(moto, proxy):
+    """The store answers the renewal due at ttl/4 with 500s: the renewer tries again 5 s later
+    (RENEW_RETRY_S) instead of a quarter ttl later, and the lease stays this driver's."""
+    store = _store(
+        proxy.url, "renew-retry", "t", "storage.retry_seconds=1", "storage.max_attempts=1"
+    )
+    store.lease.acquire("t")
+    try:
+        start = time.time()
+        first = _note(moto, "renew-retry/t/.lease")["renewed"]
+        due = start + TTL / 4
+
+        def until_due(request: bytes) -> bool:  # every lease PUT until just past the first try
+            return b"/.lease" in request.split(b"\r\n", 1)[0] and time.time() < due + 2
+
+        proxy.refuse = until_due
+        while _note(moto, "renew-retry/t/.lease")["renewed"] == first:
+            assert time.time() - start < TTL / 4 + 4 * RENEW_RETRY_S, "renewed again soon"
+            time.sleep(0.5)
+        assert proxy.refused, "the renewal due at ttl/4 failed"
+        assert time.time() - start < TTL / 2, "not a whole quarter ttl later"
+        store.lease.check_writer()
+    finally:
+        store.lease.release()
 
 
 def test_empty_s3_lease_is_one_line_while_fresh_and_stale_after_its_ttl(moto):
