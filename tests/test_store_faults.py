@@ -213,26 +213,35 @@ def test_lease_renewal_whose_answer_is_lost_is_recognised_as_ours(moto, proxy):
 
 
 def test_failed_renewal_is_tried_again_within_the_ttl(moto, proxy):
-    """The store answers the renewal due at ttl/4 with 500s: the renewer tries again 5 s later
-    (RENEW_RETRY_S) instead of a quarter ttl later, and the lease stays this driver's."""
+    """The store answers the renewal due at ttl/4 with 500s for longer than retry_seconds, so
+    that renewal fails: the renewer tries again RENEW_RETRY_S later (before: a quarter ttl
+    later), and the lease stays this driver's."""
+    retry_s = 3.0
     store = _store(
-        proxy.url, "renew-retry", "t", "storage.retry_seconds=1", "storage.max_attempts=1"
+        proxy.url,
+        "renew-retry",
+        "t",
+        f"storage.retry_seconds={retry_s:g}",
+        "storage.max_attempts=1",
     )
     store.lease.acquire("t")
     try:
         start = time.time()
         first = _note(moto, "renew-retry/t/.lease")["renewed"]
-        due = start + TTL / 4
+        window: list[float] = []  # when the first lease PUT was refused
 
-        def until_due(request: bytes) -> bool:  # every lease PUT until just past the first try
-            return b"/.lease" in request.split(b"\r\n", 1)[0] and time.time() < due + 2
+        def refuse(request: bytes) -> bool:  # lease PUTs, for retry_seconds and a margin
+            if b"/.lease" not in request.split(b"\r\n", 1)[0]:
+                return False
+            window[:] = window or [time.time()]
+            return time.time() < window[0] + retry_s + 1.5
 
-        proxy.refuse = until_due
+        proxy.refuse = refuse
         while _note(moto, "renew-retry/t/.lease")["renewed"] == first:
-            assert time.time() - start < TTL / 4 + 4 * RENEW_RETRY_S, "renewed again soon"
+            assert time.time() - start < TTL / 4 + retry_s + 4 * RENEW_RETRY_S, "renewed again"
             time.sleep(0.5)
-        assert proxy.refused, "the renewal due at ttl/4 failed"
-        assert time.time() - start < TTL / 2, "not a whole quarter ttl later"
+        assert proxy.refused and window[0] - start >= TTL / 4 - 1, "the due renewal failed"
+        assert time.time() - window[0] < retry_s + 3 * RENEW_RETRY_S, "not a quarter ttl later"
         store.lease.check_writer()
     finally:
         store.lease.release()
