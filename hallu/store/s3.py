@@ -86,9 +86,10 @@ class S3Store(ReadsShards):
     @property
     def attempt_s(self) -> float:
         """The socket timeout of one request, and how far past storage.retry_seconds a call may
-        run: derived from retry_seconds (1 to 60 s) so a short deadline is not outlived by
-        botocore's 120 s default read timeout, while a healthy transfer never idles that long."""
-        return min(max(self.cfg.retry_seconds, 1.0), 60.0)
+        run: derived from retry_seconds (5 to 60 s) so a short deadline is not outlived by
+        botocore's 120 s default read timeout, while a healthy transfer never idles that long
+        (and retry_seconds=0, no waiting out outages, still lets a shard upload finish)."""
+        return min(max(self.cfg.retry_seconds, 5.0), 60.0)
 
     def _make_client(self, max_attempts: int, connect_timeout: float) -> Any:
         import boto3
@@ -224,8 +225,8 @@ class S3Store(ReadsShards):
 
         start = time.monotonic()
         try:
-            # Cut off after two attempts' time (the client makes two), however the endpoint hangs.
-            bounded(probe_bucket, 2 * self.attempt_s)
+            # Cut off as every call is (retry_seconds and one attempt), however it hangs.
+            bounded(probe_bucket, self.cfg.retry_seconds + self.attempt_s)
         except (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, NoAnswer) as err:
             raise UserError(
                 f"storage.endpoint_url={self.cfg.endpoint_url}: cannot reach the object store "
