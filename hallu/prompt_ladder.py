@@ -23,7 +23,7 @@ def check_ladder(
     fix = "regenerate hallu's sets with `python -m hallu.prompt_sets write`, or fix the file"
     strength_of: dict[str, int] = {}
     rungs_of: dict[str, set[str]] = {}
-    for i, row in enumerate(rows, start=2):
+    for i, row in numbered(rows):
         label = str(row.get(cols["condition"]) or "").strip()
         raw = str(row.get("strength") or "").strip()
         try:
@@ -70,3 +70,9 @@ def _check_order(path: Path, strength_of: dict[str, int], cfg: PromptsCfg) -> No
             f"prompts.path={path}: strengths must order certain > neutral > uncertain, but "
             f"prompts.conditions gives {s}; swap the conditions or fix the strengths"
         )
+
+
+def numbered(rows: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
+    """(physical line, row) pairs; rows built in code (no `lines`) count from line 2 as a CSV."""
+    lines = getattr(rows, "lines", None) or range(2, len(rows) + 2)
+    return list(zip(lines, rows, strict=True))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from hallu.config import PromptsCfg
 from hallu.prompt_ladder import check_ladder
-from hallu.prompts import read_rows
+from hallu.prompts import read_rows, row_text
 
 CONDITION_STRENGTH = {"certain": 1, "neutral": 0, "uncertain": -1}
 
@@ -44,9 +44,8 @@ def load_prompt_rows(cfg: PromptsCfg) -> list[PromptRow]:
     to_cond = {label: cond for cond, label in cfg.conditions.model_dump().items()}
     out = []
     for row in rows:
-        pid, label, text = (
-            str(row.get(cols[k]) or "").strip() for k in ("pair_id", "condition", "text")
-        )
+        pid, label = (str(row.get(cols[k]) or "").strip() for k in ("pair_id", "condition"))
+        text = row_text(row, cols)
         cond = to_cond.get(label)
         strength = row.get("strength")
         at = str(row.get("marker_at") or "").strip()

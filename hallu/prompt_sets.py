@@ -68,7 +68,8 @@ def data_dir() -> Path:
 
 def builtin_claims() -> list[Claim]:
     """The built-in claims, split at the slot where the built-in set puts its marker."""
-    rows = list(csv.DictReader((data_dir() / "prompts_builtin.csv").open(encoding="utf-8")))
+    with (data_dir() / "prompts_builtin.csv").open(encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))  # newline="": the csv module's own line handling
     texts: dict[str, dict[str, str]] = {}
     truth: dict[str, bool] = {}
     for r in rows:

@@ -13,6 +13,7 @@ unpadded, and its last position is `len(ids) - 1`.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from typing import Any
 
 from hallu.config import PromptsCfg, SweepCfg
 from hallu.errors import UserError
-from hallu.prompt_ladder import check_ladder
+from hallu.prompt_ladder import check_ladder, numbered
 
 CONDITIONS = ("certain", "uncertain", "neutral")
 
@@ -62,7 +63,7 @@ def prompt_path(cfg: PromptsCfg) -> Path:
     return path
 
 
-def read_rows(cfg: PromptsCfg) -> tuple[Path, str, list[dict[str, Any]]]:
+def read_rows(cfg: PromptsCfg) -> tuple[Path, str, Rows]:
     """(path, format, rows) of the prompt file, each row a dict of its columns."""
     path = prompt_path(cfg)
     fmt = cfg.format if cfg.format != "auto" else _guess_format(path)
@@ -92,12 +93,11 @@ def load_pairs(cfg: PromptsCfg) -> list[PromptPair]:
     if ladder:
         check_ladder(path, rows, cols, cfg)
     pairs: dict[str, dict[str, str]] = {}
-    for i, row in enumerate(rows, start=2 if fmt == "csv" else 1):
-        pid, label, text = (
-            str(row.get(cols[k]) or "").strip() for k in ("pair_id", "condition", "text")
-        )
-        where = f"prompts.path={path}, {'line' if fmt == 'csv' else 'record'} {i}"
-        if not pid or not text:
+    for i, row in numbered(rows):
+        pid, label = (str(row.get(cols[k]) or "").strip() for k in ("pair_id", "condition"))
+        text = row_text(row, cols)
+        where = f"prompts.path={path}, line {i}"
+        if not pid or not text.strip():
             raise UserError(f"{where}: empty pair id or text; every row needs both")
         if ladder and label not in label_to_cond:
             continue
@@ -118,6 +118,13 @@ def load_pairs(cfg: PromptsCfg) -> list[PromptPair]:
                 "every pair needs both a certain and an uncertain text"
             )
     return [PromptPair(pid, texts) for pid, texts in pairs.items()]
+
+
+def row_text(row: dict[str, Any], cols: dict[str, str]) -> str:
+    """A row's text exactly as the file holds it: no stripping, so the model sees the bytes
+    the author wrote (a trailing line break or U+2028 included)."""
+    text = row.get(cols["text"])
+    return "" if text is None else str(text)
 
 
 def select_pairs(pairs: list[PromptPair], sweep: SweepCfg) -> list[PromptPair]:
@@ -248,29 +255,68 @@ def _guess_format(path: Path) -> str:
     )
 
 
-def _read_rows(path: Path, fmt: str) -> list[dict[str, Any]]:
+class Rows(list[dict[str, Any]]):
+    """A prompt file's rows in file order, each a dict of its columns, with `lines`: the
+    physical line (1-based) each row starts on, so messages name the line an editor shows even
+    after a quoted text spanned several lines."""
+
+    def __init__(self, rows: list[dict[str, Any]], lines: list[int]):
+        super().__init__(rows)
+        self.lines = lines
+
+
+def _read_rows(path: Path, fmt: str) -> Rows:
+    # Decode the bytes ourselves (not a text-mode file) so a bad byte is named by its offset;
+    # utf-8-sig drops the byte-order mark Excel and Notepad put before the header.
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as err:
         raise UserError(
             f"prompts.path={path}: not UTF-8 text ({err.reason} at byte {err.start})"
         ) from None
-    if fmt == "csv":
-        dialect = "excel-tab" if path.suffix.lower() == ".tsv" else "excel"
-        try:
-            rows = list(csv.DictReader(text.splitlines(), dialect=dialect))
-        except csv.Error as err:
-            raise UserError(f"prompts.path={path}: malformed CSV ({err})") from None
-        for i, row in enumerate(rows, start=2):
-            if None in row:  # DictReader's key for fields beyond the header
+    return _read_csv(path, text) if fmt == "csv" else _read_jsonl(path, text)
+
+
+def _read_csv(path: Path, text: str) -> Rows:
+    """CSV as the format defines it: newline='' keeps line breaks inside quoted texts (and
+    U+2028, U+0085, which only str.splitlines treats as breaks) byte for byte."""
+    dialect = "excel-tab" if path.suffix.lower() == ".tsv" else "excel"
+    reader = csv.reader(io.StringIO(text, newline=""), dialect=dialect)
+    rows: list[dict[str, Any]] = []
+    lines: list[int] = []
+    header: list[str] | None = None
+    end = 0  # the last physical line the reader consumed
+    try:
+        for fields in reader:
+            start, end = end + 1, reader.line_num
+            if not fields:
+                continue  # a blank line, as csv.DictReader skips it
+            if header is None:
+                header = fields
+                continue
+            if len(fields) > len(header):
                 raise UserError(
-                    f"prompts.path={path}, line {i}: more fields than the header has; quote "
+                    f"prompts.path={path}, line {start}: more fields than the header has; quote "
                     'texts that contain commas ("like, this")'
                 )
-        return rows
-    rows = []
-    for i, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
+            padded = fields + [None] * (len(header) - len(fields))  # DictReader's restval
+            rows.append(dict(zip(header, padded, strict=True)))
+            lines.append(start)
+    except csv.Error as err:
+        raise UserError(
+            f"prompts.path={path}, line {reader.line_num}: malformed CSV ({err}); "
+            'quote texts with "double quotes" and double any quote inside them'
+        ) from None
+    return Rows(rows, lines)
+
+
+def _read_jsonl(path: Path, text: str) -> Rows:
+    """JSONL records are separated by line feeds only: str.splitlines would also cut at U+2028,
+    U+0085 and the like, which JSON allows raw inside a string."""
+    rows: list[dict[str, Any]] = []
+    lines: list[int] = []
+    for i, line in enumerate(text.split("\n"), start=1):
+        if not line.strip(" \t\r"):  # JSON's own whitespace; CRLF files end lines in '\r'
             continue
         try:
             obj = json.loads(line)
@@ -282,7 +328,8 @@ def _read_rows(path: Path, fmt: str) -> list[dict[str, Any]]:
         if not isinstance(obj, dict):
             raise UserError(f"prompts.path={path}, line {i}: expected a JSON object per line")
         rows.append(obj)
-    return rows
+        lines.append(i)
+    return Rows(rows, lines)
 
 
 def shared_prefix(a: Sequence[int], b: Sequence[int]) -> int:

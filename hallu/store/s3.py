@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -35,7 +36,7 @@ from hallu.config import Config, StorageCfg
 from hallu.errors import UserError
 from hallu.store import integrity, schema
 from hallu.store.base import ReadsShards
-from hallu.store.lease import Lease
+from hallu.store.lease import Lease, parse_note, unreadable
 from hallu.store.study import run_metadata, same_study
 
 T = TypeVar("T")
@@ -82,13 +83,22 @@ class S3Store(ReadsShards):
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_client": None}  # a client is per process (and holds secrets)
 
+    @property
+    def attempt_s(self) -> float:
+        """The socket timeout of one request, and how far past storage.retry_seconds a call may
+        run: derived from retry_seconds (5 to 60 s) so a short deadline is not outlived by
+        botocore's 120 s default read timeout, while a healthy transfer never idles that long
+        (and retry_seconds=0, no waiting out outages, still lets a shard upload finish)."""
+        return min(max(self.cfg.retry_seconds, 5.0), 60.0)
+
     def _make_client(self, max_attempts: int, connect_timeout: float) -> Any:
         import boto3
         from botocore.config import Config as BotoConfig
         from botocore.exceptions import BotoCoreError
 
         # botocore's "standard" mode retries each request a few times with backoff; `_retry`
-        # keeps retrying transient failures for storage.retry_seconds on top of that.
+        # keeps retrying transient failures for storage.retry_seconds on top of that, and cuts
+        # both off at its deadline.
         try:
             return boto3.session.Session().client(
                 "s3",
@@ -96,8 +106,8 @@ class S3Store(ReadsShards):
                 endpoint_url=self.cfg.endpoint_url,
                 config=BotoConfig(
                     retries={"mode": "standard", "max_attempts": max_attempts},
-                    connect_timeout=connect_timeout,
-                    read_timeout=120,
+                    connect_timeout=min(connect_timeout, self.attempt_s),
+                    read_timeout=self.attempt_s,
                 ),
             )
         except (BotoCoreError, ValueError) as err:
@@ -110,12 +120,15 @@ class S3Store(ReadsShards):
         return self._client
 
     def _retry(self, what: str, call: Callable[[], T]) -> T:
-        """`call()`, retried with backoff while the failure is transient, for retry_seconds."""
-        deadline = time.monotonic() + self.cfg.retry_seconds
+        """`call()`, retried with backoff while the failure is transient, for retry_seconds;
+        every attempt is cut off at the deadline (plus one attempt's timeout), so a hung
+        endpoint ends the call in about retry_seconds too."""
+        start = time.monotonic()
+        deadline = start + self.cfg.retry_seconds
         delay, warned = 0.5, False
         while True:
             try:
-                return call()
+                return bounded(call, max(deadline - time.monotonic(), 0) + self.attempt_s)
             except Exception as err:  # noqa: BLE001 - sorted into transient or not below
                 if not _transient(err):
                     raise _final(err, what, self.cfg) from None
@@ -123,9 +136,10 @@ class S3Store(ReadsShards):
                 if left <= 0:
                     raise UserError(
                         f"storage.endpoint_url={self.cfg.endpoint_url}: {what} failed for "
-                        f"{self.cfg.retry_seconds:.0f} s ({type(err).__name__}: {err}). Fix: "
-                        f"bring the store back and rerun with run_id={self.run_id} (finished "
-                        "shards are kept), or raise storage.retry_seconds"
+                        f"{time.monotonic() - start:.0f} s (storage.retry_seconds="
+                        f"{self.cfg.retry_seconds:g}; {type(err).__name__}: {err}). Fix: bring "
+                        f"the store back and rerun with run_id={self.run_id} (finished shards "
+                        "are kept), or raise storage.retry_seconds"
                     ) from None
                 if not warned:
                     print(f"hallu: {what}: {type(err).__name__}; retrying", file=sys.stderr)
@@ -190,7 +204,12 @@ class S3Store(ReadsShards):
 
     def preflight(self) -> None:
         """Check the bucket is reachable and writable, or raise one UserError naming the key."""
-        from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnectionError
+        from botocore.exceptions import (
+            ClientError,
+            ConnectTimeoutError,
+            EndpointConnectionError,
+            ReadTimeoutError,
+        )
 
         where = self.cfg.endpoint_url or "AWS S3"
         # Few attempts and a short timeout: a wrong endpoint should fail in seconds, not minutes.
@@ -198,15 +217,22 @@ class S3Store(ReadsShards):
         probe = "/".join(
             p for p in (self.cfg.prefix.strip("/"), f".preflight-{uuid.uuid4().hex}") if p
         )
-        try:
+
+        def probe_bucket() -> None:
             client.head_bucket(Bucket=self.bucket)
             client.put_object(Bucket=self.bucket, Key=probe, Body=b"hallu preflight")
             client.delete_object(Bucket=self.bucket, Key=probe)
-        except (EndpointConnectionError, ConnectTimeoutError) as err:
+
+        start = time.monotonic()
+        try:
+            # Cut off as every call is (retry_seconds and one attempt), however it hangs.
+            bounded(probe_bucket, self.cfg.retry_seconds + self.attempt_s)
+        except (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, NoAnswer) as err:
             raise UserError(
                 f"storage.endpoint_url={self.cfg.endpoint_url}: cannot reach the object store "
-                f"({type(err).__name__}: {err}). Fix: check storage.endpoint_url (null for AWS) "
-                "and that the store is running; nothing was started"
+                f"in {time.monotonic() - start:.0f} s ({type(err).__name__}: {err}). Fix: check "
+                "storage.endpoint_url (null for AWS) and that the store is running, or raise "
+                "storage.retry_seconds for a slow one; nothing was started"
             ) from None
         except ClientError as err:
             code = _code(err)
@@ -377,15 +403,21 @@ class S3Lease(Lease):
         from botocore.exceptions import ClientError
 
         s = self.store
+
+        def get() -> tuple[bytes, Any, float]:
+            got = s.client.get_object(Bucket=s.bucket, Key=self.key)
+            return got["Body"].read(), got["ETag"], got["LastModified"].timestamp()
+
         try:
-            got = s._retry(
-                f"GET {self.where}", lambda: s.client.get_object(Bucket=s.bucket, Key=self.key)
-            )
+            raw, etag, written = s._retry(f"GET {self.where}", get)
         except ClientError as err:
             if _code(err) in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise
-        return json.loads(got["Body"].read()), got["ETag"]
+        note = parse_note(raw)
+        if note is None:  # an empty object (a client that died mid-upload, a manual touch)
+            return unreadable(written), etag
+        return note, etag
 
     def _conditional(self, **kw: Any) -> Any:
         from botocore.exceptions import ClientError
@@ -412,10 +444,41 @@ class S3Lease(Lease):
 
         s = self.store
         try:  # no long retry: release runs last, also after the store went away
-            s.client.delete_object(Bucket=s.bucket, Key=self.key, IfMatch=version)
+            bounded(
+                lambda: s.client.delete_object(Bucket=s.bucket, Key=self.key, IfMatch=version),
+                s.attempt_s,
+            )
         except ClientError as err:
             if _code(err) not in ("PreconditionFailed", "412", "404", "NoSuchKey"):
                 raise
+
+
+class NoAnswer(Exception):
+    """A storage call that did not end within its time (a hung endpoint): transient."""
+
+
+def bounded(call: Callable[[], T], seconds: float) -> T:
+    """`call()` in a helper thread, given up after `seconds`. Socket timeouts alone do not bound
+    a request: botocore retries a timed-out one up to max_attempts times with backoff, and an
+    endpoint that sends a byte now and then never times out. A call given up on ends in its
+    thread at its own socket timeout; its write may still land, which every writer here
+    tolerates (conditional PUTs, markers compared on read)."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = call()
+        except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread
+            box["error"] = err
+
+    worker = threading.Thread(target=run, daemon=True, name="hallu-s3-call")
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise NoAnswer(f"no answer within {seconds:.0f} s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 def _code(err: Any) -> str:
@@ -430,7 +493,7 @@ def _transient(err: Exception) -> bool:
     if isinstance(err, ClientError):
         status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
         return _code(err) in THROTTLED or int(status) >= 500
-    return isinstance(err, ConnectionError | HTTPClientError)
+    return isinstance(err, ConnectionError | HTTPClientError | NoAnswer)
 
 
 def _final(err: Exception, what: str, cfg: StorageCfg) -> Exception:
