@@ -26,15 +26,22 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from hallu.config import Config
 from hallu.engine.cost import cell_flops, known_by_tokens, token_flops, trace_flops
 from hallu.errors import UserError
 from hallu.prompts import shared_prefix
-from hallu.run.gpus import ASSUMED_GENERATION_MFU, GPUS, Gpu, mfu_for
+from hallu.run.gpus import ASSUMED_GENERATION_MFU, GPU_LAYER_CALL_S, GPUS, Gpu, cpu_rates, mfu_for
 from hallu.run.plan import Plan, resolve_layers, resolve_positions
+from hallu.run.stage_cost import (
+    Rates,
+    Stage,
+    mechanism_stages,
+    noise_stage,
+    seconds,
+)
 
 GB = 1e9
 CUDA_OVERHEAD = 1.5 * GB  # context, cuBLAS workspace, allocator slack
@@ -66,6 +73,17 @@ def engine_flops(
 
     `tokens[pair][condition]`: the prompts' token ids (from the tokenizer), for the cells known
     without a forward pass; without them every cell is counted."""
+    return sum(engine_flops_by_stage(cfg, shape, lengths, plan, tokens).values())
+
+
+def engine_flops_by_stage(
+    cfg: Config,
+    shape: Any,
+    lengths: dict[str, dict[str, int]],
+    plan: Plan,
+    tokens: dict[str, dict[str, list[int]]] | None = None,
+) -> dict[str, float]:
+    """engine_flops per stage: "patching" (the experiment's shards), "control NAME" each."""
     from hallu.config import DIRECTIONS
 
     f = token_flops(shape.d_model, shape.n_heads, shape.n_kv_heads, shape.d_mlp, shape.vocab_size)
@@ -80,11 +98,14 @@ def engine_flops(
     def by_suffix(suffix: int) -> float:  # every swept layer's cell at one suffix length
         return sum(cell(layer, suffix) for layer in layers)
 
-    total = 0.0
+    by: dict[str, float] = {}
     for s in plan.shards:
+        name = "patching" if s.control is None else f"control {s.control}"
+        by[name] = by.get(name, 0.0)
         if s.control is not None or sweep.engine == "hooks":
-            total += s.flops_naive
+            by[name] += s.flops_naive
             continue
+        total = 0.0
         source, target = DIRECTIONS[s.direction]
         for pid in s.pair_ids:
             ls, lt = lengths[pid][source], lengths[pid][target]
@@ -97,7 +118,8 @@ def engine_flops(
                 total += per_cell * by_suffix(lt - t)
                 if layer0 and tokens and src[src_t] == tgt[t]:
                     total -= cell(0, lt - t)
-    return total
+        by[name] += total
+    return by
 
 
 @dataclass(frozen=True)
@@ -106,10 +128,12 @@ class Memory:
     traces: float
     batch: float
     generation: float  # Experiment 1's KV cache for one generation batch (0 without it)
+    stages: float = 0.0  # the most any other stage holds besides the weights (stage_cost.py)
 
     @property
     def total(self) -> float:
-        return self.weights + max(self.traces + self.batch, self.generation) + CUDA_OVERHEAD
+        most = max(self.traces + self.batch, self.generation, self.stages)
+        return self.weights + most + CUDA_OVERHEAD
 
 
 def memory(cfg: Config, shape: Any, max_len: int) -> Memory:
@@ -162,6 +186,74 @@ def placement(cfg: Config) -> tuple[int, int]:
     return (1 if cfg.cluster.kind == "local" else cfg.cluster.num_workers), per
 
 
+def stages(
+    cfg: Config,
+    shape: Any,
+    lengths: dict[str, dict[str, int]],
+    plan: Plan | None,
+    tokens: dict[str, dict[str, list[int]]] | None,
+    need: Memory,
+) -> list[Stage]:
+    """Every stage the config runs, in run order, with its work (hallu/run/stage_cost.py)."""
+    params, b, out = n_params(shape), dtype_bytes(cfg), []
+    if plan is not None:
+        by = engine_flops_by_stage(cfg, shape, lengths, plan, tokens)
+        batch = max(cfg.sweep.batch_size, 1)
+        for name, flops in by.items():
+            shards = [s for s in plan.shards if (s.control is None) == (name == "patching")]
+            shards = [s for s in shards if name == "patching" or name == f"control {s.control}"]
+            # Batches of sweep.batch_size cells (hooks and controls: one forward row per cell);
+            # the fast engine traces each pair's two prompts first.
+            calls = sum(math.ceil(s.n_cells / batch) for s in shards)
+            if name == "patching" and cfg.sweep.engine != "hooks":
+                calls += sum(2 * len(s.pair_ids) for s in shards)
+            mem = need.traces + need.batch if name == "patching" else need.traces
+            out.append(Stage(name, calls, 0, 0, flops, mem))
+    if cfg.sweep.noise_floor:
+        out.append(noise_stage(cfg, shape, params, lengths, b))
+    if "behavior" in cfg.sweep.experiments:  # generate() batches of behavior.batch_size
+        all_lens = [n for c in lengths.values() for n in c.values()]
+        mean = sum(all_lens) / len(all_lens)
+        answers, flops = behavior_flops(cfg, shape, len(lengths), mean)
+        new = cfg.behavior.max_new_tokens
+        calls = math.ceil(answers / max(cfg.behavior.batch_size, 1)) * new
+        tokens = answers * (mean + new)
+        out.append(Stage("behaviour", calls, tokens, answers * new, flops, need.generation, True))
+    if "mechanism" in cfg.sweep.experiments:
+        out += mechanism_stages(cfg, shape, params, mechanism_rows(cfg, lengths), b)
+    return out
+
+
+def mechanism_rows(cfg: Config, lengths: dict[str, dict[str, int]]) -> list[tuple[Any, int]]:
+    """(PromptRow, tokens) of every mechanism prompt of the planned pairs: a pair condition's
+    own count, else (ladder rungs) the mean of its pair's (the rungs differ by a marker)."""
+    from hallu.prompt_meta import load_prompt_rows
+
+    out = []
+    for r in load_prompt_rows(cfg.prompts):
+        conds = lengths.get(r.pair_id)
+        if conds:
+            out.append((r, conds.get(r.condition or "", round(sum(conds.values()) / len(conds)))))
+    return out
+
+
+def rates(cfg: Config, gpu: Gpu | None, replicas: int) -> tuple[Rates, float]:
+    """(this run's Rates, MFU or 0 on the CPU): the GPU's peak x MFU, else the CPU's model."""
+    if gpu is None:
+        cpu, where = cpu_rates()
+        return Rates(cpu["layer_call_s"], cpu["flops_per_s"], cpu["flops_per_s"], where), 0.0
+    mfu, mfu_source = mfu_for(gpu.kind, cfg.cluster.mfu)
+    rate = replicas * gpu.peak_tflops * 1e12  # units spread over the replicas
+    decode = rate * ASSUMED_GENERATION_MFU
+    return Rates(GPU_LAYER_CALL_S / replicas, rate * mfu, decode, mfu_source), mfu
+
+
+def on_cpu(cfg: Config) -> bool:
+    """No cluster.gpu and the model runs on the CPU (the presets' toy/tiny/planted, or
+    model.device=cpu)."""
+    return cfg.cluster.gpu is None and cfg.model.device == "cpu"
+
+
 def estimate(
     cfg: Config,
     shape: Any,
@@ -169,7 +261,8 @@ def estimate(
     plan: Plan | None,
     tokens: dict[str, dict[str, list[int]]] | None = None,
 ) -> dict[str, Any]:
-    """Every number the plan prints (and a multirun sums), as a dict; UserError if it can't fit."""
+    """Every number the plan prints (and a multirun sums), as a dict; UserError if it can't fit.
+    "stages": the Stage of each stage, "stage_seconds" its time (with a GPU or on the CPU)."""
     all_lens = [n for conds in lengths.values() for n in conds.values()]
     max_len, mean_len = max(all_lens), sum(all_lens) / len(all_lens)
     measured = tokens is not None
@@ -187,22 +280,29 @@ def estimate(
     if "behavior" in cfg.sweep.experiments:
         out["answers"], out["flops_behavior"] = behavior_flops(cfg, shape, len(lengths), mean_len)
     need = memory(cfg, shape, max_len)
-    out["memory"] = need
+    work = stages(cfg, shape, lengths, plan, tokens, need)
+    others = [s.memory for s in work if s.name != "patching" and s.name != "behaviour"]
+    need = replace(need, stages=max(others, default=0.0))
+    out |= {"memory": need, "stages": work, "flops_total": sum(s.flops for s in work)}
     gpu = GPUS.get(cfg.cluster.gpu or "")
-    if gpu is None:
+    if gpu is None and not on_cpu(cfg):
         return out
-    replicas, per = placement(cfg)
-    check_fit(cfg, need, gpu, per)
-    mfu, mfu_source = mfu_for(gpu.kind, cfg.cluster.mfu)
-    rate = replicas * gpu.peak_tflops * 1e12
+    replicas, per = placement(cfg) if gpu is not None else (1, 1)
+    if gpu is not None:
+        check_fit(cfg, need, gpu, per)
+    rate, mfu = rates(cfg, gpu, replicas)
     load_s = need.weights / LOAD_RATE  # each replica reads its weights once, in parallel
-    seconds = load_s + out.get("flops_engine", 0.0) / (rate * mfu)
-    seconds += out.get("flops_behavior", 0.0) / (rate * ASSUMED_GENERATION_MFU)
+    timed = {s.name: seconds(s, rate, shape.n_layers, LOAD_RATE) for s in work}
+    total_s = load_s + sum(timed.values())
+    out |= {"stage_seconds": timed, "load_s": load_s, "rates": rate, "seconds": total_s}
+    if gpu is None:
+        out["cpu_hours"] = total_s / 3600
+        return out
     price = cfg.cluster.price_per_gpu_hour
     price_source = "cluster.price_per_gpu_hour" if price is not None else "default list price"
     price = gpu.price_per_hour if price is None else price
-    out |= {"gpu": gpu, "load_s": load_s, "replicas": replicas, "gpus_per_replica": per, "mfu": mfu,
-            "mfu_source": mfu_source, "hours": seconds / 3600, "price": price,
+    out |= {"gpu": gpu, "replicas": replicas, "gpus_per_replica": per, "mfu": mfu,
+            "mfu_source": rate.where, "hours": total_s / 3600, "price": price,
             "price_source": price_source,
-            "cost": seconds / 3600 * replicas * per * price}  # fmt: skip
+            "cost": total_s / 3600 * replicas * per * price}  # fmt: skip
     return out

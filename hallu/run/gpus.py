@@ -15,7 +15,14 @@ entry per GPU kind, measured by `python -m hallu.bench --gpu` on that card:
                        "measured_at": "2026-11-27T13:00:00Z"}}}
 
 A plan uses the measured `mfu` for its GPU kind when there is one, else `ASSUMED_MFU`, and says
-which.
+which. The same file holds the CPU's time model under "cpu", written by
+`python -m hallu.run.cpu_calibrate` (hallu/run/stage_cost.py uses it):
+
+    "cpu": {"layer_call_s": 0.00035,   # one decoder layer's share of one forward call
+            "flops_per_s": 2.0e9,      # weight-matmul FLOP/s on a large batch
+            "measured_at": "..."}
+
+Without it, a plan uses `CPU_DEFAULTS` (measured on the 2 vCPU dev VM, see there).
 """
 
 from __future__ import annotations
@@ -32,6 +39,13 @@ from typing import Any
 ASSUMED_MFU = 0.3
 # Generation (Experiment 1) decodes one token at a time: memory-bound, far lower utilisation.
 ASSUMED_GENERATION_MFU = 0.03
+# Per forward call and decoder layer on a GPU: ~10 kernels at ~5 us launch each (assumed; it
+# matters only for tiny models or one-token decode steps, where it adds up over many calls).
+GPU_LAYER_CALL_S = 50e-6
+# The CPU's time model without a calibration entry: `python -m hallu.run.cpu_calibrate` on the
+# 2 vCPU dev VM (torch 2.13, 2 threads, the toy model, load average ~7 from other work),
+# 2026-12-05. Per-call overhead dominates the toy: a one-token forward costs as much as dozens.
+CPU_DEFAULTS = {"layer_call_s": 2.0e-3, "flops_per_s": 2.0e9}
 
 
 @dataclass(frozen=True)
@@ -91,7 +105,9 @@ def write_calibration(
     gpus[kind] = entry
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"version": 1, "gpus": gpus}, indent=1, sort_keys=True))
+    cpu = read_calibration_file(path).get("cpu")  # the CPU's entry stays
+    doc = {"version": 1, "gpus": gpus, **({"cpu": cpu} if cpu else {})}
+    tmp.write_text(json.dumps(doc, indent=1, sort_keys=True))
     tmp.replace(path)  # atomic: a reader never sees half a file
     return entry
 
@@ -119,3 +135,35 @@ def mfu_for(kind: str, override: float | None = None) -> tuple[float, str]:
         when = entry.get("measured_at", "?")
         return float(entry["mfu"]), f"measured by hallu.bench --gpu on {kind} at {when}"
     return ASSUMED_MFU, "assumed; run `python -m hallu.bench --gpu` on this GPU to measure it"
+
+
+def cpu_rates() -> tuple[dict[str, float], str]:
+    """({layer_call_s, flops_per_s}, where they came from) for a plan on this CPU."""
+    entry = read_calibration_file().get("cpu")
+    keys = ("layer_call_s", "flops_per_s")
+    if isinstance(entry, dict) and all(isinstance(entry.get(k), int | float) for k in keys):
+        when = entry.get("measured_at", "?")
+        return {k: float(entry[k]) for k in keys}, f"measured by hallu.run.cpu_calibrate at {when}"
+    return dict(CPU_DEFAULTS), "dev-VM defaults; run `python -m hallu.run.cpu_calibrate` here"
+
+
+def read_calibration_file(path: Path | None = None) -> dict[str, Any]:
+    """The whole calibration document ({} when missing or unreadable)."""
+    try:
+        data = json.loads((path or calibration_path()).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_cpu_calibration(path: Path | None = None, **entry: Any) -> dict:
+    """Record this machine's CPU time model (layer_call_s, flops_per_s, ...); returns it."""
+    path = path or calibration_path()
+    data = read_calibration_file(path)
+    entry["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    doc = {"version": 1, "gpus": data.get("gpus", {}), "cpu": entry}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=1, sort_keys=True))
+    tmp.replace(path)
+    return entry

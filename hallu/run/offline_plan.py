@@ -85,11 +85,13 @@ def format_estimate(cfg: Config, est: dict[str, Any]) -> list[str]:
     m: Memory = est["memory"]
     lines.append(
         f"memory per replica: weights {_gb(m.weights)} + traces {_gb(m.traces)} + batch "
-        f"{_gb(m.batch)} (generation KV cache {_gb(m.generation)}) + CUDA context 1.5 GB = "
+        f"{_gb(m.batch)} (or generation KV cache {_gb(m.generation)}, or the largest other "
+        f"stage {_gb(m.stages)}) + CUDA context 1.5 GB = "
         f"{_gb(m.total)}"
     )
+    lines += stage_lines(est)
     if "gpu" not in est:
-        lines.append("time and cost: set cluster.gpu=a100_40gb|a100_80gb|h100|h200|l40s")
+        lines.append("cost (and time on a GPU): set cluster.gpu=a100_40gb|a100_80gb|h100|h200|l40s")
         return lines
     g, per, n = est["gpu"], est["gpus_per_replica"], est["replicas"]
     lines += [
@@ -104,6 +106,32 @@ def format_estimate(cfg: Config, est: dict[str, Any]) -> list[str]:
         f"${est['price']:.2f}/GPU-hour, {est['price_source']})",
     ]
     return lines
+
+
+def stage_lines(est: dict[str, Any]) -> list[str]:
+    """One line per stage (hallu/run/stage_cost.py) and the total: work, FLOP, memory, time."""
+    timed = est.get("stage_seconds")
+    where = ""
+    if timed is not None and "gpu" not in est:
+        r = est["rates"]
+        where = (f" on this CPU: {r.layer_call_s * 1e3:.2f} ms per layer call + FLOP at "
+                 f"{r.flops_per_s / 1e9:.2f} GFLOP/s, {r.where}")  # fmt: skip
+    head = "# stages (forward calls, generated tokens, FLOP, memory besides weights, time"
+    lines = [f"{head}{where})"]
+    for s in est["stages"]:
+        units = f" ({s.units} units)" if s.units else ""
+        gen = f", {s.generated:,} generated tokens" if s.generated else ""
+        time = f", {hours_text(timed[s.name] / 3600)}" if timed is not None else ""
+        load = f" (+ {_gb(s.load_bytes)} of other dtypes' weights loaded)" if s.load_bytes else ""
+        lines.append(f"{s.name}{units}: {s.calls:,} calls{gen}, {s.flops:.2e} FLOP, "
+                     f"{_gb(s.memory)}{time}{load}")  # fmt: skip
+    total = f"total: {est['flops_total']:.2e} FLOP"
+    if timed is not None:
+        total += (f", {hours_text(est['seconds'] / 3600)} (with {est['load_s']:.1f} s to load the "
+                  "weights)")  # fmt: skip
+    if "cost" in est:
+        total += f", ${est['cost']:,.{2 if est['cost'] >= 1 else 4}f}"
+    return [*lines, total]
 
 
 def hours_text(h: float) -> str:

@@ -1,0 +1,179 @@
+"""The plan's work model per stage: forward calls, tokens, FLOP, memory and time. No torch.
+
+Each stage a config runs (patching, each control, the noise floor, behaviour, and the mechanism
+units: capture, steer, patchgen, heads) becomes one `Stage`, counted from what its code does:
+
+- noise floor (hallu/run/noise.py): for each measured dtype (the run's, float32, bfloat16,
+  float16, deduplicated), every certain/uncertain prompt of up to 16 pairs alone (one call
+  each), in a batch of 8 (one call each) and all in one padded batch (one call); the other
+  dtypes' weights are loaded once each;
+- generation (behaviour, steer, patchgen; hallu/behavior/generate.py): one batch per
+  `generate`: a prefill call, then one call per further token (max_new_tokens calls in all;
+  finished rows keep running, so this is exact until every row stops early);
+- mechanism (hallu/mechanism/worker.py): capture = one forward per prompt; steer = per steered
+  layer and direction (found + n_random) and alpha, the unmarked prompts x n_samples answered;
+  patchgen = per direction, the settings source, target and each patch layer, every pair x
+  n_samples answered, plus one capture forward per source prompt per patched layer; heads =
+  per direction and pair, two traces, the fast engine's n_layers x n_heads head cells at the
+  last position, one frozen-attention forward and one forward per layer (heads stacked).
+
+FLOP are weight matmuls, 2 per weight per token (hallu/engine/cost.py for the fast engine's
+pieces). Time is `calls x n_layers x per-layer call latency + FLOP / rate`: a small model is
+bound by per-call overhead (a toy's forward costs about the same for 1 token as for 30), a
+large one by FLOP. Rates: on a GPU, its datasheet peak x MFU (generation at the decode MFU)
+and `GPU_LAYER_CALL_S`; on the CPU, the calibration file's "cpu" entry or `CPU_DEFAULTS`
+(hallu/run/gpus.py).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from hallu.engine.cost import cell_flops, token_flops, trace_flops
+
+NOISE_MAX_PAIRS = 16  # hallu/run/noise.py measure()'s default
+NOISE_BATCH = 8  # each prompt in a batch of 8 there
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    calls: int  # forward calls (a decode step is one); each runs every layer once
+    tokens: float  # token positions the calls process
+    generated: int  # tokens generated (0: forward passes only)
+    flops: float
+    memory: float  # bytes beyond the weights and the CUDA context
+    decode: bool = False  # memory-bound decoding: priced at the generation MFU on a GPU
+    load_bytes: float = 0.0  # weights read from disk besides the run's own (noise floor)
+    units: int = 0  # executor units (mechanism), for the printout
+
+
+@dataclass(frozen=True)
+class Rates:
+    """How fast one replica runs: per-layer call latency and FLOP/s for forward passes and for
+    decoding; `where`: the words the plan prints about them."""
+
+    layer_call_s: float
+    flops_per_s: float
+    decode_flops_per_s: float
+    where: str
+
+
+def seconds(stage: Stage, rates: Rates, n_layers: int, load_rate: float) -> float:
+    """One stage's wall time on one replica (module docstring)."""
+    rate = rates.decode_flops_per_s if stage.decode else rates.flops_per_s
+    calls = stage.calls * n_layers * rates.layer_call_s
+    return calls + stage.flops / rate + stage.load_bytes / load_rate
+
+
+def kv_bytes(shape: Any, rows: int, n_tokens: int, b: int) -> float:
+    """Keys and values of every layer for `rows` sequences of `n_tokens`."""
+    hd = shape.d_model // shape.n_heads
+    return rows * 2 * shape.n_layers * shape.n_kv_heads * hd * n_tokens * b
+
+
+def generation(
+    name: str, shape: Any, params: int, lens: list[int], new: int, b: int, repeats: int = 1
+) -> Stage:
+    """`repeats` generate() batches over prompts of `lens` tokens, `new` tokens each."""
+    tokens = repeats * (sum(lens) + len(lens) * (new - 1))
+    return Stage(
+        name, repeats * new, tokens, repeats * len(lens) * new, tokens * 2 * params,
+        kv_bytes(shape, len(lens), max(lens, default=0) + new, b), decode=True,
+    )  # fmt: skip
+
+
+def noise_stage(cfg: Any, shape: Any, params: int, lengths: dict, b: int) -> Stage:
+    """hallu/run/noise.py's forward passes (module docstring)."""
+    pairs = list(lengths.values())[:NOISE_MAX_PAIRS]
+    lens = [n for conds in pairs for c, n in conds.items() if c in ("certain", "uncertain")]
+    dtypes = 3  # float32, bfloat16, float16: the run's dtype is one of them
+    per_dtype = sum(lens) * (1 + NOISE_BATCH) + len(lens) * max(lens, default=0)
+    tokens = dtypes * per_dtype
+    # The two dtypes besides the run's: fp16 + bf16 (2 + 2 bytes), or float32 + one 2-byte one.
+    others = params * (4 if b == 4 else 6)
+    return Stage(
+        "noise floor", dtypes * (2 * len(lens) + 1), tokens, 0, tokens * 2 * params,
+        len(lens) * max(lens, default=0) * shape.vocab_size * 4, load_bytes=others,
+    )  # fmt: skip
+
+
+def mechanism_stages(
+    cfg: Any, shape: Any, params: int, rows: list[tuple[Any, int]], b: int
+) -> list[Stage]:
+    """capture, steer, patchgen and heads of +sweep=mechanism; `rows`: (PromptRow, tokens) of
+    every prompt of the selected pairs (hallu/mechanism/units.py)."""
+    from hallu.config import DIRECTIONS
+    from hallu.shape import resolve_layers
+
+    m, L = cfg.sweep.mechanism, shape.n_layers
+    claims = {r.claim_id for r, _ in rows}
+    by_pair: dict[str, dict[str, int]] = {}
+    for r, n in rows:
+        if r.condition is not None:
+            by_pair.setdefault(r.pair_id, {})[r.condition] = n
+    pairs = [c for c in by_pair.values() if {"certain", "uncertain", "neutral"} <= set(c)]
+    lens = [n for _, n in rows]
+    cap_units = math.ceil(len(claims) / m.claims_per_shard)
+    out = [
+        Stage("mechanism capture", len(rows), sum(lens), 0, sum(lens) * 2 * params,
+              kv_bytes(shape, 1, max(lens, default=0), b), units=cap_units),
+    ]  # fmt: skip
+    steer_layers = resolve_layers(m.steer_layers, L)
+    neutral = [n for r, n in rows if r.condition == "neutral"]
+    samples = [n for n in neutral for _ in range(m.n_samples)]
+    n_steer = len(steer_layers) * (1 + m.n_random)
+    steer = generation("mechanism steer", shape, params, samples, m.max_new_tokens, b,
+                       n_steer * len(m.alphas))  # fmt: skip
+    out.append(_with(steer, units=n_steer))
+    patch_layers = resolve_layers(m.patch_layers, L)
+    calls = tokens = generated = flops = memory = 0.0
+    for direction in cfg.sweep.directions:
+        src, tgt = DIRECTIONS[direction]
+        for cond, times in ((src, 1), (tgt, 1 + len(patch_layers))):
+            lens_c = [c[cond] for c in pairs for _ in range(m.n_samples)]
+            g = generation("", shape, params, lens_c, m.max_new_tokens, b, times)
+            calls, tokens, generated = calls + g.calls, tokens + g.tokens, generated + g.generated
+            flops, memory = flops + g.flops, max(memory, g.memory)
+        capture = len(patch_layers) * sum(c[src] for c in pairs)  # the source's resid_pre
+        calls, tokens = calls + len(patch_layers) * len(pairs), tokens + capture
+        flops += capture * 2 * params
+    n_dir = len(cfg.sweep.directions)
+    out.append(Stage("mechanism patchgen", int(calls), tokens, int(generated), flops, memory,
+                     decode=True, units=n_dir))  # fmt: skip
+    if m.heads:
+        out.append(_heads(cfg, shape, params, pairs, b))
+    return out
+
+
+def _heads(cfg: Any, shape: Any, params: int, pairs: list[dict[str, int]], b: int) -> Stage:
+    """Per direction and pair: two traces, L x H head cells (suffix 1), the target's frozen
+    attention outputs (one forward) and one forward per layer with the H heads stacked."""
+    from hallu.config import DIRECTIONS
+
+    L, H = shape.n_layers, shape.n_heads
+    f = token_flops(shape.d_model, H, shape.n_kv_heads, shape.d_mlp, shape.vocab_size)
+    cells = H * sum(cell_flops(L, layer, 1, f) for layer in range(L))
+    batch = max(cfg.sweep.batch_size, 1)
+    calls = tokens = flops = 0.0
+    memory = 0.0
+    for direction in cfg.sweep.directions:
+        src, tgt = DIRECTIONS[direction]
+        for c in pairs:
+            ls, lt = c[src], c[tgt]
+            flops += trace_flops(L, ls, f) + trace_flops(L, lt, f) + cells
+            flops += (1 + L * H) * lt * 2 * params
+            calls += 2 + math.ceil(L * H / batch) + 1 + L
+            tokens += ls + lt + L * H + (1 + L * H) * lt
+            d = shape.d_model
+            memory = max(memory, 2 * (3 * L + 1) * max(ls, lt) * d * b + kv_bytes(shape, H, lt, b))
+    units = len(cfg.sweep.directions)
+    return Stage("mechanism heads", int(calls), tokens, 0, flops, memory, units=units)
+
+
+def _with(stage: Stage, **changes: Any) -> Stage:
+    from dataclasses import replace
+
+    return replace(stage, **changes)
