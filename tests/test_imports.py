@@ -34,6 +34,7 @@ GROUPS = {
     "no torch": (
         ["hallu.config", "hallu.prompts", "hallu.shape", "hallu.run.plan", "hallu.behavior.schema"]
         + ["hallu.cli", "hallu.run.gpus", "hallu.run.estimate", "hallu.run.offline_plan"]
+        + ["hallu.run.stage_cost"]
         + ["hallu.run.multirun", "hallu.run.units", "hallu.mechanism.schema"]
         + ["hallu.run.jobs_cli", "hallu.run.console"]
         + ["hallu.commands", "hallu.status", "hallu.suggest", "hallu.conf_paths"]

@@ -116,9 +116,22 @@ def _estimates(configs: list[tuple[str, list[str], Config]]) -> list[dict[str, A
 
 
 def _print_totals(estimates: list[dict[str, Any]]) -> None:
+    print("\n".join(totals(estimates)))
+
+
+def totals(estimates: list[dict[str, Any]]) -> list[str]:
+    """The multirun's sums: FLOP per stage over every study, then cells, time and cost."""
+    by: dict[str, float] = {}
+    for e in estimates:  # every stage of every study (hallu/run/stage_cost.py)
+        for s in e.get("stages", []):
+            by[s.name] = by.get(s.name, 0.0) + s.flops
+    stages = ", ".join(f"{name} {f:.2e}" for name, f in by.items())
     cells = sum(e.get("cells", 0) for e in estimates)
     flops = sum(e.get("flops_engine", 0.0) for e in estimates)
-    line = f"## all {len(estimates)} studies: {cells:,} cells, {flops:.2e} engine FLOP"
+    total = sum(e.get("flops_total", 0.0) for e in estimates)
+    out = [f"## all {len(estimates)} studies, FLOP per stage: {stages}"]
+    line = (f"## all {len(estimates)} studies: {cells:,} cells, {flops:.2e} engine FLOP, "
+            f"{total:.2e} FLOP in all stages")  # fmt: skip
     priced = [e for e in estimates if "cost" in e]
     if priced:
         hours = sum(e["hours"] for e in priced)
@@ -126,7 +139,10 @@ def _print_totals(estimates: list[dict[str, Any]]) -> None:
         line += f"; time {hours_text(hours)} one after another; cost ${cost:,.4f}"
         if len(priced) < len(estimates):
             line += f" ({len(estimates) - len(priced)} studies without cluster.gpu not priced)"
-    print(line)
+    cpu = [e["seconds"] for e in estimates if "cpu_hours" in e]
+    if cpu:
+        line += f"; on this CPU {hours_text(sum(cpu) / 3600)} for {len(cpu)} studies"
+    return [*out, line]
 
 
 def _index(store: Store, studies: list[dict[str, Any]], argv: list[str]) -> None:
