@@ -5,9 +5,11 @@ A small model on the CPU is bound by per-call overhead, not by FLOPs: a forward 
 toy costs about the same for 1 token as for 30. So the plan's CPU time is
 `calls x n_layers x layer_call_s + FLOP / flops_per_s` (hallu/run/stage_cost.py). This command
 measures both on the config's model (default: the toy): `layer_call_s` from one-token forward
-calls (batch 1, the KV-cached decode step's shape), `flops_per_s` from a large batch, net of its
-call overhead. Run it on an idle machine for the machine's numbers; a loaded one records the
-load too (the command prints `uptime`'s load with its result).
+calls (batch 1), `flops_per_s` from what dominates the mechanism and behaviour stages: one
+sampled generate() of 192 rows (48 prompts x 4 samples) of 30 tokens, 8 new tokens, counted as
+stage_cost.generation counts it and net of its calls' overhead (so the rate includes the
+per-row sampling and KV-cache work a FLOP count leaves out). Run it on an idle machine for the
+machine's numbers; a loaded one records the load too (the result carries the load average).
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ import time
 
 import torch
 
+from hallu.behavior.generate import generate
 from hallu.config import compose
 from hallu.engine.models import load_model, load_shape
 from hallu.run.estimate import n_params
 from hallu.run.gpus import write_cpu_calibration
+from hallu.run.stage_cost import generation
 
 
 def _median_s(fn, repeats: int) -> float:
@@ -43,14 +47,19 @@ def measure(overrides: list[str]) -> dict[str, float]:
     one = torch.tensor([[1]])
     _median_s(lambda: model(one), 5)  # warm-up
     call = _median_s(lambda: model(one), 50)
-    rows, n = 64, 32
-    big = torch.randint(1, shape.vocab_size, (rows, n))
-    t_big = _median_s(lambda: model(big), 5)
-    flops = rows * n * 2 * n_params(shape)
-    # The big batch's own call overhead is `call`; what is left is the FLOPs' time.
+    rows, n, new = 192, 30, 8
+    prompts = torch.randint(1, shape.vocab_size, (rows, n)).tolist()
+    run = generation("", shape, n_params(shape), [n] * rows, new, 4)
+
+    def answer() -> None:
+        generate(model, prompts, pad_id=0, eos_id=-1, max_new_tokens=new, temperature=1.0,
+                 seeds=list(range(rows)))  # fmt: skip
+
+    t_gen = _median_s(answer, 3)
+    # The generation's own call overhead is `run.calls` calls; the rest is the FLOPs' time.
     return {
         "layer_call_s": call / shape.n_layers,
-        "flops_per_s": flops / max(t_big - call, 1e-9),
+        "flops_per_s": run.flops / max(t_gen - run.calls * call, 1e-9),
         "model": cfg.model.name_or_path,
         "threads": torch.get_num_threads(),
         "load_average": os.getloadavg()[0],

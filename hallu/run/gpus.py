@@ -18,8 +18,8 @@ A plan uses the measured `mfu` for its GPU kind when there is one, else `ASSUMED
 which. The same file holds the CPU's time model under "cpu", written by
 `python -m hallu.run.cpu_calibrate` (hallu/run/stage_cost.py uses it):
 
-    "cpu": {"layer_call_s": 0.00035,   # one decoder layer's share of one forward call
-            "flops_per_s": 2.0e9,      # weight-matmul FLOP/s on a large batch
+    "cpu": {"layer_call_s": 0.0095,    # one decoder layer's share of one forward call
+            "flops_per_s": 8.1e8,      # FLOP/s of a sampled generate() (192 rows)
             "measured_at": "..."}
 
 Without it, a plan uses `CPU_DEFAULTS` (measured on the 2 vCPU dev VM, see there).
@@ -43,9 +43,11 @@ ASSUMED_GENERATION_MFU = 0.03
 # matters only for tiny models or one-token decode steps, where it adds up over many calls).
 GPU_LAYER_CALL_S = 50e-6
 # The CPU's time model without a calibration entry: `python -m hallu.run.cpu_calibrate` on the
-# 2 vCPU dev VM (torch 2.13, 2 threads, the toy model, load average ~7 from other work),
-# 2026-12-05. Per-call overhead dominates the toy: a one-token forward costs as much as dozens.
-CPU_DEFAULTS = {"layer_call_s": 2.0e-3, "flops_per_s": 2.0e9}
+# 2 vCPU dev VM (torch 2.13, 2 threads, the toy model) at load average 9.3 from other work,
+# 2026-12-05: 31.0 ms per layer call, 0.22 GFLOP/s. The same command at load 5.0 measured
+# 5.4 ms and 2.0 GFLOP/s: the numbers follow the machine's load, so calibrate where and when it
+# matters. Per-call overhead dominates the toy: a one-token forward costs about as much as 30.
+CPU_DEFAULTS = {"layer_call_s": 31.0e-3, "flops_per_s": 0.22e9}
 
 
 @dataclass(frozen=True)
