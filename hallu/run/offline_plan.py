@@ -112,7 +112,9 @@ def stage_lines(est: dict[str, Any]) -> list[str]:
     """One line per stage (hallu/run/stage_cost.py) and the total: work, FLOP, memory, time."""
     timed = est.get("stage_seconds")
     where = ""
-    if timed is not None and "gpu" not in est:
+    if "gpu" in est:
+        where = f" on {est['replicas']} x {est['gpus_per_replica']} x {est['gpu'].label}"
+    elif timed is not None:
         r = est["rates"]
         where = (f" on this CPU: {r.layer_call_s * 1e3:.2f} ms per layer call + FLOP at "
                  f"{r.flops_per_s / 1e9:.2f} GFLOP/s, {r.where}")  # fmt: skip
