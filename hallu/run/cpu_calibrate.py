@@ -3,13 +3,15 @@
 
 A small model on the CPU is bound by per-call overhead, not by FLOPs: a forward of the 4-layer
 toy costs about the same for 1 token as for 30. So the plan's CPU time is
-`calls x n_layers x layer_call_s + FLOP / flops_per_s` (hallu/run/stage_cost.py). This command
-measures both on the config's model (default: the toy): `layer_call_s` from one-token forward
-calls (batch 1), `flops_per_s` from what dominates the mechanism and behaviour stages: one
-sampled generate() of 192 rows (48 prompts x 4 samples) of 30 tokens, 8 new tokens, counted as
-stage_cost.generation counts it and net of its calls' overhead (so the rate includes the
-per-row sampling and KV-cache work a FLOP count leaves out). Run it on an idle machine for the
-machine's numbers; a loaded one records the load too (the result carries the load average).
+`calls x n_layers x layer_call_s + FLOP / flops_per_s + generated tokens x token_s`
+(hallu/run/stage_cost.py). This command measures all three on the config's model (default: the
+toy): `layer_call_s` from one-token forward calls (batch 1), `flops_per_s` from a forward of a
+large batch (64 x 32 tokens) net of its call, and `token_s` from what dominates the mechanism
+and behaviour stages, one sampled generate() of 192 rows (48 prompts x 4 samples) of 30 tokens
+and 8 new tokens: its time less its calls and its FLOP (as stage_cost.generation counts them),
+per generated token (the per-row sampling, cache and Python work a FLOP count leaves out).
+Run it on an idle machine for the machine's numbers; a loaded one records the load too (the
+result carries the load average).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def measure(overrides: list[str]) -> dict[str, float]:
     model, _ = load_model(cfg.model, shape.vocab_size)
     one = torch.tensor([[1]])
     _median_s(lambda: model(one), 5)  # warm-up
-    call = _median_s(lambda: model(one), 50)
+    call = _median_s(lambda: model(one), 200)  # many: one call is ms and the load jitters
     rows, n, new = 192, 30, 8
     prompts = torch.randint(1, shape.vocab_size, (rows, n)).tolist()
     run = generation("", shape, n_params(shape), [n] * rows, new, 4)
@@ -55,11 +57,15 @@ def measure(overrides: list[str]) -> dict[str, float]:
         generate(model, prompts, pad_id=0, eos_id=-1, max_new_tokens=new, temperature=1.0,
                  seeds=list(range(rows)))  # fmt: skip
 
+    big = torch.randint(1, shape.vocab_size, (64, 32))
+    t_big = _median_s(lambda: model(big), 5)
+    rate = 64 * 32 * 2 * n_params(shape) / max(t_big - call, 1e-9)
     t_gen = _median_s(answer, 3)
-    # The generation's own call overhead is `run.calls` calls; the rest is the FLOPs' time.
+    rest = t_gen - run.calls * call - run.flops / rate  # what calls and FLOP do not explain
     return {
         "layer_call_s": call / shape.n_layers,
-        "flops_per_s": run.flops / max(t_gen - run.calls * call, 1e-9),
+        "flops_per_s": rate,
+        "token_s": max(rest, 0.0) / run.generated,
         "model": cfg.model.name_or_path,
         "threads": torch.get_num_threads(),
         "load_average": os.getloadavg()[0],
@@ -70,7 +76,8 @@ def main(argv: list[str]) -> int:
     entry = write_cpu_calibration(**measure(argv))
     print(
         f"cpu: {entry['layer_call_s'] * 1e3:.3f} ms per layer call, "
-        f"{entry['flops_per_s'] / 1e9:.2f} GFLOP/s ({entry['threads']} threads, load average "
+        f"{entry['flops_per_s'] / 1e9:.2f} GFLOP/s, {entry['token_s'] * 1e3:.3f} ms per "
+        f"generated token ({entry['threads']} threads, load average "
         f"{entry['load_average']:.1f}); recorded in the calibration file"
     )
     return 0

@@ -241,7 +241,8 @@ def rates(cfg: Config, gpu: Gpu | None, replicas: int) -> tuple[Rates, float]:
     """(this run's Rates, MFU or 0 on the CPU): the GPU's peak x MFU, else the CPU's model."""
     if gpu is None:
         cpu, where = cpu_rates()
-        return Rates(cpu["layer_call_s"], cpu["flops_per_s"], cpu["flops_per_s"], where), 0.0
+        r = cpu["flops_per_s"]
+        return Rates(cpu["layer_call_s"], r, r, where, cpu["token_s"]), 0.0
     mfu, mfu_source = mfu_for(gpu.kind, cfg.cluster.mfu)
     rate = replicas * gpu.peak_tflops * 1e12  # units spread over the replicas
     decode = rate * ASSUMED_GENERATION_MFU

@@ -19,7 +19,8 @@ which. The same file holds the CPU's time model under "cpu", written by
 `python -m hallu.run.cpu_calibrate` (hallu/run/stage_cost.py uses it):
 
     "cpu": {"layer_call_s": 0.0095,    # one decoder layer's share of one forward call
-            "flops_per_s": 8.1e8,      # FLOP/s of a sampled generate() (192 rows)
+            "flops_per_s": 1.6e9,      # weight-matmul FLOP/s of a large batch
+            "token_s": 0.0012,         # per generated token and row, besides its FLOP
             "measured_at": "..."}
 
 Without it, a plan uses `CPU_DEFAULTS` (measured on the 2 vCPU dev VM, see there).
@@ -43,11 +44,12 @@ ASSUMED_GENERATION_MFU = 0.03
 # matters only for tiny models or one-token decode steps, where it adds up over many calls).
 GPU_LAYER_CALL_S = 50e-6
 # The CPU's time model without a calibration entry: `python -m hallu.run.cpu_calibrate` on the
-# 2 vCPU dev VM (torch 2.13, 2 threads, the toy model) at load average 9.3 from other work,
-# 2026-12-05: 31.0 ms per layer call, 0.22 GFLOP/s. The same command at load 5.0 measured
-# 5.4 ms and 2.0 GFLOP/s: the numbers follow the machine's load, so calibrate where and when it
-# matters. Per-call overhead dominates the toy: a one-token forward costs about as much as 30.
-CPU_DEFAULTS = {"layer_call_s": 31.0e-3, "flops_per_s": 0.22e9}
+# 2 vCPU dev VM (torch 2.13, 2 threads, the toy model) at load average 3.0 from other work,
+# 2026-12-05 20:38 UTC. Consecutive measurements a minute apart on that shared VM ranged over
+# 2.7-8 ms per layer call and 0.7-8.8 GFLOP/s (docs/benchmarks.md): calibrate where and when
+# the run will go. Per-call overhead dominates the toy: a one-token forward costs about as much
+# as 30 tokens.
+CPU_DEFAULTS = {"layer_call_s": 8.0e-3, "flops_per_s": 0.74e9, "token_s": 1.04e-3}
 
 
 @dataclass(frozen=True)
@@ -145,7 +147,9 @@ def cpu_rates() -> tuple[dict[str, float], str]:
     keys = ("layer_call_s", "flops_per_s")
     if isinstance(entry, dict) and all(isinstance(entry.get(k), int | float) for k in keys):
         when = entry.get("measured_at", "?")
-        return {k: float(entry[k]) for k in keys}, f"measured by hallu.run.cpu_calibrate at {when}"
+        rates = {k: float(entry[k]) for k in keys}
+        rates["token_s"] = float(entry.get("token_s", 0.0))  # older entries lack it
+        return rates, f"measured by hallu.run.cpu_calibrate at {when}"
     return dict(CPU_DEFAULTS), "dev-VM defaults; run `python -m hallu.run.cpu_calibrate` here"
 
 

@@ -18,11 +18,12 @@ units: capture, steer, patchgen, heads) becomes one `Stage`, counted from what i
   last position, one frozen-attention forward and one forward per layer (heads stacked).
 
 FLOP are weight matmuls, 2 per weight per token (hallu/engine/cost.py for the fast engine's
-pieces). Time is `calls x n_layers x per-layer call latency + FLOP / rate`: a small model is
-bound by per-call overhead (a toy's forward costs about the same for 1 token as for 30), a
-large one by FLOP. Rates: on a GPU, its datasheet peak x MFU (generation at the decode MFU)
-and `GPU_LAYER_CALL_S`; on the CPU, the calibration file's "cpu" entry or `CPU_DEFAULTS`
-(hallu/run/gpus.py).
+pieces). Time is `calls x n_layers x per-layer call latency + FLOP / rate (+ generated tokens x a
+per-token cost on the CPU)`: a small model is bound by per-call overhead (a toy's forward costs
+about the same for 1 token as for 30) and, when it generates, by the per-row work of each step
+(sampling one row at a time, the cache), a large one by FLOP. Rates: on a GPU, its datasheet
+peak x MFU (generation at the decode MFU) and `GPU_LAYER_CALL_S`; on the CPU, the calibration
+file's "cpu" entry or `CPU_DEFAULTS` (hallu/run/gpus.py).
 """
 
 from __future__ import annotations
@@ -59,13 +60,15 @@ class Rates:
     flops_per_s: float
     decode_flops_per_s: float
     where: str
+    token_s: float = 0.0  # per generated token and row: sampling, cache and Python (CPU only)
 
 
 def seconds(stage: Stage, rates: Rates, n_layers: int, load_rate: float) -> float:
     """One stage's wall time on one replica (module docstring)."""
     rate = rates.decode_flops_per_s if stage.decode else rates.flops_per_s
     calls = stage.calls * n_layers * rates.layer_call_s
-    return calls + stage.flops / rate + stage.load_bytes / load_rate
+    rows = stage.generated * rates.token_s
+    return calls + rows + stage.flops / rate + stage.load_bytes / load_rate
 
 
 def kv_bytes(shape: Any, rows: int, n_tokens: int, b: int) -> float:
