@@ -120,3 +120,26 @@ def test_every_stage_of_a_full_sweep_has_a_line_and_the_multirun_sums_them():
     flops = sum(e["flops_total"] for e in ests)
     assert f"{flops:.2e} FLOP in all stages" in lines[1]
     assert "on this CPU" in lines[1]
+
+
+def test_cpu_time_follows_the_calibration_files_cpu_entry(tmp_path, monkeypatch):
+    """The CPU's constants come from the calibration file when it has them (a GPU entry written
+    later keeps them); each stage's time is calls x layers x latency + FLOP / rate + tokens x
+    per-token cost."""
+    from hallu.run import gpus
+
+    path = tmp_path / "cal.json"
+    monkeypatch.setenv("HALLU_CALIBRATION", str(path))
+    assert gpus.cpu_rates()[0] == gpus.CPU_DEFAULTS
+    gpus.write_cpu_calibration(layer_call_s=0.5, flops_per_s=1e9, token_s=0.25)
+    gpus.write_calibration("h100", 400.0)
+    rates, where = gpus.cpu_rates()
+    assert rates == {"layer_call_s": 0.5, "flops_per_s": 1e9, "token_s": 0.25}
+    assert "measured by hallu.run.cpu_calibrate" in where
+    cfg = compose(["model=tiny", "metric=is_vs_might", "+sweep=mechanism", "sweep.pairs=4"])
+    _, est = plan_and_estimate(cfg)
+    n_layers = cfg.model.tiny.n_layers
+    for s in est["stages"]:
+        expected = s.calls * n_layers * 0.5 + s.flops / 1e9 + s.generated * 0.25
+        assert est["stage_seconds"][s.name] == pytest.approx(expected, rel=1e-12)
+    assert est["seconds"] == pytest.approx(est["load_s"] + sum(est["stage_seconds"].values()))
