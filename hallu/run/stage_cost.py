@@ -97,6 +97,9 @@ def noise_stage(cfg: Any, shape: Any, params: int, lengths: dict, b: int) -> Sta
     tokens = dtypes * per_dtype
     # The two dtypes besides the run's: fp16 + bf16 (2 + 2 bytes), or float32 + one 2-byte one.
     others = params * (4 if b == 4 else 6)
+    # Memory: the padded batch's logits. The other dtypes' weights are loaded beside the run's
+    # replica; one that does not fit is recorded as that dtype's error (noise.py catches the
+    # OOM), so they are priced as load time, not as memory the fit check must refuse.
     return Stage(
         "noise floor", dtypes * (2 * len(lens) + 1), tokens, 0, tokens * 2 * params,
         len(lens) * max(lens, default=0) * shape.vocab_size * 4, load_bytes=others,
