@@ -16,8 +16,7 @@ import numpy as np
 from hallu.analysis import behavior_check, cell_maps, results, scorecard, verdicts
 from hallu.analysis.grid import MAIN_METRIC
 from hallu.analysis.noise_flags import UNKNOWN
-from hallu.analysis.results import SHORT
-from hallu.analysis.run_stats import Options, RunStats, analyse
+from hallu.analysis.run_stats import SHORT, Options, RunStats, analyse
 from hallu.errors import UserError
 from hallu.report.doc import Doc, fmt
 from hallu.store.reader import Run, n_layers_of
