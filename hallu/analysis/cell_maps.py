@@ -26,8 +26,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from hallu.analysis import permutation
+from hallu.analysis.directions import EXPECTED_SIGN
 from hallu.analysis.grid import Key, PairGrid, build, keys, select
-from hallu.analysis.results import EXPECTED_SIGN
 
 ANCHORS = ("start", "user", "marker", "user_end", "last")  # prompt order (store/schema.py)
 ANCHOR_COLUMN = "anchor_position"  # the derived column: anchor rank x STRIDE + offset
