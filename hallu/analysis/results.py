@@ -66,7 +66,7 @@ class NoiseFloor:
 
     def describe(self) -> str:
         if self.gap_floor is None:
-            return f"noise floor {UNKNOWN}"
+            return "noise floor not measured"
         return f"noise floor {self.gap_floor:.3g} logits (measured)"
 
 
@@ -83,7 +83,7 @@ class PairCheck:
     def floor_text(self) -> str:
         """What the floor is made of, so it never reads as the (possibly unmeasured) noise floor."""
         if self.noise_floor is None:
-            return f"two rounding steps {self.floor:.3g}; noise floor {UNKNOWN}"
+            return f"two rounding steps {self.floor:.3g}; noise floor not measured"
         if self.floor > self.noise_floor:
             return f"two rounding steps {self.floor:.3g}, above the noise floor"
         return f"noise floor {self.floor:.3g}"
