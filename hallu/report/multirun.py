@@ -46,26 +46,29 @@ class Study:
         return self.stats.card if self.stats is not None else None
 
 
-# Where a study's results go, how it is run and how prompt files are named change no number.
+# Where a study's results go and how it is run change no number.
 NOT_RESULTS = ("mode", "run_id", "verbose", "cluster", "storage", "protocol")
-NOT_RESULTS_PROMPTS = ("path", "format", "columns")  # the content is hashed in `identity`
+# How a prompt file is named and its conditions labelled: what the model reads is in the token
+# ids (run.json's identity), so two files that give the same tokens give the same study.
+PROMPT_NAMING = ("path", "format", "columns", "conditions")
 
 
 def result_identity(meta: dict[str, Any]) -> str:
     """A hash of everything that changes a study's results: the resolved config less where
-    results go and how prompt files are named, plus run.json's `identity` (hashes of the prompts'
-    content, token ids and weights). Two studies with one identity hold the same numbers."""
+    results go and how prompts are named, plus run.json's `identity` (hashes of the token ids the
+    model reads, the metric's tokens and the weights). Two studies with one identity hold the
+    same numbers; e.g. `prompts=marker_ladder` with its default conditions is `prompts=builtin`.
+    """
     cfg = {k: v for k, v in meta.get("config", {}).items() if k not in NOT_RESULTS}
-    prompts = cfg.get("prompts", {})
-    cfg["prompts"] = {k: v for k, v in prompts.items() if k not in NOT_RESULTS_PROMPTS}
-    cfg["model"] = {k: v for k, v in cfg.get("model", {}).items() if k not in ("cache_dir",)}
-    if "identity" not in meta:  # older runs: the prompt path must stand in for its content
-        cfg["prompts"] = prompts
-    sweep = {k: v for k, v in cfg.get("sweep", {}).items() if k != "name"}
-    cfg["sweep"] = sweep
-    blob = json.dumps(
-        {"config": cfg, "identity": meta.get("identity")}, sort_keys=True, default=str
-    )
+    cfg["model"] = {k: v for k, v in cfg.get("model", {}).items() if k != "cache_dir"}
+    cfg["sweep"] = {k: v for k, v in cfg.get("sweep", {}).items() if k != "name"}
+    ident = dict(meta.get("identity") or {})
+    if ident:
+        prompts = cfg.get("prompts", {})
+        cfg["prompts"] = {k: v for k, v in prompts.items() if k not in PROMPT_NAMING}
+        if "mechanism" not in cfg["sweep"].get("experiments", []):
+            ident.pop("prompts", None)  # texts of rungs no patching pair or answer reads
+    blob = json.dumps({"config": cfg, "identity": ident}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
