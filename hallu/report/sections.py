@@ -352,27 +352,19 @@ def locus_section(c: Context) -> None:
 
 
 def strongest_cells(c: Context, top: int = 5) -> None:
-    """The strongest cells of each experiment heatmap, with bootstrap intervals over pairs."""
-    from hallu.analysis import bootstrap
-
+    """The strongest cells of each experiment heatmap (hallu/analysis/cell_maps.py)."""
     c.doc.h("Strongest cells")
     rows = []
     for m in (m for m in c.maps if m.key.control is None and m.quantity == "restoration"):
-        w = bootstrap.resample_weights(len(m.grid.pair_ids), c.opts.n_boot, c.opts.seed)
-        ci = bootstrap.cells(m.grid, w, c.opts.level)
-        est = np.nan_to_num(m.estimate, nan=-np.inf)
-        for k in np.argsort(est, axis=None)[::-1][:top]:
-            i, j = np.unravel_index(k, est.shape)
-            if not np.isfinite(est[i, j]):
-                continue
+        for cell in cell_maps.strongest(m, c.opts.n_boot, c.opts.seed, c.opts.level, top):
             rows.append(
                 [
                     SHORT.get(m.key.direction, m.key.direction),
                     cell_maps.describe_key(m.key),
-                    m.grid.layers[i],
-                    m.labels[j],
-                    f"{m.estimate[i, j]:.3f} [{fmt(ci.lo[i, j])}, {fmt(ci.hi[i, j])}]",
-                    "n/a" if m.p_adj is None else f"{m.p_adj[i, j]:.4f}",
+                    cell.layer,
+                    cell.label,
+                    f"{cell.estimate:.3f} [{fmt(cell.lo)}, {fmt(cell.hi)}]",
+                    "n/a (no permutation test)" if cell.p_adj is None else f"{cell.p_adj:.4f}",
                 ]
             )
     c.doc.table(

@@ -193,6 +193,7 @@ def _markdown(
     summaries: dict[str, dict[str, Any]],
     maps: list[dict[str, Any]],
     headline: list[str],
+    noise: str = "",
 ) -> str:
     lines = [
         f"# hallu run {run_id}",
@@ -200,6 +201,8 @@ def _markdown(
         "## Headline (hallu/analysis/pipeline.py; the report prints the same)",
         "",
         *[f"- {line}" for line in headline],
+        "",
+        f"This run's {noise}." if noise else "",
         "",
         "The sections below are descriptive: means over every pair, including pairs the headline "
         "excludes. Restoration = (patched - corrupted) / (clean - corrupted); 1 = the patch "
@@ -260,5 +263,5 @@ def aggregate(store: Store, n_layers: int, margin: float = 0.05) -> dict[str, An
         "maps": described,
     }
     store.write_file("summary.json", json.dumps(summary, indent=2).encode())
-    store.write_file("summary.md", _markdown(store.run_id, summaries, described, headline).encode())
+    store.write_file("summary.md", _markdown(store.run_id, summaries, described, headline, res.noise.describe()).encode())
     return summary
