@@ -263,5 +263,6 @@ def aggregate(store: Store, n_layers: int, margin: float = 0.05) -> dict[str, An
         "maps": described,
     }
     store.write_file("summary.json", json.dumps(summary, indent=2).encode())
-    store.write_file("summary.md", _markdown(store.run_id, summaries, described, headline, res.noise.describe()).encode())
+    text = _markdown(store.run_id, summaries, described, headline, res.noise.describe())
+    store.write_file("summary.md", text.encode())
     return summary
