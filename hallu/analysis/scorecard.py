@@ -101,8 +101,9 @@ def build(res: Results) -> list[Verdict]:
 
 def headline_lines(res: Results) -> list[str]:
     """The lines the terminal, summary.md and the report print, word for word: each direction's
-    headline, then the 2A vs 2B verdict."""
+    headline, then the 2A vs 2B verdict; a behaviour-only run's is its rate line."""
+    if not res.directions:
+        return [res.behaviour.rate_line] if res.behaviour.rate_line else []
     lines = [d.headline_text() for d in res.directions.values()]
-    return lines + [
-        f"{v.criterion}: {v.verdict}" for v in res.card if v.criterion == verdicts.ASYMMETRY
-    ]
+    asym = [v for v in res.card if v.criterion == verdicts.ASYMMETRY]
+    return lines + [f"{v.criterion}: {v.verdict}" for v in asym]

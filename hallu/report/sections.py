@@ -68,8 +68,9 @@ def intro(c: Context) -> None:
     )
     rows = c.run.table.num_rows if c.run.table is not None else 0
     behaviour = f"; behaviour answers to {c.res.behaviour.n_pairs} pairs" * c.res.behaviour.has_rows
+    layers = f"{c.n_layers} layers, " if c.res.directions else ""
     c.doc.p(
-        f"Model {model.get('name_or_path', '?')} ({c.n_layers} layers, dtype "
+        f"Model {model.get('name_or_path', '?')} ({layers}dtype "
         f"{c.run.meta.get('dtype', model.get('dtype', '?'))}); {pairs or 'no patching rows'}"
         f"{behaviour}; {c.res.noise.describe()}; {rows} result rows from {c.run.location}. "
         "Report made "
@@ -83,7 +84,8 @@ def limits_section(c: Context) -> None:
     c.doc.h("Headline (the terminal, summary.md and scorecard.json print the same)")
     for line in c.headline:
         c.doc.p(line)
-    c.doc.p(f"This run's {c.res.noise.describe()}; every section below uses this one value.")
+    if c.res.directions:  # the floor judges patching baselines only
+        c.doc.p(f"This run's {c.res.noise.describe()}; every section below uses this one value.")
     found = verdicts.limits(c.run.meta.get("config", {}), c.res)
     if found:
         c.doc.h("Limits of this run")
