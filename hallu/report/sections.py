@@ -69,10 +69,11 @@ def intro(c: Context) -> None:
     rows = c.run.table.num_rows if c.run.table is not None else 0
     behaviour = f"; behaviour answers to {c.res.behaviour.n_pairs} pairs" * c.res.behaviour.has_rows
     layers = f"{c.n_layers} layers, " if c.res.directions else ""
+    noise = f"{c.res.noise.describe()}; " if c.res.directions else ""
     c.doc.p(
         f"Model {model.get('name_or_path', '?')} ({layers}dtype "
         f"{c.run.meta.get('dtype', model.get('dtype', '?'))}); {pairs or 'no patching rows'}"
-        f"{behaviour}; {c.res.noise.describe()}; {rows} result rows from {c.run.location}. "
+        f"{behaviour}; {noise}{rows} result rows from {c.run.location}. "
         "Report made "
         f"{datetime.now(timezone.utc).isoformat(timespec='seconds')} with {c.opts.n_boot} "
         f"bootstrap resamples and {c.opts.n_perm} sign flips (seed {c.opts.seed})."
