@@ -139,7 +139,7 @@ def _layer_curve(res: Results, path: str) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers are whole numbers
     ax.set_title(
         f"Restoration at the last prompt token by layer\nresid_pre patched, metric {MAIN_METRIC}, "
-        "ratio of means over the pairs used, 95% bootstrap band",
+        "pairs used;\nratio of means with its 95% bootstrap band",
         fontsize=9,
     )
     ax.set_xlabel(f"layer (0-based): {COMPONENTS['resid_pre']}")
