@@ -257,7 +257,8 @@ def patching(res: Results) -> list[Verdict]:
 
 def scorecard_json(entries: list[Verdict]) -> str:
     """scorecard.json: a list of {criterion, verdict, estimate, interval, n_pairs_used,
-    n_pairs_excluded, flags, numbers}; NaN written as null."""
+    n_pairs_excluded, flags, numbers, quantity}; NaN written as null. Every criterion that ran
+    has its estimate, interval and pair counts in these fields, not only in `numbers`."""
     import json
     import math
 
