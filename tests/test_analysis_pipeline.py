@@ -20,7 +20,7 @@ from hallu.analysis import scorecard, verdicts
 from hallu.analysis.pipeline import analyse
 from hallu.analysis.results import Options
 from hallu.report import multirun
-from hallu.report.html import _open, main
+from hallu.report.html import main, open_any
 from hallu.report.sections import CONTROLS_HEADER, LOCUS_HEADER, report_context
 
 pytestmark = pytest.mark.slow
@@ -63,7 +63,7 @@ def _card(run: Path) -> dict[str, dict]:
 
 def test_report_tables_equal_the_results_and_the_scorecard(runs):
     run, launched = runs["full"]
-    ctx = report_context(_open(str(run)), OPTS)
+    ctx = report_context(open_any(str(run)), OPTS)
     res, card = ctx.res, _card(run)
     # scorecard.json is the results' scorecard, entry for entry
     assert [e.to_json()["criterion"] for e in res.card] == list(card) == list(scorecard.CRITERIA)
@@ -106,7 +106,7 @@ def test_report_tables_equal_the_results_and_the_scorecard(runs):
     asym = card[verdicts.ASYMMETRY]
     for line in ctx.headline:
         assert line in report_md.splitlines()
-    stored = _open(str(run))
+    stored = open_any(str(run))
     default = analyse(stored.table, res.n_layers, stored.noise, None, replace(OPTS, n_boot=2000))
     assert len(scorecard.headline_lines(default)) == 3
     for line in scorecard.headline_lines(default):

@@ -81,7 +81,7 @@ def _check(args: argparse.Namespace) -> None:
         raise UserError("--measure-noise needs a local run directory (it writes into it)")
 
 
-def _open(source: str) -> Run:
+def open_any(source: str) -> Run:
     """The run; a behaviour-only run (+sweep=behavior: answers, no patching shards) too."""
     try:
         return open_run(source)
@@ -117,7 +117,7 @@ def _make(args: argparse.Namespace, opts: Options) -> tuple[Doc, Path, str]:
         _write(out / "report.html", only.html())
         _write(out / "report.md", only.markdown())
         return only, out, "report"
-    run = _open(args.run)
+    run = open_any(args.run)
     out = _out_dir(run, args.run, args.out)
     if args.compare:
         other = open_run(args.compare)

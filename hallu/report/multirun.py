@@ -83,10 +83,10 @@ def is_multirun(path: str) -> bool:
 
 def _analyse(path: str, study: Study, opts: Any) -> None:
     """The study's results and scorecard, exactly as its own report computes them."""
-    from hallu.report.html import _open
+    from hallu.report.html import open_any
     from hallu.report.sections import analyse_run
 
-    run = _open(path)
+    run = open_any(path)
     study.stats = analyse_run(run, opts)
     study.n_layers = study.stats.n_layers
     study.model = run.meta.get("config", {}).get("model", {}).get("name_or_path", "?")
