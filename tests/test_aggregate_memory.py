@@ -23,7 +23,7 @@ import pyarrow as pa
 import pytest
 
 from hallu.analysis import behavior_check
-from hallu.analysis.run_stats import Options
+from hallu.analysis.results import Options
 from hallu.analysis.verdicts import scorecard_json
 from hallu.report.sections import report_context
 from hallu.store import narrow, verify

@@ -70,3 +70,22 @@ def test_plan_multirun_sums_time_and_cost(run_cli):
     assert len(costs) == 2
     total = out.stdout.split("## all 2 studies:")[1]
     assert f"cost ${sum(costs):,.4f}"[:-2] in total
+
+
+def test_result_identity_sees_through_prompt_file_names_but_not_settings():
+    from hallu.report.multirun import result_identity
+
+    ident = {"prompts": "p", "token_ids": "t", "metric_token_ids": "m", "weights": "w"}
+    base = {"sweep": {"name": "full", "pairs": 8, "experiments": ["patching"]}, "seed": 0}
+
+    def meta(prompts: dict, run_id: str, **over) -> dict:
+        cfg = {**base, "prompts": prompts, "run_id": run_id, "storage": {"root": run_id}, **over}
+        return {"config": cfg, "identity": ident}
+
+    builtin = {"path": "builtin", "format": "auto", "conditions": {"certain": "certain"}}
+    ladder = {"path": "marker_ladder", "format": "csv", "conditions": {"certain": "definitely"}}
+    assert result_identity(meta(builtin, "a")) == result_identity(meta(ladder, "b"))
+    other = meta(builtin, "c", sweep={**base["sweep"], "pairs": 4})
+    assert result_identity(other) != result_identity(meta(builtin, "a"))
+    tokens = {**meta(ladder, "d"), "identity": {**ident, "token_ids": "other"}}
+    assert result_identity(tokens) != result_identity(meta(builtin, "a"))

@@ -45,7 +45,7 @@ def test_controls_run_then_report_then_compare(run_cli, tmp_path):
     proc = _report(str(run))
     assert proc.returncode == 0, proc.stderr
     md = (run / "report.md").read_text()
-    for criterion in (c.name for c in CRITERIA):
+    for criterion in CRITERIA:
         assert criterion in md
     assert "floor not measured" not in md and "No controls in this run" not in md
     assert f"{len(json.loads((run / 'run.json').read_text())['plan'])} of " in md  # timed shards
