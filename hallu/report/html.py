@@ -79,7 +79,7 @@ def open_any(source: str) -> Run:
     try:
         return open_run(source)
     except UserError:
-        from hallu.store.base import store_at
+        from hallu.store.factory import store_at
         from hallu.store.reader import BEHAVIOR_DIRS
 
         store = store_at(source)
