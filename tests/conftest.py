@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
@@ -42,3 +43,44 @@ def run_cli(tmp_path: Path):
         return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
 
     return run
+
+
+# One moto S3 server and one Ray cluster per pytest run, started on first use and shared by
+# every test that can share them (tests/cluster_fixtures.py has the services themselves).
+
+
+@pytest.fixture(scope="session")
+def moto_session():
+    """moto's S3 server on 127.0.0.1 for the whole run; tests take `moto` (a bucket each)."""
+    from .cluster_fixtures import moto_server, service_env
+
+    with contextlib.ExitStack() as stack:
+        with service_env():  # only while it starts: the environment is not the session's
+            m = stack.enter_context(moto_server())
+        yield m
+
+
+@pytest.fixture
+def moto(moto_session):
+    """The session's moto server with a new bucket of this test's own (unique name, so tests
+    stay independent of each other and of their order), the fake credentials set meanwhile."""
+    from .cluster_fixtures import service_env
+
+    with service_env():
+        yield moto_session.with_new_bucket()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A 2-CPU Ray head on 127.0.0.1 for the whole run (`ray start --head`, no dashboard, no
+    token auth), started with the fake AWS credentials so that its workers can reach moto.
+    Tests join it with `cluster_fixtures.ray_connected` (in this process) or pass
+    `cluster=ray cluster.address=<gcs_address>` to a launch. Tests that kill the cluster's own
+    processes or need another kind of cluster start their own (and say why)."""
+    pytest.importorskip("ray")
+    from .cluster_fixtures import ray_head, service_env
+
+    with contextlib.ExitStack() as stack:
+        with service_env():  # the head (and so its workers) keeps a copy; this process not
+            head = stack.enter_context(ray_head(num_cpus=2, token=False, dashboard=False))
+        yield head

@@ -1,4 +1,5 @@
-"""Every experiment on the Ray workers (issue 13, item 2), on a real local Ray (`num_cpus=2`).
+"""Every experiment on the Ray workers (issue 13, item 2), on a real Ray on this machine (the
+session's 2-CPU cluster).
 
 `+sweep=full` (patching, controls, noise floor, behaviour) through `cluster=ray_local` stores the
 same rows and the same noise_floor.json as `cluster=local`, while the launching process loads no
@@ -23,7 +24,13 @@ from hallu.run.prepare import prepare
 from hallu.store.local import LocalStore
 from hallu.store.verify import read_verified
 
-from .cluster_fixtures import TEST_ENV, run_killing_a_worker, small_config, sorted_rows
+from .cluster_fixtures import (
+    ray_connected,
+    run_killing_a_worker,
+    service_env,
+    small_config,
+    sorted_rows,
+)
 from .conftest import TINY
 
 ray = pytest.importorskip("ray")
@@ -38,17 +45,11 @@ ANSWER = ["chunk_id", "prompt_id", "sample_index"]
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    old = {k: os.environ.get(k) for k in TEST_ENV}
-    os.environ.update(TEST_ENV)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    yield
-    ray.shutdown()
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+def cluster(ray_cluster):
+    """This process joined to the session's 2-CPU Ray (conftest.py): the launches below with
+    cluster=ray_local find Ray initialized and run on it."""
+    with service_env(), ray_connected(ray_cluster):
+        yield
 
 
 def _one_thread(fn):

@@ -1,4 +1,5 @@
-"""The Ray executor on a real local Ray (`ray.init(num_cpus=2)`), shared by this module's tests.
+"""The Ray executor on a real Ray on this machine (the session's 2-CPU `ray_cluster`, which this
+module's tests drive from this process).
 
 Each run is compared with the in-process executor on the same config: the same rows, bit for bit
 (both at one torch thread, as Ray gives a 1-CPU actor), every cell exactly once.
@@ -24,9 +25,8 @@ from hallu.store.s3 import S3Store
 from .cluster_fixtures import (
     cell_keys,
     local_reference,
-    moto_server,
+    ray_connected,
     run_killing_a_worker,
-    service_env,
     small_config,
     sorted_rows,
 )
@@ -35,18 +35,11 @@ ray = pytest.importorskip("ray")
 
 
 @pytest.fixture(scope="module")
-def moto():
-    with service_env(), moto_server() as m:
-        yield m
-
-
-@pytest.fixture(scope="module")
-def cluster(moto):
-    """One local Ray for the module, started after the test credentials are in the environment
-    (its worker processes inherit them)."""
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
+def cluster(ray_cluster):
+    """This process joined to the session's Ray (conftest.py), whose workers have the test
+    credentials; yields its address. Runs with cluster=ray_local use the joined Ray."""
+    with ray_connected(ray_cluster) as address:
+        yield address
 
 
 def _assert_same_rows(got, want):
@@ -191,6 +184,4 @@ def test_killed_driver_is_resumed_by_rerunning(cluster, moto, tmp_path, capsys):
 
 
 def _etag(moto, key: str) -> str:
-    from .cluster_fixtures import BUCKET
-
-    return moto.client().head_object(Bucket=BUCKET, Key=key)["ETag"]
+    return moto.client().head_object(Bucket=moto.bucket, Key=key)["ETag"]
