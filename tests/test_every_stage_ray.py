@@ -34,6 +34,7 @@ from .cluster_fixtures import (
 from .conftest import TINY
 
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow  # full sweeps on a Ray cluster, a worker killed mid-chunk
 
 SMALL_MODEL = ["model.tiny.n_layers=3", "model.tiny.d_model=32", "model.tiny.d_mlp=64"]
 # Every stage, kept short: 3 pairs, last 3 positions, 2 sampled answers of 6 tokens.

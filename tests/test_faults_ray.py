@@ -22,6 +22,7 @@ from .cluster_fixtures import TEST_ENV, descendants, sorted_rows
 from .test_faults import SMALL, one_line_error
 
 pytest.importorskip("ray")
+pytestmark = pytest.mark.slow  # fault injection on launches that each start a Ray
 
 # 24 shards of one pair each: time to act in the middle of the run. The model is made wider
 # than SMALL's so that each shard takes a while even on a quiet machine (with 32-wide layers all

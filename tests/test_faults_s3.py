@@ -138,6 +138,7 @@ class OutageProxy:
         return False
 
 
+@pytest.mark.slow
 def test_endpoint_down_for_20_s_then_back_the_run_goes_on(moto, reference):
     proxy = OutageProxy(moto.url)
     # Two attempts per request: botocore's own retries alone give up within seconds, so what
@@ -157,6 +158,7 @@ def test_endpoint_down_for_20_s_then_back_the_run_goes_on(moto, reference):
     assert _rows(moto, "outage", "o").equals(reference)
 
 
+@pytest.mark.slow
 def test_endpoint_down_for_longer_than_retry_seconds_is_one_line(moto):
     proxy = OutageProxy(moto.url)
     proc = _launch(LONG, *_s3(moto, "gone", proxy.url), "run_id=g", "storage.retry_seconds=5")
@@ -165,6 +167,7 @@ def test_endpoint_down_for_longer_than_retry_seconds_is_one_line(moto):
     one_line_error(proc.wait(), "failed for 5 s", "run_id=g")
 
 
+@pytest.mark.slow
 def test_shards_lost_mid_run_are_named_and_recomputed(moto, reference):
     """The store loses every stored shard while the run goes on (a wiped prefix): the run ends
     with exit 2 naming them, and rerunning computes them again."""

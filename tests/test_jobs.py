@@ -155,8 +155,7 @@ def test_remote_cluster_needs_object_storage(capsys):
     assert "cluster=lambda" in err and "storage=s3 storage.bucket=NAME" in err
 
 
-def test_no_job_server_is_one_clear_error(services, capsys):
-    moto, _ = services
+def test_no_job_server_is_one_clear_error(moto, capsys):  # no head needed: there is none
     dead = f"http://127.0.0.1:{free_port()}"
     args = ["+sweep=debug", "cluster=runpod", f"cluster.address={dead}", *moto.overrides("j")]
     assert main(args) == 2

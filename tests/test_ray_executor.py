@@ -32,6 +32,7 @@ from .cluster_fixtures import (
 )
 
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow  # runs on a Ray cluster: worker start-up, kills, a local reference
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +139,6 @@ def test_shard_that_keeps_failing_stops_the_run_and_is_named(cluster, tmp_path):
     assert f"run_id={store.run_id}" in msg
 
 
-@pytest.mark.slow
 def test_killed_driver_is_resumed_by_rerunning(cluster, moto, tmp_path, capsys):
     """A driver (the CLI, joined to this module's Ray) killed after some shards; rerunning the
     same run_id runs only the rest, replaces nothing, and every cell is stored exactly once."""
