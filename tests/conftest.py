@@ -122,3 +122,33 @@ def ray_cluster():
         with service_env():  # the head (and so its workers) keeps a copy; this process not
             head = stack.enter_context(ray_head(num_cpus=2, token=False, dashboard=False))
         yield head
+
+
+def run_module(module: str, *args: str) -> subprocess.CompletedProcess:
+    """`python -m MODULE ARGS` in this process: runpy runs the module's __main__ as `-m` does
+    (sys.argv set), stdout/stderr captured; an uncaught exception is printed and gives exit 1.
+    For tests about what the command does, not about the interpreter it starts."""
+    import io
+    import runpy
+    import traceback
+
+    out, err = io.StringIO(), io.StringIO()
+    argv = sys.argv
+    sys.argv = [module, *args]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                runpy.run_module(module, run_name="__main__", alter_sys=True)
+                code = 0
+            except SystemExit as exit_:  # as the interpreter ends on it
+                code = 0 if exit_.code is None else exit_.code
+                if not isinstance(code, int):
+                    print(code, file=sys.stderr)
+                    code = 1
+            except Exception:
+                traceback.print_exc()
+                code = 1
+    finally:
+        sys.argv = argv
+    cmd = [sys.executable, "-m", module, *args]
+    return subprocess.CompletedProcess(cmd, code, out.getvalue(), err.getvalue())
