@@ -126,9 +126,9 @@ class RayHead:
 def ray_head(num_cpus: int = 2, token: bool = True, dashboard: bool = True) -> Iterator[RayHead]:
     """`ray start --head --block` on loopback in its own session; stopped by its process group.
 
-    token/dashboard: token auth and the dashboard's job server on, as infra/ sets a head up (for
-    the job tests); the session's shared cluster (`ray_cluster` in conftest.py) runs without
-    either, like the `ray.init(address="local")` it stands in for."""
+    token: token auth on, set explicitly (Ray 2.5x turns it on by itself when a token file exists
+    in ~/.ray, so a head without it may still ask for one); dashboard: the job server (for the
+    job tests)."""
     port, dash = free_port(), free_port()
     temp = tempfile.mkdtemp(prefix="hallu-ray-", dir="/tmp")  # short: Ray's socket paths must fit
     cmd = [
@@ -181,19 +181,6 @@ def _head_started(log: str) -> bool:
     """True once `ray start --block` has said that the head's processes are up."""
     with open(log) as f:
         return "Ray runtime started" in f.read()
-
-
-@contextlib.contextmanager
-def ray_connected(head: RayHead) -> Iterator[str]:
-    """This process as a driver of `head` (a head without token auth); yields its GCS address.
-    Run code with cluster=ray_local finds Ray initialized and uses it (hallu.run.ray.connect)."""
-    import ray
-
-    ray.init(address=head.gcs_address, logging_level="ERROR")
-    try:
-        yield head.gcs_address
-    finally:
-        ray.shutdown()
 
 
 def _stop_group(proc: subprocess.Popen) -> None:

@@ -83,8 +83,8 @@ def _in_process(cmd: list[str], cwd: Path, capsys, monkeypatch) -> subprocess.Co
     return subprocess.CompletedProcess(cmd, code, out, err)
 
 
-# One moto S3 server and one Ray cluster per pytest run, started on first use and shared by
-# every test that can share them (tests/cluster_fixtures.py has the services themselves).
+# One moto S3 server per pytest run, started on first use and shared by every test that can
+# share it (tests/cluster_fixtures.py has the services themselves).
 
 
 @pytest.fixture(scope="session")
@@ -106,22 +106,6 @@ def moto(moto_session):
 
     with service_env():
         yield moto_session.with_new_bucket()
-
-
-@pytest.fixture(scope="session")
-def ray_cluster():
-    """A 2-CPU Ray head on 127.0.0.1 for the whole run (`ray start --head`, no dashboard, no
-    token auth), started with the fake AWS credentials so that its workers can reach moto.
-    Tests join it with `cluster_fixtures.ray_connected` (in this process) or pass
-    `cluster=ray cluster.address=<gcs_address>` to a launch. Tests that kill the cluster's own
-    processes or need another kind of cluster start their own (and say why)."""
-    pytest.importorskip("ray")
-    from .cluster_fixtures import ray_head, service_env
-
-    with contextlib.ExitStack() as stack:
-        with service_env():  # the head (and so its workers) keeps a copy; this process not
-            head = stack.enter_context(ray_head(num_cpus=2, token=False, dashboard=False))
-        yield head
 
 
 def run_module(module: str, *args: str) -> subprocess.CompletedProcess:

@@ -1,5 +1,4 @@
-"""Every experiment on the Ray workers (issue 13, item 2), on a real Ray on this machine (the
-session's 2-CPU cluster).
+"""Every experiment on the Ray workers (issue 13, item 2), on a real local Ray (`num_cpus=2`).
 
 `+sweep=full` (patching, controls, noise floor, behaviour) through `cluster=ray_local` stores the
 same rows and the same noise_floor.json as `cluster=local`, while the launching process loads no
@@ -25,7 +24,6 @@ from hallu.store.local import LocalStore
 from hallu.store.verify import read_verified
 
 from .cluster_fixtures import (
-    ray_connected,
     run_killing_a_worker,
     service_env,
     small_config,
@@ -46,11 +44,13 @@ ANSWER = ["chunk_id", "prompt_id", "sample_index"]
 
 
 @pytest.fixture(scope="module")
-def cluster(ray_cluster):
-    """This process joined to the session's 2-CPU Ray (conftest.py): the launches below with
-    cluster=ray_local find Ray initialized and run on it."""
-    with service_env(), ray_connected(ray_cluster):
+def cluster():
+    """One local 2-CPU Ray for the module (see test_ray_executor.cluster for why not shared):
+    the launches below with cluster=ray_local find Ray initialized and run on it."""
+    with service_env():
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
         yield
+        ray.shutdown()
 
 
 def _one_thread(fn):

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow  # fault injection on launches that each start a R
 # 24 shards were stored within a second of the first one, before the kill landed).
 LONG = [*SMALL, "sweep.pairs_per_shard=1", "sweep.pairs=12", "sweep.positions=last:12"]
 LONG += ["model.tiny.n_layers=8", "model.tiny.d_model=256", "model.tiny.d_mlp=1024"]
-# Each launch starts its own local Ray, not the session's shared `ray_cluster`: what is tested is
+# Each launch starts its own local Ray (not a shared one): what is tested is
 # that a killed driver takes the Ray it started (raylet, workers) with it, and that a second
 # launch is refused before it starts one.
 RAY = ["cluster=ray_local", "cluster.num_workers=2", "cluster.resources.num_cpus=1"]

@@ -29,9 +29,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="module")
 def head():
-    """This module's own Ray head, not the session's `ray_cluster`: job submission needs the
+    """This module's own Ray head (not shared with other modules): job submission needs the
     dashboard's job server, and these tests need token auth on (as infra/ sets a head up; a
-    client without the token must be refused), which the shared cluster runs without."""
+    client without the token must be refused)."""
     with service_env(), ray_head(num_cpus=2) as h:
         yield h
 

@@ -1,5 +1,5 @@
-"""`python -m hallu.launch +sweep=mechanism` end to end on the tiny model: local and Ray store the
-same units and numbers, a rerun skips them, and the report shows the section."""
+"""`python -m hallu.launch +sweep=mechanism` end to end on the tiny model: local and ray_local
+store the same units and numbers, a rerun skips them, and the report shows the section."""
 
 from __future__ import annotations
 
@@ -20,10 +20,6 @@ SMALL = [
 ]  # fmt: skip
 
 
-RAY = ["cluster=ray", "cluster.num_workers=2", "cluster.resources.num_cpus=1"]
-RAY += ["cluster.resources.num_gpus=0"]
-
-
 def _tables(run_dir):
     t = read(str(run_dir))
     assert set(t) == {"capture", "steer", "patchgen", "heads"}
@@ -31,15 +27,14 @@ def _tables(run_dir):
 
 
 @pytest.mark.slow
-def test_mechanism_runs_locally_and_on_ray_with_the_same_numbers(run_cli, tmp_path, ray_cluster):
+def test_mechanism_runs_locally_and_on_ray_with_the_same_numbers(run_cli, tmp_path):
     local = run_cli(*SMALL, "run_id=local")
     assert local.returncode == 0, local.stderr
     assert "cosine(certain, uncertain)" in local.stdout
     again = run_cli(*SMALL, "run_id=local")
     assert again.returncode == 0 and "mechanism capture" not in again.stderr  # all units stored
-    # On the session's 2-CPU Ray (conftest.py), joined as cluster=ray with ray_local's defaults
-    # (2 workers of 1 CPU): the same actors and units as a Ray this launch started itself.
-    on_ray = run_cli(*SMALL, "run_id=ray", *RAY, f"cluster.address={ray_cluster.gcs_address}")
+    # A subprocess: the launch starts (and stops) its own local Ray, as the user's would.
+    on_ray = run_cli(*SMALL, "run_id=ray", "cluster=ray_local", in_subprocess=True)
     assert on_ray.returncode == 0, on_ray.stderr[-2000:]
     # Both stages ran on the same actors, each of which loaded the model once.
     said = r"mechanism on (\d+) worker\(s\): .*model loads per worker (.*)"

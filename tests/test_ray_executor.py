@@ -1,5 +1,4 @@
-"""The Ray executor on a real Ray on this machine (the session's 2-CPU `ray_cluster`, which this
-module's tests drive from this process).
+"""The Ray executor on a real local Ray (`ray.init(num_cpus=2)`), shared by this module's tests.
 
 Each run is compared with the in-process executor on the same config: the same rows, bit for bit
 (both at one torch thread, as Ray gives a 1-CPU actor), every cell exactly once.
@@ -25,8 +24,8 @@ from hallu.store.s3 import S3Store
 from .cluster_fixtures import (
     cell_keys,
     local_reference,
-    ray_connected,
     run_killing_a_worker,
+    service_env,
     small_config,
     sorted_rows,
 )
@@ -36,11 +35,15 @@ pytestmark = pytest.mark.slow  # runs on a Ray cluster: worker start-up, kills, 
 
 
 @pytest.fixture(scope="module")
-def cluster(ray_cluster):
-    """This process joined to the session's Ray (conftest.py), whose workers have the test
-    credentials; yields its address. Runs with cluster=ray_local use the joined Ray."""
-    with ray_connected(ray_cluster) as address:
-        yield address
+def cluster():
+    """One local Ray for the module, started with the test credentials in the environment (its
+    worker processes keep them). Its own, not shared with other modules: a driver in this
+    process joins a separately started head only with Ray's auth settings read at `import ray`
+    (a token file in ~/.ray turns token auth on), so the in-process driver starts its own."""
+    with service_env():
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
 
 
 def _assert_same_rows(got, want):
