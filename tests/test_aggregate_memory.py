@@ -113,6 +113,7 @@ def _arrow_peak(pairs: int, root: Path, env: dict) -> dict:
     return json.loads(proc.stdout)
 
 
+@pytest.mark.slow
 def test_memory_grows_with_the_projection_not_with_every_column(tmp_path):
     env = {
         **os.environ,

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from hallu.run.multirun import expand, label
+
+from .conftest import run_module
 
 SMALL = ["model=tiny", "metric=is_vs_might", "model.tiny.d_model=32", "model.tiny.d_mlp=64",
          "sweep.experiments=[patching]", "sweep.positions=last:2", "sweep.pairs=4"]  # fmt: skip
@@ -36,10 +36,7 @@ def test_multirun_of_two_studies_and_its_comparative_report(run_cli, tmp_path):
     assert [s["status"] for s in index["studies"]] == ["done", "done"]
     for s in index["studies"]:
         assert (root / s["dir"] / "run.json").is_file()
-    rep = subprocess.run(
-        [sys.executable, "-m", "hallu.report", str(root), "--n-boot", "200", "--n-perm", "200"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    rep = run_module("hallu.report", str(root), "--n-boot", "200", "--n-perm", "200")
     assert rep.returncode == 0, rep.stderr[-3000:]
     md = (root / "multirun_report.md").read_text()
     assert "| model.tiny.n_layers=2 | model.tiny.n_layers=4 |" in md

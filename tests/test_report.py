@@ -280,41 +280,32 @@ def test_html_opens_in_headless_chromium_with_every_figure_decoded(tmp_path):
     assert chromium_check(run / "report.html", tmp_path) == "hallu report ok: 11 figures"
 
 
-def test_report_reads_a_run_from_s3(tmp_path, monkeypatch, capsys):
-    """The same run uploaded to moto's S3 server on 127.0.0.1 reports like the local one."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        for k, v in {
-            "AWS_ACCESS_KEY_ID": "test",
-            "AWS_SECRET_ACCESS_KEY": "test",
-            "AWS_REGION": "us-east-1",
-            "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-        }.items():
-            monkeypatch.setenv(k, v)
-        s3 = boto3.client("s3")
-        s3.create_bucket(Bucket="hallu-test")
-        run = make_run(tmp_path, "r1", noise_floor=0.01)
-        # Uploaded through the store, as a run on S3 is written: shards with their done markers.
-        remote_store = store_at("s3://hallu-test/runs/r1")
-        for path in run.rglob("*"):
-            if path.parent.name == "shards":
-                remote_store.write_shard(path.stem, pq.read_table(path))
-            elif path.is_file():
-                remote_store.write_file(str(path.relative_to(run)), path.read_bytes())
-        out = tmp_path / "out"
-        assert main(["s3://hallu-test/runs/r1", "--out", str(out), *FAST]) == 0
-        remote = (out / "report.md").read_text()
-        assert main([str(run), *FAST]) == 0
-        local = (run / "report.md").read_text()
-        # Same numbers; only the location and the time the report was made differ.
-        strip = re.compile(r"from \S+\. Report made \S+")
-        assert strip.sub("", remote) == strip.sub("", local)
-        assert main(["s3://hallu-test/runs/missing", "--out", str(out), *FAST]) == 2
-        assert "no run.json" in capsys.readouterr().err
-    finally:
-        server.stop()
+def test_report_reads_a_run_from_s3(moto, tmp_path, monkeypatch, capsys):
+    """The same run uploaded to moto's S3 server on 127.0.0.1 (the session's, a bucket of this
+    test's own) reports like the local one."""
+    for k, v in {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": moto.url,
+    }.items():
+        monkeypatch.setenv(k, v)
+    bucket = moto.bucket
+    run = make_run(tmp_path, "r1", noise_floor=0.01)
+    # Uploaded through the store, as a run on S3 is written: shards with their done markers.
+    remote_store = store_at(f"s3://{bucket}/runs/r1")
+    for path in run.rglob("*"):
+        if path.parent.name == "shards":
+            remote_store.write_shard(path.stem, pq.read_table(path))
+        elif path.is_file():
+            remote_store.write_file(str(path.relative_to(run)), path.read_bytes())
+    out = tmp_path / "out"
+    assert main([f"s3://{bucket}/runs/r1", "--out", str(out), *FAST]) == 0
+    remote = (out / "report.md").read_text()
+    assert main([str(run), *FAST]) == 0
+    local = (run / "report.md").read_text()
+    # Same numbers; only the location and the time the report was made differ.
+    strip = re.compile(r"from \S+\. Report made \S+")
+    assert strip.sub("", remote) == strip.sub("", local)
+    assert main([f"s3://{bucket}/runs/missing", "--out", str(out), *FAST]) == 2
+    assert "no run.json" in capsys.readouterr().err

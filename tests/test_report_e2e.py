@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import pyarrow.parquet as pq
 import pytest
 
 from hallu.analysis.scorecard import CRITERIA
 
-from .conftest import TINY
+from .conftest import TINY, run_module
 from .test_report import chromium_check
 
 pytestmark = pytest.mark.slow
@@ -26,8 +25,7 @@ SMALL = [
 
 
 def _report(*args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "hallu.report", *args, "--n-boot", "300", "--n-perm", "300"]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    return run_module("hallu.report", *args, "--n-boot", "300", "--n-perm", "300")
 
 
 def test_controls_run_then_report_then_compare(run_cli, tmp_path):
