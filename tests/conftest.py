@@ -57,26 +57,33 @@ def run_cli(tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.M
     return run
 
 
-def _in_process(cmd: list[str], cwd: Path, capsys, monkeypatch) -> subprocess.CompletedProcess:
-    """`cmd` (python -m hallu.launch ARGS) as hallu.launch's cli() runs it, in this process."""
+def exit_code(call) -> int:
+    """What the interpreter would exit with after `call()`: its return value (0 for None), a
+    SystemExit's code, or 1 with the traceback printed for an uncaught exception."""
     import traceback
 
+    try:
+        code = call()
+    except SystemExit as exit_:
+        code = exit_.code
+        if code is not None and not isinstance(code, int):
+            print(code, file=sys.stderr)
+            return 1
+    except Exception:
+        traceback.print_exc()
+        return 1
+    return 0 if code is None else code
+
+
+def _in_process(cmd: list[str], cwd: Path, capsys, monkeypatch) -> subprocess.CompletedProcess:
+    """`cmd` (python -m hallu.launch ARGS) as hallu.launch's cli() runs it, in this process."""
     from hallu.run.launch import main
 
     before = capsys.readouterr()  # the test's own output so far is put back after the run
     with monkeypatch.context() as m:
         m.chdir(cwd)
         m.setattr(sys, "argv", [str(REPO / "hallu" / "launch.py"), *cmd[3:]])
-        try:
-            code = main(cmd[3:])
-        except SystemExit as exit_:  # as the interpreter ends on it
-            code = 0 if exit_.code is None else exit_.code
-            if not isinstance(code, int):
-                print(code, file=sys.stderr)
-                code = 1
-        except Exception:
-            traceback.print_exc()
-            code = 1
+        code = exit_code(lambda: main(cmd[3:]))
     out, err = capsys.readouterr()
     sys.stdout.write(before.out)
     sys.stderr.write(before.err)
@@ -114,24 +121,17 @@ def run_module(module: str, *args: str) -> subprocess.CompletedProcess:
     For tests about what the command does, not about the interpreter it starts."""
     import io
     import runpy
-    import traceback
 
     out, err = io.StringIO(), io.StringIO()
     argv = sys.argv
     sys.argv = [module, *args]
     try:
+
+        def as_main() -> None:
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                runpy.run_module(module, run_name="__main__", alter_sys=True)
-                code = 0
-            except SystemExit as exit_:  # as the interpreter ends on it
-                code = 0 if exit_.code is None else exit_.code
-                if not isinstance(code, int):
-                    print(code, file=sys.stderr)
-                    code = 1
-            except Exception:
-                traceback.print_exc()
-                code = 1
+            code = exit_code(as_main)
     finally:
         sys.argv = argv
     cmd = [sys.executable, "-m", module, *args]
