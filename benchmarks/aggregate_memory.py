@@ -169,7 +169,7 @@ def measure(phase: str, run_dir: str, n_boot: int, n_perm: int) -> dict:
     import matplotlib
 
     matplotlib.use("Agg")
-    from hallu.analysis.run_stats import Options
+    from hallu.analysis.results import Options
     from hallu.report.sections import report_context
     from hallu.report.summary import aggregate
     from hallu.store.reader import open_run

@@ -193,7 +193,7 @@ POSITIONS_HELP = "'all', 'last:K' (the last K tokens, aligned from the end) or a
 
 
 class MechanismCfg(_Strict):
-    """+sweep=mechanism (hallu/run/mechanism.py, docs/mechanism.md): directions, steering,
+    """+sweep=mechanism (hallu/mechanism/, docs/mechanism.md): directions, steering,
     patch-and-generate. Sites are tokens of each prompt: 'marker' (the marker's last token; for
     the unmarked prompt the token before the marker's slot) and 'last' (the last prompt token)."""
 

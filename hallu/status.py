@@ -18,9 +18,7 @@ from typing import Any
 
 from hallu.errors import EXIT_USER_ERROR, UserError
 
-# Where the other stages keep their results (hallu/run/mechanism.py FOLDER and its unit kinds,
-# hallu/run/noise.py FILE); spelled here so that reading them needs no torch.
-MECHANISM_KINDS = ("capture", "steer", "patchgen")
+# Where the noise floor is kept (hallu/run/noise.py FILE; run/ sits above this module).
 NOISE_FILE = "noise_floor.json"
 MULTIRUN_INDEX = "multirun.json"  # hallu/run/multirun.py INDEX
 
@@ -51,8 +49,11 @@ def rows(store: Any) -> list[tuple[str, int, int | None]]:
     if sweep.get("noise_floor") and "patching" in sweep.get("experiments", []):
         out.append(("noise floor", int(store.read_file(NOISE_FILE) is not None), 1))
     if "mechanism" in sweep.get("experiments", []):
-        for kind in MECHANISM_KINDS:
-            done_units = len(store.table_names(f"mechanism/{kind}"))
+        from hallu.mechanism.schema import FOLDER as MECHANISM
+        from hallu.mechanism.schema import SCHEMAS
+
+        for kind in SCHEMAS:  # the package that owns the tables names them (no torch)
+            done_units = len(store.table_names(f"{MECHANISM}/{kind}"))
             out.append((f"mechanism {kind} units", done_units, None))
     return out
 
@@ -75,7 +76,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("run", help="a run directory or s3://bucket/prefix/run_id")
     ap.add_argument("--json", action="store_true", help="one JSON object instead of text")
     args = ap.parse_args(argv)
-    from hallu.store.base import store_at
+    from hallu.store.factory import store_at
 
     try:
         store = store_at(args.run)

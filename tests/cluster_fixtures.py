@@ -61,20 +61,29 @@ def service_env() -> Iterator[None]:
 @dataclass
 class Moto:
     url: str
+    bucket: str = BUCKET  # the `moto` fixture gives each test a bucket of its own
 
     def client(self):
         return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1")
 
+    def with_new_bucket(self) -> Moto:
+        """The same server with a new, empty bucket of a unique name."""
+        bucket = f"{BUCKET}-{uuid.uuid4().hex[:12]}"
+        self.client().create_bucket(Bucket=bucket)
+        return Moto(self.url, bucket)
+
     def keys(self, prefix: str = "") -> list[str]:
         pages = (
-            self.client().get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+            self.client()
+            .get_paginator("list_objects_v2")
+            .paginate(Bucket=self.bucket, Prefix=prefix)
         )
         return sorted(o["Key"] for p in pages for o in p.get("Contents", []))
 
     def overrides(self, prefix: str) -> list[str]:
         return [
             "storage=s3",
-            f"storage.bucket={BUCKET}",
+            f"storage.bucket={self.bucket}",
             f"storage.prefix={prefix}",
             f"storage.endpoint_url={self.url}",
             "storage.region=us-east-1",
@@ -114,8 +123,12 @@ class RayHead:
 
 
 @contextlib.contextmanager
-def ray_head(num_cpus: int = 2) -> Iterator[RayHead]:
-    """`ray start --head --block` on loopback in its own session; stopped by its process group."""
+def ray_head(num_cpus: int = 2, token: bool = True, dashboard: bool = True) -> Iterator[RayHead]:
+    """`ray start --head --block` on loopback in its own session; stopped by its process group.
+
+    token: token auth on, set explicitly (Ray 2.5x turns it on by itself when a token file exists
+    in ~/.ray, so a head without it may still ask for one); dashboard: the job server (for the
+    job tests)."""
     port, dash = free_port(), free_port()
     temp = tempfile.mkdtemp(prefix="hallu-ray-", dir="/tmp")  # short: Ray's socket paths must fit
     cmd = [
@@ -127,7 +140,7 @@ def ray_head(num_cpus: int = 2) -> Iterator[RayHead]:
         "--block",
         f"--port={port}",
         "--node-ip-address=127.0.0.1",
-        "--include-dashboard=true",
+        f"--include-dashboard={'true' if dashboard else 'false'}",
         "--dashboard-host=127.0.0.1",
         f"--dashboard-port={dash}",
         # ports that default to fixed numbers, so that parallel test sessions do not collide
@@ -141,25 +154,33 @@ def ray_head(num_cpus: int = 2) -> Iterator[RayHead]:
     ]
     log = open(os.path.join(temp, "head.log"), "w")  # noqa: SIM115
     # Token auth set explicitly: Ray 2.5x turns it on only when a token file happens to exist.
-    token = uuid.uuid4().hex
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    secret = uuid.uuid4().hex if token else ""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # its "Ray runtime started" reaches the log
+    if token:
+        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secret)
     proc = subprocess.Popen(
         cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
     )
     url = f"http://127.0.0.1:{dash}"
     try:
         deadline = time.monotonic() + 120
-        while not _job_server_up(url):
+        while not (_job_server_up(url) if dashboard else _head_started(log.name)):
             if proc.poll() is not None or time.monotonic() > deadline:
                 log.flush()
                 with open(log.name) as f:
                     raise RuntimeError(f"ray head did not start:\n{f.read()[-3000:]}")
-            time.sleep(1)
-        yield RayHead(f"127.0.0.1:{port}", url, token)
+            time.sleep(0.5)
+        yield RayHead(f"127.0.0.1:{port}", url, secret)
     finally:
         _stop_group(proc)
         log.close()
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def _head_started(log: str) -> bool:
+    """True once `ray start --block` has said that the head's processes are up."""
+    with open(log) as f:
+        return "Ray runtime started" in f.read()
 
 
 def _stop_group(proc: subprocess.Popen) -> None:

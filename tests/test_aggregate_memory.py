@@ -23,7 +23,7 @@ import pyarrow as pa
 import pytest
 
 from hallu.analysis import behavior_check
-from hallu.analysis.run_stats import Options
+from hallu.analysis.results import Options
 from hallu.analysis.verdicts import scorecard_json
 from hallu.report.sections import report_context
 from hallu.store import narrow, verify
@@ -113,6 +113,7 @@ def _arrow_peak(pairs: int, root: Path, env: dict) -> dict:
     return json.loads(proc.stdout)
 
 
+@pytest.mark.slow
 def test_memory_grows_with_the_projection_not_with_every_column(tmp_path):
     env = {
         **os.environ,

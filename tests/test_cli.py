@@ -22,7 +22,7 @@ def _only_run(tmp_path):
 
 def test_default_run_is_the_toy_demo_with_parquet_figures_and_summary(run_cli, tmp_path):
     """The README's first line: the toy model, patching and behaviour, every pair and position."""
-    proc = run_cli(tiny=False)
+    proc = run_cli(tiny=False, in_subprocess=True)  # the command itself, as a user types it
     assert proc.returncode == 0, proc.stderr
     run = _only_run(tmp_path)
     meta = json.loads((run / "run.json").read_text())

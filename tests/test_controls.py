@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pyarrow as pa
@@ -98,7 +99,13 @@ def _own_source_metric(worker: Worker, row: dict, control: str) -> float:
         ]
     else:
         ids = unrelated_ids(prep, row["n_tokens"])
-    return float(prep.metric(final_logits(worker.model, ids)))
+    return _metric_of(worker, tuple(ids))
+
+
+@functools.cache
+def _metric_of(worker: Worker, ids: tuple[int, ...]) -> float:
+    """One forward pass per distinct source prompt (the rows of a pair share their source)."""
+    return float(worker.prep.metric(final_logits(worker.model, list(ids))))
 
 
 def test_same_class_needs_two_pairs(tmp_path):

@@ -18,6 +18,9 @@ pytest.importorskip("ray")
 pytest.importorskip("moto")
 
 
+# The benchmark script starts its own local Ray and moto server, not the session's: it is run as
+# the user runs it, and what it measures includes them.
+@pytest.mark.slow
 def test_driver_throughput_benchmark_stores_every_shard_in_both_stores():
     env = {**os.environ, **TEST_ENV, "PYTHONPATH": str(REPO)}
     proc = subprocess.run(

@@ -121,7 +121,7 @@ def test_bad_prompt_files_are_one_clear_error(capsys, tmp_path):
 
 @pytest.mark.slow
 def test_cli_exit_code_and_no_traceback(run_cli, tmp_path):
-    proc = run_cli("sweep.layers=[0,99]")
+    proc = run_cli("sweep.layers=[0,99]", in_subprocess=True)  # the process's exit code
     assert proc.returncode == 2
     assert "sweep.layers" in proc.stderr and "layer 99" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -23,10 +23,16 @@ from hallu.run.prepare import prepare
 from hallu.store.local import LocalStore
 from hallu.store.verify import read_verified
 
-from .cluster_fixtures import TEST_ENV, run_killing_a_worker, small_config, sorted_rows
+from .cluster_fixtures import (
+    run_killing_a_worker,
+    service_env,
+    small_config,
+    sorted_rows,
+)
 from .conftest import TINY
 
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow  # full sweeps on a Ray cluster, a worker killed mid-chunk
 
 SMALL_MODEL = ["model.tiny.n_layers=3", "model.tiny.d_model=32", "model.tiny.d_mlp=64"]
 # Every stage, kept short: 3 pairs, last 3 positions, 2 sampled answers of 6 tokens.
@@ -39,16 +45,12 @@ ANSWER = ["chunk_id", "prompt_id", "sample_index"]
 
 @pytest.fixture(scope="module")
 def cluster():
-    old = {k: os.environ.get(k) for k in TEST_ENV}
-    os.environ.update(TEST_ENV)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    yield
-    ray.shutdown()
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    """One local 2-CPU Ray for the module (see test_ray_executor.cluster for why not shared):
+    the launches below with cluster=ray_local find Ray initialized and run on it."""
+    with service_env():
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
+        yield
+        ray.shutdown()
 
 
 def _one_thread(fn):

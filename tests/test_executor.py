@@ -73,6 +73,12 @@ def test_run_json_records_n_layers_and_the_report_reads_it_without_the_model(tmp
     capsys.readouterr()
     assert n_layers_of(Run("old", old, rows, location="runs/old")) == 2
     assert "records no n_layers" in capsys.readouterr().err
+    # The command the report names for a run without a noise floor measures it into the run.
+    from hallu.run import noise
+
+    assert not (tmp_path / "n" / noise.FILE).exists()
+    assert noise.main([str(tmp_path / "n")]) == 0
+    assert json.loads((tmp_path / "n" / noise.FILE).read_text())["n_prompts"] == 8
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the failing load is a CUDA device on CPU")

@@ -22,12 +22,16 @@ from .cluster_fixtures import TEST_ENV, descendants, sorted_rows
 from .test_faults import SMALL, one_line_error
 
 pytest.importorskip("ray")
+pytestmark = pytest.mark.slow  # fault injection on launches that each start a Ray
 
 # 24 shards of one pair each: time to act in the middle of the run. The model is made wider
 # than SMALL's so that each shard takes a while even on a quiet machine (with 32-wide layers all
 # 24 shards were stored within a second of the first one, before the kill landed).
 LONG = [*SMALL, "sweep.pairs_per_shard=1", "sweep.pairs=12", "sweep.positions=last:12"]
 LONG += ["model.tiny.n_layers=8", "model.tiny.d_model=256", "model.tiny.d_mlp=1024"]
+# Each launch starts its own local Ray (not a shared one): what is tested is
+# that a killed driver takes the Ray it started (raylet, workers) with it, and that a second
+# launch is refused before it starts one.
 RAY = ["cluster=ray_local", "cluster.num_workers=2", "cluster.resources.num_cpus=1"]
 # One torch thread everywhere, as Ray gives a 1-CPU actor: local and Ray rows agree bit for bit.
 ENV = {**os.environ, **TEST_ENV, "OMP_NUM_THREADS": "1"}

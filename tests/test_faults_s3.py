@@ -21,18 +21,12 @@ from hallu.store.lease import LeaseLost
 from hallu.store.local import LocalStore
 from hallu.store.s3 import S3Store
 
-from .cluster_fixtures import BUCKET, moto_server, pipe, service_env, sorted_rows
+from .cluster_fixtures import pipe, sorted_rows
 from .conftest import tiny_config
 from .test_faults import SMALL, one_line_error
 
 # 24 shards of one pair each: long enough (about 30 s) to break the store in the middle of it.
 LONG = [*SMALL, "sweep.pairs_per_shard=1", "sweep.pairs=12", "sweep.positions=last:12"]
-
-
-@pytest.fixture(scope="module")
-def moto():
-    with service_env(), moto_server() as m:
-        yield m
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +64,7 @@ class _launch:
 def _s3(moto, prefix: str, endpoint: str | None = None) -> list[str]:
     return [
         "storage=s3",
-        f"storage.bucket={BUCKET}",
+        f"storage.bucket={moto.bucket}",
         f"storage.prefix={prefix}",
         f"storage.endpoint_url={endpoint or moto.url}",
         "storage.region=us-east-1",
@@ -144,6 +138,7 @@ class OutageProxy:
         return False
 
 
+@pytest.mark.slow
 def test_endpoint_down_for_20_s_then_back_the_run_goes_on(moto, reference):
     proxy = OutageProxy(moto.url)
     # Two attempts per request: botocore's own retries alone give up within seconds, so what
@@ -163,6 +158,7 @@ def test_endpoint_down_for_20_s_then_back_the_run_goes_on(moto, reference):
     assert _rows(moto, "outage", "o").equals(reference)
 
 
+@pytest.mark.slow
 def test_endpoint_down_for_longer_than_retry_seconds_is_one_line(moto):
     proxy = OutageProxy(moto.url)
     proc = _launch(LONG, *_s3(moto, "gone", proxy.url), "run_id=g", "storage.retry_seconds=5")
@@ -171,6 +167,7 @@ def test_endpoint_down_for_longer_than_retry_seconds_is_one_line(moto):
     one_line_error(proc.wait(), "(storage.retry_seconds=5;", "run_id=g")
 
 
+@pytest.mark.slow
 def test_shards_lost_mid_run_are_named_and_recomputed(moto, reference):
     """The store loses every stored shard while the run goes on (a wiped prefix): the run ends
     with exit 2 naming them, and rerunning computes them again."""
@@ -178,7 +175,7 @@ def test_shards_lost_mid_run_are_named_and_recomputed(moto, reference):
     _wait_for_markers(moto, "wiped/w", 3, proc)
     client = moto.client()
     for key in moto.keys("wiped/w/shards/"):
-        client.delete_object(Bucket=BUCKET, Key=key)
+        client.delete_object(Bucket=moto.bucket, Key=key)
     one_line_error(proc.wait(), "do not match the plan", "marked done, but its object is missing")
     again = _launch(LONG, *_s3(moto, "wiped"), "run_id=w").wait()
     assert again.returncode == 0, again.stderr[-3000:]
@@ -196,9 +193,13 @@ def test_s3_lease_refuses_a_second_writer_and_is_taken_over_when_stale(moto, cap
         second.lease.acquire("l")
     first.lease.check_writer()
     # The first driver stops renewing (its host is gone): after ttl the lease is stale.
-    note = json.loads(moto.client().get_object(Bucket=BUCKET, Key="lease/l/.lease")["Body"].read())
+    note = json.loads(
+        moto.client().get_object(Bucket=moto.bucket, Key="lease/l/.lease")["Body"].read()
+    )
     note.update(host="another-host", renewed=time.time() - 1000)
-    moto.client().put_object(Bucket=BUCKET, Key="lease/l/.lease", Body=json.dumps(note).encode())
+    moto.client().put_object(
+        Bucket=moto.bucket, Key="lease/l/.lease", Body=json.dumps(note).encode()
+    )
     second.lease.acquire("l")
     assert "its lease is stale (not renewed for 1000 s)" in capsys.readouterr().err
     with pytest.raises(LeaseLost):
@@ -209,7 +210,7 @@ def test_s3_lease_refuses_a_second_writer_and_is_taken_over_when_stale(moto, cap
 
 
 def test_scheme_less_endpoint_and_half_set_credentials_are_one_line(moto, capsys, monkeypatch):
-    base = [*SMALL, f"storage.bucket={BUCKET}", "storage=s3"]
+    base = [*SMALL, f"storage.bucket={moto.bucket}", "storage=s3"]
     assert main([*base, "storage.endpoint_url=127.0.0.1:9000"]) == 2
     err = capsys.readouterr().err
     assert "storage.endpoint_url" in err and "http://127.0.0.1:9000" in err

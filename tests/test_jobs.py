@@ -15,11 +15,9 @@ from hallu.run.prepare import prepare
 from hallu.store.s3 import S3Store
 
 from .cluster_fixtures import (
-    BUCKET,
     TEST_ENV,
     free_port,
     local_reference,
-    moto_server,
     ray_head,
     service_env,
     sorted_rows,
@@ -27,9 +25,18 @@ from .cluster_fixtures import (
 
 
 @pytest.fixture(scope="module")
-def services():
-    with service_env(), moto_server() as moto, ray_head(num_cpus=2) as head:
-        yield moto, head
+def head():
+    """This module's own Ray head (not shared with other modules): job submission needs the
+    dashboard's job server, and these tests need token auth on (as infra/ sets a head up; a
+    client without the token must be refused)."""
+    with service_env(), ray_head(num_cpus=2) as h:
+        yield h
+
+
+@pytest.fixture
+def services(moto, head):
+    """The session's moto server (a bucket of this test's own) and this module's head."""
+    return moto, head
 
 
 def _job_args(moto, head, run_id: str) -> list[str]:
@@ -67,7 +74,7 @@ def test_submitted_job_runs_the_sweep_on_the_cluster(services, tmp_path):
     for secret in (TEST_ENV["AWS_ACCESS_KEY_ID"], TEST_ENV["AWS_SECRET_ACCESS_KEY"]):
         assert secret not in out, "values never printed"
     # The job's own log, followed by the submitter: the launcher ran inside the cluster.
-    assert "hallu: run job1 -> s3://hallu-test/jobs/job1" in out
+    assert f"hallu: run job1 -> s3://{moto.bucket}/jobs/job1" in out
     cfg = compose(args)
     plan = prepare(cfg).plan()
     assert f"{len(plan.shards)} shard(s) run, 0 already done" in out
@@ -111,7 +118,7 @@ def test_a_multirun_is_one_job_and_its_report_reads_the_bucket(services, tmp_pat
     assert proc.returncode == 0, out[-4000:]
     assert out.count("submitted hallu-") == 1 and "job hallu-mrjob SUCCEEDED" in out
     # Inside the job the studies ran one after another on the cluster, into the bucket.
-    root = f"s3://{BUCKET}/multi/mrjob"
+    root = f"s3://{moto.bucket}/multi/mrjob"
     assert f"multirun: {root} (multirun.json)" in out
     index_store = S3Store(compose(args).storage, "mrjob")
     index = index_store.read_file("multirun.json")
@@ -146,8 +153,7 @@ def test_remote_cluster_needs_object_storage(capsys):
     assert "cluster=lambda" in err and "storage=s3 storage.bucket=NAME" in err
 
 
-def test_no_job_server_is_one_clear_error(services, capsys):
-    moto, _ = services
+def test_no_job_server_is_one_clear_error(moto, capsys):  # no head needed: there is none
     dead = f"http://127.0.0.1:{free_port()}"
     args = ["+sweep=debug", "cluster=runpod", f"cluster.address={dead}", *moto.overrides("j")]
     assert main(args) == 2

@@ -4,13 +4,13 @@ store the same units and numbers, a rerun skips them, and the report shows the s
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from hallu.report.mechanism import read
+
+from .conftest import run_module
 
 SMALL = [
     "+sweep=mechanism", "prompts=marker_ladder", "sweep.pairs=3",
@@ -33,7 +33,8 @@ def test_mechanism_runs_locally_and_on_ray_with_the_same_numbers(run_cli, tmp_pa
     assert "cosine(certain, uncertain)" in local.stdout
     again = run_cli(*SMALL, "run_id=local")
     assert again.returncode == 0 and "mechanism capture" not in again.stderr  # all units stored
-    on_ray = run_cli(*SMALL, "run_id=ray", "cluster=ray_local")
+    # A subprocess: the launch starts (and stops) its own local Ray, as the user's would.
+    on_ray = run_cli(*SMALL, "run_id=ray", "cluster=ray_local", in_subprocess=True)
     assert on_ray.returncode == 0, on_ray.stderr[-2000:]
     # Both stages ran on the same actors, each of which loaded the model once.
     said = r"mechanism on (\d+) worker\(s\): .*model loads per worker (.*)"
@@ -51,10 +52,7 @@ def test_mechanism_runs_locally_and_on_ray_with_the_same_numbers(run_cli, tmp_pa
     key = ["pair_id", "patch_direction", "layer", "head"]
     ha, hb = (t["heads"].sort_values(key).reset_index(drop=True) for t in (a, b))
     np.testing.assert_allclose(ha[["total", "direct"]], hb[["total", "direct"]], atol=1e-4)
-    report = subprocess.run(
-        [sys.executable, "-m", "hallu.report", str(tmp_path / "runs" / "local")],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    report = run_module("hallu.report", str(tmp_path / "runs" / "local"))
     assert report.returncode == 0, report.stderr
     md = (tmp_path / "runs" / "local" / "report.md").read_text()
     for heading in ("cosine(cert, unc)", "held-out AUROC", "declarative rate", "layer.head"):

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from hallu.run.multirun import expand, label
+
+from .conftest import run_module
 
 SMALL = ["model=tiny", "metric=is_vs_might", "model.tiny.d_model=32", "model.tiny.d_mlp=64",
          "sweep.experiments=[patching]", "sweep.positions=last:2", "sweep.pairs=4"]  # fmt: skip
@@ -36,10 +36,7 @@ def test_multirun_of_two_studies_and_its_comparative_report(run_cli, tmp_path):
     assert [s["status"] for s in index["studies"]] == ["done", "done"]
     for s in index["studies"]:
         assert (root / s["dir"] / "run.json").is_file()
-    rep = subprocess.run(
-        [sys.executable, "-m", "hallu.report", str(root), "--n-boot", "200", "--n-perm", "200"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    rep = run_module("hallu.report", str(root), "--n-boot", "200", "--n-perm", "200")
     assert rep.returncode == 0, rep.stderr[-3000:]
     md = (root / "multirun_report.md").read_text()
     assert "| model.tiny.n_layers=2 | model.tiny.n_layers=4 |" in md
@@ -70,3 +67,22 @@ def test_plan_multirun_sums_time_and_cost(run_cli):
     assert len(costs) == 2
     total = out.stdout.split("## all 2 studies:")[1]
     assert f"cost ${sum(costs):,.4f}"[:-2] in total
+
+
+def test_result_identity_sees_through_prompt_file_names_but_not_settings():
+    from hallu.report.multirun import result_identity
+
+    ident = {"prompts": "p", "token_ids": "t", "metric_token_ids": "m", "weights": "w"}
+    base = {"sweep": {"name": "full", "pairs": 8, "experiments": ["patching"]}, "seed": 0}
+
+    def meta(prompts: dict, run_id: str, **over) -> dict:
+        cfg = {**base, "prompts": prompts, "run_id": run_id, "storage": {"root": run_id}, **over}
+        return {"config": cfg, "identity": ident}
+
+    builtin = {"path": "builtin", "format": "auto", "conditions": {"certain": "certain"}}
+    ladder = {"path": "marker_ladder", "format": "csv", "conditions": {"certain": "definitely"}}
+    assert result_identity(meta(builtin, "a")) == result_identity(meta(ladder, "b"))
+    other = meta(builtin, "c", sweep={**base["sweep"], "pairs": 4})
+    assert result_identity(other) != result_identity(meta(builtin, "a"))
+    tokens = {**meta(ladder, "d"), "identity": {**ident, "token_ids": "other"}}
+    assert result_identity(tokens) != result_identity(meta(builtin, "a"))

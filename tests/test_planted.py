@@ -17,6 +17,8 @@ import pyarrow.compute as pc
 import pytest
 
 from hallu.analysis import results, verdicts
+from hallu.analysis.groups import groups
+from hallu.analysis.pipeline import analyse
 from hallu.config import DIRECTIONS, PlantedSpec, compose
 from hallu.store.factory import store_at
 from hallu.store.reader import n_layers_of, open_run
@@ -104,7 +106,7 @@ def test_resid_pre_rows_match_the_construction(tmp_path: Path, gains: tuple[floa
     # The pipeline finds what was planted: the band-mean values of docs/analysis.md, the
     # locus starting at the first resid_pre after the copying layer, and the asymmetry verdict.
     stored = open_run(run)
-    res = results.compute(stored.table, n_layers_of(stored), None, results.Options(n_boot=200))
+    res = analyse(stored.table, n_layers_of(stored), opts=results.Options(n_boot=200))
     r_2a, r_2b = 2 * gu / (gc + gu), 2 * gc / (gc + gu)
     for d, r in (("restore_confidence", r_2a), ("induce_tentativeness", r_2b)):
         assert res.directions[d].headline.estimate == pytest.approx((2 * r + 1) / 3, abs=1e-4)
@@ -127,9 +129,9 @@ def test_head_sweep_rows_match_and_the_planted_head_is_top(tmp_path: Path):
         assert (top["layer"], top["head"], top["position_from_end"]) == (L, H, -1)
     # Each metric and head on its own; the logit difference's numbers are those of the same run
     # without the extra metric.
-    with_kl = results.groups(table, 6)
+    with_kl = groups(table, 6)
     assert len(with_kl) == 2 * 2 * 4  # directions x metrics x heads
-    alone = results.groups(open_run(_launch(tmp_path, "alone", *args, *gains)).table, 6)
+    alone = groups(open_run(_launch(tmp_path, "alone", *args, *gains)).table, 6)
     assert [g for g in with_kl if g.key.metric == "logit_diff"] == alone
     for g in alone:
         planted = g.key.head == H
@@ -183,8 +185,8 @@ def test_terminal_summary_report_and_scorecard_print_the_same_headline(tmp_path:
     )
     assert report.returncode == 0, report.stderr[-2000:]
     stored = open_run(run)
-    res = results.compute(stored.table, n_layers_of(stored), None)
-    lines = results.headline_lines(res)
+    res = analyse(stored.table, n_layers_of(stored))
+    lines = [d.headline_text() for d in res.directions.values()]
     assert len(lines) == 2 and lines[0].startswith("2A") and lines[1].startswith("2B")
     summary_md = (run / "summary.md").read_text()
     report_md = (run / "report.md").read_text()

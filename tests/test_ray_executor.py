@@ -24,7 +24,6 @@ from hallu.store.s3 import S3Store
 from .cluster_fixtures import (
     cell_keys,
     local_reference,
-    moto_server,
     run_killing_a_worker,
     service_env,
     small_config,
@@ -32,19 +31,17 @@ from .cluster_fixtures import (
 )
 
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow  # runs on a Ray cluster: worker start-up, kills, a local reference
 
 
 @pytest.fixture(scope="module")
-def moto():
-    with service_env(), moto_server() as m:
-        yield m
-
-
-@pytest.fixture(scope="module")
-def cluster(moto):
-    """One local Ray for the module, started after the test credentials are in the environment
-    (its worker processes inherit them)."""
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
+def cluster():
+    """One local Ray for the module, started with the test credentials in the environment (its
+    worker processes keep them). Its own, not shared with other modules: a driver in this
+    process joins a separately started head only with Ray's auth settings read at `import ray`
+    (a token file in ~/.ray turns token auth on), so the in-process driver starts its own."""
+    with service_env():
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
@@ -145,7 +142,6 @@ def test_shard_that_keeps_failing_stops_the_run_and_is_named(cluster, tmp_path):
     assert f"run_id={store.run_id}" in msg
 
 
-@pytest.mark.slow
 def test_killed_driver_is_resumed_by_rerunning(cluster, moto, tmp_path, capsys):
     """A driver (the CLI, joined to this module's Ray) killed after some shards; rerunning the
     same run_id runs only the rest, replaces nothing, and every cell is stored exactly once."""
@@ -191,6 +187,4 @@ def test_killed_driver_is_resumed_by_rerunning(cluster, moto, tmp_path, capsys):
 
 
 def _etag(moto, key: str) -> str:
-    from .cluster_fixtures import BUCKET
-
-    return moto.client().head_object(Bucket=BUCKET, Key=key)["ETag"]
+    return moto.client().head_object(Bucket=moto.bucket, Key=key)["ETag"]

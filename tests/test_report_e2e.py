@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import pyarrow.parquet as pq
 import pytest
 
 from hallu.analysis.scorecard import CRITERIA
 
-from .conftest import TINY
+from .conftest import TINY, run_module
 from .test_report import chromium_check
 
 pytestmark = pytest.mark.slow
@@ -26,8 +25,7 @@ SMALL = [
 
 
 def _report(*args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "hallu.report", *args, "--n-boot", "300", "--n-perm", "300"]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    return run_module("hallu.report", *args, "--n-boot", "300", "--n-perm", "300")
 
 
 def test_controls_run_then_report_then_compare(run_cli, tmp_path):
@@ -45,7 +43,7 @@ def test_controls_run_then_report_then_compare(run_cli, tmp_path):
     proc = _report(str(run))
     assert proc.returncode == 0, proc.stderr
     md = (run / "report.md").read_text()
-    for criterion in (c.name for c in CRITERIA):
+    for criterion in CRITERIA:
         assert criterion in md
     assert "floor not measured" not in md and "No controls in this run" not in md
     assert f"{len(json.loads((run / 'run.json').read_text())['plan'])} of " in md  # timed shards

@@ -20,19 +20,12 @@ from .cluster_fixtures import (
     BUCKET,
     TEST_ENV,
     free_port,
-    moto_server,
     pipe,
     service_env,
     sorted_rows,
 )
 from .conftest import TINY, tiny_config
 from .test_store import _table
-
-
-@pytest.fixture(scope="module")
-def moto():
-    with service_env(), moto_server() as m:
-        yield m
 
 
 def _store(moto, prefix: str, run_id: str = "r", endpoint: str | None = None) -> S3Store:
@@ -54,7 +47,7 @@ def test_run_json_first_shards_never_replaced_and_read_back_with_the_schema(moto
     # The refusal is the server's: a second conditional PUT of the same key gets 412.
     with pytest.raises(Exception, match="PreconditionFailed"):
         moto.client().put_object(
-            Bucket=BUCKET, Key="unit/r/shards/s1.parquet", Body=b"x", IfNoneMatch="*"
+            Bucket=moto.bucket, Key="unit/r/shards/s1.parquet", Body=b"x", IfNoneMatch="*"
         )
     back = store.read_results()
     assert back.schema == schema.SCHEMA and back["layer"].to_pylist() == [0, 1, 2]
@@ -64,7 +57,7 @@ def test_run_json_first_shards_never_replaced_and_read_back_with_the_schema(moto
         "unit/r/run.json",
         "unit/r/shards/s1.parquet",
     ]
-    meta = moto.client().get_object(Bucket=BUCKET, Key="unit/r/run.json")["Body"].read()
+    meta = moto.client().get_object(Bucket=moto.bucket, Key="unit/r/run.json")["Body"].read()
     assert json.loads(meta)["study_hash"] == cfg.study_hash()
     for secret in (TEST_ENV["AWS_ACCESS_KEY_ID"], TEST_ENV["AWS_SECRET_ACCESS_KEY"]):
         assert secret.encode() not in meta
@@ -86,22 +79,26 @@ def test_shard_object_without_marker_is_adopted_not_replaced(moto):
     store = _store(moto, "adopt")
     store.create(tiny_config(), {})
     earlier = integrity.encode(_table(2))
-    moto.client().put_object(Bucket=BUCKET, Key="adopt/r/shards/s9.parquet", Body=earlier)
+    moto.client().put_object(Bucket=moto.bucket, Key="adopt/r/shards/s9.parquet", Body=earlier)
     store.write_shard("s9", _table(2))
-    body = moto.client().get_object(Bucket=BUCKET, Key="adopt/r/shards/s9.parquet")["Body"]
+    body = moto.client().get_object(Bucket=moto.bucket, Key="adopt/r/shards/s9.parquet")["Body"]
     assert body.read() == earlier
     marker = json.loads(
-        moto.client().get_object(Bucket=BUCKET, Key="adopt/r/done/s9.json")["Body"].read()
+        moto.client().get_object(Bucket=moto.bucket, Key="adopt/r/done/s9.json")["Body"].read()
     )
     assert marker["adopted_existing_object"] is True
     assert store.done_shards() == {"s9"}
 
-    moto.client().put_object(Bucket=BUCKET, Key="adopt/r/shards/s8.parquet", Body=b"half a shar")
+    moto.client().put_object(
+        Bucket=moto.bucket, Key="adopt/r/shards/s8.parquet", Body=b"half a shar"
+    )
     store.write_shard("s8", _table(3))
     assert store.read_shard("s8")["layer"].to_pylist() == [0, 1, 2]
     kept = [k for k in moto.keys("adopt/r/quarantine/") if k.endswith(".parquet")]
     assert len(kept) == 1 and "s8." in kept[0]
-    assert moto.client().get_object(Bucket=BUCKET, Key=kept[0])["Body"].read() == b"half a shar"
+    assert (
+        moto.client().get_object(Bucket=moto.bucket, Key=kept[0])["Body"].read() == b"half a shar"
+    )
 
 
 def test_transient_connection_failures_are_retried(moto):

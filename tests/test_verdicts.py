@@ -10,7 +10,9 @@ import pyarrow as pa
 import pytest
 
 from hallu.analysis import results, verdicts
+from hallu.analysis.directions import EXPECTED_SIGN
 from hallu.analysis.grid import Key, build, keys
+from hallu.analysis.pipeline import analyse
 from hallu.store import schema
 
 N_LAYERS = 6
@@ -57,7 +59,7 @@ def _direction(
     direction: str, restoration: np.ndarray, gap: np.ndarray, step: float = 1e-6, band=(3, 6)
 ) -> list[dict]:
     """Restoration [n_pairs] in the band layers, 0 below; clean/corrupted with the given gaps."""
-    sign = results.EXPECTED_SIGN[direction]
+    sign = EXPECTED_SIGN[direction]
     corrupted = -sign * gap / 2
     clean = corrupted + sign * gap
     patched = np.repeat(corrupted[:, None], N_LAYERS, axis=1)
@@ -66,12 +68,16 @@ def _direction(
     return _rows(direction, clean, corrupted, patched, step)
 
 
+def _noise(floor: float | None) -> dict | None:
+    return None if floor is None else {"gap_floor": floor}
+
+
 def _compute(a: np.ndarray, b: np.ndarray, gap=None, step=1e-6, floor=None, **kw):
     n = len(a)
     gap = np.full(n, 2.0) if gap is None else gap
     rows = _direction("restore_confidence", a, gap, step, kw.pop("band_a", (3, 6)))
     rows += _direction("induce_tentativeness", b, gap, step, kw.pop("band_b", (3, 6)))
-    return results.compute(_table(rows), N_LAYERS, floor, results.Options(n_boot=500, **kw))
+    return analyse(_table(rows), N_LAYERS, _noise(floor), opts=results.Options(n_boot=500, **kw))
 
 
 RNG = np.random.default_rng(0)
@@ -97,7 +103,7 @@ def test_asymmetry_returns_each_verdict(a: float, b: float, want: str):
 
 def test_asymmetry_not_run_without_both_directions():
     rows = _direction("restore_confidence", np.ones(5), np.full(5, 2.0))
-    res = results.compute(_table(rows), N_LAYERS, None, results.Options(n_boot=100))
+    res = analyse(_table(rows), N_LAYERS, opts=results.Options(n_boot=100))
     assert verdicts.asymmetry(res).verdict == verdicts.NOT_RUN
 
 
@@ -188,7 +194,7 @@ def _with_control(control_restoration: np.ndarray, noise: float = 0.0) -> result
     ctrl = _direction("restore_confidence", control_restoration, gap)
     for r in ctrl:  # the control's own source sits at +0.5, not at the real clean (+1)
         r.update(control="same_class", clean=0.5, patched=r["patched"] + noise * RNG.normal())
-    return results.compute(_table(rows + ctrl), N_LAYERS, None, results.Options(n_boot=300))
+    return analyse(_table(rows + ctrl), N_LAYERS, opts=results.Options(n_boot=300))
 
 
 @pytest.mark.parametrize(

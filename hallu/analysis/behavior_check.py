@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from hallu.analysis.bootstrap import Interval, resample_weights, summarize
+from hallu.analysis.bootstrap import resample_weights, summarize
 from hallu.analysis.proportions import auroc, wilson
 
 LABEL_COLUMNS = ("style_label", "label")
@@ -81,13 +81,13 @@ def rates(beh: pa.Table) -> dict[str, dict[str, float]]:
     return out
 
 
-def asymmetry(beh: pa.Table, n_boot: int, seed: int) -> dict[str, Interval] | None:
+def asymmetry(beh: pa.Table, n_boot: int, seed: int) -> dict[str, Any] | None:
     """E_c = certain - neutral, E_u = neutral - uncertain declarative shares; E_c - E_u.
 
     The source study reads 97.5% vs 57.5% as "mirrors certainty well, uncertainty badly";
     against the neutral baseline that predicts E_c > E_u. If neutral answers are already
     declarative, the certain user moves nothing and the asymmetry is the model's default, not a
-    marker effect.
+    marker effect. Also `n_pairs`: the claims used (answered in every condition).
     """
     if label_column(beh) is None or "condition" not in beh.column_names:
         return None
@@ -102,6 +102,7 @@ def asymmetry(beh: pa.Table, n_boot: int, seed: int) -> dict[str, Interval] | No
         "certain_effect": summarize(ec),
         "uncertain_effect": summarize(eu),
         "difference": summarize(ec - eu),
+        "n_pairs": int(keep.sum()),  # claims answered in all three conditions
     }
 
 

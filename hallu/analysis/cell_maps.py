@@ -25,9 +25,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from hallu.analysis import permutation
+from hallu.analysis import bootstrap, permutation
+from hallu.analysis.directions import EXPECTED_SIGN
 from hallu.analysis.grid import Key, PairGrid, build, keys, select
-from hallu.analysis.results import EXPECTED_SIGN
 
 ANCHORS = ("start", "user", "marker", "user_end", "last")  # prompt order (store/schema.py)
 ANCHOR_COLUMN = "anchor_position"  # the derived column: anchor rank x STRIDE + offset
@@ -163,3 +163,31 @@ def describe_key(key: Key) -> str:
         part += f", {key.window}-layer window"
     text = f"{part}; metric {key.metric}"
     return text + (f"; control {key.control}" if key.control else "")
+
+
+@dataclass(frozen=True)
+class StrongCell:
+    layer: int
+    label: str  # the column's tick label
+    estimate: float  # ratio-of-means restoration, every pair of the map
+    lo: float  # bootstrap interval over pairs (NaN where no resample has the cell)
+    hi: float
+    p_adj: float | None  # max-T adjusted p-value
+
+
+def strongest(
+    m: CellMap, n_boot: int, seed: int, level: float = 0.95, top: int = 5
+) -> list[StrongCell]:
+    """The `top` cells of a map by restoration, each with a bootstrap interval over pairs."""
+    w = bootstrap.resample_weights(len(m.grid.pair_ids), n_boot, seed)
+    ci = bootstrap.cells(m.grid, w, level, keep_samples=False)
+    est = np.nan_to_num(m.estimate, nan=-np.inf)
+    out = []
+    for k in np.argsort(est, axis=None)[::-1][:top]:
+        i, j = np.unravel_index(k, est.shape)
+        if np.isfinite(est[i, j]):
+            p = None if m.p_adj is None else float(m.p_adj[i, j])
+            cell = StrongCell(m.grid.layers[i], m.labels[j], float(m.estimate[i, j]),
+                              float(ci.lo[i, j]), float(ci.hi[i, j]), p)  # fmt: skip
+            out.append(cell)
+    return out

@@ -15,7 +15,7 @@ import numpy as np
 
 from hallu.analysis import bootstrap
 from hallu.analysis.bootstrap import Interval
-from hallu.analysis.run_stats import DirectionStats
+from hallu.analysis.results import DirectionResult
 
 
 @dataclass
@@ -34,8 +34,9 @@ class DirectionDiff:
         return (self.lo > 0) | (self.hi < 0)
 
 
-def _binned(s: DirectionStats, n_layers: int, k: int, cols: list[int]) -> np.ndarray:
+def _binned(s: DirectionResult, n_layers: int, k: int, cols: list[int]) -> np.ndarray:
     """[B + 1, k, len(cols)] replicates (row 0 the data) averaged within relative-depth bins."""
+    assert s.cells is not None
     full = np.concatenate([s.cells.estimate[None], s.cells.samples])[:, :, cols]
     depth = np.array(s.grid.layers) / max(1, n_layers - 1)
     which = np.minimum((depth * k).astype(int), k - 1)
@@ -48,8 +49,9 @@ def _binned(s: DirectionStats, n_layers: int, k: int, cols: list[int]) -> np.nda
 
 
 def compare(
-    a: DirectionStats, na: int, b: DirectionStats, nb: int, level: float = 0.95, seed: int = 0
+    a: DirectionResult, na: int, b: DirectionResult, nb: int, level: float = 0.95, seed: int = 0
 ) -> DirectionDiff:
+    """A - B over the pairs each run's headline uses (its pair check)."""
     positions = [p for p in a.grid.positions if p in b.grid.positions]
     k = min(na, nb)
     xa = _binned(a, na, k, [a.grid.positions.index(p) for p in positions])
@@ -62,10 +64,11 @@ def compare(
     labels = [f"{i / k:.2f}-{(i + 1) / k:.2f}" for i in range(k)]
     headline = None
     if a.headline is not None and b.headline is not None:
-        wa = bootstrap.resample_weights(len(a.grid.pair_ids), n - 1, seed)
-        wb = bootstrap.resample_weights(len(b.grid.pair_ids), n - 1, seed)
-        ha = bootstrap.band_samples(a.grid, a.band, wa)
-        hb = bootstrap.band_samples(b.grid, b.band, wb)
+        ua, ub = a.used, b.used
+        wa = bootstrap.resample_weights(len(ua.pair_ids), n - 1, seed)
+        wb = bootstrap.resample_weights(len(ub.pair_ids), n - 1, seed)
+        ha = bootstrap.band_samples(ua, a.band, wa)
+        hb = bootstrap.band_samples(ub, b.band, wb)
         headline = bootstrap.summarize(ha - hb, level)
     return DirectionDiff(
         a.direction,
@@ -75,5 +78,5 @@ def compare(
         lo,
         hi,
         headline,
-        a.grid.pair_ids == b.grid.pair_ids,
+        a.check.used == b.check.used,
     )

@@ -9,7 +9,7 @@ Relative depth = layer / (n_layers - 1), so models of different depth compare.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -42,6 +42,9 @@ class Locus:
     share: float
     n_layers: int
     found_in: float  # share of resamples where some band existed
+    # Per resample, the band's first and last layer (NaN where none): for paired differences.
+    first_samples: np.ndarray = field(default_factory=lambda: np.empty(0), compare=False)
+    last_samples: np.ndarray = field(default_factory=lambda: np.empty(0), compare=False)
 
     def describe(self) -> str:
         depth = self.n_layers - 1 or 1
@@ -61,11 +64,14 @@ def locate(
     if point is None:
         return None
     firsts, lasts = [], []
-    for row in curve_samples[1:]:
+    first_s = np.full(len(curve_samples) - 1, np.nan)
+    last_s = np.full(len(curve_samples) - 1, np.nan)
+    for i, row in enumerate(curve_samples[1:]):
         b = band_of(row, share)
         if b is not None:
             firsts.append(layers[b[0]])
             lasts.append(layers[b[1]])
+            first_s[i], last_s[i] = layers[b[0]], layers[b[1]]
     if not firsts:
         firsts, lasts = [layers[point[0]]], [layers[point[1]]]
     q = [2.5, 97.5]
@@ -77,4 +83,6 @@ def locate(
         share,
         n_layers,
         len(firsts) / max(1, len(curve_samples) - 1),
+        first_s,
+        last_s,
     )

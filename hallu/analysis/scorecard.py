@@ -1,68 +1,42 @@
 """The disconfirmation scorecard: each of the source study's claims, a verdict, and the numbers
-behind it.
+behind it, as `verdicts.Verdict`s (scorecard.json is `to_json(results.card)`).
 
 Verdicts: `supports` (the interval lies on the study's side), `contradicts` (it lies on the other
-side), `inconclusive` (it straddles the boundary), `not a finding (noise floor)` (the ratio's
-denominator is inside the measured noise floor), `not run` (the run lacks the data; the entry
-says what to run).
-
-Each criterion is a `Criterion`: a name, the question it asks, and a `decide` function from the
-run's `Evidence` to (verdict, numbers). `build` asks every criterion in `CRITERIA` in turn.
+side), `equivalent` (2A vs 2B only: within the margin), `inconclusive` (neither), `not run` (the
+run lacks the data; the entry says what to run). The behaviour criteria are here; the patching
+ones (2A vs 2B, locus, controls) are hallu/analysis/verdicts.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
+from hallu.analysis import verdicts
 from hallu.analysis.bootstrap import Interval
-from hallu.analysis.noise_flags import INSIDE
-from hallu.analysis.run_stats import SHORT, RunStats
+from hallu.analysis.verdicts import CONTRADICTS, INCONCLUSIVE, NOT_RUN, SUPPORTS, Verdict
 
-SUPPORTS, CONTRADICTS, INCONCLUSIVE = "supports", "contradicts", "inconclusive"
-NOT_RUN, NOISE = "not run", "not a finding (noise floor)"
+if TYPE_CHECKING:
+    from hallu.analysis.results import Behaviour, Results
 
 NO_BEHAVIOR = "no behaviour results in this run: run `python -m hallu.launch +sweep=behavior`"
-
-
-@dataclass(frozen=True)
-class Entry:
-    criterion: str
-    question: str
-    verdict: str
-    numbers: str
-
-
-@dataclass(frozen=True)
-class Evidence:
-    """What the criteria decide from: the patching statistics and the behaviour numbers."""
-
-    stats: RunStats
-    asym: dict[str, Interval] | None  # behavior_check.asymmetry
-    tracking: dict[str, Any] | None  # behavior_check.metric_tracking
-    has_behavior: bool
-    answers: str = ""  # which behaviour answers were used, e.g. 'sampled'
-
-    @property
-    def used(self) -> str:
-        return f"; {self.answers} answers" if self.answers else ""
-
-    @property
-    def noisy(self) -> list[str]:
-        """Directions whose baseline gap is inside the noise floor."""
-        return [SHORT[d] for d, s in self.stats.directions.items() if s.gap_flag == INSIDE]
-
-
-@dataclass(frozen=True)
-class Criterion:
-    name: str
-    question: str
-    decide: Callable[[Evidence], tuple[str, str]]  # -> (verdict, numbers)
-
-    def entry(self, ev: Evidence) -> Entry:
-        verdict, numbers = self.decide(ev)
-        return Entry(self.name, self.question, verdict, numbers)
+BEHAVIOUR_ASYMMETRY = "Behavioural asymmetry against the neutral baseline"
+TRACKING = "Metric tracks generated behaviour"
+# Every criterion, in the order every output lists them.
+CRITERIA = (
+    BEHAVIOUR_ASYMMETRY,
+    TRACKING,
+    verdicts.ASYMMETRY,
+    verdicts.LOCUS,
+    f"{verdicts.CONTROLS} (2A)",
+    f"{verdicts.CONTROLS} (2B)",
+)
+QUESTIONS = {
+    BEHAVIOUR_ASYMMETRY: "Does the user's certainty marker move answers toward declarative more "
+    "than the uncertainty marker moves them toward tentative, measured from neutral answers? "
+    "(E_c = certain - neutral, E_u = neutral - uncertain declarative rates; study: E_c > E_u)",
+    TRACKING: "Does the unpatched metric at the last prompt position tell declarative from "
+    "tentative generated answers? (AUROC > 0.5; 0.5 = no relation)",
+}
 
 
 def _side(iv: Interval, boundary: float) -> str:
@@ -73,59 +47,63 @@ def _side(iv: Interval, boundary: float) -> str:
     return INCONCLUSIVE
 
 
-def _asymmetry(ev: Evidence) -> tuple[str, str]:
-    if ev.asym is None:
-        if not ev.has_behavior:
-            return NOT_RUN, NO_BEHAVIOR + " (or +sweep=full)"
-        return NOT_RUN, "behaviour rows lack a certain, neutral and uncertain answer for 2+ pairs"
-    a = ev.asym
+def _used(b: Behaviour) -> str:
+    return f"; {b.which} answers" if b.which else ""
+
+
+def behaviour_asymmetry(b: Behaviour) -> Verdict:
+    if b.asymmetry is None:
+        why = NO_BEHAVIOR + " (or +sweep=full)"
+        if b.has_rows:
+            why = "behaviour rows lack a certain, neutral and uncertain answer for 2+ pairs"
+        return Verdict(BEHAVIOUR_ASYMMETRY, NOT_RUN, n_pairs_excluded=b.n_pairs, numbers=why)
+    a = b.asymmetry
     d = a["difference"]
-    return _side(d, 0.0), (
-        f"E_c {a['certain_effect'].fmt()}; E_u {a['uncertain_effect'].fmt()}; "
-        f"E_c - E_u {d.fmt()} (paired bootstrap over claims{ev.used})"
+    return Verdict(
+        BEHAVIOUR_ASYMMETRY,
+        _side(d, 0.0),
+        d.estimate,
+        (d.lo, d.hi),
+        a["n_pairs"],
+        b.n_pairs - a["n_pairs"],
+        numbers=f"E_c {a['certain_effect'].fmt()}; E_u {a['uncertain_effect'].fmt()}; "
+        f"E_c - E_u {d.fmt()} (paired bootstrap over {a['n_pairs']} claims{_used(b)})",
+        quantity="E_c - E_u, difference of declarative rates (95% bootstrap over claims)",
     )
 
 
-def _tracking(ev: Evidence) -> tuple[str, str]:
-    if ev.tracking is None:
-        if not ev.has_behavior:
-            return NOT_RUN, NO_BEHAVIOR
-        return (
-            NOT_RUN,
-            "behaviour rows lack both declarative and tentative answers for patched pairs",
-        )
-    t = ev.tracking
+def metric_tracking(b: Behaviour) -> Verdict:
+    if b.tracking is None:
+        why = NO_BEHAVIOR
+        if b.has_rows:
+            why = "behaviour rows lack both declarative and tentative answers with a metric"
+        return Verdict(TRACKING, NOT_RUN, n_pairs_excluded=b.n_pairs, numbers=why)
+    t = b.tracking
     a = t["auroc"]
-    return _side(a, 0.5), (
-        f"AUROC {a.fmt()} over {t['n_responses']} answers of "
-        f"{t['n_pairs']} pairs (bootstrap over pairs{ev.used})"
+    return Verdict(
+        TRACKING,
+        _side(a, 0.5),
+        a.estimate,
+        (a.lo, a.hi),
+        t["n_pairs"],
+        b.n_pairs - t["n_pairs"],
+        numbers=f"AUROC {a.fmt()} over {t['n_responses']} answers of {t['n_pairs']} pairs "
+        f"(bootstrap over pairs{_used(b)})",
+        quantity="AUROC of the unpatched metric, declarative vs tentative answers",
     )
 
 
-ASYMMETRY = Criterion(
-    "Behavioural asymmetry against the neutral baseline",
-    "Does the user's certainty marker move answers toward declarative more than the "
-    "uncertainty marker moves them toward tentative, measured from neutral answers? "
-    "(E_c = certain - neutral, E_u = neutral - uncertain declarative rates; study: E_c > E_u)",
-    _asymmetry,
-)
-TRACKING = Criterion(
-    "Metric tracks generated behaviour",
-    "Does the unpatched metric at the last prompt position tell declarative from tentative "
-    "generated answers? (AUROC > 0.5; 0.5 = no relation)",
-    _tracking,
-)
-# The patching criteria (2A vs 2B, locus, controls) are hallu/analysis/verdicts.py.
-CRITERIA = (ASYMMETRY, TRACKING)
+def build(res: Results) -> list[Verdict]:
+    """Every criterion of the scorecard, in `CRITERIA` order."""
+    b = res.behaviour
+    return [behaviour_asymmetry(b), metric_tracking(b), *verdicts.patching(res)]
 
 
-def build(
-    stats: RunStats,
-    asym: dict[str, Interval] | None,
-    tracking: dict[str, Any] | None,
-    has_behavior: bool,
-    answers: str = "",
-) -> list[Entry]:
-    """The scorecard; `answers` names the behaviour answers used (e.g. 'greedy')."""
-    ev = Evidence(stats, asym, tracking, has_behavior, answers)
-    return [c.entry(ev) for c in CRITERIA]
+def headline_lines(res: Results) -> list[str]:
+    """The lines the terminal, summary.md and the report print, word for word: each direction's
+    headline, then the 2A vs 2B verdict; a behaviour-only run's is its rate line."""
+    if not res.directions:
+        return [res.behaviour.rate_line] if res.behaviour.rate_line else []
+    lines = [d.headline_text() for d in res.directions.values()]
+    asym = [v for v in res.card if v.criterion == verdicts.ASYMMETRY]
+    return lines + [f"{v.criterion}: {v.verdict}" for v in asym]

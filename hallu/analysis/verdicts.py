@@ -1,4 +1,4 @@
-"""Verdicts on the seed's patching claims, from `results.compute`: each can fail for the right
+"""Verdicts on the seed's patching claims, from `pipeline.analyse`: each can fail for the right
 reason, and each has a test that makes every outcome happen (tests/test_verdicts.py).
 
 - 2A vs 2B: two one-sided tests (TOST) on the paired band-mean difference against a margin `m`,
@@ -23,8 +23,11 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 from hallu.analysis.bootstrap import Interval
-from hallu.analysis.results import DIRECTIONS, Results
+from hallu.analysis.directions import DIRECTION_NAMES, SHORT
+from hallu.analysis.results import Results
 
 SUPPORTS, CONTRADICTS, EQUIVALENT = "supports", "contradicts", "equivalent"
 INCONCLUSIVE, NOT_RUN = "inconclusive", "not run"
@@ -35,6 +38,9 @@ CONTROLS = "Controls move the metric less than the real patch"
 
 @dataclass(frozen=True)
 class Verdict:
+    """One scorecard entry; every number the prose `numbers` cites for the verdict is also in a
+    field (`quantity` says what `estimate` and `interval` measure)."""
+
     criterion: str
     verdict: str
     estimate: float | None = None
@@ -43,6 +49,7 @@ class Verdict:
     n_pairs_excluded: int = 0
     flags: list[str] = field(default_factory=list)
     numbers: str = ""  # the human-readable line the report prints
+    quantity: str = ""  # what estimate and interval are, with their unit
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -80,6 +87,8 @@ def asymmetry(res: Results) -> Verdict:
     t, m = res.difference_tost, res.margin
     verdict = tost(t.lo, t.hi, m)
     parts = ", ".join(f"{k} {v:.3g}" for k, v in res.margin_parts.items())
+    if not res.noise.measured:
+        parts += "; noise floor not measured"
     heads = "; ".join(d.headline_text() for d in res.directions.values())
     numbers = (
         f"{heads}; 2A - 2B {res.difference.fmt()} ({res.options.level:.0%}), "
@@ -97,6 +106,8 @@ def asymmetry(res: Results) -> Verdict:
         _excluded(res),
         flags,
         numbers,
+        f"2A - 2B band-mean restoration (fraction of the gap); interval at "
+        f"{1 - 2 * (1 - res.options.level):.0%} for the TOST",
     )
 
 
@@ -105,7 +116,7 @@ def _overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
 
 
 def locus_shared(res: Results) -> Verdict:
-    loci = {d: res.directions[d].locus if d in res.directions else None for d in DIRECTIONS}
+    loci = {d: res.directions[d].locus if d in res.directions else None for d in DIRECTION_NAMES}
     a, b = loci["restore_confidence"], loci["induce_tentativeness"]
     used = min((len(d.check.used) for d in res.directions.values()), default=0)
     if a is None or b is None:
@@ -127,16 +138,31 @@ def locus_shared(res: Results) -> Verdict:
     ]
     if single:  # the source study's 40 layers x 1 position: where the effect enters is unseen
         flags.append("one position swept: a shared band there cannot say where the effect is")
+    lo, hi = _first_shift(a.first_samples, b.first_samples, res.options.level)
     return Verdict(
         LOCUS,
         verdict,
         float(b.first - a.first),
-        None,
+        (lo, hi),
         used,
         _excluded(res),
         flags,
-        f"2A {a.describe()}; 2B {b.describe()}",
+        f"2A {a.describe()}; 2B {b.describe()}; 2B's first layer - 2A's {b.first - a.first} "
+        f"[{lo:.0f}, {hi:.0f}]",
+        f"2B's locus first layer - 2A's (layers); {res.options.level:.0%} percentile interval "
+        "over the bootstrap resamples where both directions found a band",
     )
+
+
+def _first_shift(a: np.ndarray, b: np.ndarray, level: float) -> tuple[float, float]:
+    """Percentile interval of 2B's first layer - 2A's over the resamples where both directions
+    found a band (one seed: with as many pairs used in both, resample k draws the same pairs)."""
+    n = min(len(a), len(b))
+    d = (b[:n] - a[:n])[np.isfinite(b[:n] - a[:n])]
+    if not len(d):
+        return math.nan, math.nan
+    q = 100 * (1 - level) / 2
+    return float(np.percentile(d, q)), float(np.percentile(d, 100 - q))
 
 
 def limits(cfg: dict[str, Any], res: Results | None) -> list[str]:
@@ -168,7 +194,16 @@ def limits(cfg: dict[str, Any], res: Results | None) -> list[str]:
     return out
 
 
-def _toward(iv: Interval | None) -> str:
+def control_side(real_minus_control: Interval, floor: float) -> str:
+    """One control's side: above the gap floor, below 0, or neither."""
+    if real_minus_control.lo > floor:
+        return SUPPORTS
+    if real_minus_control.hi < 0:
+        return CONTRADICTS
+    return INCONCLUSIVE
+
+
+def toward_text(iv: Interval | None) -> str:
     if iv is None:
         return "n/a (no source prompt)"
     if not math.isfinite(iv.estimate):
@@ -178,7 +213,7 @@ def _toward(iv: Interval | None) -> str:
 
 def controls(res: Results, direction: str) -> Verdict:
     """The controls criterion for one direction (module docstring)."""
-    name = f"{CONTROLS} ({'2A' if direction == DIRECTIONS[0] else '2B'})"
+    name = f"{CONTROLS} ({SHORT[direction]})"
     d = res.directions.get(direction)
     if d is not None and not d.controls and len(d.check.used) < 2 and d.check.excluded:
         why = f"fewer than 2 pairs clear the gap checks ({d.check.describe()})"
@@ -186,14 +221,7 @@ def controls(res: Results, direction: str) -> Verdict:
     if d is None or not d.controls:
         return Verdict(name, NOT_RUN, numbers="no control rows: run with +sweep=controls")
     floor = d.check.floor
-    sides = {
-        c.name: SUPPORTS
-        if c.real_minus_control.lo > floor
-        else CONTRADICTS
-        if c.real_minus_control.hi < 0
-        else INCONCLUSIVE
-        for c in d.controls.values()
-    }
+    sides = {c.name: control_side(c.real_minus_control, floor) for c in d.controls.values()}
     verdict = (
         SUPPORTS
         if all(v == SUPPORTS for v in sides.values())
@@ -203,7 +231,7 @@ def controls(res: Results, direction: str) -> Verdict:
     )
     numbers = "; ".join(
         f"{c.name}: change {c.change.fmt()} logits, toward its own source "
-        f"{_toward(c.toward_own)}, real - control "
+        f"{toward_text(c.toward_own)}, real - control "
         f"{c.real_minus_control.fmt()} logits ({sides[c.name]})"
         for c in d.controls.values()
     )
@@ -215,19 +243,22 @@ def controls(res: Results, direction: str) -> Verdict:
         (worst.real_minus_control.lo, worst.real_minus_control.hi),
         min(c.n_pairs for c in d.controls.values()),
         len(d.check.excluded),
-        [f"floor {floor:.3g} logits"] + list(d.flags),
+        [f"gap floor: {d.check.floor_text()} (logits)"] + list(d.flags),
         numbers,
+        f"real - control band-mean change (logits) of the control with the lowest interval, "
+        f"{worst.name}",
     )
 
 
 def patching(res: Results) -> list[Verdict]:
     """The patching criteria, in the order every output lists them."""
-    return [asymmetry(res), locus_shared(res), *(controls(res, d) for d in DIRECTIONS)]
+    return [asymmetry(res), locus_shared(res), *(controls(res, d) for d in DIRECTION_NAMES)]
 
 
 def scorecard_json(entries: list[Verdict]) -> str:
     """scorecard.json: a list of {criterion, verdict, estimate, interval, n_pairs_used,
-    n_pairs_excluded, flags, numbers}; NaN written as null."""
+    n_pairs_excluded, flags, numbers, quantity}; NaN written as null. Every criterion that ran
+    has its estimate, interval and pair counts in these fields, not only in `numbers`."""
     import json
     import math
 

@@ -7,10 +7,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from hallu.analysis.compare import compare
-from hallu.analysis.run_stats import SHORT, Options, RunStats, analyse
+from hallu.analysis.directions import SHORT
+from hallu.analysis.results import Options, Results
 from hallu.errors import UserError
 from hallu.report.doc import Doc
-from hallu.store.reader import Run, n_layers_of
+from hallu.report.sections import analyse_run
+from hallu.store.reader import Run
 
 
 @dataclass
@@ -19,7 +21,7 @@ class Side:
 
     label: str
     n_layers: int
-    stats: RunStats
+    stats: Results
 
 
 def _direction(doc: Doc, d: str, a: Side, b: Side, opts: Options, number: int) -> tuple[list, int]:
@@ -45,7 +47,7 @@ def _direction(doc: Doc, d: str, a: Side, b: Side, opts: Options, number: int) -
         s = side.stats.directions[d]
         if s.curve is not None:
             depth = np.array(s.grid.layers) / max(1, side.n_layers - 1)
-            series.append((f"{side.label} ({len(s.grid.pair_ids)} pairs)", depth, *s.curve))
+            series.append((f"{side.label} ({len(s.check.used)} pairs used)", depth, *s.curve))
     if series:
         doc.figure(
             figs.compare_curves(series, figs.TITLES[d]),
@@ -66,9 +68,9 @@ def _direction(doc: Doc, d: str, a: Side, b: Side, opts: Options, number: int) -
 
 def compare_report(a: Run, b: Run, opts: Options) -> Doc:
     """The comparison document of run A against run B."""
-    na, nb = n_layers_of(a), n_layers_of(b)
-    side_a = Side("A", na, analyse(a.table, na, a.noise, opts))
-    side_b = Side("B", nb, analyse(b.table, nb, b.noise, opts))
+    ra, rb = analyse_run(a, opts), analyse_run(b, opts)
+    na, nb = ra.n_layers, rb.n_layers
+    side_a, side_b = Side("A", na, ra), Side("B", nb, rb)
     doc = Doc(f"hallu comparison: {a.run_id} (A) - {b.run_id} (B)")
     doc.p(
         f"A: {a.meta.get('config', {}).get('model', {}).get('name_or_path')} ({na} layers); "
@@ -79,7 +81,8 @@ def compare_report(a: Run, b: Run, opts: Options) -> Doc:
     rows = []
     number = 1
     for d in side_a.stats.directions:
-        if d in side_b.stats.directions:
+        both = (side_a.stats.directions[d], side_b.stats.directions.get(d))
+        if all(s is not None and s.cells is not None for s in both):
             row, number = _direction(doc, d, side_a, side_b, opts, number)
             rows.append(row)
     if not rows:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hallu.analysis import scorecard
+from hallu.analysis import verdicts
 from hallu.analysis.noise_flags import INSIDE, UNKNOWN
 
 
@@ -99,11 +99,11 @@ def _td(cell: Any) -> str:
     """A table cell, coloured by the verdict or noise flag it starts with."""
     text = str(cell)
     cls = ""
-    if text.startswith(scorecard.SUPPORTS):
+    if text.startswith(verdicts.SUPPORTS):
         cls = ' class="ok"'
-    elif text.startswith((scorecard.CONTRADICTS, scorecard.NOISE, INSIDE)):
+    elif text.startswith((verdicts.CONTRADICTS, INSIDE)):
         cls = ' class="bad"'
-    elif text.startswith((scorecard.INCONCLUSIVE, scorecard.NOT_RUN, UNKNOWN)):
+    elif text.startswith((verdicts.INCONCLUSIVE, verdicts.NOT_RUN, verdicts.EQUIVALENT, UNKNOWN)):
         cls = ' class="meh"'
     return f"<td{cls}>{html.escape(text)}</td>"
 

@@ -16,9 +16,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from hallu.analysis.bootstrap import Interval  # noqa: E402
 from hallu.analysis.cell_maps import CellMap, describe_key  # noqa: E402
-from hallu.analysis.noise_flags import INSIDE  # noqa: E402
-from hallu.analysis.run_stats import SHORT, RunStats  # noqa: E402
+from hallu.analysis.directions import SHORT  # noqa: E402
+from hallu.analysis.results import ControlResult, DirectionResult, Results  # noqa: E402
 
 TITLES = {
     "restore_confidence": "2A restore confidence: certain -> uncertain run",
@@ -97,9 +98,14 @@ def heatmap(m: CellMap, number: int | None = None, inside_floor: bool = False) -
     return _png(fig)
 
 
-def curves(stats: RunStats, number: int | None = None) -> bytes:
-    """Per-layer restoration at the last position with bootstrap bands; controls beside it."""
-    dirs = [s for s in stats.directions.values() if s.curve is not None]
+def _drawn_controls(s: DirectionResult) -> list[ControlResult]:
+    return [c for c in s.controls.values() if c.curve is not None]
+
+
+def curves(res: Results, number: int | None = None) -> bytes:
+    """Per-layer restoration at the last position over the used pairs (the locus's curve) with
+    bootstrap bands; each control with a defined restoration toward its own source beside it."""
+    dirs = [s for s in res.directions.values() if s.curve is not None]
     fig, axes = plt.subplots(1, max(1, len(dirs)), figsize=(5.2 * max(1, len(dirs)), 3.6))
     axes = np.atleast_1d(axes)
     for ax, s in zip(axes, dirs, strict=False):
@@ -107,10 +113,8 @@ def curves(stats: RunStats, number: int | None = None) -> bytes:
         shown = [est, lo, hi]
         ax.plot(s.grid.layers, est, "o-", ms=3, color="k", label="patch (real)")
         ax.fill_between(s.grid.layers, lo, hi, color="k", alpha=0.15)
-        for c in s.controls.values():
-            if c.curve is None:
-                continue
-            ce, cl, ch = c.curve
+        for c in _drawn_controls(s):
+            ce, cl, ch = c.curve  # type: ignore[misc]
             shown += [ce, cl, ch]
             (line,) = ax.plot(s.grid.layers, ce, "--", lw=1, label=f"control: {c.name}")
             ax.fill_between(s.grid.layers, cl, ch, color=line.get_color(), alpha=0.1)
@@ -121,8 +125,8 @@ def curves(stats: RunStats, number: int | None = None) -> bytes:
         values = np.concatenate([v[np.isfinite(v)] for v in shown] + [np.array([-0.2, 1.2])])
         ax.set_ylim(max(-3, values.min() - 0.05), min(3, values.max() + 0.05))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        note = " (gap inside noise floor)" if s.gap_flag == INSIDE else ""
-        ax.set_title(f"{TITLES[s.direction]}{note}\n{len(s.grid.pair_ids)} pairs", fontsize=9)
+        note = " (gap inside noise floor)" if s.inside else ""
+        ax.set_title(f"{TITLES[s.direction]}{note}\n{len(s.check.used)} pairs used", fontsize=9)
         ax.set_xlabel("layer (0-based) of resid_pre")
         ax.set_ylabel("restoration at the last token\n(fraction of gap; 95% bootstrap band)")
         ax.legend(fontsize=6)
@@ -131,17 +135,23 @@ def curves(stats: RunStats, number: int | None = None) -> bytes:
     return _png(fig)
 
 
-def headlines(stats: RunStats, number: int | None = None) -> bytes:
-    """Band-mean restoration of each direction and control, and the 2A - 2B difference."""
-    rows: list[tuple[str, Any]] = []
-    for s in stats.directions.values():
+def headline_rows(res: Results) -> list[tuple[str, Interval]]:
+    """The intervals the headline figure draws, each finite: patch, controls, 2A - 2B."""
+    rows: list[tuple[str, Interval]] = []
+    for s in res.directions.values():
         if s.headline is not None:
             rows.append((f"{SHORT[s.direction]} patch", s.headline))
         for c in s.controls.values():
-            if c.headline is not None:
-                rows.append((f"{SHORT[s.direction]} control {c.name}", c.headline))
-    if stats.difference is not None:
-        rows.append(("2A - 2B (paired)", stats.difference))
+            if c.toward_own is not None and np.isfinite(c.toward_own.estimate):
+                rows.append((f"{SHORT[s.direction]} control {c.name}", c.toward_own))
+    if res.difference is not None:
+        rows.append(("2A - 2B (paired)", res.difference))
+    return rows
+
+
+def headlines(res: Results, number: int | None = None) -> bytes:
+    """Band-mean restoration of each direction and control, and the 2A - 2B difference."""
+    rows = headline_rows(res)
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 0.35 * len(rows) + 1.8))
     for i, (_name, iv) in enumerate(rows):
         ax.errorbar([iv.estimate], [i], xerr=_xerr(iv), fmt="o")
@@ -151,12 +161,12 @@ def headlines(stats: RunStats, number: int | None = None) -> bytes:
     ax.invert_yaxis()
     ax.set_xlabel("band-mean restoration, fraction of gap\n(95% bootstrap interval)")
     ax.set_title("each direction, control and the paired difference", fontsize=9)
-    if stats.per_pair_values is not None:
-        v = stats.per_pair_values[np.isfinite(stats.per_pair_values)]
+    if res.per_pair_values is not None:
+        v = res.per_pair_values[np.isfinite(res.per_pair_values)]
         jitter = np.random.default_rng(0).uniform(-0.2, 0.2, len(v))
         bx.scatter(v, jitter, s=10, alpha=0.6)
-        if stats.per_pair_difference is not None:
-            d = stats.per_pair_difference
+        if res.per_pair_difference is not None:
+            d = res.per_pair_difference
             bx.errorbar(
                 [d.estimate],
                 [0],
@@ -179,28 +189,35 @@ def headlines(stats: RunStats, number: int | None = None) -> bytes:
     return _png(fig)
 
 
-def noise(
-    stats: RunStats, measured: dict[str, Any] | None = None, number: int | None = None
-) -> bytes:
-    """Each pair's |baseline gap| against the noise floor (log scale), and for reference the
-    floor other dtypes would have had (2 x their distance from float32)."""
+def other_dtype_floors(res: Results) -> dict[str, float]:
+    """The gap floor each other dtype would have had (2 x its distance from float32), from the
+    measured record; empty when the floor was not measured."""
+    rec = res.noise.record or {}
+    return {
+        dtype: 2 * v["precision_vs_float32"]["max"]
+        for dtype, v in rec.get("per_dtype", {}).items()
+        if dtype != rec.get("run_dtype") and "precision_vs_float32" in v
+    }
+
+
+def noise(res: Results, number: int | None = None) -> bytes:
+    """Each pair's |baseline gap| (log scale) against the run's one noise floor when it was
+    measured, and for reference the floor other dtypes would have had."""
     fig, ax = plt.subplots(figsize=(6, 2.8))
-    for i, s in enumerate(stats.directions.values()):
+    for i, s in enumerate(res.directions.values()):
         gaps = np.abs(s.grid.gap)
         gaps = np.where(gaps > 0, gaps, 1e-9)
         ax.scatter(gaps, np.full(len(gaps), i) + np.linspace(-0.2, 0.2, len(gaps)), s=10)
-    ax.set_yticks(range(len(stats.directions)), [SHORT[d] for d in stats.directions])
+    ax.set_yticks(range(len(res.directions)), [SHORT[d] for d in res.directions])
     ax.set_xscale("log")
-    if stats.gap_floor is not None:
-        ax.axvline(max(stats.gap_floor, 1e-9), color="r", label="gap floor (2 x metric floor)")
-        for dtype, v in (measured or {}).get("per_dtype", {}).items():
-            if dtype != measured.get("run_dtype") and "precision_vs_float32" in v:  # type: ignore
-                x = 2 * v["precision_vs_float32"]["max"]
-                ax.axvline(max(x, 1e-9), color="grey", ls="--", lw=0.8)
-                ax.text(max(x, 1e-9), 0.5, f" {dtype}", fontsize=7, color="grey", rotation=90)
+    if res.noise.gap_floor is not None:
+        ax.axvline(max(res.noise.gap_floor, 1e-9), color="r", label="measured gap floor")
+        for dtype, x in other_dtype_floors(res).items():
+            ax.axvline(max(x, 1e-9), color="grey", ls="--", lw=0.8)
+            ax.text(max(x, 1e-9), 0.5, f" {dtype}", fontsize=7, color="grey", rotation=90)
         ax.legend(fontsize=7)
     head = f"Figure {number}: " if number is not None else ""
-    floor = "" if stats.gap_floor is not None else " (noise floor not measured)"
+    floor = "" if res.noise.measured else " (noise floor not measured)"
     ax.set_title(f"{head}each pair's baseline gap against the noise floor{floor}", fontsize=9)
     ax.set_xlabel("|clean - corrupted| per pair (logits, log scale)")
     ax.set_ylabel("direction")

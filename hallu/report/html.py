@@ -4,19 +4,21 @@ RUN is a run directory or an `s3://bucket/prefix/run_id` (hallu/store/reader.py)
 how sure each number is (bootstrap intervals over pairs, max-T permutation tests over the cell
 grid), whether the baseline gap clears the metric's noise floor (hallu/run/noise.py), whether the
 controls light up the same place, and ends in a disconfirmation scorecard
-(hallu/analysis/scorecard.py). It writes `report.html` (figures embedded as base64 PNG) and
-`report.md` into the run directory (or `--out DIR`); with `--compare RUN_B`, `compare_<B>.html`
-and `compare_<B>.md` with difference maps by relative depth.
+(hallu/analysis/scorecard.py), all from one analysis (hallu/analysis/pipeline.py). It writes
+`report.html` (figures embedded as base64 PNG), `report.md` and `scorecard.json` into the run
+directory (or `--out DIR`); with `--compare RUN_B`, `compare_<B>.html` and `compare_<B>.md` with
+difference maps by relative depth.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from hallu.analysis import verdicts
-from hallu.analysis.run_stats import Options
+from hallu.analysis.results import Options
 from hallu.errors import EXIT_USER_ERROR, UserError
 from hallu.report.comparison import compare_report
 from hallu.report.doc import Doc
@@ -72,6 +74,30 @@ def _check(args: argparse.Namespace) -> None:
         raise UserError(f"--alpha {args.alpha}: use a rate between 0 and 1, e.g. 0.05")
 
 
+def open_any(source: str) -> Run:
+    """The run; a behaviour-only run (+sweep=behavior: answers, no patching shards) too."""
+    try:
+        return open_run(source)
+    except UserError:
+        from hallu.store.factory import store_at
+        from hallu.store.reader import BEHAVIOR_DIRS
+
+        store = store_at(source)
+        meta = store.read_meta()
+        beh = next((d for d in BEHAVIOR_DIRS if store.table_names(d)), None)
+        if meta is None or store.done_shards() or beh is None:
+            raise
+        noise = store.read_file("noise_floor.json")
+        return Run(
+            meta.get("run_id", store.run_id),
+            meta,
+            None,  # type: ignore[arg-type]  # no patching rows
+            noise=json.loads(noise) if noise else None,
+            behavior=store.read_tables(beh, None),
+            location=source,
+        )
+
+
 def _make(args: argparse.Namespace, opts: Options) -> tuple[Doc, Path, str]:
     """Build the document and write it; (doc, dir, stem)."""
     only = None if args.compare else mechanism_only(args.run)
@@ -80,7 +106,7 @@ def _make(args: argparse.Namespace, opts: Options) -> tuple[Doc, Path, str]:
         _write(out / "report.html", only.html())
         _write(out / "report.md", only.markdown())
         return only, out, "report"
-    run = open_run(args.run)
+    run = open_any(args.run)
     out = _out_dir(run, args.run, args.out)
     if args.compare:
         other = open_run(args.compare)

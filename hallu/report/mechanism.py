@@ -41,8 +41,16 @@ def mechanism_only(source: str) -> Any:
     return doc
 
 
-def _ci(t: tuple[float, float, float], digits: int = 3) -> str:
+ZERO_DIRECTION = "n/a: a direction of length 0 (the prompts do not differ here yet)"
+
+
+def _ci(t: tuple[float, float, float], digits: int = 3, why: str = "") -> str:
+    """An estimate and interval; `why` (or 'n/a') instead of a bare nan."""
     est, lo, hi = t
+    if not np.isfinite(est):
+        return why or "n/a (no finite value)"
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return f"{est:.{digits}f} (no interval: too few claims to resample)"
     return f"{est:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
@@ -104,7 +112,7 @@ def _directions(doc: Any, cap: pd.DataFrame) -> list[dict[str, Any]]:
         auc = mech.held_out_auroc(cap, r["layer"], r["site"])
         r["auroc"] = auc
         table.append(
-            [r["layer"], r["site"], _ci(r["cosine"]), _ci(r["norm_certain"], 2),
+            [r["layer"], r["site"], _ci(r["cosine"], why=ZERO_DIRECTION), _ci(r["norm_certain"], 2),
              _ci(r["norm_uncertain"], 2), f"{r['lens_certain']:.2f}",
              f"{r['lens_uncertain']:.2f}", _ci(auc)]
         )  # fmt: skip
@@ -121,7 +129,8 @@ def _directions(doc: Any, cap: pd.DataFrame) -> list[dict[str, Any]]:
         doc.table(
             ["layer", *templates],
             [[r["layer"], *[_ci(next(x for x in per[t] if x["layer"] == r["layer"]
-                                     and x["site"] == "last")["cosine"]) for t in templates]]
+                                     and x["site"] == "last")["cosine"], why=ZERO_DIRECTION)
+                          for t in templates]]
              for r in last],
         )  # fmt: skip
     ladder = [r for r in rows if len(r["ladder"]) > 2]

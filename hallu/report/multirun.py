@@ -1,16 +1,19 @@
 """`python -m hallu.report MULTIRUN_DIR`: the studies of one multirun, side by side.
 
 For each study (hallu/run/multirun.py wrote their list into multirun.json): the headline band
-mean with its interval and the locus, per direction, and the scorecard's verdicts; and one figure
+mean with its interval and the locus, per direction, and every criterion of its scorecard
+(behaviour, 2A vs 2B, locus, controls) with its estimate and interval; which studies are identical
+in everything that changes results (`result_identity`); and one figure
 of restoration at the last position against *relative depth* (layer / (layers - 1)), so models
-with different numbers of layers line up. Each study's own numbers come from the same analysis as
-its single-run report (hallu/analysis); nothing is recomputed differently here. Writes
+with different numbers of layers line up. Each study's numbers are its single-run report's
+(`hallu.analysis.pipeline.analyse`, via hallu/report/sections.py); nothing is computed here. Writes
 multirun_report.md, multirun_report.html and multirun_layers.png into the multirun directory.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import json
 from dataclasses import dataclass
@@ -24,7 +27,7 @@ if TYPE_CHECKING:
 
 INDEX = "multirun.json"
 
-# A direction's column title here; analysis.results.SHORT is its bare "2A"/"2B".
+# A direction's column title here; analysis.directions.SHORT is its bare "2A"/"2B".
 DIRECTION_TITLES = {
     "restore_confidence": "2A restore confidence",
     "induce_tentativeness": "2B induce",
@@ -38,8 +41,39 @@ class Study:
     status: str
     model: str = "?"
     n_layers: int = 0
-    stats: Any = None  # hallu.analysis.run_stats.RunStats
-    card: list[Any] | None = None  # hallu.analysis.scorecard.Entry
+    stats: Any = None  # hallu.analysis.results.Results
+    identity: str = ""  # result_identity of its run.json
+
+    @property
+    def card(self) -> list[Any] | None:
+        """The scorecard (hallu.analysis.verdicts.Verdict), as its own scorecard.json holds it."""
+        return self.stats.card if self.stats is not None else None
+
+
+# Where a study's results go and how it is run change no number.
+NOT_RESULTS = ("mode", "run_id", "verbose", "cluster", "storage", "protocol")
+# How a prompt file is named and its conditions labelled: what the model reads is in the token
+# ids (run.json's identity), so two files that give the same tokens give the same study.
+PROMPT_NAMING = ("path", "format", "columns", "conditions")
+
+
+def result_identity(meta: dict[str, Any]) -> str:
+    """A hash of everything that changes a study's results: the resolved config less where
+    results go and how prompts are named, plus run.json's `identity` (hashes of the token ids the
+    model reads, the metric's tokens and the weights). Two studies with one identity hold the
+    same numbers; e.g. `prompts=marker_ladder` with its default conditions is `prompts=builtin`.
+    """
+    cfg = {k: v for k, v in meta.get("config", {}).items() if k not in NOT_RESULTS}
+    cfg["model"] = {k: v for k, v in cfg.get("model", {}).items() if k != "cache_dir"}
+    cfg["sweep"] = {k: v for k, v in cfg.get("sweep", {}).items() if k != "name"}
+    ident = dict(meta.get("identity") or {})
+    if ident:
+        prompts = cfg.get("prompts", {})
+        cfg["prompts"] = {k: v for k, v in prompts.items() if k not in PROMPT_NAMING}
+        if "mechanism" not in cfg["sweep"].get("experiments", []):
+            ident.pop("prompts", None)  # texts of rungs no patching pair or answer reads
+    blob = json.dumps({"config": cfg, "identity": ident}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def is_multirun(path: str) -> bool:
@@ -52,22 +86,15 @@ def is_multirun(path: str) -> bool:
 
 
 def _analyse(path: str, study: Study, opts: Any) -> None:
-    """The study's statistics and scorecard, as its own report computes them."""
-    from hallu.analysis import behavior_check, scorecard
-    from hallu.analysis.run_stats import analyse
-    from hallu.store.reader import n_layers_of, open_run
+    """The study's results and scorecard, exactly as its own report computes them."""
+    from hallu.report.html import open_any
+    from hallu.report.sections import analyse_run
 
-    run = open_run(path)
-    study.n_layers = n_layers_of(run)
+    run = open_any(path)
+    study.stats = analyse_run(run, opts)
+    study.n_layers = study.stats.n_layers
     study.model = run.meta.get("config", {}).get("model", {}).get("name_or_path", "?")
-    study.stats = analyse(run.table, study.n_layers, run.noise, opts)
-    asym = tracking = None
-    which = ""
-    if run.behavior is not None and behavior_check.label_column(run.behavior) is not None:
-        answers, which = behavior_check.answers(run.behavior)
-        asym = behavior_check.asymmetry(answers, opts.n_boot, opts.seed)
-        tracking = behavior_check.metric_tracking(answers, run.table, opts.n_boot, opts.seed)
-    study.card = scorecard.build(study.stats, asym, tracking, run.behavior is not None, which)
+    study.identity = result_identity(run.meta)
 
 
 def load(root: Store, opts: Any) -> list[Study]:
@@ -78,7 +105,7 @@ def load(root: Store, opts: Any) -> list[Study]:
         if s["status"] == "done":
             _analyse(f"{root.dir}/{s['dir']}", study, opts)
         studies.append(study)
-    if not any(s.stats for s in studies):
+    if not any(s.stats is not None for s in studies):
         raise UserError(f"{root.dir}: no study of this multirun has finished; rerun its command")
     return studies
 
@@ -91,13 +118,18 @@ def _varying(studies: list[Study]) -> list[str]:
 
 def _cell_headline(s: Study, d: str) -> str:
     st = s.stats.directions.get(d) if s.stats else None
-    return st.headline.fmt() if st is not None and st.headline is not None else "n/a"
+    if st is None:
+        return "not run"
+    used = f" ({len(st.check.used)} of {len(st.grid.pair_ids)} pairs)"
+    return (st.headline.fmt() if st.headline is not None else "n/a") + used
 
 
 def _cell_locus(s: Study, d: str) -> str:
     st = s.stats.directions.get(d) if s.stats else None
-    if st is None or st.locus is None:
-        return "none"
+    if st is None:
+        return "not run"
+    if st.locus is None:
+        return "none (no positive effect at the last position)"
     depth = max(s.n_layers - 1, 1)
     lo, hi = st.locus.first / depth, st.locus.last / depth
     return f"{lo:.2f}-{hi:.2f} (layers {st.locus.first}-{st.locus.last} of {s.n_layers})"
@@ -112,19 +144,63 @@ def tables(studies: list[Study]) -> list[tuple[str, list[str], list[list[str]]]]
         ["status", *[s.status for s in studies]],
         ["model", *[f"{s.model} ({s.n_layers} layers)" for s in studies]],
     ]
+    about.append(["results identity", *[s.identity or "n/a" for s in studies]])
     dirs = list(DIRECTION_TITLES)
     headline = [[DIRECTION_TITLES[d], *[_cell_headline(s, d) for s in studies]] for d in dirs]
     locus = [[DIRECTION_TITLES[d], *[_cell_locus(s, d) for s in studies]] for d in dirs]
-    criteria = next(s.card for s in studies if s.card)
-    card = []
-    for i, e in enumerate(criteria):
-        card.append([e.criterion, *[s.card[i].verdict if s.card else "not run" for s in studies]])
+    from hallu.analysis.scorecard import CRITERIA
+
+    card = [[name, *[_cell_verdict(s, name) for s in studies]] for name in CRITERIA]
     return [
         ("Studies", head, about),
         ("Headline: band-mean restoration at the last position, 95% interval", head, headline),
         ("Locus (relative depth: layer / (layers - 1))", head, locus),
         ("Disconfirmation scorecard, per study", ["criterion", *names], card),
     ]
+
+
+def _cell_verdict(s: Study, criterion: str) -> str:
+    """A criterion's verdict with its estimate, interval and pairs, as scorecard.json has them."""
+    if s.card is None:
+        return f"not run (study {s.status})"
+    e = next((e for e in s.card if e.criterion == criterion), None)
+    if e is None:
+        return "not run"
+    if e.estimate is None:
+        return e.verdict
+    iv = "" if e.interval is None else f" [{e.interval[0]:.3f}, {e.interval[1]:.3f}]"
+    return (
+        f"{e.verdict}: {e.estimate:.3f}{iv} ({e.n_pairs_used} pairs used, "
+        f"{e.n_pairs_excluded} excluded)"
+    )
+
+
+def identical(studies: list[Study]) -> list[list[str]]:
+    """Groups of 2+ finished studies with one result identity (the same study run twice)."""
+    names = dict(zip((s.run_id for s in studies), _varying(studies), strict=True))
+    by: dict[str, list[str]] = {}
+    for s in studies:
+        if s.identity:
+            by.setdefault(s.identity, []).append(names[s.run_id])
+    return [group for group in by.values() if len(group) > 1]
+
+
+def identity_text(studies: list[Study]) -> str:
+    """What the reader must know before comparing columns: which of them are the same study."""
+    groups = identical(studies)
+    if not groups:
+        return (
+            "Every study differs in something that changes results (results identity: a hash of "
+            "the resolved config, less where results go, and of the prompts' content, token ids "
+            "and weights)."
+        )
+    same = "; ".join(" = ".join(g) for g in groups)
+    return (
+        f"IDENTICAL STUDIES: {same} are the same study in everything that changes results "
+        "(same results identity: resolved config, prompt content, token ids and weights), so "
+        "their columns must agree and comparing them shows nothing. Check the overrides: e.g. "
+        "a prompt set whose default conditions are the built-in pair is the built-in study."
+    )
 
 
 def figure(studies: list[Study]) -> bytes:
@@ -159,7 +235,7 @@ def figure(studies: list[Study]) -> bytes:
 def caption(studies: list[Study]) -> str:
     """What the multirun figure shows: what was patched, where, over how many pairs."""
     pairs = ", ".join(
-        f"{name}: {len(next(iter(s.stats.directions.values())).grid.pair_ids)}"
+        f"{name}: {len(next(iter(s.stats.directions.values())).check.used)} used"
         for name, s in zip(_varying(studies), studies, strict=True)
         if s.stats and s.stats.directions
     )
@@ -171,8 +247,8 @@ def caption(studies: list[Study]) -> str:
     )
 
 
-def _markdown(name: str, tabs: list, text: str = "") -> str:
-    out = [f"# hallu multirun report: {name}", ""]
+def _markdown(name: str, tabs: list, text: str = "", intro: str = "") -> str:
+    out = [f"# hallu multirun report: {name}", "", intro, ""]
     for title, head, rows in tabs:
         out += [f"## {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         out += ["| " + " | ".join(r) + " |" for r in rows] + [""]
@@ -180,8 +256,9 @@ def _markdown(name: str, tabs: list, text: str = "") -> str:
     return "\n".join(out)
 
 
-def _html(name: str, tabs: list, png: bytes, text: str = "") -> str:
+def _html(name: str, tabs: list, png: bytes, text: str = "", intro: str = "") -> str:
     parts = [f"<h1>hallu multirun report: {html.escape(name)}</h1>"]
+    parts.append(f"<p>{html.escape(intro)}</p>")
     for title, head, rows in tabs:
         cells = "".join(f"<th>{html.escape(h)}</th>" for h in head)
         body = "".join(
@@ -203,17 +280,18 @@ def write(location: str, opts: Any) -> str:
     studies = load(root, opts)
     tabs = tables(studies)
     png = figure(studies)
-    name, text = root.run_id, caption(studies)
+    name, text, intro = root.run_id, caption(studies), identity_text(studies)
     root.write_file("multirun_layers.png", png)
-    root.write_file("multirun_report.md", _markdown(name, tabs, text).encode())
-    return str(root.write_file("multirun_report.html", _html(name, tabs, png, text).encode()))
+    root.write_file("multirun_report.md", _markdown(name, tabs, text, intro).encode())
+    page = _html(name, tabs, png, text, intro)
+    return str(root.write_file("multirun_report.html", page.encode()))
 
 
 def main(argv: list[str]) -> int:
     import argparse
     import sys
 
-    from hallu.analysis.run_stats import Options
+    from hallu.analysis.results import Options
     from hallu.errors import EXIT_USER_ERROR
 
     ap = argparse.ArgumentParser(prog="python -m hallu.report", description=__doc__.split("\n")[0])

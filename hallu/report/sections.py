@@ -1,7 +1,8 @@
 """The report of one run, section by section.
 
-`build_report` analyses the run once (hallu/analysis/run_stats.py) and hands the same `Context`
-to each section in `SECTIONS`; a section only appends to the document.
+`report_context` analyses the run once (`hallu.analysis.pipeline.analyse`) and hands the same
+`Context` to each section in `SECTIONS`; a section only formats the results and appends to the
+document, so the report, the terminal, summary.md and scorecard.json cannot disagree.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from hallu.analysis import behavior_check, cell_maps, results, scorecard, verdicts
+from hallu.analysis import cell_maps, scorecard, verdicts
+from hallu.analysis.bootstrap import Interval
+from hallu.analysis.directions import SHORT
 from hallu.analysis.grid import MAIN_METRIC
 from hallu.analysis.noise_flags import UNKNOWN
-from hallu.analysis.results import SHORT
-from hallu.analysis.run_stats import Options, RunStats, analyse
+from hallu.analysis.pipeline import analyse
+from hallu.analysis.results import Options, Results
 from hallu.errors import UserError
 from hallu.report.doc import Doc, fmt
 from hallu.store.reader import Run, n_layers_of
@@ -29,12 +32,9 @@ class Context:
 
     run: Run
     opts: Options
-    stats: RunStats
+    res: Results  # every number the report prints (hallu/analysis/results.py)
     n_layers: int
     doc: Doc
-    res: results.Results | None = None  # the one result pipeline (hallu/analysis/results.py)
-    headline: list[str] = field(default_factory=list)  # the lines terminal and summary.md print
-    card: list[verdicts.Verdict] = field(default_factory=list)  # what scorecard.json holds
     maps: list[cell_maps.CellMap] = field(default_factory=list)  # the heatmaps' grids
     figures: int = 0  # figures numbered so far (Figure 1 is the behaviour figure)
 
@@ -43,19 +43,38 @@ class Context:
         return self.figures
 
     @property
-    def has_labels(self) -> bool:
-        """The run has behaviour rows with a style label (Experiment 1 was run)."""
-        beh = self.run.behavior
-        return beh is not None and behavior_check.label_column(beh) is not None
+    def headline(self) -> list[str]:
+        """The lines the terminal and summary.md print."""
+        return scorecard.headline_lines(self.res)
+
+    @property
+    def card(self) -> list[verdicts.Verdict]:
+        """What scorecard.json holds."""
+        return self.res.card
+
+
+def interval_text(iv: Interval | None, why: str, digits: int = 3) -> str:
+    """An interval, or 'n/a (why)' when there is none or it is not finite: never a bare nan."""
+    if iv is None or not all(np.isfinite([iv.estimate, iv.lo, iv.hi])):
+        return f"n/a ({why})"
+    return iv.fmt(digits)
 
 
 def intro(c: Context) -> None:
     model = c.run.meta.get("config", {}).get("model", {})
-    first = next(iter(c.stats.directions.values()))
+    pairs = ", ".join(
+        f"{d.short} {len(d.grid.pair_ids)} pairs ({len(d.check.used)} used)"
+        for d in c.res.directions.values()
+    )
+    rows = c.run.table.num_rows if c.run.table is not None else 0
+    behaviour = f"; behaviour answers to {c.res.behaviour.n_pairs} pairs" * c.res.behaviour.has_rows
+    layers = f"{c.n_layers} layers, " if c.res.directions else ""
+    noise = f"{c.res.noise.describe()}; " if c.res.directions else ""
     c.doc.p(
-        f"Model {model.get('name_or_path', '?')} ({c.n_layers} layers, dtype "
-        f"{c.run.meta.get('dtype', model.get('dtype', '?'))}); {len(first.grid.pair_ids)} pairs; "
-        f"{c.run.table.num_rows} result rows from {c.run.location}. Report made "
+        f"Model {model.get('name_or_path', '?')} ({layers}dtype "
+        f"{c.run.meta.get('dtype', model.get('dtype', '?'))}); {pairs or 'no patching rows'}"
+        f"{behaviour}; {noise}{rows} result rows from {c.run.location}. "
+        "Report made "
         f"{datetime.now(timezone.utc).isoformat(timespec='seconds')} with {c.opts.n_boot} "
         f"bootstrap resamples and {c.opts.n_perm} sign flips (seed {c.opts.seed})."
     )
@@ -66,6 +85,8 @@ def limits_section(c: Context) -> None:
     c.doc.h("Headline (the terminal, summary.md and scorecard.json print the same)")
     for line in c.headline:
         c.doc.p(line)
+    if c.res.directions:  # the floor judges patching baselines only
+        c.doc.p(f"This run's {c.res.noise.describe()}; every section below uses this one value.")
     found = verdicts.limits(c.run.meta.get("config", {}), c.res)
     if found:
         c.doc.h("Limits of this run")
@@ -74,25 +95,7 @@ def limits_section(c: Context) -> None:
             c.doc.p(f"- {line}")
 
 
-def _behaviour_entries(c: Context) -> list[verdicts.Verdict]:
-    asym = tracking = None
-    which = ""
-    if c.has_labels:
-        answers, which = behavior_check.answers(c.run.behavior)
-        asym = behavior_check.asymmetry(answers, c.opts.n_boot, c.opts.seed)
-        tracking = behavior_check.metric_tracking(answers, c.run.table, c.opts.n_boot, c.opts.seed)
-    card = scorecard.build(c.stats, asym, tracking, c.run.behavior is not None, which)
-    keep = (scorecard.ASYMMETRY.name, scorecard.TRACKING.name)
-    return [
-        verdicts.Verdict(e.criterion, e.verdict, numbers=e.numbers)
-        for e in card
-        if e.criterion in keep
-    ]
-
-
 def scorecard_section(c: Context) -> None:
-    assert c.res is not None
-    c.card = _behaviour_entries(c) + verdicts.patching(c.res)
     c.doc.h("Disconfirmation scorecard")
     c.doc.p(
         "Each criterion is a way the source study's hypothesis could fail (docs/analysis.md). "
@@ -101,12 +104,20 @@ def scorecard_section(c: Context) -> None:
         "'inconclusive': neither; 'not run': this run lacks the data. Also in scorecard.json."
     )
     c.doc.table(
-        ["criterion", "verdict", "pairs used / excluded", "numbers", "flags"],
+        [
+            "criterion",
+            "verdict",
+            "estimate [interval]",
+            "pairs used / excluded",
+            "numbers",
+            "flags",
+        ],
         [
             [
                 e.criterion,
                 e.verdict,
-                f"{e.n_pairs_used} / {e.n_pairs_excluded}" if e.n_pairs_used else "",
+                _estimate_text(e),
+                f"{e.n_pairs_used} / {e.n_pairs_excluded}" if e.verdict != verdicts.NOT_RUN else "",
                 e.numbers,
                 "; ".join(e.flags),
             ]
@@ -115,38 +126,43 @@ def scorecard_section(c: Context) -> None:
     )
 
 
+def _estimate_text(e: verdicts.Verdict) -> str:
+    """A scorecard entry's estimate and interval, with what they measure."""
+    if e.estimate is None:
+        return ""
+    iv = "" if e.interval is None else f" [{fmt(e.interval[0])}, {fmt(e.interval[1])}]"
+    return f"{fmt(e.estimate)}{iv}: {e.quantity}"
+
+
 def behavior_section(c: Context) -> None:
     """Figure 1 and the rates: the prompt is the unit (hallu/analysis/behavior_rates.py); the
     terminal and behavior/summary.md print the same line."""
     from hallu.analysis import behavior_rates
     from hallu.report.behavior import figure1_png
 
+    b = c.res.behaviour
     c.doc.h("Figure 1: behaviour (Experiment 1)")
-    if not c.has_labels:
+    if not b.has_labels:
         c.doc.p(
             "Behaviour was not run: this run has no behaviour results (behavior/*.parquet with "
             "pair_id, condition and a style label). Run `python -m hallu.launch +sweep=behavior` "
             "(or +sweep=full). The scorecard marks the behaviour criteria 'not run'."
         )
         return
-    beh, o, seed = c.run.behavior, c.opts.n_boot, c.opts.seed
-    which, line = behavior_rates.headline(beh, o, seed)  # type: ignore[misc]
-    rates = behavior_rates.prompt_rates(beh, o, seed)
-    n = max(r.n_prompts for r in rates.values())
+    n = max(r.n_prompts for r in b.rates.values())
     c.doc.figure(
-        figure1_png({which: behavior_rates.figure_data(beh, o, seed)}, n),
-        f"Figure 1: share of {which} answers of each style per user condition, each prompt's "
+        figure1_png({b.which: b.figure}, n),
+        f"Figure 1: share of {b.which} answers of each style per user condition, each prompt's "
         f"share over its answers averaged over {n} prompts per condition; bars: 95% bootstrap "
         "intervals over claims. No patching: the model's own answers.",
     )
-    c.doc.p(line)
+    c.doc.p(b.rate_line)
     c.doc.table(
         ["condition", "declarative rate per prompt [95% over claims]", "prompts", "answers"],
-        [[cond, r.rate.fmt(), r.n_prompts, r.n_answers] for cond, r in rates.items()],
+        [[cond, r.rate.fmt(), r.n_prompts, r.n_answers] for cond, r in b.rates.items()],
     )
-    auc = behavior_rates.tracking(beh, o, seed)
-    if auc:
-        c.doc.p(behavior_rates.tracking_line(auc))
+    if b.auroc:
+        c.doc.p(behavior_rates.tracking_line(b.auroc))
 
 
 SOURCES = {
@@ -190,7 +206,6 @@ def map_caption(m: cell_maps.CellMap, number: int) -> str:
 
 
 def heatmaps(c: Context) -> None:
-    from hallu.analysis.noise_flags import INSIDE
     from hallu.report import figures as figs
     from hallu.report.summary import order
 
@@ -207,68 +222,123 @@ def heatmaps(c: Context) -> None:
     for m in c.maps:
         if m.key.control is not None and m is next(x for x in c.maps if x.key.control):
             c.doc.h("Control heatmaps")
-        s = c.stats.directions.get(m.key.direction)
-        inside = s is not None and s.gap_flag == INSIDE and m.key.metric == MAIN_METRIC
+        s = c.res.directions.get(m.key.direction)
+        inside = s is not None and s.inside and m.key.metric == MAIN_METRIC
         number = c.next_figure()
         c.doc.figure(figs.heatmap(m, number, inside), map_caption(m, number))
+
+
+def curves_caption(res: Results, number: int) -> str:
+    """What the per-layer figure draws, and only that: controls and their reasons if absent."""
+    pairs = ", ".join(f"{d.short} {len(d.check.used)}" for d in res.directions.values())
+    every = [(d.short, c) for d in res.directions.values() for c in d.controls.values()]
+    drawn = [f"{short} {c.name}" for short, c in every if c.curve is not None]
+    missing = [f"{short} {c.name}" for short, c in every if c.curve is None]
+    text = (
+        f"Figure {number}: restoration at the last prompt token per layer ({MAIN_METRIC}, "
+        "resid_pre patched from the source run into the target run, over the pairs that pass "
+        f"the gap check: {pairs}); band: 95% bootstrap interval over pairs; shaded gold: the "
+        "headline band of layers"
+    )
+    if drawn:
+        text += (
+            f"; dashed: controls ({', '.join(drawn)}) patched at the same cells, as restoration "
+            "toward their own source"
+        )
+    if missing:
+        text += (
+            f". Not drawn: {', '.join(missing)} (no restoration toward an own source: no source "
+            "prompt, or its source's metric equals the target's; see the controls table)"
+        )
+    return text
+
+
+def noise_caption(res: Results, number: int) -> str:
+    from hallu.report.figures import other_dtype_floors
+
+    text = (
+        f"Figure {number}: each pair's unpatched baseline gap |clean - corrupted| ({MAIN_METRIC}, "
+        "logits), every pair. Nothing is patched here."
+    )
+    if not res.noise.measured:
+        return text + " No floor is drawn: the noise floor was not measured in this run."
+    text += f" Red line: the measured gap floor ({res.noise.gap_floor:.3g})"
+    others = other_dtype_floors(res)
+    if others:
+        text += f"; dashed grey: the floor a {' or '.join(others)} run of this model would have"
+    return text + "."
 
 
 def curve_figures(c: Context) -> None:
     from hallu.report import figures as figs
 
     c.doc.h("Per-layer curves, headline and controls")
-    pairs = ", ".join(f"{SHORT[d]} {len(s.grid.pair_ids)}" for d, s in c.stats.directions.items())
+    n = c.next_figure()
+    c.doc.figure(figs.curves(c.res, n), curves_caption(c.res, n))
+    pairs = ", ".join(f"{d.short} {len(d.check.used)}" for d in c.res.directions.values())
+    drawn = [name for name, _ in figs.headline_rows(c.res)]
     n = c.next_figure()
     c.doc.figure(
-        figs.curves(c.stats, n),
-        f"Figure {n}: restoration at the last prompt token per layer ({MAIN_METRIC}, resid_pre "
-        f"patched from the source run into the target run, pairs: {pairs}); band: 95% "
-        "bootstrap interval over pairs; dashed: controls patched at the same cells; shaded "
-        "gold: the headline band of layers",
-    )
-    n = c.next_figure()
-    c.doc.figure(
-        figs.headlines(c.stats, n),
+        figs.headlines(c.res, n),
         f"Figure {n}: band-mean restoration at the last prompt token with 95% bootstrap "
-        f"intervals (resid_pre patched, pairs: {pairs}), for the patch, each control and the "
-        "paired 2A - 2B difference; right: each pair's own 2A - 2B difference",
+        f"intervals (resid_pre patched, pairs used: {pairs}): {', '.join(drawn)}; right: each "
+        "pair's own 2A - 2B difference"
+        + ("" if c.res.per_pair_values is not None else " (not drawn: needs both directions)"),
     )
     n = c.next_figure()
-    c.doc.figure(
-        figs.noise(c.stats, c.run.noise, n),
-        f"Figure {n}: each pair's unpatched baseline gap |clean - corrupted| ({MAIN_METRIC}, "
-        "logits) against the measured noise floor (red); dashed: the floor a bf16 or fp16 run "
-        "of this model would have. Nothing is patched here.",
-    )
+    c.doc.figure(figs.noise(c.res, n), noise_caption(c.res, n))
 
 
 def headline_numbers(c: Context) -> None:
     c.doc.h("Band means over every pair (descriptive)")
     c.doc.p(
         "The headline at the top excludes pairs whose baseline gap has the wrong sign or lies "
-        "inside the floor; this table keeps every pair, to show what the exclusion changes. "
+        "inside the gap floor; this table keeps every pair, to show what the exclusion changes. "
         "Band-mean restoration: restoration at the last position, averaged over the "
         "band's layers, as a ratio of means over pairs (both numerator and denominator "
         "recomputed in every bootstrap resample). Default band: the upper half of the layers, "
         "the source study's layers 20-39 of 40 (--band A:B to change)."
     )
     rows = []
-    for d, s in c.stats.directions.items():
-        above = "above floor; gap interval holds 0" if s.gap.contains(0.0) else "above floor"
+    for d in c.res.directions.values():
         rows.append(
             [
-                f"{SHORT[d]} {d}",
-                f"{s.band[0]}-{s.band[-1]}",
-                s.headline.fmt() if s.headline else "n/a (last position not swept)",
-                s.gap.fmt(4),
-                s.gap_flag or above,
+                f"{d.short} {d.direction}",
+                f"{d.band[0]}-{d.band[-1]}",
+                len(d.grid.pair_ids),
+                interval_text(d.all_pairs, "last position not swept"),
+                interval_text(d.headline, "no pair used"),
+                interval_text(d.gap_all, "no pair", 4),
+                d.gap_flag or "above floor",
             ]
         )
-    if c.stats.difference is not None:
-        rows.append(["2A - 2B (paired)", "", c.stats.difference.fmt(), "", ""])
-    if c.stats.per_pair_difference is not None:
-        rows.append(["mean per-pair 2A - 2B", "", c.stats.per_pair_difference.fmt(), "", ""])
-    c.doc.table(["", "band", "estimate [95%]", "baseline gap [95%]", "noise floor"], rows)
+    if c.res.difference is not None:
+        rows.append(["2A - 2B (paired, used pairs)", "", len(c.res.common_pairs), "",
+                     c.res.difference.fmt(), "", ""])  # fmt: skip
+    if c.res.per_pair_difference is not None:
+        rows.append(["mean per-pair 2A - 2B (used pairs)", "", len(c.res.common_pairs), "",
+                     c.res.per_pair_difference.fmt(), "", ""])  # fmt: skip
+    c.doc.table(
+        ["", "band", "pairs", "every pair [95%]", "used pairs (headline) [95%]",
+         "baseline gap, every pair [95%]", "noise floor"],
+        rows,
+    )  # fmt: skip
+
+
+LOCUS_HEADER = ["direction", "pairs used", "locus", "resamples with a locus"]
+
+
+def locus_rows(res: Results) -> list[list[Any]]:
+    """The locus table: the scorecard's loci (used pairs)."""
+    return [
+        [
+            d.short,
+            len(d.check.used),
+            d.locus.describe() if d.locus else "none (no positive effect at the last position)",
+            f"{d.locus.found_in:.0%}" if d.locus else "",
+        ]
+        for d in res.directions.values()
+    ]
 
 
 def locus_section(c: Context) -> None:
@@ -278,43 +348,26 @@ def locus_section(c: Context) -> None:
         "the last position; intervals are percentiles of the band's first and last layer over "
         "bootstrap resamples of pairs. Layer L means the residual stream entering layer L "
         "(resid_pre), i.e. what layers 0 to L-1 wrote: a band that starts at L was first "
-        "written by a component of layer L-1 (a head sweep, sweep.component=head, names it)."
+        "written by a component of layer L-1 (a head sweep, sweep.component=head, names it). "
+        "Over the pairs that pass the gap check, as the scorecard's locus criterion."
     )
-    c.doc.table(
-        ["direction", "locus", "resamples with a locus"],
-        [
-            [
-                SHORT[d],
-                s.locus.describe() if s.locus else "none (no positive effect)",
-                f"{s.locus.found_in:.0%}" if s.locus else "",
-            ]
-            for d, s in c.stats.directions.items()
-        ],
-    )
+    c.doc.table(LOCUS_HEADER, locus_rows(c.res))
 
 
 def strongest_cells(c: Context, top: int = 5) -> None:
-    """The strongest cells of each experiment heatmap, with bootstrap intervals over pairs."""
-    from hallu.analysis import bootstrap
-
+    """The strongest cells of each experiment heatmap (hallu/analysis/cell_maps.py)."""
     c.doc.h("Strongest cells")
     rows = []
     for m in (m for m in c.maps if m.key.control is None and m.quantity == "restoration"):
-        w = bootstrap.resample_weights(len(m.grid.pair_ids), c.opts.n_boot, c.opts.seed)
-        ci = bootstrap.cells(m.grid, w, c.opts.level)
-        est = np.nan_to_num(m.estimate, nan=-np.inf)
-        for k in np.argsort(est, axis=None)[::-1][:top]:
-            i, j = np.unravel_index(k, est.shape)
-            if not np.isfinite(est[i, j]):
-                continue
+        for cell in cell_maps.strongest(m, c.opts.n_boot, c.opts.seed, c.opts.level, top):
             rows.append(
                 [
                     SHORT.get(m.key.direction, m.key.direction),
                     cell_maps.describe_key(m.key),
-                    m.grid.layers[i],
-                    m.labels[j],
-                    f"{m.estimate[i, j]:.3f} [{fmt(ci.lo[i, j])}, {fmt(ci.hi[i, j])}]",
-                    "n/a" if m.p_adj is None else f"{m.p_adj[i, j]:.4f}",
+                    cell.layer,
+                    cell.label,
+                    f"{cell.estimate:.3f} [{fmt(cell.lo)}, {fmt(cell.hi)}]",
+                    "n/a (no permutation test)" if cell.p_adj is None else f"{cell.p_adj:.4f}",
                 ]
             )
     c.doc.table(
@@ -324,28 +377,52 @@ def strongest_cells(c: Context, top: int = 5) -> None:
     )  # fmt: skip
 
 
+CONTROLS_HEADER = [
+    "dir",
+    "control",
+    "pairs",
+    "change [95%] (logits)",
+    "toward its own source [95%]",
+    "real - control [95%] (logits)",
+    "verdict",
+]
+
+
+def controls_rows(res: Results) -> list[list[Any]]:
+    """The controls table: the scorecard's numbers, formatted as its `numbers` line does."""
+    rows = []
+    for d in res.directions.values():
+        for ctl in d.controls.values():
+            rows.append(
+                [
+                    d.short,
+                    ctl.name,
+                    ctl.n_pairs,
+                    ctl.change.fmt(),
+                    verdicts.toward_text(ctl.toward_own),
+                    ctl.real_minus_control.fmt(),
+                    verdicts.control_side(ctl.real_minus_control, d.check.floor),
+                ]
+            )
+    return rows
+
+
 def controls_section(c: Context) -> None:
     c.doc.h("Controls")
-    rows = [
-        [
-            SHORT[d],
-            ctl.name,
-            ctl.n_pairs,
-            ctl.headline.fmt() if ctl.headline else "n/a",
-            ctl.real_minus_control.fmt() if ctl.real_minus_control else "n/a",
-        ]
-        for d, s in c.stats.directions.items()
-        for ctl in s.controls.values()
-    ]
+    rows = controls_rows(c.res)
     if not rows:
         c.doc.p("No controls in this run: run with +sweep=controls (or +sweep=full).")
         return
     c.doc.p(
-        "Same band and normalisation as the headline (the real pair's clean and corrupted "
-        "baselines). same_class: the target condition of another pair; random_source: an "
-        "unrelated prompt; norm_matched: random vectors with the real vector's norm."
+        "Over the pairs each direction uses (its gap check), the same band as the headline. "
+        "change: band-mean patched - corrupted; real - control: the real patch's change minus the "
+        "control's, signed the way the direction should move the metric (> 0: the real patch "
+        "moves it further); toward its own source: restoration toward the control's own source "
+        "metric. same_class: the target condition of another pair; random_source: an unrelated "
+        "prompt; norm_matched: random vectors with the real vector's norm; neutral_source: the "
+        "same claim said by the neutral user. The verdict column is the scorecard's, per control."
     )
-    c.doc.table(["dir", "control", "pairs", "band mean [95%]", "real - control [95%]"], rows)
+    c.doc.table(CONTROLS_HEADER, rows)
 
 
 def _noise_dtype_rows(n: dict[str, Any]) -> list[list[str]]:
@@ -366,8 +443,8 @@ def _noise_dtype_rows(n: dict[str, Any]) -> list[list[str]]:
 
 def noise_section(c: Context) -> None:
     c.doc.h("Noise floor")
-    n = c.run.noise
-    if n is None:
+    n = c.res.noise.record
+    if not c.res.noise.measured or n is None:
         c.doc.p(
             f"{UNKNOWN}: no noise_floor.json in this run. Measure it (loads the model) with "
             f"`python -m hallu.run.noise {c.run.location or 'RUN'}`. Until then no ratio is "
@@ -382,14 +459,18 @@ def noise_section(c: Context) -> None:
         c.doc.table(["dtype", "batch composition", "padding", "vs float32"], _noise_dtype_rows(n))
     rows = [
         [
-            SHORT[d],
-            s.gap.fmt(4),
-            f"{s.pairs_inside_floor} of {len(s.grid.pair_ids)}",
-            s.gap_flag or "above floor",
+            d.short,
+            interval_text(d.gap_all, "no pair", 4),
+            f"{d.inside_noise} of {len(d.grid.pair_ids)}" if c.res.noise.measured else UNKNOWN,
+            d.gap_flag or "above floor",
         ]
-        for d, s in c.stats.directions.items()
+        for d in c.res.directions.values()
     ]
-    c.doc.table(["direction", "mean gap [95%]", "pairs with gap inside floor", "flag"], rows)
+    c.doc.table(
+        ["direction", "mean gap, every pair [95%]", "pairs with gap inside the noise floor",
+         "flag"],
+        rows,
+    )  # fmt: skip
 
 
 def compute_section(c: Context) -> None:
@@ -449,25 +530,43 @@ SECTIONS: tuple[Callable[[Context], None], ...] = (
     compute_section,
     provenance,
 )
+# A behaviour-only run (+sweep=behavior): no patching rows, so no maps, curves or controls.
+BEHAVIOUR_ONLY: tuple[Callable[[Context], None], ...] = (
+    intro,
+    limits_section,
+    scorecard_section,
+    behavior_section,
+    provenance,
+)
 
 
-def build_report(run: Run, opts: Options) -> tuple[Doc, RunStats]:
-    """The report of one run, and the statistics behind it."""
+def build_report(run: Run, opts: Options) -> tuple[Doc, Results]:
+    """The report of one run, and the results behind it."""
     ctx = report_context(run, opts)
-    return ctx.doc, ctx.stats
+    return ctx.doc, ctx.res
+
+
+def options_of(run: Run, opts: Options) -> Options:
+    """The report's options with the run's configured equivalence margin."""
+    from dataclasses import replace
+
+    margin = run.meta.get("config", {}).get("analysis", {}).get("equivalence_margin", 0.05)
+    return replace(opts, equivalence_margin=margin)
+
+
+def analyse_run(run: Run, opts: Options) -> Results:
+    """The one analysis of a stored run (rows, behaviour, noise floor)."""
+    n_layers = n_layers_of(run) if run.table is not None else 0
+    return analyse(run.table, n_layers, run.noise, run.behavior, options_of(run, opts))
 
 
 def report_context(run: Run, opts: Options) -> Context:
     """Analyse the run once, write every section; the context holds the scorecard entries."""
-    from hallu.report.summary import pipeline
-
-    n_layers = n_layers_of(run)
-    stats = analyse(run.table, n_layers, run.noise, opts)
-    if not stats.directions:
+    res = analyse_run(run, opts)
+    if not res.directions and not res.behaviour.has_rows:
         raise UserError(f"{run.location}: the run has no patching rows to report on")
-    ctx = Context(run, opts, stats, n_layers, Doc(f"hallu report: run {run.run_id}"))
-    margin = run.meta.get("config", {}).get("analysis", {}).get("equivalence_margin", 0.05)
-    ctx.res, ctx.headline = pipeline(run.table, n_layers, run.noise, margin, opts)
-    for section in SECTIONS:
+    ctx = Context(run, res.options, res, res.n_layers, Doc(f"hallu report: run {run.run_id}"))
+    sections = SECTIONS if res.directions else BEHAVIOUR_ONLY
+    for section in sections:
         section(ctx)
     return ctx

@@ -1,14 +1,15 @@
 """Turn a run's shards into figures and a summary: what the source study's Figures 2-3 showed,
 and more.
 
-Headline lines: the one result pipeline (hallu/analysis/results.py), as every output prints them.
+Every number here is `hallu.analysis.pipeline.analyse`'s (hallu/analysis/results.py), as every
+output prints it; this module only formats and draws.
 Heatmaps: one per identity (direction, metric, component, head, window; controls are in the
 report), columns aligned on the template anchors and the marker, each tick naming the token
 every pair has there (hallu/analysis/cell_maps.py), dots where the max-T test on the same columns
 finds an effect. Per direction, descriptive numbers over every pair of the main identity
 (logit_diff, resid_pre): the baselines and the band mean at the last position (upper half of the
-layers, the source study's "layers 20-39" of 40), as mean of per-pair ratios and ratio of means,
-and a per-layer curve at the last position (layers.png).
+layers, the source study's "layers 20-39" of 40), as mean of per-pair ratios and ratio of means;
+and the report's per-layer curve at the last position over the pairs used (layers.png).
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from hallu.analysis import cell_maps, results, verdicts  # noqa: E402
+from hallu.analysis import cell_maps, scorecard  # noqa: E402
 from hallu.analysis.cell_maps import CellMap  # noqa: E402
-from hallu.analysis.grid import MAIN_METRIC, Key, PairGrid, build  # noqa: E402
+from hallu.analysis.grid import MAIN_METRIC, Key  # noqa: E402
+from hallu.analysis.pipeline import analyse  # noqa: E402
+from hallu.analysis.results import DirectionResult, Options, Results  # noqa: E402
 from hallu.report import figures  # noqa: E402
 from hallu.report.figures import COMPONENTS, TITLES  # noqa: E402
 from hallu.store.base import Store  # noqa: E402
@@ -100,64 +103,46 @@ def describe_map(m: CellMap) -> dict[str, Any]:
     }
 
 
-def summarize_direction(grid: PairGrid, m: CellMap | None, n_layers: int) -> dict[str, Any]:
+def summarize_direction(d: DirectionResult, m: CellMap | None) -> dict[str, Any]:
     """Descriptive numbers of one direction's main identity over every pair: baselines, the
     band mean at the last position both ways, and its anchor-aligned map."""
-    gap = grid.gap
     out: dict[str, Any] = {
-        "n_pairs": len(grid.pair_ids),
-        "n_cells": int(np.isfinite(grid.patched).sum()),
-        "clean_mean": float(grid.clean.mean()),
-        "corrupted_mean": float(grid.corrupted.mean()),
-        "gap_mean": float(gap.mean()),
-        "gap_min_abs": float(np.abs(gap).min()),
-        "pairs_with_zero_gap": int((gap == 0).sum()),
-        "component": grid.key.component if grid.key else "resid_pre",
+        **d.baselines(),
+        "component": d.grid.key.component if d.grid.key else "resid_pre",
         "headline": None,
         **({k: v for k, v in describe_map(m).items() if k != "n_pairs"} if m else {}),
     }
-    band = [layer for layer in grid.layers if layer >= n_layers // 2]
-    if -1 in grid.positions and band:
-        rows = [grid.layers.index(layer) for layer in band]
-        patched = grid.patched[:, rows, grid.positions.index(-1)]  # [pairs, band]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ratios = (patched - grid.corrupted[:, None]) / gap[:, None]
-        rom = (np.nanmean(patched) - grid.corrupted.mean()) / gap.mean() if gap.mean() else None
+    if d.all_pairs is not None:
         out["headline"] = {
-            "definition": f"restoration at the last position, mean over layers {band[0]}-"
-            f"{band[-1]} (upper half of {n_layers}) and over every pair",
-            "band_layers": band,
-            "mean_of_ratios": float(np.nanmean(np.where(np.isfinite(ratios), ratios, np.nan))),
-            "ratio_of_means": None if rom is None else float(rom),
+            "definition": f"restoration at the last position, mean over layers {d.band[0]}-"
+            f"{d.band[-1]} and over every pair",
+            "band_layers": d.band,
+            "mean_of_ratios": d.all_pairs_mor.estimate if d.all_pairs_mor else None,
+            "ratio_of_means": d.all_pairs.estimate,
         }
     return out
 
 
-def _layer_curve(grids: dict[str, PairGrid], path: str) -> None:
-    """Per-layer restoration at the last position, mean +- s.e. over pairs, per direction."""
+def _layer_curve(res: Results, path: str) -> None:
+    """The report's per-layer curve: restoration at the last position over the pairs used, with
+    its 95% bootstrap band, per direction."""
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    for direction, g in grids.items():
-        if -1 not in g.positions:
+    for d in res.directions.values():
+        if d.curve is None:
             continue
-        with np.errstate(invalid="ignore", divide="ignore"):
-            r = (g.patched[:, :, g.positions.index(-1)] - g.corrupted[:, None]) / g.gap[:, None]
-        r = np.where(np.isfinite(r), r, np.nan)
-        n = np.isfinite(r).sum(0)
-        mean = np.nanmean(r, 0)
-        se = np.where(n > 1, np.nanstd(r, 0, ddof=1) / np.sqrt(np.maximum(n, 1)), 0.0)
-        label = f"{TITLES.get(direction, direction).split(':')[0]} ({len(g.pair_ids)} pairs)"
-        ax.errorbar(g.layers, mean, yerr=se, marker="o", ms=3, capsize=2, label=label)
+        est, lo, hi = d.curve
+        label = f"{TITLES.get(d.direction, d.direction).split(':')[0]} ({len(d.check.used)} pairs)"
+        (line,) = ax.plot(d.grid.layers, est, marker="o", ms=3, label=label)
+        ax.fill_between(d.grid.layers, lo, hi, color=line.get_color(), alpha=0.15)
     ax.axhline(0, color="grey", lw=0.5)
     ax.axhline(1, color="grey", lw=0.5, ls="--")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers are whole numbers
-    first = next(iter(grids.values()))
-    comp = first.key.component if first.key else "resid_pre"
     ax.set_title(
-        f"Restoration at the last prompt token by layer\n{comp} patched, metric {MAIN_METRIC}, "
-        "mean +- s.e. over pairs",
+        f"Restoration at the last prompt token by layer\nresid_pre patched, metric {MAIN_METRIC}, "
+        "pairs used;\nratio of means with its 95% bootstrap band",
         fontsize=9,
     )
-    ax.set_xlabel(f"layer (0-based): {COMPONENTS.get(comp, comp)}")
+    ax.set_xlabel(f"layer (0-based): {COMPONENTS['resid_pre']}")
     ax.set_ylabel("restoration\n(fraction of the clean - corrupted gap)")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -167,17 +152,18 @@ def _layer_curve(grids: dict[str, PairGrid], path: str) -> None:
 
 def _direction_lines(s: dict[str, Any]) -> list[str]:
     lines = [
-        f"- pairs: {s['n_pairs']}, cells: {s['n_cells']}, pairs with clean == corrupted: "
+        f"- pairs: {s['n_pairs']} ({s['n_pairs_used']} pass the gap check), cells: "
+        f"{s['n_cells']}, pairs with clean == corrupted: "
         f"{s['pairs_with_zero_gap']}",
         f"- metric baselines: clean {s['clean_mean']:.4f}, corrupted {s['corrupted_mean']:.4f}, "
         f"gap {s['gap_mean']:.4f} (smallest |gap| of a pair {s['gap_min_abs']:.2e})",
     ]
     h = s["headline"]
     if h:
-        rom = "n/a" if h["ratio_of_means"] is None else f"{h['ratio_of_means']:.4f}"
+        mor = "n/a" if h["mean_of_ratios"] is None else f"{h['mean_of_ratios']:.4f}"
         lines.append(
             f"- band mean over all pairs, descriptive ({h['definition']}): mean of "
-            f"per-pair ratios {h['mean_of_ratios']:.4f}; ratio of means {rom}"
+            f"per-pair ratios {mor}; ratio of means {h['ratio_of_means']:.4f}"
         )
     else:
         lines.append("- band mean: not computed (the last position was not swept)")
@@ -207,13 +193,16 @@ def _markdown(
     summaries: dict[str, dict[str, Any]],
     maps: list[dict[str, Any]],
     headline: list[str],
+    noise: str = "",
 ) -> str:
     lines = [
         f"# hallu run {run_id}",
         "",
-        "## Headline (hallu/analysis/results.py; the report prints the same)",
+        "## Headline (hallu/analysis/pipeline.py; the report prints the same)",
         "",
         *[f"- {line}" for line in headline],
+        "",
+        f"This run's {noise}." if noise else "",
         "",
         "The sections below are descriptive: means over every pair, including pairs the headline "
         "excludes. Restoration = (patched - corrupted) / (clean - corrupted); 1 = the patch "
@@ -228,8 +217,9 @@ def _markdown(
     lines += [
         "",
         "Figure layers.png: restoration at the last prompt token by layer, one line per "
-        "direction (main metric, resid_pre; mean +- standard error over pairs). Intervals and "
-        "verdicts: the report (python -m hallu.report RUN_DIR).",
+        "direction (main metric, resid_pre; ratio of means over the pairs that pass the gap "
+        "check, 95% bootstrap band; the report's curve). Verdicts: the report "
+        "(python -m hallu.report RUN_DIR).",
         "",
     ]
     return "\n".join(lines)
@@ -241,39 +231,26 @@ def _noise(store: Store) -> dict[str, Any] | None:
 
 
 def pipeline(
-    table: pa.Table,
-    n_layers: int,
-    noise: dict[str, Any] | None,
-    margin: float,
-    opts: Any = None,
-) -> tuple[results.Results, list[str]]:
-    """The one result pipeline's numbers, and the lines every output prints: each direction's
-    headline, then the 2A vs 2B verdict. `opts`: the report's resampling options (n_boot, seed,
-    band); the defaults are the terminal's."""
-    floor = float(noise["gap_floor"]) if noise else None
-    o = results.Options(equivalence_margin=margin)
-    if opts is not None:
-        o = results.Options(opts.n_boot, 0.95, opts.seed, opts.band, equivalence_margin=margin)
-    res = results.compute(table, n_layers, floor, o)
-    lines = results.headline_lines(res)
-    lines += [f"{v.criterion}: {v.verdict}" for v in verdicts.patching(res)[:1]]
-    return res, lines
+    table: pa.Table, n_layers: int, noise: dict[str, Any] | None, margin: float
+) -> tuple[Results, list[str]]:
+    """The one analysis with the terminal's options, and the lines every output prints."""
+    res = analyse(table, n_layers, noise, None, Options(equivalence_margin=margin))
+    return res, scorecard.headline_lines(res)
 
 
 def aggregate(store: Store, n_layers: int, margin: float = 0.05) -> dict[str, Any]:
     """Read every shard, write figures and summaries into the run directory, return the summary."""
     table, _ = read_narrow(store)  # the planned shards only, each checked; narrow columns
-    _, headline = pipeline(table, n_layers, _noise(store), margin)
+    res, headline = pipeline(table, n_layers, _noise(store), margin)
     maps = sorted(cell_maps.maps(table, controls=False), key=order)  # controls: the report
-    grids = {d: g for d in TITLES_ORDER if (g := build(table, Key(d))) is not None}
     main = {m.key.direction: m for m in maps if m.key == Key(m.key.direction)}
-    summaries = {d: summarize_direction(g, main.get(d), n_layers) for d, g in grids.items()}
+    summaries = {d: summarize_direction(r, main.get(d)) for d, r in res.directions.items()}
     # Render into a local temp dir, then hand each file to the store (a directory or S3).
     with tempfile.TemporaryDirectory(prefix="hallu-fig-") as tmp:
         for m in maps:
             Path(tmp, map_file(m.key)).write_bytes(figures.heatmap(m))
-        if grids:
-            _layer_curve(grids, os.path.join(tmp, "layers.png"))
+        if res.directions:
+            _layer_curve(res, os.path.join(tmp, "layers.png"))
         for name in sorted(os.listdir(tmp)):
             store.write_file(name, Path(tmp, name).read_bytes())
     described = [describe_map(m) for m in maps]
@@ -281,9 +258,11 @@ def aggregate(store: Store, n_layers: int, margin: float = 0.05) -> dict[str, An
         "run_id": store.run_id,
         "n_layers": n_layers,
         "headline_lines": headline,
+        "noise_floor": res.noise.gap_floor,  # None: not measured
         "directions": summaries,
         "maps": described,
     }
     store.write_file("summary.json", json.dumps(summary, indent=2).encode())
-    store.write_file("summary.md", _markdown(store.run_id, summaries, described, headline).encode())
+    text = _markdown(store.run_id, summaries, described, headline, res.noise.describe())
+    store.write_file("summary.md", text.encode())
     return summary

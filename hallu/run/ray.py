@@ -83,6 +83,8 @@ def connect(cluster: ClusterCfg) -> bool:
             num_cpus=max(1, math.ceil(cluster.num_workers * cluster.resources.num_cpus)),
             include_dashboard=False,
             logging_level="WARNING",
+            # One machine: Ray's services listen on loopback only, not on the network.
+            _node_ip_address="127.0.0.1",
         )
         return True
     address = cluster.address or os.environ.get("RAY_ADDRESS") or "auto"
