@@ -50,7 +50,14 @@ def test_controls_run_then_report_then_compare(run_cli, tmp_path):
     # 2 experiment heatmaps, 4 controls x 2 directions, curves, headlines, noise
     assert chromium_check(run / "report.html", tmp_path) == "hallu report ok: 13 figures"
 
-    b = run_cli("+sweep=debug", "model.tiny.n_layers=2", "run_id=b")
+    # 2 pairs of the tiny random model: both have a gap of the wrong sign, so no pair is used
+    # and there is nothing to compare; the message says so, with the numbers.
+    few = run_cli("+sweep=debug", "model.tiny.n_layers=2", "run_id=few")
+    assert few.returncode == 0, few.stderr
+    proc = _report(str(run), "--compare", str(tmp_path / "runs" / "few"))
+    assert proc.returncode == 2 and "run B 2A: 0 of 2 pairs used" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    b = run_cli("+sweep=debug", "sweep.pairs=6", "model.tiny.n_layers=2", "run_id=b")
     assert b.returncode == 0, b.stderr
     proc = _report(str(run), "--compare", str(tmp_path / "runs" / "b"))
     assert proc.returncode == 0, proc.stderr

@@ -66,6 +66,23 @@ def _direction(doc: Doc, d: str, a: Side, b: Side, opts: Options, number: int) -
     return row, number
 
 
+def _nothing_shared(a: Side, b: Side) -> str:
+    """Why no direction can be compared: absent from a run, or no pair passes its gap check."""
+    found = []
+    for side in (a, b):
+        for d, r in side.stats.directions.items():
+            if r is not None:
+                used, every = len(r.check.used), len(r.grid.pair_ids)
+                found.append(f"run {side.label} {SHORT[d]}: {used} of {every} pairs used")
+    if not found:
+        return "neither run has patching rows of a direction; run +sweep=debug or +sweep=full first"
+    return (
+        "no direction has pairs that pass the gap check in both runs ("
+        + "; ".join(found)
+        + "); rerun the run that uses 0 pairs with more pairs (sweep.pairs=N) or another metric"
+    )
+
+
 def compare_report(a: Run, b: Run, opts: Options) -> Doc:
     """The comparison document of run A against run B."""
     ra, rb = analyse_run(a, opts), analyse_run(b, opts)
@@ -86,7 +103,7 @@ def compare_report(a: Run, b: Run, opts: Options) -> Doc:
             row, number = _direction(doc, d, side_a, side_b, opts, number)
             rows.append(row)
     if not rows:
-        raise UserError("--compare: the two runs share no direction to compare")
+        raise UserError(f"--compare: {_nothing_shared(side_a, side_b)}")
     doc.h("Headline band means")
     doc.table(
         ["dir", "A [95%]", "B [95%]", "A - B [95%]", "cells differing", "A noise", "B noise"],
