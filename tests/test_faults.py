@@ -94,6 +94,7 @@ def a_shard(run_dir: Path) -> Path:
     return sorted((run_dir / "shards").glob("*.parquet"))[0]
 
 
+@pytest.mark.slow
 def test_stray_copy_of_a_shard_is_ignored_with_a_warning_naming_it(ref):
     root, expected = ref
     run = copy_of(ref, "stray")
@@ -109,6 +110,7 @@ def test_stray_copy_of_a_shard_is_ignored_with_a_warning_naming_it(ref):
     assert headline(run) == headline(root / "ref")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", ["deleted", "flipped", "truncated"])
 def test_damaged_shard_is_named_by_the_report_and_recomputed_on_resume(ref, fault):
     root, expected = ref
@@ -155,6 +157,7 @@ def test_flipped_bytes_fail_the_page_checksums_even_without_a_marker(tmp_path):
         integrity.decode("s", bytes(data), None, None)
 
 
+@pytest.mark.slow
 def test_edited_prompt_file_refuses_the_resume_naming_what_changed(tmp_path):
     root = tmp_path / "runs"
     prompts = tmp_path / "prompts.csv"
@@ -171,6 +174,7 @@ def test_edited_prompt_file_refuses_the_resume_naming_what_changed(tmp_path):
     assert proc.returncode == 0 and "0 shard(s) run, 4 already done" in proc.stderr
 
 
+@pytest.mark.slow
 def test_swapped_weights_directory_refuses_the_resume(tmp_path):
     """The shipped toy model copied to a directory; its weights then replaced by others of the
     same names, shapes and size."""
@@ -201,6 +205,7 @@ def _lease_note(run: Path, pid: int) -> None:
     (run / ".lease").write_text(json.dumps({**note, "renewed": time.time(), "ttl": 120}))
 
 
+@pytest.mark.slow
 def test_second_launch_on_a_held_run_is_refused_and_a_stale_lease_taken_over(ref):
     root, expected = ref
     # Held: the owner is alive on this host and renewed just now. This test process stands in
@@ -248,6 +253,7 @@ def test_result_files_get_the_process_umask(tmp_path, umask):
     assert set(modes.values()) == {oct(0o666 & ~umask)}, modes
 
 
+@pytest.mark.slow
 def test_prompt_longer_than_the_context_is_refused_at_plan_time(tmp_path):
     import csv
 

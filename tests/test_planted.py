@@ -117,6 +117,7 @@ def test_resid_pre_rows_match_the_construction(tmp_path: Path, gains: tuple[floa
     assert verdicts.locus_shared(res).verdict == verdicts.SUPPORTS
 
 
+@pytest.mark.slow
 def test_head_sweep_rows_match_and_the_planted_head_is_top(tmp_path: Path):
     args = ("sweep.pairs=2", "sweep.component=head", "sweep.positions=last:3")
     gains = ("model.planted.uncertain_gain=1.5",)
@@ -155,6 +156,7 @@ def test_planted_spec_rejects_a_late_layer_before_the_copy():
     assert cfg.model.planted is not None and cfg.model.planted.uncertain_gain == 2.0
 
 
+@pytest.mark.slow
 def test_terminal_summary_report_and_scorecard_print_the_same_headline(tmp_path: Path):
     done = subprocess.run(
         [

@@ -212,6 +212,7 @@ def test_lease_renewal_whose_answer_is_lost_is_recognised_as_ours(moto, proxy):
     assert moto.keys("lost-renew/r/") == [], "released with the current ETag"
 
 
+@pytest.mark.slow
 def test_failed_renewal_is_tried_again_within_the_ttl(moto, proxy):
     """The store answers the renewal due at ttl/4 with 500s for longer than retry_seconds, so
     that renewal fails: the renewer tries again RENEW_RETRY_S later (before: a quarter ttl
@@ -290,6 +291,7 @@ def test_empty_local_lease_is_one_line_while_fresh_and_taken_over_after_its_ttl(
         store.lease.release()
 
 
+@pytest.mark.slow
 def test_hung_endpoint_ends_within_retry_seconds_with_one_line(moto):
     """Before: with retry_seconds=5 a request that never gets an answer waited for botocore's
     120 s read timeout, retried, and the message said 'failed for 5 s' after 367 s."""

@@ -197,6 +197,7 @@ def test_the_suggestions_users_met_work_when_typed(case, capsys):
     assert check_all([case], capsys) >= 1, f"{case.args}: no suggestion at all"
 
 
+@pytest.mark.slow
 def test_a_sample_of_generated_typos_gets_working_suggestions(capsys):
     cases = generated_cases()
     sample = cases[::7]  # every kind of typo, spread over the table; the slow test does all
