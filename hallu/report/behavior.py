@@ -45,7 +45,9 @@ COLOURS = {"declarative": "tab:blue", "tentative": "tab:orange", "mixed": "tab:g
 
 
 def read_responses(store: Store) -> pa.Table:
-    return store.read_tables(FOLDER, SCHEMA)
+    """Every planned chunk's answers (run.json's behavior_chunks), each checked against its
+    done marker; UserError naming the chunks missing or failing, strays ignored with a warning."""
+    return store.read_tables(FOLDER, SCHEMA, (store.read_meta() or {}).get("behavior_chunks"))
 
 
 def _rate(labels: list[str], label: str) -> dict[str, Any]:

@@ -93,7 +93,7 @@ def open_any(source: str) -> Run:
             meta,
             None,  # type: ignore[arg-type]  # no patching rows
             noise=json.loads(noise) if noise else None,
-            behavior=store.read_tables(beh, None),
+            behavior=store.read_tables(beh, None, meta.get("behavior_chunks")),
             location=source,
         )
 

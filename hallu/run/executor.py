@@ -44,7 +44,9 @@ def run_units(
     """Run every unit not yet in `store` on the pool's runners; the units run per stage.
     `stats`: on Ray, what the driver saw is added to it (workers, pids, model loads)."""
     from hallu.run.local import LocalPool, run_in_process
+    from hallu.run.units import repair
 
+    repair(store, units)  # stored units that fail their checks are computed again
     if isinstance(pool, LocalPool):
         return run_in_process(pool, units, store, run_meta)
     from hallu.run.ray import RayStats, run_ray

@@ -6,18 +6,21 @@ A run's work is a list of units, each computed by a worker holding the model and
 |----------------------------------|--------------|---------------------------------------------|
 | `Shard` (hallu/run/plan.py)      | patching     | shards/<id>.parquet + done/<id>.json        |
 | `Shard` with `control` set       | controls     | the same                                    |
-| `Chunk` (hallu/behavior/schema)  | behavior     | behavior/responses/<id>.parquet             |
+| `Chunk` (hallu/behavior/schema)  | behavior     | behavior/responses/<id>.parquet + done/<id> |
 | `NoiseFloor` (below)             | noise floor  | noise_floor.json                            |
-| `Unit` (hallu/mechanism/schema)  | mechanism    | mechanism/<kind>/<id>.parquet               |
+| `Unit` (hallu/mechanism/schema)  | mechanism    | mechanism/<kind>/<id>.parquet + done/<id>   |
 
 Every unit is named by a stable id, so a rerun skips what the store holds (`unfinished`) and a
 unit stored twice (its first worker died after storing it) is kept once (`store_result` says so).
+Every table unit has a done marker (bytes, SHA-256, rows: hallu/store/integrity.py); `repair`
+moves the stored ones that fail their checks aside before a run, so they are computed again.
 No torch here: the driver plans and tracks units without loading a model.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +30,7 @@ from hallu.mechanism.schema import FOLDER as MECHANISM_FOLDER
 from hallu.mechanism.schema import Unit as MechanismUnit
 from hallu.run.plan import Shard
 from hallu.store.base import Store
+from hallu.store.integrity import ShardUnreadable
 
 NOISE_FILE = "noise_floor.json"  # hallu/run/noise.py's FILE (that module imports torch)
 
@@ -95,6 +99,38 @@ def unfinished(store: Store, units: list[WorkUnit]) -> list[WorkUnit]:
         if not done:
             todo.append(u)
     return todo
+
+
+def table_folder(u: WorkUnit) -> str | None:
+    """Where a table unit is stored (its markers in `<folder>/done/`); None for the others
+    (shards are checked against their plan by hallu/run/resume.py; the noise floor is a file)."""
+    if isinstance(u, Chunk):
+        return BEHAVIOR_FOLDER
+    if isinstance(u, MechanismUnit):
+        return f"{MECHANISM_FOLDER}/{u.kind}"
+    return None
+
+
+def repair(store: Store, units: list[WorkUnit]) -> list[str]:
+    """Move the stored table units among `units` that fail their checks (a truncated or changed
+    file, an empty or unreadable marker, a marker without its file) to quarantine/, naming each
+    on stderr, so this run computes them again. Returns their ids."""
+    folders: dict[str, set[str]] = {}
+    for u in units:
+        folder = table_folder(u)
+        if folder is not None:
+            folders.setdefault(folder, set()).add(unit_id(u))
+    moved = []
+    for folder, ids in folders.items():
+        for name in sorted(store.table_names(folder) & ids):
+            try:
+                store.read_table(folder, name)
+            except ShardUnreadable as err:
+                store.quarantine_table(folder, name, err.why)
+                print(f"hallu: {folder}/{name} failed its checks ({err.why}); running it again",
+                      file=sys.stderr)  # fmt: skip
+                moved.append(name)
+    return moved
 
 
 def store_result(store: Store, u: WorkUnit, result: Any) -> bool:

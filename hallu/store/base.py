@@ -11,13 +11,15 @@ answer to "which shards are finished", used by resume and by the report alike.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import pyarrow as pa
 
-from hallu.store import schema
+from hallu.errors import UserError
+from hallu.store import integrity, schema
 from hallu.store.lease import Lease
 
 if TYPE_CHECKING:
@@ -40,6 +42,50 @@ class ReadsShards:
 
     def read_results(self) -> pa.Table:
         return schema.concat(t for _, t in self.read_shards())
+
+    def table_names(self, folder: str) -> set[str]:
+        raise NotImplementedError
+
+    def read_table(self, folder: str, stem: str) -> pa.Table:
+        raise NotImplementedError
+
+    def table_strays(self, folder: str) -> list[str]:
+        raise NotImplementedError
+
+    def read_tables(
+        self, folder: str, table_schema: pa.Schema | None, planned: list[str] | None = None
+    ) -> pa.Table:
+        """Every finished unit of `folder`, each checked against its done marker, in one table;
+        UserError naming the units that are planned but missing, or fail their checks. Files that
+        are no finished (or no planned) unit are ignored with a warning naming them."""
+        done = self.table_names(folder)
+        names = sorted(done if planned is None else done & set(planned))
+        ignored = self.table_strays(folder) + [f"{folder}/{n}.parquet" for n in done - set(names)]
+        bad: dict[str, str] = {}
+        tables = []
+        for n in names:
+            try:
+                tables.append(self.read_table(folder, n))
+            except integrity.ShardUnreadable as err:
+                bad[n] = err.why
+        missing = sorted(set(planned or []) - done)
+        if missing or bad:
+            parts = [f"{len(missing)} missing ({few(missing)})"] if missing else []
+            if bad:
+                shown = "; ".join(f"{k}: {v}" for k, v in list(bad.items())[:3])
+                parts.append(f"{len(bad)} failed their checks ({shown})")
+            raise UserError(
+                f"{self.dir}/{folder}: the stored units do not match the run's plan: "
+                f"{', '.join(parts)}. Fix: rerun the launch with run_id={self.run_id} to compute "
+                "them again (failed files are moved to quarantine/, not deleted)"
+            )
+        if ignored:
+            print(
+                f"hallu: warning: {self.dir}: ignored {len(ignored)} file(s) that are no planned "
+                f"unit: {few(sorted(ignored))}",
+                file=sys.stderr,
+            )
+        return schema.concat(tables, table_schema)
 
 
 @runtime_checkable
@@ -100,15 +146,33 @@ class Store(Protocol):
         ...
 
     def write_table(self, name: str, table: pa.Table) -> str | Path:
-        """`<run>/<name>` as Parquet, complete or absent, never replaced (FileExistsError)."""
+        """`<run>/<name>` as Parquet and then its done marker (a unit's result: behaviour
+        answers, mechanism units), complete or absent, never replaced (FileExistsError)."""
         ...
 
     def table_names(self, folder: str) -> set[str]:
-        """Stems of the Parquet files in `<run>/<folder>`: the finished units of that work."""
+        """The finished units of `<run>/<folder>`: the stems with a done marker
+        (`<folder>/done/<stem>.json`, as shards' done/<id>.json)."""
         ...
 
-    def read_tables(self, folder: str, table_schema: pa.Schema | None) -> pa.Table:
-        """Every Parquet file in `<run>/<folder>`, in the explicit schema (None: their own)."""
+    def read_tables(
+        self, folder: str, table_schema: pa.Schema | None, planned: list[str] | None = None
+    ) -> pa.Table:
+        """Every finished unit of `<run>/<folder>` (of `planned`, when given), checked against
+        its done marker, in the explicit schema (None: their own); UserError naming the planned
+        units missing and those that fail their checks; other files ignored with a warning."""
+        ...
+
+    def read_table(self, folder: str, stem: str) -> pa.Table:
+        """One finished unit's table, checked against its marker (integrity.ShardUnreadable)."""
+        ...
+
+    def table_strays(self, folder: str) -> list[str]:
+        """Names in `<run>/<folder>` (and its markers) that are no finished unit (ignored)."""
+        ...
+
+    def quarantine_table(self, folder: str, stem: str, why: str) -> None:
+        """Move a unit's table and its marker aside (kept, never read), so it is run again."""
         ...
 
     def write_file(self, name: str, data: bytes) -> str | Path:
@@ -118,3 +182,8 @@ class Store(Protocol):
     def read_file(self, name: str) -> bytes | None:
         """The bytes of `<run>/<name>`, or None if it does not exist."""
         ...
+
+
+def few(names: list[str], n: int = 5) -> str:
+    shown = ", ".join(names[:n])
+    return shown + (f", and {len(names) - n} more" if len(names) > n else "")

@@ -46,6 +46,17 @@ def marker(shard_id: str, data: bytes, rows: int, **extra: Any) -> bytes:
     return json.dumps(note).encode()
 
 
+def read_marker(shard_id: str, raw: bytes) -> dict[str, Any]:
+    """A done marker's note; ShardUnreadable if it is empty or not the JSON object written."""
+    try:
+        note = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        note = None
+    if not isinstance(note, dict):
+        raise ShardUnreadable(shard_id, f"its done marker is unreadable ({len(raw)} bytes)")
+    return note
+
+
 def decode(shard_id: str, data: bytes, note: dict[str, Any] | None, schema: pa.Schema | None):
     """The shard's rows in `schema` (None: its own), after checking length, hash and pages.
 

@@ -9,12 +9,15 @@ Layout of `<storage.root>/<run_id>/`:
                                markers, not the files, say which shards are done
   quarantine/                  shards that failed their checks, moved aside on resume (kept)
   summary.md, summary.json, *.png   written by the summary from the shards
-  behavior/responses/<chunk_id>.parquet   Experiment 1 answers (behavior/), never replaced
+  behavior/responses/<chunk_id>.parquet   Experiment 1 answers (behavior/), never replaced,
+  behavior/responses/done/<chunk_id>.json  with their done markers, as shards'
+  mechanism/<kind>/<unit_id>.parquet      mechanism units, markers in mechanism/<kind>/done/
 
 A file appears atomically (written to a temp name, then hard-linked into place, which fails if the
 name exists), so a crash leaves no half-written result and no result is replaced. Files get the
 process's umask (0644 for the usual 022), so colleagues and other nodes sharing the folder can
-read them. A run written before done markers existed (no done/) has each shard file taken as done.
+read them. A run written before done markers existed (no done/) has each unit's file taken as
+done, and gets markers on its first resume.
 """
 
 from __future__ import annotations
@@ -67,7 +70,7 @@ class LocalStore(ReadsShards):
     def create(self, cfg: Config, extra: dict[str, Any]) -> None:
         """Write run.json (before any shard) unless the run exists already."""
         if self.check_compatible(cfg, extra.get("identity")):
-            self._mark_legacy_shards()
+            self._mark_legacy()
             return
         self.shard_dir.mkdir(parents=True, exist_ok=True)
         self.done_dir.mkdir(exist_ok=True)
@@ -77,122 +80,153 @@ class LocalStore(ReadsShards):
         except FileExistsError:  # another launch created it first: same study, or an error
             self.check_compatible(cfg, extra.get("identity"))
 
-    # -- shards ------------------------------------------------------------------------------
+    # -- units: shards and tables, each with a done marker ------------------------------------
 
-    def done_shards(self) -> set[str]:
-        if self.done_dir.is_dir():
-            return {p.stem for p in self.done_dir.glob("*.json")}
-        if not self.shard_dir.is_dir():
+    def _paths(self, folder: str, stem: str) -> tuple[Path, Path]:
+        """A unit's file and its done marker: shards/ keeps its markers in done/ (the run's
+        first layout), every other folder in its own done/."""
+        marks = self.done_dir if folder == "shards" else self.dir / folder / "done"
+        return self.dir / folder / f"{stem}.parquet", marks / f"{stem}.json"
+
+    def _done(self, folder: str) -> set[str]:
+        files, marker = self._paths(folder, "x")
+        if marker.parent.is_dir():
+            return {p.stem for p in marker.parent.glob("*.json")}
+        if not files.parent.is_dir():
             return set()
-        return {p.stem for p in self.shard_dir.glob("*.parquet")}  # a run from before markers
+        return {p.stem for p in files.parent.glob("*.parquet")}  # a run from before markers
 
-    def marker(self, shard_id: str) -> dict[str, Any] | None:
-        path = self.done_dir / f"{shard_id}.json"
-        return json.loads(path.read_bytes()) if path.is_file() else None
+    def _note(self, folder: str, stem: str) -> dict[str, Any] | None:
+        path = self._paths(folder, stem)[1]
+        return integrity.read_marker(stem, path.read_bytes()) if path.is_file() else None
 
-    def write_shard(self, shard_id: str, table: pa.Table) -> Path:
-        """Store the shard and then its marker; FileExistsError if it is already stored."""
+    def _write(self, folder: str, stem: str, table: pa.Table) -> Path:
+        """Store a unit and then its marker; FileExistsError if it is already stored."""
         self.lease.check_writer()  # a worker whose driver is gone writes nothing
         data = integrity.encode(table)
-        path = self.shard_dir / f"{shard_id}.parquet"
+        path, mark = self._paths(folder, stem)
+        if path.parent.exists() and not path.parent.is_dir():
+            # Not FileExistsError: callers read that as "this result is already stored".
+            raise NotADirectoryError(f"{path.parent} is not a directory")
         try:
             create_new(path, data)
         except FileExistsError:
-            if self.marker(shard_id) is not None:
-                raise FileExistsError(f"{path} exists; shard already stored") from None
-            data = self._adopt(shard_id, path, data)
-        note = integrity.marker(shard_id, data, table.num_rows)
-        create_new(self.done_dir / f"{shard_id}.json", note)  # FileExistsError: stored already
+            if mark.exists():
+                raise FileExistsError(f"{path} exists; results are never replaced") from None
+            data = self._adopt(folder, stem, path, data)
+        create_new(mark, integrity.marker(stem, data, table.num_rows))  # exists: stored already
         return path
 
-    def _adopt(self, shard_id: str, path: Path, data: bytes) -> bytes:
-        """A shard file without a marker (its writer died between the two): keep it if it reads
-        back whole, else move it aside and store ours. Returns the bytes now stored."""
+    def _adopt(self, folder: str, stem: str, path: Path, data: bytes) -> bytes:
+        """A file without a marker (its writer died between the two, or a run from before
+        markers): keep it if it reads back whole, else move it aside and store ours. Returns the
+        bytes now stored."""
         old = path.read_bytes()
         try:
-            integrity.decode(shard_id, old, None, None)
+            integrity.decode(stem, old, None, None)
             return old
         except integrity.ShardUnreadable as err:
-            self.quarantine(shard_id, err.why)
+            self._quarantine(folder, stem, err.why)
             create_new(path, data)
             return data
 
-    def read_shard(self, shard_id: str) -> pa.Table:
-        """One done shard's rows, checked against its marker; ShardUnreadable if they fail."""
-        path = self.shard_dir / f"{shard_id}.parquet"
+    def _read(self, folder: str, stem: str, table_schema: pa.Schema | None) -> pa.Table:
+        path = self._paths(folder, stem)[0]
         if not path.is_file():
-            raise integrity.ShardUnreadable(shard_id, "marked done, but its file is missing")
-        return integrity.decode(shard_id, path.read_bytes(), self.marker(shard_id), schema.SCHEMA)
+            raise integrity.ShardUnreadable(stem, "marked done, but its file is missing")
+        return integrity.decode(stem, path.read_bytes(), self._note(folder, stem), table_schema)
 
-    def stray_files(self) -> list[str]:
-        """Files under shards/ and done/ that are not a done shard or its marker (e.g. copies)."""
-        done = self.done_shards()
+    def _strays(self, folder: str) -> list[str]:
+        """Names in a unit folder (and its markers' folder) that are no done unit's."""
+        done = self._done(folder)
+        path, mark = self._paths(folder, "x")
         out = []
-        for folder, suffix in ((self.shard_dir, ".parquet"), (self.done_dir, ".json")):
-            if folder.is_dir():
+        for d, suffix in ((path.parent, ".parquet"), (mark.parent, ".json")):
+            if d.is_dir():
                 out += [
-                    f"{folder.name}/{p.name}"
-                    for p in folder.iterdir()
-                    if not (p.name.endswith(suffix) and p.name.removesuffix(suffix) in done)
+                    str(p.relative_to(self.dir))
+                    for p in d.iterdir()
+                    if p != mark.parent
+                    and not (p.name.endswith(suffix) and p.name.removesuffix(suffix) in done)
                 ]
         return sorted(out)
 
-    def quarantine(self, shard_id: str, why: str) -> None:
-        """Move a shard and its marker to quarantine/ (kept, not read), so it is computed again."""
+    def _quarantine(self, folder: str, stem: str, why: str) -> None:
+        """Move a unit and its marker to quarantine/ (kept, not read), so it is computed again."""
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
         dest = self.dir / "quarantine"
         dest.mkdir(exist_ok=True)
-        for src, suffix in (
-            (self.done_dir / f"{shard_id}.json", ".json"),  # marker first: never done, no file
-            (self.shard_dir / f"{shard_id}.parquet", ".parquet"),
-        ):
+        path, mark = self._paths(folder, stem)
+        for src in (mark, path):  # marker first: never done without a file
             if src.exists():
-                os.rename(src, dest / f"{shard_id}.{stamp}{suffix}")
-        create_new(dest / f"{shard_id}.{stamp}.why", why.encode())
+                os.rename(src, dest / f"{stem}.{stamp}{src.suffix}")
+        create_new(dest / f"{stem}.{stamp}.why", why.encode())
 
-    def _mark_legacy_shards(self) -> None:
-        """Resuming a run from before done markers: mark each shard that reads back whole."""
-        if self.done_dir.is_dir() or not self.shard_dir.is_dir():
-            return
-        self.done_dir.mkdir()
+    def done_shards(self) -> set[str]:
+        return self._done("shards")
+
+    def marker(self, shard_id: str) -> dict[str, Any] | None:
+        return self._note("shards", shard_id)
+
+    def write_shard(self, shard_id: str, table: pa.Table) -> Path:
+        return self._write("shards", shard_id, table)
+
+    def read_shard(self, shard_id: str) -> pa.Table:
+        """One done shard's rows, checked against its marker; ShardUnreadable if they fail."""
+        return self._read("shards", shard_id, schema.SCHEMA)
+
+    def stray_files(self) -> list[str]:
+        """Files under shards/ and done/ that are not a done shard or its marker (e.g. copies)."""
+        return self._strays("shards")
+
+    def quarantine(self, shard_id: str, why: str) -> None:
+        self._quarantine("shards", shard_id, why)
+
+    def _mark_legacy(self) -> None:
+        """Resuming a run from before done markers: mark each unit that reads back whole, in
+        shards/ and in the behaviour and mechanism folders."""
+        folders = ["shards", "behavior/responses"]
+        mechanism = self.dir / "mechanism"
+        if mechanism.is_dir():
+            folders += [f"mechanism/{d.name}" for d in mechanism.iterdir() if d.is_dir()]
         planned = {s["shard_id"] for s in (self.read_meta() or {}).get("plan") or []}
-        for path in sorted(self.shard_dir.glob("*.parquet")):
-            if planned and path.stem not in planned:
-                continue  # a copy or leftover: stays unmarked, so it is never read
-            data = path.read_bytes()
-            try:
-                rows = integrity.decode(path.stem, data, None, None).num_rows
-            except integrity.ShardUnreadable as err:
-                self.quarantine(path.stem, err.why)
+        for folder in folders:
+            files, mark = self._paths(folder, "x")
+            if mark.parent.is_dir() or not files.parent.is_dir():
                 continue
-            create_new(self.done_dir / f"{path.stem}.json", integrity.marker(path.stem, data, rows))
+            mark.parent.mkdir()
+            for path in sorted(files.parent.glob("*.parquet")):
+                if folder == "shards" and planned and path.stem not in planned:
+                    continue  # a copy or leftover: stays unmarked, so it is never read
+                data = path.read_bytes()
+                try:
+                    rows = integrity.decode(path.stem, data, None, None).num_rows
+                except integrity.ShardUnreadable as err:
+                    self._quarantine(folder, path.stem, err.why)
+                    continue
+                note = integrity.marker(path.stem, data, rows)
+                create_new(self._paths(folder, path.stem)[1], note)
 
-    # -- other tables and files --------------------------------------------------------------
+    # -- other tables (behaviour answers, mechanism units) and files -------------------------
 
     def write_table(self, name: str, table: pa.Table) -> Path:
-        """Write `<run>/<name>` (e.g. behavior/responses/x.parquet) atomically, never replacing."""
-        final = self.dir / name
-        if final.parent.exists() and not final.parent.is_dir():
-            # Not FileExistsError: callers read that as "this result is already stored".
-            raise NotADirectoryError(f"{final.parent} is not a directory")
-        create_new(final, integrity.encode(table))
-        return final
+        """`<run>/<name>` (e.g. behavior/responses/x.parquet) and its marker, never replacing."""
+        folder, _, stem = name.removesuffix(".parquet").rpartition("/")
+        return self._write(folder, stem, table)
 
     def table_names(self, folder: str) -> set[str]:
-        """Stems of the Parquet files in `<run>/<folder>`: the finished units of that work."""
-        d = self.dir / folder
-        return {p.stem for p in d.glob("*.parquet")} if d.is_dir() else set()
+        """The finished units of `<run>/<folder>`: the stems with a done marker."""
+        return self._done(folder)
 
-    def read_tables(self, folder: str, table_schema: pa.Schema | None) -> pa.Table:
-        """Every Parquet file in `<run>/<folder>`, in the explicit schema (None: their own)."""
-        names = sorted(self.table_names(folder))
-        return schema.concat(
-            (
-                integrity.decode(n, (self.dir / folder / f"{n}.parquet").read_bytes(), None, None)
-                for n in names
-            ),
-            table_schema,
-        )
+    def read_table(self, folder: str, stem: str) -> pa.Table:
+        """One finished unit's table (its own schema), checked against its marker."""
+        return self._read(folder, stem, None)
+
+    def table_strays(self, folder: str) -> list[str]:
+        return self._strays(folder)
+
+    def quarantine_table(self, folder: str, stem: str, why: str) -> None:
+        self._quarantine(folder, stem, why)
 
     def write_file(self, name: str, data: bytes) -> Path:
         path = self.dir / name

@@ -68,7 +68,8 @@ def open_run(source: str | Path | Store) -> Run:
     )
     for d in BEHAVIOR_DIRS:
         if store.table_names(d):
-            run.behavior = store.read_tables(d, None)  # their own schema: no behaviour import
+            # Their own schema (no behaviour import), every planned chunk, each checked.
+            run.behavior = store.read_tables(d, None, meta.get("behavior_chunks"))
             break
     for name in FIGURE1_NAMES:
         run.figure1_png = store.read_file(name)

@@ -279,105 +279,132 @@ class S3Store(ReadsShards):
         if not self._put_new(self._key("run.json"), meta):
             self.check_compatible(cfg, extra.get("identity"))  # another driver created it first
 
-    def done_shards(self) -> set[str]:
-        keys = self._list(self._key("done/"))
-        return {k.rsplit("/", 1)[1].removesuffix(".json") for k in keys if k.endswith(".json")}
+    # -- units: shards and tables, each with a done marker ------------------------------------
 
-    def marker(self, shard_id: str) -> dict[str, Any] | None:
-        raw = self._get(self._key(f"done/{shard_id}.json"))
-        return None if raw is None else json.loads(raw)
+    def _names(self, folder: str, stem: str) -> tuple[str, str]:
+        """A unit's object and its done marker, relative to the run: shards/ keeps its markers
+        in done/ (the run's first layout), every other folder in its own done/."""
+        marks = "done" if folder == "shards" else f"{folder}/done"
+        return f"{folder}/{stem}.parquet", f"{marks}/{stem}.json"
 
-    def write_shard(self, shard_id: str, table: pa.Table) -> str:
-        """Store the shard and then its marker; FileExistsError if it is already stored."""
+    def _done(self, folder: str) -> set[str]:
+        marks = self._key(self._names(folder, "x")[1].rsplit("/", 1)[0] + "/")
+        return {
+            k.removeprefix(marks).removesuffix(".json")
+            for k in self._list(marks)
+            if k.endswith(".json") and "/" not in k.removeprefix(marks)
+        }
+
+    def _note(self, folder: str, stem: str) -> dict[str, Any] | None:
+        raw = self._get(self._key(self._names(folder, stem)[1]))
+        return None if raw is None else integrity.read_marker(stem, raw)
+
+    def _write(self, folder: str, stem: str, table: pa.Table) -> str:
+        """Store a unit and then its marker; FileExistsError if it is already stored."""
         self.lease.check_writer()  # a worker whose driver is gone writes nothing
-        key, marker = self._key(f"shards/{shard_id}.parquet"), self._key(f"done/{shard_id}.json")
+        name, mark = self._names(folder, stem)
+        key, marker = self._key(name), self._key(mark)
         body = integrity.encode(table)
         adopted = False
         if not self._put_new(key, body):
-            if self.marker(shard_id) is not None:
+            if self._get(marker) is not None:
                 raise FileExistsError(f"{self._url(key)} exists; results are never replaced")
-            body, adopted = self._adopt(shard_id, key, body)
-        note = integrity.marker(shard_id, body, table.num_rows, adopted_existing_object=adopted)
+            body, adopted = self._adopt(folder, stem, body)
+        note = integrity.marker(stem, body, table.num_rows, adopted_existing_object=adopted)
         # A marker equal to ours is this call's own, from a retried PUT whose answer was lost
-        # (a connection cut during an outage): the shard is stored once, as intended.
+        # (a connection cut during an outage): the unit is stored once, as intended.
         if not self._put_new(marker, note) and self._get(marker) != note:
-            raise FileExistsError(f"{self._url(marker)} exists; shard already stored")
+            raise FileExistsError(f"{self._url(marker)} exists; unit already stored")
         return self._url(key)
 
-    def _adopt(self, shard_id: str, key: str, body: bytes) -> tuple[bytes, bool]:
+    def _adopt(self, folder: str, stem: str, body: bytes) -> tuple[bytes, bool]:
         """An object without a marker: keep it if it reads back whole, else move it aside."""
+        key = self._key(self._names(folder, stem)[0])
         old = self._get(key)
         if old is not None:
             try:
-                integrity.decode(shard_id, old, None, None)
+                integrity.decode(stem, old, None, None)
                 return old, True
             except integrity.ShardUnreadable as err:
-                self.quarantine(shard_id, err.why)
+                self._quarantine(folder, stem, err.why)
         if not self._put_new(key, body):
             raise FileExistsError(f"{self._url(key)} exists; results are never replaced")
         return body, False
 
-    def read_shard(self, shard_id: str) -> pa.Table:
-        """One done shard's rows, checked against its marker; ShardUnreadable if they fail."""
-        data = self._get(self._key(f"shards/{shard_id}.parquet"))
+    def _read(self, folder: str, stem: str, table_schema: pa.Schema | None) -> pa.Table:
+        data = self._get(self._key(self._names(folder, stem)[0]))
         if data is None:
-            raise integrity.ShardUnreadable(shard_id, "marked done, but its object is missing")
-        return integrity.decode(shard_id, data, self.marker(shard_id), schema.SCHEMA)
+            raise integrity.ShardUnreadable(stem, "marked done, but its object is missing")
+        return integrity.decode(stem, data, self._note(folder, stem), table_schema)
 
-    def stray_files(self) -> list[str]:
-        """Objects under shards/ and done/ that are not a done shard or its marker."""
-        done = self.done_shards()
+    def _strays(self, folder: str) -> list[str]:
+        """Objects in a unit folder (and its markers' folder) that are no done unit's."""
+        done = self._done(folder)
+        name, mark = self._names(folder, "x")
+        files, marks = name.rsplit("/", 1)[0], mark.rsplit("/", 1)[0]
         out = []
-        for folder, suffix in (("shards", ".parquet"), ("done", ".json")):
-            for k in self._list(self._key(f"{folder}/")):
-                name = k.rsplit("/", 1)[1]
-                if not (name.endswith(suffix) and name.removesuffix(suffix) in done):
-                    out.append(f"{folder}/{name}")
+        for d, suffix in ((files, ".parquet"), (marks, ".json")):
+            inside = self._key(f"{d}/")
+            for k in self._list(inside):
+                rest = k.removeprefix(inside)
+                if d == files and f"{d}/{rest}".startswith(f"{marks}/"):
+                    continue  # a marker: listed with its own folder
+                if not (rest.endswith(suffix) and rest.removesuffix(suffix) in done):
+                    out.append(f"{d}/{rest}")
         return sorted(out)
 
-    def quarantine(self, shard_id: str, why: str) -> None:
-        """Copy a shard and its marker to quarantine/ (kept, not read), then delete them there."""
+    def _quarantine(self, folder: str, stem: str, why: str) -> None:
+        """Copy a unit and its marker to quarantine/ (kept, not read), then delete them there."""
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
-        for src, suffix in (
-            (f"done/{shard_id}.json", ".json"),
-            (f"shards/{shard_id}.parquet", ".parquet"),
-        ):
+        name, mark = self._names(folder, stem)
+        for src, suffix in ((mark, ".json"), (name, ".parquet")):  # marker first
             data = self._get(self._key(src))
             if data is None:
                 continue
-            self._put_new(self._key(f"quarantine/{shard_id}.{stamp}{suffix}"), data)
+            self._put_new(self._key(f"quarantine/{stem}.{stamp}{suffix}"), data)
             self._retry(
                 f"DELETE {self._url(self._key(src))}",
                 lambda s=src: self.client.delete_object(Bucket=self.bucket, Key=self._key(s)),
             )
-        self._put_new(self._key(f"quarantine/{shard_id}.{stamp}.why"), why.encode())
+        self._put_new(self._key(f"quarantine/{stem}.{stamp}.why"), why.encode())
+
+    def done_shards(self) -> set[str]:
+        return self._done("shards")
+
+    def marker(self, shard_id: str) -> dict[str, Any] | None:
+        return self._note("shards", shard_id)
+
+    def write_shard(self, shard_id: str, table: pa.Table) -> str:
+        return self._write("shards", shard_id, table)
+
+    def read_shard(self, shard_id: str) -> pa.Table:
+        """One done shard's rows, checked against its marker; ShardUnreadable if they fail."""
+        return self._read("shards", shard_id, schema.SCHEMA)
+
+    def stray_files(self) -> list[str]:
+        """Objects under shards/ and done/ that are not a done shard or its marker."""
+        return self._strays("shards")
+
+    def quarantine(self, shard_id: str, why: str) -> None:
+        self._quarantine("shards", shard_id, why)
 
     def write_table(self, name: str, table: pa.Table) -> str:
-        """`<run>/<name>` in one conditional PUT: complete or absent, and never replaced."""
-        key = self._key(name)
-        if not self._put_new(key, integrity.encode(table)):
-            raise FileExistsError(f"{self._url(key)} exists; results are never replaced")
-        return self._url(key)
+        """`<run>/<name>` in one conditional PUT, then its marker: never replaced."""
+        folder, _, stem = name.removesuffix(".parquet").rpartition("/")
+        return self._write(folder, stem, table)
 
     def table_names(self, folder: str) -> set[str]:
-        """Stems of the Parquet objects under `<run>/<folder>/`: the finished units of that work."""
-        keys = self._list(self._key(f"{folder}/"))
-        return {
-            k.rsplit("/", 1)[1].removesuffix(".parquet")
-            for k in keys
-            if k.endswith(".parquet") and "/" not in k.removeprefix(self._key(f"{folder}/"))
-        }
+        """The finished units of `<run>/<folder>`: the stems with a done marker."""
+        return self._done(folder)
 
-    def read_tables(self, folder: str, table_schema: pa.Schema | None) -> pa.Table:
-        """Every Parquet object in `<run>/<folder>`, in the explicit schema (None: their own)."""
-        tables = []
-        for name in sorted(self.table_names(folder)):
-            key = self._key(f"{folder}/{name}.parquet")
-            data = self._get(key)
-            if data is None:
-                raise FileNotFoundError(f"{self._url(key)}: listed but missing")
-            tables.append(integrity.decode(name, data, None, None))
-        return schema.concat(tables, table_schema)
+    def read_table(self, folder: str, stem: str) -> pa.Table:
+        return self._read(folder, stem, None)
+
+    def table_strays(self, folder: str) -> list[str]:
+        return self._strays(folder)
+
+    def quarantine_table(self, folder: str, stem: str, why: str) -> None:
+        self._quarantine(folder, stem, why)
 
     def write_file(self, name: str, data: bytes) -> str:
         """Derived files (summary, figures): replaced on every aggregation, like LocalStore's."""

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 
 from hallu.errors import UserError
 from hallu.store import integrity, narrow, schema
-from hallu.store.base import Store
+from hallu.store.base import Store, few
 
 # What identifies a result row: one per cell, direction, control and metric.
 CELL = ("direction", "control", "metric", "pair_id", "layer", "head", "position")
@@ -58,7 +58,7 @@ class Verdict:
         """One line naming the failed shards and the fix."""
         parts = []
         if self.missing:
-            parts.append(f"{len(self.missing)} missing ({_few(self.missing)})")
+            parts.append(f"{len(self.missing)} missing ({few(self.missing)})")
         if self.bad:
             shown = "; ".join(f"{k}: {v}" for k, v in list(self.bad.items())[:3])
             more = f"; and {len(self.bad) - 3} more" if len(self.bad) > 3 else ""
@@ -162,7 +162,7 @@ def verified(store: Store, where: object = None, keep: Keep = _whole) -> Verdict
     if verdict.unplanned:
         print(
             f"hallu: warning: {where}: ignored {len(verdict.unplanned)} file(s) that are no "
-            f"planned shard: {_few(verdict.unplanned)}",
+            f"planned shard: {few(verdict.unplanned)}",
             file=sys.stderr,
         )
     return verdict
@@ -195,12 +195,7 @@ def repair(store: Store, plan: list[dict[str, Any]], meta: dict[str, Any]) -> li
     if verdict.unplanned:
         print(
             f"hallu: warning: {store.dir}: ignoring {len(verdict.unplanned)} file(s) that are no "
-            f"planned shard: {_few(verdict.unplanned)}",
+            f"planned shard: {few(verdict.unplanned)}",
             file=sys.stderr,
         )
     return sorted(verdict.bad)
-
-
-def _few(names: list[str], n: int = 5) -> str:
-    shown = ", ".join(names[:n])
-    return shown + (f", and {len(names) - n} more" if len(names) > n else "")
