@@ -85,7 +85,7 @@ def test_a_damaged_unit_is_named_and_repaired(store, capsys, fault):
     if fault == "truncated":
         _put(store, f"{folder}/u1.parquet", data[: len(data) // 2])
     elif fault == "empty marker":
-        _put(store, f"{folder}/done/u1.json", b"")
+        _put(store, f"{folder}/_done/u1.json", b"")
     else:
         _put(store, f"{folder}/u1.parquet", None)
     with pytest.raises(UserError) as err:
@@ -176,7 +176,7 @@ def test_copied_answer_file_is_ignored_and_changes_no_count(ref):
 def test_damaged_answers_are_named_by_the_report_and_rerun_on_resume(ref, fault):
     run = copy_of(ref, fault.replace(" ", "-"))
     chunk = a_chunk(run)
-    marker = chunk.parent / "done" / f"{chunk.stem}.json"
+    marker = chunk.parent / "_done" / f"{chunk.stem}.json"
     if fault == "deleted":
         chunk.unlink()
     elif fault == "truncated":

@@ -6,9 +6,9 @@ A run's work is a list of units, each computed by a worker holding the model and
 |----------------------------------|--------------|---------------------------------------------|
 | `Shard` (hallu/run/plan.py)      | patching     | shards/<id>.parquet + done/<id>.json        |
 | `Shard` with `control` set       | controls     | the same                                    |
-| `Chunk` (hallu/behavior/schema)  | behavior     | behavior/responses/<id>.parquet + done/<id> |
+| `Chunk` (hallu/behavior/schema)  | behavior     | behavior/responses/<id>.parquet + _done/<id>|
 | `NoiseFloor` (below)             | noise floor  | noise_floor.json                            |
-| `Unit` (hallu/mechanism/schema)  | mechanism    | mechanism/<kind>/<id>.parquet + done/<id>   |
+| `Unit` (hallu/mechanism/schema)  | mechanism    | mechanism/<kind>/<id>.parquet + _done/<id>  |
 
 Every unit is named by a stable id, so a rerun skips what the store holds (`unfinished`) and a
 unit stored twice (its first worker died after storing it) is kept once (`store_result` says so).
@@ -102,7 +102,7 @@ def unfinished(store: Store, units: list[WorkUnit]) -> list[WorkUnit]:
 
 
 def table_folder(u: WorkUnit) -> str | None:
-    """Where a table unit is stored (its markers in `<folder>/done/`); None for the others
+    """Where a table unit is stored (its markers in `<folder>/_done/`); None for the others
     (shards are checked against their plan by hallu/run/resume.py; the noise floor is a file)."""
     if isinstance(u, Chunk):
         return BEHAVIOR_FOLDER

@@ -152,7 +152,7 @@ class Store(Protocol):
 
     def table_names(self, folder: str) -> set[str]:
         """The finished units of `<run>/<folder>`: the stems with a done marker
-        (`<folder>/done/<stem>.json`, as shards' done/<id>.json)."""
+        (`<folder>/_done/<stem>.json`, as shards' done/<id>.json)."""
         ...
 
     def read_tables(

@@ -10,8 +10,9 @@ Layout of `<storage.root>/<run_id>/`:
   quarantine/                  shards that failed their checks, moved aside on resume (kept)
   summary.md, summary.json, *.png   written by the summary from the shards
   behavior/responses/<chunk_id>.parquet   Experiment 1 answers (behavior/), never replaced,
-  behavior/responses/done/<chunk_id>.json  with their done markers, as shards'
-  mechanism/<kind>/<unit_id>.parquet      mechanism units, markers in mechanism/<kind>/done/
+  behavior/responses/_done/<chunk_id>.json  their done markers, as shards' (the "_" keeps them
+                               out of a Parquet dataset read of the folder)
+  mechanism/<kind>/<unit_id>.parquet      mechanism units, markers in mechanism/<kind>/_done/
 
 A file appears atomically (written to a temp name, then hard-linked into place, which fails if the
 name exists), so a crash leaves no half-written result and no result is replaced. Files get the
@@ -84,8 +85,8 @@ class LocalStore(ReadsShards):
 
     def _paths(self, folder: str, stem: str) -> tuple[Path, Path]:
         """A unit's file and its done marker: shards/ keeps its markers in done/ (the run's
-        first layout), every other folder in its own done/."""
-        marks = self.done_dir if folder == "shards" else self.dir / folder / "done"
+        first layout), every other folder in its own _done/ (which Parquet dataset readers skip)."""
+        marks = self.done_dir if folder == "shards" else self.dir / folder / "_done"
         return self.dir / folder / f"{stem}.parquet", marks / f"{stem}.json"
 
     def _done(self, folder: str) -> set[str]:

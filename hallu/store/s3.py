@@ -283,8 +283,8 @@ class S3Store(ReadsShards):
 
     def _names(self, folder: str, stem: str) -> tuple[str, str]:
         """A unit's object and its done marker, relative to the run: shards/ keeps its markers
-        in done/ (the run's first layout), every other folder in its own done/."""
-        marks = "done" if folder == "shards" else f"{folder}/done"
+        in done/ (the run's first layout), every other folder in its own _done/."""
+        marks = "done" if folder == "shards" else f"{folder}/_done"
         return f"{folder}/{stem}.parquet", f"{marks}/{stem}.json"
 
     def _done(self, folder: str) -> set[str]:
