@@ -79,19 +79,40 @@ def run_metadata(cfg: Config, run_id: str, extra: dict[str, Any]) -> dict[str, A
     }
 
 
-def _config_changes(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two config dumps (at most a few, for a message)."""
+def _config_changes(
+    old: dict[str, Any], new: dict[str, Any], prefix: str = ""
+) -> list[tuple[str, Any, Any]]:
+    """(dotted key, old value, new value) for every value that differs between two config dumps."""
     out = []
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
             out += _config_changes(a, b, f"{prefix}{key}.")
         elif a != b:
-            out.append(f"{prefix}{key} ({a!r} -> {b!r})")
+            out.append((f"{prefix}{key}", a, b))
     return out
 
 
-IGNORED = ("mode", "run_id", "cluster", "storage")  # where and how it runs, not what it computes
+IGNORED = ("mode", "run_id", "storage")  # where the run is, not what it computes
+# Keys a resume may change: how the work runs (batch sizes a user lowers after running out of
+# memory, the cluster, logging) or how the report reads it, never the rows it computes.
+RESUMABLE = (
+    "sweep.batch_size",
+    "sweep.memory_gb",
+    "cluster",
+    "verbose",
+    "analysis",
+    "model.shape",
+)
+
+
+def _resumable(key: str) -> bool:
+    return any(key == k or key.startswith(f"{k}.") for k in RESUMABLE)
+
+
+def _shown(changes: list[tuple[str, Any, Any]]) -> str:
+    more = f", and {len(changes) - 3} more" if len(changes) > 3 else ""
+    return ", ".join(f"{k} ({a!r} -> {b!r})" for k, a, b in changes[:3]) + more
 
 
 def same_study(
@@ -101,16 +122,26 @@ def same_study(
     where: object,
     identity: dict[str, str] | None = None,
 ) -> bool:
-    """True if an existing run.json is of this study (so the run resumes); UserError if not."""
+    """True if an existing run.json is of this study (so the run resumes); UserError if not.
+    Changes to the RESUMABLE keys alone resume, and are named on stderr."""
     fix = "its results are kept. Fix: choose a new run_id, or drop run_id= for a fresh one"
     if old_meta.get("study_hash") != cfg.study_hash():
         new = cfg.model_dump(exclude=set(IGNORED))
         old = {k: v for k, v in old_meta.get("config", {}).items() if k not in IGNORED}
-        changed = _config_changes(old, new)[:3] or ["(config hash)"]
-        raise UserError(
-            f"run_id={run_id}: {where} holds a run with a different config (study hash "
-            f"{old_meta.get('study_hash')} vs {cfg.study_hash()}; changed: {', '.join(changed)}); "
-            + fix
+        changes = _config_changes(old, new)
+        refused = [c for c in changes if not _resumable(c[0])]
+        if refused or not changes:
+            raise UserError(
+                f"run_id={run_id}: {where} holds a run with a different config (study hash "
+                f"{old_meta.get('study_hash')} vs {cfg.study_hash()}; changed: "
+                f"{_shown(refused) or '(config hash)'}; a resume may change only "
+                f"{', '.join(k + '.*' * (k in ('cluster', 'analysis')) for k in RESUMABLE[:4])}); "
+                + fix
+            )
+        print(
+            f"hallu: run_id={run_id}: resuming with {_shown(changes)}: how it runs changes, "
+            "not what it computes",
+            file=sys.stderr,
         )
     old_id = old_meta.get("identity")
     if identity is None:
