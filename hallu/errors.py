@@ -10,3 +10,20 @@ class UserError(Exception):
 
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that a run stops as it does on Ctrl-C."""
+
+
+class Interrupted(Exception):
+    """A run stopped by Ctrl-C or SIGTERM; what it stored is kept, and it resumes by its id."""
+
+    def __init__(self, terminated: bool, run_id: str | None):
+        self.terminated, self.run_id = terminated, run_id
+        self.code = EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+        again = f"rerun with run_id={run_id} to resume" if run_id else "nothing was stored"
+        what = "SIGTERM" if terminated else "Ctrl-C"
+        super().__init__(f"stopped by {what}; the results stored so far are kept: {again}")

@@ -174,6 +174,7 @@ def _load_pretrained(
 ) -> tuple[torch.nn.Module, str | None]:
     """From safetensors straight onto each layer's device (transformers' device_map, which
     needs accelerate: the `gpu` extra); without accelerate, into host memory and then moved."""
+    from safetensors import SafetensorError
     from transformers import AutoConfig, AutoModelForCausalLM
 
     path = weights_path(cfg)
@@ -189,6 +190,11 @@ def _load_pretrained(
 
             kwargs["device_map"] = module_device_map(config, placement)
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except SafetensorError as err:  # a truncated or damaged weight file: that file, not the id
+        raise UserError(
+            f"model.name_or_path={cfg.name_or_path}: a weight file is damaged ({err}). Fix: copy "
+            "or download the weights again (for a hub id, delete its folder in the hub cache)"
+        ) from None
     except (OSError, ValueError) as err:
         raise UserError(_load_failure("weights", cfg, err)) from None
     if not direct and any(not d.startswith("cpu") for d in devices):

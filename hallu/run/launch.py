@@ -13,13 +13,16 @@ hallu owns the exit codes and the working directory (no outputs/DATE folders, no
 
 from __future__ import annotations
 
+import errno
 import json
+import signal
 import sys
+import threading
 import time
 from collections import Counter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from hallu.errors import EXIT_USER_ERROR, UserError
+from hallu.errors import EXIT_USER_ERROR, Interrupted, Terminated, UserError
 
 if TYPE_CHECKING:
     from io import StringIO
@@ -36,6 +39,7 @@ if TYPE_CHECKING:
 def main(argv: list[str]) -> int:
     from hallu.cli import parse
 
+    previous = _stop_on_sigterm()
     try:
         args = parse(argv)
         if args.help:
@@ -58,6 +62,30 @@ def main(argv: list[str]) -> int:
     except UserError as err:
         print(f"hallu: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except KeyboardInterrupt as stop:  # before any run was named
+        return _stopped(Interrupted(isinstance(stop, Terminated), None))
+    except Interrupted as stop:
+        return _stopped(stop)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_on_sigterm() -> Any:
+    """SIGTERM raises Terminated in the main thread, so a run stops as on Ctrl-C (its lease
+    released, its console saved); the handler it replaces, or None off the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    return signal.signal(signal.SIGTERM, terminate)
+
+
+def _stopped(stop: Interrupted) -> int:
+    print(f"hallu: {stop}", file=sys.stderr)
+    return stop.code
 
 
 def _run(argv: list[str], config_dir: str | None = None) -> int:
@@ -76,11 +104,25 @@ def _run(argv: list[str], config_dir: str | None = None) -> int:
 
 
 def _run_study(cfg: Config) -> int:
-    """The study, its console output also saved as the run's console.log (hallu/run/console.py)."""
+    """The study, its console output also saved as the run's console.log (hallu/run/console.py).
+    Ctrl-C, SIGTERM and a full disk end it with one line saying how to resume."""
     from hallu.run.console import tee
+    from hallu.store.study import new_run_id
 
+    cfg = cfg.model_copy(update={"run_id": cfg.run_id or new_run_id(cfg)})
     with tee() as log:
-        return _study(cfg, log)
+        try:
+            return _study(cfg, log)
+        except KeyboardInterrupt as stop:
+            raise Interrupted(isinstance(stop, Terminated), cfg.run_id) from None
+        except OSError as err:
+            if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise
+            where = err.filename or "a file (results go to storage.root, figures via TMPDIR)"
+            raise UserError(
+                f"cannot write {where} ({err.strerror}); the results stored so far are kept. "
+                f"Fix: free space there and rerun with run_id={cfg.run_id} to resume"
+            ) from None
 
 
 def _study(cfg: Config, log: StringIO) -> int:
@@ -107,7 +149,7 @@ def _study(cfg: Config, log: StringIO) -> int:
         from hallu.mechanism.units import check
 
         mechanism = check(prep)
-    run_id = cfg.run_id or new_run_id(cfg)
+    run_id = cfg.run_id or new_run_id(cfg)  # set by _run_study
     identity = study_identity(cfg, prep.token_ids, prep.metric, prep.logprob_diff)
     store, resumed = open_for_writing(cfg, run_id, identity)  # holds the run's lease
     # One set of runners for every stage: one model load per runner (hallu/run/executor.py).

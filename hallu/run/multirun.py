@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hallu.config import Config, compose
-from hallu.errors import UserError
+from hallu.errors import Interrupted, UserError
 from hallu.run.offline_plan import hours_text
 
 if TYPE_CHECKING:
@@ -204,6 +204,10 @@ def run(overrides: list[str], config_dir: str | None, run_one: Callable[[list[st
         except UserError as err:  # one study's failure leaves the others' results standing
             print(f"hallu: error: study {entry['run_id']}: {err}", file=sys.stderr)
             entry["status"], code = f"error: {err}", 2
+        except Interrupted as stop:  # the multirun resumes as a whole, by its own id
+            entry["status"] = f"stopped (exit {stop.code})"
+            _index(store, index, sys.argv[1:])
+            raise Interrupted(stop.terminated, mr_id) from None
         worst = max(worst, code)
         _index(store, index, sys.argv[1:])
     print(f"multirun: {store.dir} ({INDEX}); report: python -m hallu.report {store.dir}")

@@ -22,11 +22,17 @@ def _file_mode() -> int:
 def _temp_beside(path: Path, data: bytes) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-        os.fchmod(f.fileno(), _file_mode())  # mkstemp makes 0600
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+            os.fchmod(f.fileno(), _file_mode())  # mkstemp makes 0600
+    except BaseException as err:  # a full disk, a signal: no half-written temp file left behind
+        os.unlink(tmp)
+        if isinstance(err, OSError) and err.filename is None:  # name the file it was for
+            raise OSError(err.errno, err.strerror, str(path)) from None
+        raise
     return tmp
 
 
@@ -41,4 +47,9 @@ def create_new(path: Path, data: bytes) -> None:
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Replace `path` with `data` in one step: readers see the old file or the new, never half."""
-    os.replace(_temp_beside(path, data), path)
+    tmp = _temp_beside(path, data)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
