@@ -11,9 +11,11 @@ other setting of the preset, so the job is the same program as a local run.
 
 The submission id is derived from the run id (`hallu-<run_id>`, then `-r2`, `-r3` for reruns that
 resume it), so submitting a run that is already running follows that job instead of starting a
-second driver. Hugging Face and AWS variables from this shell are passed to the job by name;
-their values are never printed (they are visible to whoever can reach the cluster's job server,
-which is why infra/ keeps it behind token auth and an SSH tunnel).
+second driver. Secrets stay on the machine that has them: the job server records a job's runtime
+environment and shows it to whoever can reach it, so only settings that name things travel with
+the job (`PASSED`: which AWS profile and region, which hub endpoint); credentials (AWS keys, the
+hub token) come from the cluster's own nodes, as infra/ sets them up (instance role, a profile in
+the nodes' ~/.aws, or the node environment the cluster was started with).
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ from hallu.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"  # the head's job server, through an SSH tunnel
-ENV_PREFIXES = ("HF_", "HUGGING_FACE_", "AWS_")
+# Settings that name a profile, a region or an endpoint: never a credential.
+PASSED = ("AWS_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION", "HF_ENDPOINT", "HF_HUB_OFFLINE")
+SECRET_PREFIXES = ("HF_", "HUGGING_FACE_", "AWS_")  # the rest of these stay here
 # Not uploaded with the working directory (besides what .gitignore already excludes).
 EXCLUDES = [".git", "runs/", "outputs/", "**/__pycache__", ".venv/", "*.parquet", ".ruff_cache/"]
 ACTIVE = ("PENDING", "RUNNING")
@@ -63,8 +67,13 @@ def client(addr: str) -> Any:
 
 
 def passed_env() -> dict[str, str]:
-    """The variables the job needs (hub token, AWS credentials); values are never printed."""
-    return {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES)}
+    """The settings the job takes from this shell (`PASSED`): names, never credentials."""
+    return {k: os.environ[k] for k in PASSED if os.environ.get(k)}
+
+
+def kept_here() -> list[str]:
+    """AWS and hub variables set here that the job does not get (credentials among them)."""
+    return sorted(k for k in os.environ if k.startswith(SECRET_PREFIXES) and k not in PASSED)
 
 
 def submission_id(run_id: str, attempt: int = 1) -> str:
@@ -142,6 +151,12 @@ def submit(jobs: Any, argv: list[str], run_id: str) -> str:
     )
     names = ", ".join(sorted(env)) or "none"
     print(f"hallu: submitted {sid}; passed through environment variables: {names}")
+    if kept_here():
+        print(
+            f"hallu: not passed (they stay on this machine): {', '.join(kept_here())}; the job "
+            "uses the cluster's own credentials (instance role, profile or node environment: "
+            "infra/README.md)"
+        )
     return sid
 
 

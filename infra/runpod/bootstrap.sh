@@ -5,7 +5,7 @@
 #       ROLE=head  bash /opt/hallu/infra/runpod/bootstrap.sh
 #   worker pods (interruptible is fine: Ray restarts their actors, lost shards are re-queued):
 #       ROLE=worker HEAD_IP=<head's private IP> bash /opt/hallu/infra/runpod/bootstrap.sh
-# Set RAY_AUTH_TOKEN, HF_TOKEN (and AWS_* if the pods themselves need them) as RunPod secrets.
+# Set RAY_AUTH_TOKEN, HF_TOKEN and the bucket's AWS_* as RunPod secrets: jobs get no credentials.
 # Only SSH is exposed publicly; reach the dashboard with ssh -N -L 8265:127.0.0.1:8265 root@HEAD -p PORT.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
