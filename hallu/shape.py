@@ -71,23 +71,39 @@ def shape_from_config(c: Any) -> ModelShape:
 _CONTEXT_NAMES = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
 
 
-def check_context(token_ids: dict[str, dict[str, list[int]]], shape: ModelShape) -> None:
-    """UserError naming the longest prompt that does not fit the model's context, if any."""
+def check_context(
+    token_ids: dict[str, dict[str, list[int]]],
+    shape: ModelShape,
+    added: tuple[str, int] | None = None,
+) -> None:
+    """UserError naming the longest prompt that does not fit the model's context, if any.
+
+    `added`: (key, tokens) that a stage appends after every prompt (generated answers, a
+    continuation the metric scores), so the prompt and those tokens together must fit."""
     if shape.n_ctx is None:
         return
+    key, extra = added if added is not None else ("", 0)
     too_long = [
         (len(ids), pid, cond)
         for pid, conds in token_ids.items()
         for cond, ids in conds.items()
-        if len(ids) > shape.n_ctx
+        if len(ids) + extra > shape.n_ctx
     ]
-    if too_long:
-        n, pid, cond = max(too_long)
+    if not too_long:
+        return
+    n, pid, cond = max(too_long)
+    many = f"{len(too_long)} prompt(s) too long"
+    if n > shape.n_ctx or not extra:
         raise UserError(
             f"prompts: pair {pid!r} ({cond}) is {n} tokens, longer than the model's context of "
-            f"{shape.n_ctx} positions ({len(too_long)} prompt(s) too long). Fix: shorten it, or "
-            "leave the pair out with sweep.pairs=[...]"
+            f"{shape.n_ctx} positions ({many}). Fix: shorten it, or leave the pair out with "
+            "sweep.pairs=[...]"
         )
+    raise UserError(
+        f"{key}={extra}: pair {pid!r} ({cond}) is {n} tokens, and {n} + {extra} = {n + extra} "
+        f"is more than the model's context of {shape.n_ctx} positions ({many}). Fix: set "
+        f"{key}={shape.n_ctx - n} or lower, or leave the pair out with sweep.pairs=[...]"
+    )
 
 
 def _int_attr(c: Any, *names: str) -> int:

@@ -24,7 +24,7 @@ from hallu.errors import UserError
 from hallu.mechanism.schema import Unit
 from hallu.prompt_meta import PromptRow, load_prompt_rows
 from hallu.prompts import render
-from hallu.shape import resolve_layers
+from hallu.shape import check_context, resolve_layers
 
 
 @dataclass
@@ -121,6 +121,11 @@ def check(prep: Any) -> str:
             f"from the captured layers {captured} and sites {m.sites}; capture those too"
         )
     mech = prepare_mechanism(prep)
+    by_pair: dict[str, dict[str, list[int]]] = {}
+    for r in mech.rows:
+        by_pair.setdefault(r.pair_id, {})[r.condition or r.prompt_id] = mech.ids[r.prompt_id]
+    # steering and patch-and-generate answer each prompt: it and the answer must fit
+    check_context(by_pair, prep.shape, ("sweep.mechanism.max_new_tokens", m.max_new_tokens))
     return (
         f"mechanism: {len(mech.rows)} prompts ({len(mech.pairs)} pairs) captured at "
         f"{len(captured)} layers x {len(m.sites)} sites; steering at layers {steer} with "

@@ -42,6 +42,18 @@ class Prepared:
         return make_plan(self.cfg.sweep, self.shape, lengths, self.cfg.model.name_or_path)
 
 
+def _appended(cfg: Config, lp: LogprobDiff | None) -> list[tuple[str, int]]:
+    """(key, tokens) each asked stage appends after a prompt: behaviour's answers, the
+    logprob_diff continuations. Mechanism prompts are checked by hallu/mechanism/units.check."""
+    out = []
+    if "behavior" in cfg.sweep.experiments:
+        out.append(("behavior.max_new_tokens", cfg.behavior.max_new_tokens))
+    if lp is not None:
+        out.append(("metric.confident_continuation", len(lp.confident_ids)))
+        out.append(("metric.tentative_continuation", len(lp.tentative_ids)))
+    return out
+
+
 def prepare(cfg: Config) -> Prepared:
     """Everything but the weights; raises UserError for any bad key, file or prompt."""
     tokenizer = load_tokenizer(cfg.model)
@@ -62,4 +74,6 @@ def prepare(cfg: Config) -> Prepared:
     )
     anchors = prompt_anchors(tokenizer, pairs, cfg.prompts, token_ids)
     lp = from_config(cfg, tokenizer)
+    for added in _appended(cfg, lp):  # the prompt and what a stage appends to it must fit
+        check_context(token_ids, shape, added)
     return Prepared(cfg, tokenizer, shape, token_ids, metric, lp, anchors)
