@@ -7,9 +7,15 @@ import sys
 
 
 def main(argv: list[str]) -> int:
+    from hallu.errors import EXIT_USER_ERROR, UserError
     from hallu.report.multirun import is_multirun
 
-    if argv and is_multirun(argv[0]):
+    try:
+        multirun = bool(argv) and is_multirun(argv[0])
+    except UserError as err:  # an s3:// location that cannot be read: one line
+        print(f"hallu: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    if multirun:
         from hallu.report.multirun import main as report
     else:
         from hallu.report.html import main as report

@@ -12,6 +12,8 @@ from pathlib import Path
 from hallu.config import StorageCfg
 from hallu.store.base import Store
 
+READ_RETRY_S = 20.0
+
 
 def store_for(storage: StorageCfg, run_id: str) -> Store:
     """The store a run's config asks for; an S3 bucket is checked reachable and writable first."""
@@ -24,11 +26,12 @@ def store_for(storage: StorageCfg, run_id: str) -> Store:
     return LocalStore(storage.root, run_id)
 
 
-def store_at(location: str | Path) -> Store:
+def store_at(location: str | Path, check: bool = True) -> Store:
     """An existing run, for reading: a run directory or `s3://bucket/prefix/run_id`.
 
     For S3 the endpoint, region and credentials come from boto3's standard chain (e.g.
-    AWS_ENDPOINT_URL for an S3-compatible store), as for any other boto3 client.
+    AWS_ENDPOINT_URL for an S3-compatible store), as for any other boto3 client; the bucket is
+    checked first (`check`), and every request waits out at most READ_RETRY_S of outage.
     """
     text = str(location)
     if text.startswith("s3://"):
@@ -36,7 +39,12 @@ def store_at(location: str | Path) -> Store:
 
         bucket, _, key = text.removeprefix("s3://").strip("/").partition("/")
         prefix, _, run_id = key.rpartition("/")
-        return S3Store(StorageCfg(kind="s3", bucket=bucket, prefix=prefix), run_id)
+        # A reader waits out a short outage, not a launch's storage.retry_seconds (300 s).
+        cfg = StorageCfg(kind="s3", bucket=bucket, prefix=prefix, retry_seconds=READ_RETRY_S)
+        store = S3Store(cfg, run_id)
+        if check:  # a wrong bucket or endpoint: one line, in seconds
+            store.check_readable()
+        return store
     from hallu.store.local import LocalStore
 
     path = Path(text).expanduser().resolve()

@@ -159,6 +159,16 @@ class Lease:
                 pass  # the run is the one to report
         self.token = self._version = None
 
+    def holder(self) -> str | None:
+        """The live launch holding the run ('pid P on H, since T'), or None: no lease, or a
+        stale or unreadable one. For readers, who may find the run half written."""
+        held = self._read()
+        if held is None or held[0].get("unreadable") or stale(held[0]) is not None:
+            return None
+        note = held[0]
+        since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(note.get("started", 0))))
+        return f"pid {note.get('pid')} on {note.get('host')}, since {since}"
+
     def check_writer(self) -> None:
         """Raise LeaseLost unless the lease this store was handed is still its driver's."""
         if self.token is None:

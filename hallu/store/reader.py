@@ -52,6 +52,21 @@ def open_run(source: str | Path | Store) -> Run:
             f"{where}: no run.json there; give a run directory (or s3:// prefix) written by "
             "`python -m hallu.launch`"
         )
+    try:
+        return _read(store, meta, where)
+    except UserError as err:
+        live = store.lease.holder()  # a run being written is incomplete, not damaged
+        if live is None:
+            raise
+        found = str(err).split(". Fix:")[0].split(": ", 1)[-1]  # what, less where and its fix
+        raise UserError(
+            f"{where}: a launch is still writing this run ({live}), so its results are not all "
+            f"there yet ({found}). Fix: follow it with `hallu status {where}` and report once it "
+            "has finished"
+        ) from None
+
+
+def _read(store: Store, meta: dict[str, Any], where: str) -> Run:
     if not store.done_shards():
         raise UserError(f"{where}: the run has no finished shards yet; run it first")
     # Every planned shard, checked one at a time, or UserError; only the narrow columns kept.

@@ -252,6 +252,36 @@ class S3Store(ReadsShards):
         except Exception as err:  # noqa: BLE001 - credentials and the like: one line
             raise _final(err, f"reach s3://{self.bucket}", self.cfg) from None
 
+    def check_readable(self) -> None:
+        """For a reader given an s3:// URL (the report, status): the bucket answers, or one
+        UserError in seconds naming what to fix there (the URL, AWS_ENDPOINT_URL, credentials:
+        a reader has no storage.* keys)."""
+        from botocore.exceptions import ClientError
+
+        client = self._make_client(max_attempts=2, connect_timeout=5)
+        where = client.meta.endpoint_url
+        start = time.monotonic()
+        try:
+            bounded(lambda: client.head_bucket(Bucket=self.bucket), self.attempt_s)
+        except ClientError as err:
+            code = _code(err)
+            if code in ("404", "NoSuchBucket", "NotFound"):
+                why = f"no bucket {self.bucket!r} at {where}. Fix: check the bucket in the URL"
+            elif code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+                why = (
+                    f"access denied at {where} ({code}). Fix: check the AWS credentials "
+                    "(AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+                )
+            else:
+                why = f"{code} at {where} ({err}). Fix: check the URL and AWS_ENDPOINT_URL"
+            raise UserError(f"{self.dir}: {why}") from None
+        except Exception as err:  # noqa: BLE001 - refused, unresolvable, hung: one line
+            raise UserError(
+                f"{self.dir}: cannot reach the object store at {where} in "
+                f"{time.monotonic() - start:.0f} s ({type(err).__name__}). Fix: check "
+                "AWS_ENDPOINT_URL (unset for AWS S3) and that the store is running"
+            ) from None
+
     def read_file(self, name: str) -> bytes | None:
         return self._get(self._key(name))
 
