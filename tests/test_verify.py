@@ -108,3 +108,18 @@ def test_marker_checks_length_sha_and_rows():
         integrity.decode("s", data[:-5] + b"PAR1!", note, None)
     with pytest.raises(integrity.ShardUnreadable, match="3 rows, its marker says 4"):
         integrity.decode("s", integrity.encode(_table(3)), {"rows": 4}, None)
+
+
+def test_an_empty_done_marker_is_named_and_repaired(run, tmp_path):
+    """A 0-byte marker (a crash or a full disk between create and write) is a failed shard: the
+    report names it, a resume moves it aside and runs the shard again."""
+    store, plan = run
+    shutil.copytree(store.dir, tmp_path / "v")
+    copy = LocalStore(tmp_path, "v")
+    empty = sorted(copy.done_shards())[0]
+    (copy.done_dir / f"{empty}.json").write_bytes(b"")
+    with pytest.raises(UserError, match=rf"{empty}: its done marker is unreadable \(0 bytes\)"):
+        verify.verified(copy)
+    assert verify.repair(copy, plan.to_json(), copy.read_meta() or {}) == [empty]
+    assert empty not in copy.done_shards()
+    assert len(list((copy.dir / "quarantine").glob(f"{empty}.*.json"))) == 1
