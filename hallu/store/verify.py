@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from hallu.errors import UserError
-from hallu.store import integrity, narrow, schema
+from hallu.store import integrity, narrow, schema, status_file
 from hallu.store.base import Store
 
 # What identifies a result row: one per cell, direction, control and metric.
@@ -157,6 +157,13 @@ def verified(store: Store, where: object = None, keep: Keep = _whole) -> Verdict
         verdict.n_planned = len(verdict.tables)
     else:
         verdict = check(store, plan, meta, keep)
+        if not verdict.ok and status_file.live(status_file.read(store)):
+            done = verdict.n_planned - len(verdict.missing)
+            raise UserError(
+                f"{where}: the run is still going ({done} of {verdict.n_planned} planned shards "
+                f"stored so far). Fix: follow it with `hallu status {where} --watch` and report "
+                "once it has finished"
+            )
         if not verdict.ok:
             raise UserError(verdict.problem(where, store.run_id))
     if verdict.unplanned:
