@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -195,7 +196,13 @@ def test_status_and_report_of_a_running_local_study(tmp_path, capsys):
         out = _watch_live(str(tmp_path / "live"), proc, capsys)
         _check_running(out)
         assert "local: busy" in out
-        report = run_module("hallu.report", str(tmp_path / "live"))
+        # Paused (its status stays fresh for status_file.STALE_S), so that the run is still
+        # going when the report reads it, however fast this machine finishes the rest.
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            report = run_module("hallu.report", str(tmp_path / "live"))
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
         assert report.returncode == 2, report.stderr[-2000:]
         assert "the run is still going" in report.stderr
         assert f"hallu status {tmp_path / 'live'} --watch" in report.stderr
@@ -208,7 +215,8 @@ def test_status_and_report_of_a_running_local_study(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_status_of_a_running_ray_local_study_on_s3(moto, tmp_path, capsys):
+def test_status_of_a_running_ray_local_study_on_s3(moto, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto.url)  # how a reader's boto3 finds the store
     ray = ["cluster=ray_local", "cluster.num_workers=2", "cluster.resources.num_cpus=1"]
     proc, err = _launch(*ray, *moto.overrides("p"), "run_id=live")
     target = f"s3://{moto.bucket}/p/live"
