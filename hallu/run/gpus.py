@@ -23,7 +23,15 @@ which. The same file holds the CPU's time model under "cpu", written by
             "token_s": 0.0012,         # per generated token and row, besides its FLOP
             "measured_at": "..."}
 
-Without it, a plan uses `CPU_DEFAULTS` (measured on the 2 vCPU dev VM, see there).
+Without it, a plan uses `CPU_DEFAULTS` (measured on the 2 vCPU dev VM, see there). Every
+finished run adds what it measured under "runs", keyed by card (cluster.gpu, else model.device)
+and model (hallu/run/progress.py); `mode=plan` for that card and model uses it (estimate.py):
+
+    "runs": {"h100|meta-llama/Llama-2-13b-chat-hf": {
+               "load_s": 41.0, "cells_per_s": 950.0, "peak_bytes_per_worker": 3.1e10,
+               "seconds_per_unit": {"patching": 12.5, "noise floor": 80.0},
+               "stage_seconds": {"patching": 1200.0, "noise floor": 80.0},
+               "measured_at": "..."}}
 """
 
 from __future__ import annotations
