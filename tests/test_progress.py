@@ -232,3 +232,30 @@ def test_status_of_a_running_ray_local_study_on_s3(moto, tmp_path, capsys, monke
     st = json.loads(out)["live"]["status"]
     assert st["state"] == "finished" and st["units_done"] == 24 and st["units_left"] == 0
     assert {w["name"] for w in st["workers"]} == {"worker 0", "worker 1"}
+
+
+@pytest.mark.slow  # two launches that each start a local Ray, and a reference
+def test_budget_on_ray_lets_in_flight_units_finish_and_the_resume_completes(run_cli, tmp_path):
+    from .cluster_fixtures import local_reference
+    from .conftest import tiny_config
+
+    ray = ["cluster=ray_local", "cluster.num_workers=2", "cluster.resources.num_cpus=1"]
+    stopped = run_cli(*QUICK, *ray, PRICE, "cluster.budget_usd=0.000001", "run_id=rb")
+    assert stopped.returncode == 2 and "Traceback" not in stopped.stderr, stopped.stderr[-3000:]
+    error = [ln for ln in stopped.stderr.splitlines() if ln.startswith("hallu: error:")]
+    assert len(error) == 1 and "cluster.budget_usd=1e-06: spent $" in error[0], error
+    store = LocalStore(tmp_path / "runs", "rb")
+    # Two stored (the warm-up), then nothing new sent; what was in flight (at most 3 more:
+    # 2 slots per worker, one refilled after the first) finished and was kept.
+    stored = len(store.done_shards())
+    assert 2 <= stored <= 5, stored
+    st = status_file.read(store)
+    assert st["state"] == "stopped" and st["units_done"] == stored
+    assert not (tmp_path / "runs" / "rb" / ".lease").exists()
+    resume = shlex.split(error[0].split("Fix: resume with a higher budget: ")[1])
+    done = run_cli(*resume[3:], "cluster.budget_usd=1000000", tiny=False, root=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"{8 - stored} shard(s) run, {stored} already done" in done.stderr
+    cfg = tiny_config(*QUICK[2:])
+    got = sorted_rows(store.read_results())
+    assert got.equals(local_reference(cfg, tmp_path / "ref"))

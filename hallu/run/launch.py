@@ -120,6 +120,7 @@ def _study(cfg: Config, log: StringIO, argv: list[str]) -> int:
     state = "failed"
     try:
         print(f"hallu: run {run_id} -> {store.dir}{' (resuming)' * resumed}", file=sys.stderr)
+        print(f"hallu: progress, ETA and cost: hallu status {store.dir} --watch", file=sys.stderr)
         run_meta: dict = {"plan": plan.to_json() if plan is not None else [], "identity": identity}
         run_meta["n_layers"] = prep.shape.n_layers  # the report reads it without the model
         if chunks is not None:
