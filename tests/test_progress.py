@@ -93,6 +93,8 @@ def test_finished_local_run_status_shows_totals_and_json(run_cli, tmp_path, caps
     assert "driver: finished" in out and "8 done, 0 failed / 8" in out
     assert re.search(r"GPU-hours [0-9.e-]+, cost \$[0-9.]+", out), out
     assert "local: stopped, pid" in out and "last error: none" in out
+    code, out, _ = status(run, "--watch", capsys=capsys)  # a finished run: drawn once
+    assert code == 0 and out.startswith("\x1b[H\x1b[J") and out.count("driver: finished") == 1
     code, out, _ = status(run, "--json", capsys=capsys)
     doc = json.loads(out)["f"]
     assert doc["stages"] == [{"stage": "patching shards", "done": 8, "planned": 8}]

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import shlex
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -249,9 +250,13 @@ class Progress:
         with self.lock:
             for w in self.workers.values():
                 w["state"] = "lost" if w.get("state") == "lost" else "stopped"
-        self.write()
-        if self.created and state == "finished":
-            self.calibrate()
+        try:  # called while the run ends, maybe on an error: never mask it, never fail a run
+            self.write()
+            if self.created and state == "finished":
+                self.calibrate()
+        except Exception as err:
+            print(f"hallu: warning: status or calibration not written ({type(err).__name__}: "
+                  f"{err})", file=sys.stderr)  # fmt: skip
 
     def calibrate(self) -> None:
         """Record this session's rates for mode=plan (hallu/run/gpus.py), if it ran anything."""
