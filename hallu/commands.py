@@ -54,7 +54,7 @@ COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
     "run": ("run a study: [--config-dir DIR] [-m] group=option key=value ...", _run),
     "plan": ("print the resolved config, work plan, time and cost; runs nothing", _plan),
     "report": ("build the HTML report of a run or multirun: hallu report RUN", _report),
-    "status": ("units done / planned per stage of a run (local path or s3:// URL)", _status),
+    "status": ("progress, ETA, cost and workers of a run (local path or s3:// URL)", _status),
     "bench": ("time the patching engine against the hook baselines", _bench),
     "jobs": ("Ray Jobs on a remote cluster: submit, follow, list, stop", _jobs),
 }

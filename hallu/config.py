@@ -165,6 +165,10 @@ class ClusterCfg(_Strict):
     gpu: Literal["a100_40gb", "a100_80gb", "h100", "h200", "l40s"] | None = None
     price_per_gpu_hour: float | None = Field(default=None, ge=0)
     mfu: float | None = Field(default=None, gt=0, le=1)
+    # Limits on the whole run (every session of one run_id): once a warm-up of units is stored,
+    # a spend or a projection past either stops dispatching (hallu/run/progress.py).
+    budget_usd: float | None = Field(default=None, gt=0)
+    max_hours: float | None = Field(default=None, gt=0)
 
 
 class StorageCfg(_Strict):

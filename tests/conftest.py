@@ -30,6 +30,15 @@ def tiny_config(*overrides: str, root: Path | None = None) -> Config:
     return compose(base + list(overrides))
 
 
+@pytest.fixture(autouse=True)
+def calibration_file(tmp_path_factory, monkeypatch) -> Path:
+    """Each test's own calibration file: every finished run writes its rates there
+    (hallu/run/progress.py), never to the user's cache."""
+    path = tmp_path_factory.mktemp("calibration") / "calibration.json"
+    monkeypatch.setenv("HALLU_CALIBRATION", str(path))
+    return path
+
+
 @pytest.fixture
 def run_cli(tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch):
     """Run `python -m hallu.launch ARGS` with results under tmp_path/runs, in tmp_path.

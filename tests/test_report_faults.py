@@ -71,7 +71,7 @@ def test_report_during_a_live_launch_says_a_launch_holds_the_run(run_cli, tmp_pa
     (store.dir / ".lease").write_text(json.dumps(note))  # a live launch: this process
     line = one_line(run_module("hallu.report", str(store.dir), *FAST))
     assert f"a launch is still writing this run (pid {os.getpid()} on" in line, line
-    assert f"Fix: follow it with `hallu status {store.dir}`" in line, line
+    assert f"Fix: follow it with `hallu status {store.dir} --watch`" in line, line
     assert "rerun the launch" not in line.split("Fix:")[1]
     (store.dir / ".lease").unlink()  # the launch ended, the shard never came: now a rerun
     assert "Fix: rerun the launch with run_id=live" in one_line(

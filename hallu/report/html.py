@@ -20,6 +20,7 @@ from pathlib import Path
 from hallu.analysis import verdicts
 from hallu.analysis.results import Options
 from hallu.errors import EXIT_USER_ERROR, UserError
+from hallu.report import rehearsal
 from hallu.report.comparison import compare_report
 from hallu.report.doc import Doc
 from hallu.report.mechanism import mechanism_only
@@ -115,7 +116,10 @@ def _make(args: argparse.Namespace, opts: Options) -> tuple[Doc, Path, str]:
     else:
         ctx = report_context(run, opts)
         doc, stem = ctx.doc, "report"
-        _write(out / "scorecard.json", verdicts.scorecard_json(ctx.card))
+        card = verdicts.scorecard_json(ctx.card)
+        if rehearsal.is_rehearsal(run.meta):
+            card = rehearsal.scorecard_json()
+        _write(out / "scorecard.json", card)
     _write(out / f"{stem}.html", doc.html())
     _write(out / f"{stem}.md", doc.markdown())
     return doc, out, stem

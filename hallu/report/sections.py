@@ -22,6 +22,7 @@ from hallu.analysis.noise_flags import UNKNOWN
 from hallu.analysis.pipeline import analyse
 from hallu.analysis.results import Options, Results
 from hallu.errors import UserError
+from hallu.report import rehearsal
 from hallu.report.doc import Doc, fmt
 from hallu.store.reader import Run, n_layers_of
 
@@ -567,6 +568,10 @@ def report_context(run: Run, opts: Options) -> Context:
         raise UserError(f"{run.location}: the run has no patching rows to report on")
     ctx = Context(run, res.options, res, res.n_layers, Doc(f"hallu report: run {run.run_id}"))
     sections = SECTIONS if res.directions else BEHAVIOUR_ONLY
+    if rehearsal.is_rehearsal(run.meta):  # random weights: what it cost, no verdicts
+        ctx.doc = Doc(f"hallu report: run {run.run_id} (rehearsal)")
+        ctx.doc.p(rehearsal.NOTE)
+        sections = (intro, compute_section, provenance)
     for section in sections:
         section(ctx)
     return ctx

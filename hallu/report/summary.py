@@ -34,7 +34,7 @@ from hallu.analysis.cell_maps import CellMap  # noqa: E402
 from hallu.analysis.grid import MAIN_METRIC, Key  # noqa: E402
 from hallu.analysis.pipeline import analyse  # noqa: E402
 from hallu.analysis.results import DirectionResult, Options, Results  # noqa: E402
-from hallu.report import figures  # noqa: E402
+from hallu.report import figures, rehearsal  # noqa: E402
 from hallu.report.figures import COMPONENTS, TITLES  # noqa: E402
 from hallu.store.base import Store  # noqa: E402
 from hallu.store.verify import read_narrow  # noqa: E402
@@ -242,6 +242,8 @@ def aggregate(store: Store, n_layers: int, margin: float = 0.05) -> dict[str, An
     """Read every shard, write figures and summaries into the run directory, return the summary."""
     table, _ = read_narrow(store)  # the planned shards only, each checked; narrow columns
     res, headline = pipeline(table, n_layers, _noise(store), margin)
+    if rehearsal.is_rehearsal(store.read_meta()):
+        headline = [rehearsal.NOTE]  # random weights: no verdict lines
     maps = sorted(cell_maps.maps(table, controls=False), key=order)  # controls: the report
     main = {m.key.direction: m for m in maps if m.key == Key(m.key.direction)}
     summaries = {d: summarize_direction(r, main.get(d)) for d, r in res.directions.items()}

@@ -33,7 +33,16 @@ from hallu.config import Config
 from hallu.engine.cost import cell_flops, known_by_tokens, token_flops, trace_flops
 from hallu.errors import UserError
 from hallu.prompts import shared_prefix
-from hallu.run.gpus import ASSUMED_GENERATION_MFU, GPU_LAYER_CALL_S, GPUS, Gpu, cpu_rates, mfu_for
+from hallu.run.gpus import (
+    ASSUMED_GENERATION_MFU,
+    GPU_LAYER_CALL_S,
+    GPUS,
+    Gpu,
+    card,
+    cpu_rates,
+    mfu_for,
+    run_rates,
+)
 from hallu.run.plan import Plan, resolve_layers, resolve_positions
 from hallu.run.stage_cost import (
     Rates,
@@ -249,6 +258,27 @@ def rates(cfg: Config, gpu: Gpu | None, replicas: int) -> tuple[Rates, float]:
     return Rates(GPU_LAYER_CALL_S / replicas, rate * mfu, decode, mfu_source), mfu
 
 
+def measured_seconds(
+    stage: Stage, run: dict[str, Any], plan: Plan | None, replicas: int
+) -> float | None:
+    """A stage's time from a finished run's rates (hallu/run/progress.py): patching and control
+    cells at its cells/s, the noise floor and mechanism units at its seconds per unit; None
+    where the run measured nothing that scales to this stage (behaviour: its chunks differ)."""
+    per_unit = run.get("seconds_per_unit") or {}
+    if stage.name == "patching" or stage.name.startswith("control "):
+        rate = run.get("cells_per_s")
+        if not rate or plan is None:
+            return None
+        control = None if stage.name == "patching" else stage.name.removeprefix("control ")
+        cells = sum(s.n_cells for s in plan.shards if s.control == control)
+        return cells / (rate * replicas)
+    if stage.name == "noise floor" and "noise floor" in per_unit:
+        return float(per_unit["noise floor"])
+    if stage.name.startswith("mechanism ") and stage.units and stage.name in per_unit:
+        return stage.units * float(per_unit[stage.name]) / replicas
+    return None
+
+
 def on_cpu(cfg: Config) -> bool:
     """No cluster.gpu and the model runs on the CPU (the presets' toy/tiny/planted, or
     model.device=cpu)."""
@@ -294,6 +324,13 @@ def estimate(
     rate, mfu = rates(cfg, gpu, replicas)
     load_s = need.weights / LOAD_RATE  # each replica reads its weights once, in parallel
     timed = {s.name: seconds(s, rate, shape.n_layers, LOAD_RATE) for s in work}
+    run = run_rates(card(cfg), cfg.model.name_or_path)
+    if run is not None:  # a finished run's measured rates replace the model where they apply
+        measured = {s.name: measured_seconds(s, run, plan, replicas) for s in work}
+        timed |= {k: v for k, v in measured.items() if v is not None}
+        load_s = float(run.get("load_s", load_s))
+        out["measured"] = sorted(k for k, v in measured.items() if v is not None)
+        out["measured_at"] = run.get("measured_at", "?")
     total_s = load_s + sum(timed.values())
     out |= {"stage_seconds": timed, "load_s": load_s, "rates": rate, "seconds": total_s}
     if gpu is None:

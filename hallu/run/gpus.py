@@ -23,7 +23,15 @@ which. The same file holds the CPU's time model under "cpu", written by
             "token_s": 0.0012,         # per generated token and row, besides its FLOP
             "measured_at": "..."}
 
-Without it, a plan uses `CPU_DEFAULTS` (measured on the 2 vCPU dev VM, see there).
+Without it, a plan uses `CPU_DEFAULTS` (measured on the 2 vCPU dev VM, see there). Every
+finished run adds what it measured under "runs", keyed by card (cluster.gpu, else model.device)
+and model (hallu/run/progress.py); `mode=plan` for that card and model uses it (estimate.py):
+
+    "runs": {"h100|meta-llama/Llama-2-13b-chat-hf": {
+               "load_s": 41.0, "cells_per_s": 950.0, "peak_bytes_per_worker": 3.1e10,
+               "seconds_per_unit": {"patching": 12.5, "noise floor": 80.0},
+               "stage_seconds": {"patching": 1200.0, "noise floor": 80.0},
+               "measured_at": "..."}}
 """
 
 from __future__ import annotations
@@ -105,14 +113,9 @@ def write_calibration(
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **info,
     }
-    gpus = read_calibration(path)
-    gpus[kind] = entry
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    cpu = read_calibration_file(path).get("cpu")  # the CPU's entry stays
-    doc = {"version": 1, "gpus": gpus, **({"cpu": cpu} if cpu else {})}
-    tmp.write_text(json.dumps(doc, indent=1, sort_keys=True))
-    tmp.replace(path)  # atomic: a reader never sees half a file
+    doc = read_calibration_file(path)
+    doc.setdefault("gpus", {})[kind] = entry
+    _write(path, doc)
     return entry
 
 
@@ -165,11 +168,45 @@ def read_calibration_file(path: Path | None = None) -> dict[str, Any]:
 def write_cpu_calibration(path: Path | None = None, **entry: Any) -> dict:
     """Record this machine's CPU time model (layer_call_s, flops_per_s, ...); returns it."""
     path = path or calibration_path()
-    data = read_calibration_file(path)
+    doc = read_calibration_file(path)
     entry["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    doc = {"version": 1, "gpus": data.get("gpus", {}), "cpu": entry}
+    doc["cpu"] = entry
+    _write(path, doc)
+    return entry
+
+
+def card(cfg: Any) -> str:
+    """The calibration file's name for what a run's workers use: cluster.gpu, else model.device."""
+    return cfg.cluster.gpu or cfg.model.device
+
+
+def run_key(card: str, model: str) -> str:
+    return f"{card}|{model}"
+
+
+def write_run_calibration(card: str, model: str, entry: dict[str, Any],
+                          path: Path | None = None) -> dict:  # fmt: skip
+    """Record what a finished run measured on `card` with `model` (hallu/run/progress.py)."""
+    path = path or calibration_path()
+    doc = read_calibration_file(path)
+    entry = {**entry, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    doc.setdefault("runs", {})[run_key(card, model)] = entry
+    _write(path, doc)
+    return entry
+
+
+def run_rates(card: str, model: str) -> dict[str, Any] | None:
+    """What the last finished run measured on `card` with `model`, or None."""
+    runs = read_calibration_file().get("runs")
+    entry = runs.get(run_key(card, model)) if isinstance(runs, dict) else None
+    return entry if isinstance(entry, dict) else None
+
+
+def _write(path: Path, doc: dict[str, Any]) -> None:
+    """The whole document, replaced atomically: a reader never sees half a file."""
+    doc = {**doc, "version": 1}
+    doc.setdefault("gpus", {})
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(doc, indent=1, sort_keys=True))
     tmp.replace(path)
-    return entry

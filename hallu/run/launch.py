@@ -100,19 +100,20 @@ def _run(argv: list[str], config_dir: str | None = None) -> int:
 
         refuse_config_dir(cfg, config_dir)
         return submit_and_follow(cfg, argv)
-    return _run_study(cfg)
+    return _run_study(cfg, argv)
 
 
-def _run_study(cfg: Config) -> int:
+def _run_study(cfg: Config, argv: list[str] | None = None) -> int:
     """The study, its console output also saved as the run's console.log (hallu/run/console.py).
-    Ctrl-C, SIGTERM and a full disk end it with one line saying how to resume."""
+    Ctrl-C, SIGTERM and a full disk end it with one line saying how to resume. `argv`: the
+    overrides it was launched with, for the resume command a budget stop prints."""
     from hallu.run.console import tee
     from hallu.store.study import new_run_id
 
     cfg = cfg.model_copy(update={"run_id": cfg.run_id or new_run_id(cfg)})
     with tee() as log:
         try:
-            return _study(cfg, log)
+            return _study(cfg, log, argv or [])
         except KeyboardInterrupt as stop:
             raise Interrupted(isinstance(stop, Terminated), cfg.run_id) from None
         except OSError as err:
@@ -125,7 +126,7 @@ def _run_study(cfg: Config) -> int:
             ) from None
 
 
-def _study(cfg: Config, log: StringIO) -> int:
+def _study(cfg: Config, log: StringIO, argv: list[str]) -> int:
     """Validate and plan every asked experiment (no weights), then run them under one lease."""
     from hallu.cli import quiet_libraries
 
@@ -135,9 +136,11 @@ def _study(cfg: Config, log: StringIO) -> int:
     from hallu.run.executor import open_pool
     from hallu.run.identity import study_identity
     from hallu.run.prepare import prepare
+    from hallu.run.progress import Progress, check_budget
     from hallu.run.resume import open_for_writing
     from hallu.store.study import new_run_id
 
+    check_budget(cfg)
     torch.manual_seed(cfg.seed)
     prep = prepare(cfg)
     experiments = cfg.sweep.experiments
@@ -154,8 +157,12 @@ def _study(cfg: Config, log: StringIO) -> int:
     store, resumed = open_for_writing(cfg, run_id, identity)  # holds the run's lease
     # One set of runners for every stage: one model load per runner (hallu/run/executor.py).
     pool = open_pool(cfg, store)
+    # status.json for `hallu status`, the budget, and the measured rates for mode=plan.
+    progress = pool.progress = Progress(cfg, store, argv, _planned(prep, plan))
+    state = "failed"
     try:
         print(f"hallu: run {run_id} -> {store.dir}{' (resuming)' * resumed}", file=sys.stderr)
+        print(f"hallu: progress, ETA and cost: hallu status {store.dir} --watch", file=sys.stderr)
         run_meta: dict = {"plan": plan.to_json() if plan is not None else [], "identity": identity}
         run_meta["n_layers"] = prep.shape.n_layers  # the report reads it without the model
         if chunks is not None:
@@ -175,14 +182,34 @@ def _study(cfg: Config, log: StringIO) -> int:
         if mechanism is not None:
             print(f"hallu: {mechanism}", file=sys.stderr)
             _run_mechanism(prep, store, run_meta, pool)
+        state = "finished"
+    except BaseException as err:
+        progress.last_error = progress.last_error or f"{type(err).__name__}: {err}"[:400]
+        raise
     finally:
         pool.close()
+        progress.close(state)
         from hallu.run.console import save
 
         save(store, log)  # before the lease goes: no other driver writes the run meanwhile
         store.lease.release()
     print(f"report: python -m hallu.report {store.dir}")
     return 0
+
+
+def _planned(prep: Prepared, plan: Plan | None) -> dict[str, float] | None:
+    """The plan's time and cost (mode=plan's numbers) for status.json; None without them."""
+    from hallu.run.estimate import estimate
+
+    lengths = {p: {c: len(i) for c, i in d.items()} for p, d in prep.token_ids.items()}
+    try:
+        est = estimate(prep.cfg, prep.shape, lengths, plan, prep.token_ids)
+    except UserError:  # e.g. cluster.gpu too small for the model: the run decides, not this
+        return None
+    if "seconds" not in est:
+        return None
+    gpus = est["hours"] * est["replicas"] * est["gpus_per_replica"] if "gpu" in est else None
+    return {"seconds": est["seconds"], "cost_usd": est.get("cost"), "gpu_hours": gpus}
 
 
 def _run_experiments(

@@ -22,6 +22,7 @@ from hallu.behavior.schema import Chunk, n_answers
 from hallu.config import Config
 from hallu.run.plan import Plan, Shard
 from hallu.run.prepare import Prepared
+from hallu.run.progress import Progress
 from hallu.run.runner import ShardRunner
 from hallu.run.units import WorkUnit, created_meta, stage, unfinished
 from hallu.store.base import Store
@@ -33,6 +34,7 @@ class LocalPool:
     def __init__(self, cfg: Config, store: Store):
         self.cfg, self.store = cfg, store
         self._runner: ShardRunner | None = None
+        self.progress: Progress | None = None  # set by the launch: status.json and the budget
 
     def runner(self) -> ShardRunner:
         if self._runner is None:
@@ -58,11 +60,16 @@ def run_in_process(
     """Run every unit not yet in `store`, in the order given, on the pool's runner; the number
     run per stage (hallu/run/units.py's stage names)."""
     todo = unfinished(store, units)
+    progress = pool.progress
+    if progress is not None:
+        progress.expect(units, todo)
     ran: Counter[str] = Counter()
     if not todo:
         return ran
     runner = pool.runner()  # loads before run.json: a model that fails to load leaves no run
     store.create(pool.cfg, created_meta(run_meta, runner.ready()))
+    if progress is not None:
+        progress.ready(WORKER, runner.ready())
     for name, group in _by_stage(todo):
         with tqdm(
             total=sum(_work(pool.cfg, u) for u in group),
@@ -73,13 +80,18 @@ def run_in_process(
             dynamic_ncols=True,
         ) as bar:
             for u in group:
-                runner.run(u, progress=bar)  # shards and chunks move the bar themselves
+                if progress is not None and progress.over_budget():
+                    raise progress.stop()  # nothing is in flight in this process
+                out = runner.run(u, progress=bar)  # shards and chunks move the bar themselves
                 if not isinstance(u, (Shard, Chunk)):
                     bar.update(1)
                 ran[name] += 1
+                if progress is not None:
+                    progress.stored(WORKER, name, out, u.n_cells if isinstance(u, Shard) else 0)
     return ran
 
 
+WORKER = "local"  # the one runner's name in status.json
 _UNIT = {"patching": "cell", "controls": "cell", "behavior": "answer"}
 
 

@@ -120,6 +120,10 @@ def stage_lines(est: dict[str, Any]) -> list[str]:
                  f"{r.flops_per_s / 1e9:.2f} GFLOP/s, {r.where}")  # fmt: skip
     head = "# stages (forward calls, generated tokens, FLOP, memory besides weights, time"
     lines = [f"{head}{where})"]
+    if est.get("measured"):
+        when = est["measured_at"]
+        lines.append(f"measured: {', '.join(est['measured'])} and the load time, by the run "
+                     f"finished {when} on this card and model (calibration file)")  # fmt: skip
     for s in est["stages"]:
         units = f" ({s.units} units)" if s.units else ""
         gen = f", {s.generated:,} generated tokens" if s.generated else ""

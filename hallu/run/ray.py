@@ -37,6 +37,7 @@ from tqdm import tqdm
 from hallu.config import ClusterCfg, Config
 from hallu.errors import UserError
 from hallu.run.plan import Plan, Shard
+from hallu.run.progress import Progress
 from hallu.run.runner import ShardRunner
 from hallu.run.units import WorkUnit, created_meta, describe, stage, unfinished, unit_id
 from hallu.run.watchdog import Watchdog
@@ -134,6 +135,7 @@ class Pool:
         self.actors: list[Any] = []
         self._started = False
         self._guard: Watchdog | None = None
+        self.progress: Progress | None = None  # set by the launch: status.json and the budget
 
     def get(self) -> list[Any]:
         if not self.actors:
@@ -189,6 +191,9 @@ def run_ray(
     driver alone)."""
     units: list[WorkUnit] = list(work.shards) if isinstance(work, Plan) else list(work)
     todo = _in_order(unfinished(store, units))
+    progress = pool.progress if pool is not None else None
+    if progress is not None:
+        progress.expect(units, todo)
     if not todo:
         return 0
     own = pool is None
@@ -197,7 +202,9 @@ def run_ray(
         actors = pool.get()
         stats = stats if stats is not None else RayStats()
         stats.workers = len(actors)
-        Driver(cfg, store, run_meta, todo, actors, stats).run()
+        if progress is not None:
+            progress.n_workers = len(actors)
+        Driver(cfg, store, run_meta, todo, actors, stats, progress).run()
     finally:
         if own:
             pool.close()
@@ -247,6 +254,7 @@ class Driver:
         todo: list[WorkUnit],
         actors: list,
         stats: RayStats,
+        progress: Progress | None = None,
     ):
         self.cfg, self.store, self.run_meta, self.actors, self.stats = (
             cfg,
@@ -255,6 +263,9 @@ class Driver:
             actors,
             stats,
         )
+        self.progress = progress
+        self.where: dict[int, str] = {}  # actor -> "pid P on HOST, node N" (from `ready`)
+        self.down: set[int] = set()  # actors whose death was announced, until ready again
         self.n_todo = len(todo)
         self.per_stage = Counter(stage(u) for u in todo)
         self.queue: deque[WorkUnit] = deque(todo)
@@ -278,7 +289,7 @@ class Driver:
         desc = " + ".join(self.per_stage)
         with tqdm(total=self.n_todo, unit="unit", desc=desc, file=sys.stderr) as bar:
             bar.set_postfix_str(f"loading {len(self.actors)} workers")
-            while self.queue or any(self.inflight):
+            while (self.queue and not self._stopping()) or any(self.inflight):
                 self._dispatch()
                 ready_refs, _ = ray.wait(list(self.pending), num_returns=1, timeout=60)
                 if not ready_refs:
@@ -286,6 +297,12 @@ class Driver:
                     continue
                 self._collect(ready_refs[0], bar)
         self.stats.seconds = time.perf_counter() - (self.first_ready_at or time.perf_counter())
+        if self.queue and self.progress is not None:  # stopped at the budget, nothing in flight
+            raise self.progress.stop()
+
+    def _stopping(self) -> bool:
+        """The budget is spent or projected past (hallu/run/progress.py): dispatch nothing."""
+        return self.progress is not None and self.progress.over_budget() is not None
 
     def _submit(self, i: int, unit: WorkUnit | None) -> None:
         self.seq += 1
@@ -297,6 +314,8 @@ class Driver:
             self.inflight[i] += 1
 
     def _dispatch(self) -> None:
+        if self._stopping():
+            return
         for i in sorted(self.alive):
             while self.free[i] > 0 and self.queue:
                 self._submit(i, self.queue.popleft())
@@ -331,6 +350,8 @@ class Driver:
         except RayTaskError as err:  # the unit raised inside the worker
             assert call.unit is not None
             self.free[call.actor] += 1
+            if self.progress is not None:
+                self.progress.failed(f"worker {call.actor}", stage(call.unit), _why(err))
             self._count_failure(call.unit, err)
             self.queue.append(call.unit)  # to the back: another worker may succeed
             self.stats.requeued += 1
@@ -355,6 +376,11 @@ class Driver:
             self.store.create(self.cfg, created_meta(self.run_meta, out))
             self.created, self.first_ready_at = True, time.perf_counter()
         self.free[i] = self.cfg.cluster.shards_per_worker
+        node = f", node {out['node']}" if out.get("node") else ""
+        self.where[i] = f"pid {out['pid']} on {out['host']}{node}"
+        self.down.discard(i)
+        if self.progress is not None:
+            self.progress.ready(f"worker {i}", out)
 
     def _on_stored(self, call: Call, out: dict[str, Any], bar: tqdm, sent: float) -> None:
         self.stats.shards_run += 1
@@ -365,6 +391,9 @@ class Driver:
         self.stats.round_trips.append(time.perf_counter() - sent)
         self.free[call.actor] += 1
         bar.update(1)
+        if self.progress is not None:
+            cells = call.unit.n_cells if isinstance(call.unit, Shard) else 0
+            self.progress.stored(f"worker {call.actor}", out["stage"], out, cells)
 
     def _on_actor_error(self, ref: Any, call: Call, err: Exception, permanent: bool) -> None:
         """The actor's process died (`permanent`: its restarts are used up; else restarting)."""
@@ -388,6 +417,16 @@ class Driver:
         self._actor_lost(i, err, permanent)
 
     def _actor_lost(self, i: int, err: Exception, permanent: bool) -> None:
+        if i not in self.down:  # once per death, though each of its calls fails
+            self.down.add(i)
+            back = "gone for good" if permanent else "restarting"
+            print(
+                f"hallu: worker {i} ({self.where.get(i, 'not ready yet')}) lost, {back}: "
+                f"{_why(err)}; its units are re-queued",
+                file=sys.stderr,
+            )
+            if self.progress is not None:
+                self.progress.lost(f"worker {i}", f"worker {i} lost: {_why(err)}")
         self.stats.worker_failures += 1
         self.free[i] = 0
         if permanent:

@@ -12,7 +12,9 @@ nothing from Ray.
 from __future__ import annotations
 
 import os
+import resource
 import socket
+import sys
 import time
 from typing import Any
 
@@ -33,11 +35,13 @@ class ShardRunner:
         self.failure: Exception | None = None  # the load's exception, re-raised in-process
         self._behavior: Any = None  # built on the first behaviour chunk, on the same model
         self._mechanism: Any = None
+        started = time.perf_counter()
         try:
             self.worker: Worker | None = Worker(cfg, store.run_id)
         except Exception as err:  # reported by ready(), so the driver stops with this message
             self.worker, self.error = None, f"{type(err).__name__}: {err}"
             self.failure = err
+        self.load_s = time.perf_counter() - started
 
     def ready(self) -> dict[str, Any]:
         w = self.worker
@@ -47,6 +51,8 @@ class ShardRunner:
             "dtype": w.dtype if w else None,
             "pid": os.getpid(),
             "host": socket.gethostname(),
+            "node": _ray_node(),
+            "load_s": self.load_s,
         }
 
     def run(self, unit: WorkUnit, progress: Any = None) -> dict[str, Any]:
@@ -67,6 +73,7 @@ class ShardRunner:
             "pid": os.getpid(),
             "stage": stage(unit),
             "model_loads": sum(LOADS.values()),  # this process's, since it started
+            "peak_bytes": _peak_bytes(),
         }
 
     def compute(self, unit: WorkUnit, progress: Any = None) -> Any:
@@ -93,3 +100,20 @@ class ShardRunner:
 
             self._mechanism = MechanismWorker(w.prep, w.run_id, (w.model, w.revision))
         return self._mechanism.run(unit)
+
+
+def _ray_node() -> str | None:
+    """The Ray node this process runs on (inside an actor), else None; Ray is not imported."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return None
+    return ray.get_runtime_context().get_node_id()
+
+
+def _peak_bytes() -> int:
+    """This process's peak memory: the GPU's allocations when on CUDA, else resident (RSS)."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return int(torch.cuda.max_memory_allocated())
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
