@@ -162,11 +162,7 @@ def _control(table: pa.Table, d: DirectionResult, name: str, opts: Options) -> C
     if np.isfinite(ctrl.gap).all():
         toward = intervals.ratio(band_change(ctrl, d.band), ctrl.gap, opts.level)
     real_change, change = band_change(real, d.band), band_change(ctrl, d.band)
-    # |mean real| - |mean control|, linearised: each pair's change signed like its mean.
-    rm, cm = float(np.mean(real_change)), float(np.mean(change))
-    excess = intervals.t_interval(
-        abs(rm) - abs(cm), np.sign(rm) * real_change - np.sign(cm) * change, opts.level
-    )
+    excess = intervals.abs_mean_difference(real_change, change, opts.level)
     return ControlResult(
         name,
         len(common),

@@ -259,7 +259,7 @@ def fraction_text(iv: Interval | None) -> str:
 def control_line(c: ControlResult, side: str) -> str:
     """One control as the table, its caption and the scorecard all state it."""
     return (
-        f"{c.name}: |real| {abs(c.real_change.estimate):.3f} vs |control| "
+        f"{c.name}: |real| vs |control| {abs(c.real_change.estimate):.3f} vs "
         f"{abs(c.change.estimate):.3f} logits (changes: real {c.real_change.fmt()}, control "
         f"{c.change.fmt()}); as a fraction of its own source's gap: real "
         f"{fraction_text(c.real_fraction)}, control {fraction_text(c.toward_own)}; "
