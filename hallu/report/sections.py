@@ -80,6 +80,27 @@ def intro(c: Context) -> None:
     )
 
 
+def premise_lines(c: Context) -> None:
+    """What every patching verdict presumes, over every pair, and whether it holds."""
+    for d in c.res.directions.values():
+        p = d.premise
+        if p is None:
+            continue
+        if not p.holds:
+            c.doc.p(
+                f"Premise of {d.short}'s verdicts FAILS, so they are inconclusive: "
+                + "; ".join(p.fails)
+                + "."
+            )
+            continue
+        c.doc.p(
+            f"Premise of {d.short}'s verdicts holds: over all {len(d.grid.pair_ids)} pairs the "
+            f"baseline gap, signed so the hypothesis makes it positive, is {p.gap.fmt()} logits "
+            f"(95% t interval, above 0); {p.excluded_share:.0%} of pairs excluded (at most "
+            f"{c.opts.max_excluded_share:.0%}, analysis.max_excluded_share)."
+        )
+
+
 def limits_section(c: Context) -> None:
     """At the top: the one headline every output prints, and what limits the conclusion."""
     c.doc.h("Headline (the terminal, summary.md and scorecard.json print the same)")
@@ -87,6 +108,7 @@ def limits_section(c: Context) -> None:
         c.doc.p(line)
     if c.res.directions:  # the floor judges patching baselines only
         c.doc.p(f"This run's {c.res.noise.describe()}; every section below uses this one value.")
+    premise_lines(c)
     found = verdicts.limits(c.run.meta.get("config", {}), c.res)
     if found:
         c.doc.h("Limits of this run")
