@@ -175,7 +175,7 @@ def test_terminal_summary_report_and_scorecard_print_the_same_headline(tmp_path:
             "hallu.launch",
             "model=planted",
             "sweep.experiments=[patching]",
-            "sweep.pairs=4",
+            "sweep.pairs=12",  # analysis.min_pairs (10) for a verdict
             "sweep.positions=last:3",
             "model.planted.uncertain_gain=1.5",
             f"storage.root={tmp_path}",
