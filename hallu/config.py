@@ -58,8 +58,9 @@ class PlantedSpec(_Strict):
     head: int = Field(default=1, ge=0, le=3)
     late_layer: int = Field(default=4, ge=1)
     late_head: int = Field(default=3, ge=0, le=3)
-    certain_gain: float = Field(default=1.0, gt=0, le=100)
-    uncertain_gain: float = Field(default=1.0, gt=0, le=100)
+    # A gain <= 0 is a legitimate construction: a pathway that is absent (0) or reversed (< 0).
+    certain_gain: float = Field(default=1.0, ge=-100, le=100)
+    uncertain_gain: float = Field(default=1.0, ge=-100, le=100)
 
     @model_validator(mode="after")
     def _layers(self) -> PlantedSpec:
@@ -338,9 +339,14 @@ class BehaviorCfg(_Strict):
 class AnalysisCfg(_Strict):
     """How hallu.report judges the numbers (docs/analysis.md)."""
 
-    # Smallest 2A - 2B difference in band-mean restoration that counts as an asymmetry; the
-    # margin used is the largest of this, one rounding step and the noise floor (each / |gap|).
-    equivalence_margin: float = Field(default=0.05, ge=0, le=10)
+    # Smallest 2A - 2B difference in band-mean restoration that counts as an asymmetry.
+    equivalence_margin: float = Field(default=0.05, gt=0, le=10)
+    # Fewer pairs (claims, for behaviour) used than this: the verdict is inconclusive.
+    min_pairs: int = Field(default=10, ge=2)
+    # Premise: the share of pairs excluded (wrong sign or inside the floor) may not exceed this.
+    max_excluded_share: float = Field(default=0.2, ge=0, le=1)
+    # Shared locus: a shift of this many layers or more in a band edge counts as different.
+    locus_margin_layers: int = Field(default=2, ge=1)
 
 
 class Config(_Strict):

@@ -76,19 +76,21 @@ def test_report_tables_equal_the_results_and_the_scorecard(runs):
         c = d.controls[row[1]]
         entry = card[f"{verdicts.CONTROLS} ({d.short})"]
         assert row[2] == c.n_pairs <= len(d.check.used)
-        assert row[3] == c.change.fmt() and row[5] == c.real_minus_control.fmt()
-        assert row[4] == verdicts.toward_text(c.toward_own)
+        assert row[4] == c.real_change.fmt() and row[5] == c.change.fmt()
+        assert row[3] == f"{abs(c.real_change.estimate):.3f} vs {abs(c.change.estimate):.3f}"
+        assert row[6] == verdicts.fraction_text(c.real_fraction)
+        assert row[7] == verdicts.fraction_text(c.toward_own) and row[8] == c.excess.fmt()
         # the scorecard prints the same numbers and the same side for this control
-        assert (
-            f"{c.name}: change {row[3]} logits, toward its own source {row[4]}, real - control "
-            f"{row[5]} logits ({row[6]})"
-        ) in entry["numbers"]
+        line = verdicts.control_line(c, row[9])
+        assert line in entry["numbers"]
+        for cell in row[3:9]:
+            assert cell.split(" [")[0] in line
         assert "nan" not in " ".join(str(x) for x in row)
     for d in res.directions.values():
         entry = card[f"{verdicts.CONTROLS} ({d.short})"]
-        worst = min(d.controls.values(), key=lambda c: c.real_minus_control.lo)
-        assert entry["estimate"] == worst.real_minus_control.estimate
-        assert entry["interval"] == [worst.real_minus_control.lo, worst.real_minus_control.hi]
+        worst = min(d.controls.values(), key=lambda c: c.excess.lo)
+        assert entry["estimate"] == worst.excess.estimate
+        assert entry["interval"] == [worst.excess.lo, worst.excess.hi]
 
     locus = _table(ctx.doc, LOCUS_HEADER)
     entry = card[verdicts.LOCUS]

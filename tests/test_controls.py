@@ -22,11 +22,19 @@ from .naive import final_logits
 SWEEP = ["sweep.pairs=3", "sweep.positions=last:4", "sweep.pairs_per_shard=3"]
 
 
-def test_norm_matched_vectors_keep_each_norm_but_not_the_direction():
-    resid = torch.randn(3, 5, 16) * torch.arange(1, 6).float()[None, :, None]
+def test_norm_matched_vectors_are_drawn_like_the_real_activations_at_each_layer():
+    gen = torch.Generator().manual_seed(0)
+    resid = torch.randn(3, 400, 16, generator=gen) * torch.arange(1, 17).float() + 5.0
+    resid[..., 0] = 8192.0  # an outlier dimension, constant as on model=planted
     rand = norm_matched(resid, "0/restore_confidence/p")
-    assert torch.allclose(rand.norm(dim=-1), resid.norm(dim=-1), rtol=1e-5)
-    cos = torch.nn.functional.cosine_similarity(rand, resid, dim=-1)
+    assert torch.equal(rand[..., 0], resid[..., 0])  # the outlier stays in its own dimension
+    for layer in range(3):  # each dimension's mean and spread over positions, per layer
+        r, x = resid[layer], rand[layer]
+        assert torch.allclose(x.mean(0), r.mean(0), atol=0.25 * r.std(0).max().item())
+        assert torch.allclose(x.std(0), r.std(0), rtol=0.15)
+    norms = rand.norm(dim=-1) / resid.norm(dim=-1)
+    assert (norms - 1).abs().max() < 0.01  # the norm matches in distribution
+    cos = torch.nn.functional.cosine_similarity(rand[..., 1:], resid[..., 1:], dim=-1)
     assert cos.abs().max() < 0.9
     assert torch.equal(rand, norm_matched(resid, "0/restore_confidence/p"))  # seeded
     assert not torch.equal(rand, norm_matched(resid, "0/restore_confidence/q"))

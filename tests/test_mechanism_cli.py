@@ -3,11 +3,13 @@ store the same units and numbers, a rerun skips them, and the report shows the s
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
 import pytest
 
+from hallu.analysis.scorecard import CRITERIA
 from hallu.report.mechanism import read
 
 from .conftest import run_module
@@ -58,6 +60,10 @@ def test_mechanism_runs_locally_and_on_ray_with_the_same_numbers(run_cli, tmp_pa
     for heading in ("cosine(cert, unc)", "held-out AUROC", "declarative rate", "layer.head"):
         assert heading in md
     assert "| 3 | found | +1.00 |" in md  # the steering row of the found direction, last layer
+    # a scorecard too, every criterion "not run" (a mechanism-only run has no patching rows)
+    card = json.loads((tmp_path / "runs" / "local" / "scorecard.json").read_text())
+    assert [e["criterion"] for e in card] == list(CRITERIA)
+    assert {e["verdict"] for e in card} == {"not run"} and "Disconfirmation scorecard" in md
 
 
 def test_a_bad_steer_layer_is_one_line(run_cli):

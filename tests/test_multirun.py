@@ -40,7 +40,10 @@ def test_multirun_of_two_studies_and_its_comparative_report(run_cli, tmp_path):
     assert rep.returncode == 0, rep.stderr[-3000:]
     md = (root / "multirun_report.md").read_text()
     assert "| model.tiny.n_layers=2 | model.tiny.n_layers=4 |" in md
-    assert "(2 layers)" in md and "(4 layers)" in md and "of 4)" in md
+    assert "(2 layers)" in md and "(4 layers)" in md
+    # the locus by relative depth: the 2-layer study's 4 used pairs restore measurably at layer
+    # 1; the 4-layer study's 3 do at no layer (a random model), and the table says so
+    assert "| 2A restore confidence | 1.00-1.00 (layers 1-1 of 2) | none (no layer's" in md
     assert "Disconfirmation scorecard" in md and "2A restore confidence" in md
     assert (root / "multirun_layers.png").stat().st_size > 10_000
     assert "data:image/png;base64," in (root / "multirun_report.html").read_text()

@@ -91,8 +91,9 @@ def _product(condition: str, gains: dict[str, float]) -> float:
     return sign * gain
 
 
-@pytest.mark.parametrize("gains", [(1.0, 1.0), (1.0, 1.5)])
+@pytest.mark.parametrize("gains", [(1.0, 1.0), (1.0, 1.5), (1.0, -0.5)])
 def test_resid_pre_rows_match_the_construction(tmp_path: Path, gains: tuple[float, float]):
+    """Every row equals the construction's value, for equal, unequal and reversed (< 0) gains."""
     gc, gu = gains
     run = _launch(
         tmp_path,
@@ -107,14 +108,23 @@ def test_resid_pre_rows_match_the_construction(tmp_path: Path, gains: tuple[floa
     # locus starting at the first resid_pre after the copying layer, and the asymmetry verdict.
     stored = open_run(run)
     res = analyse(stored.table, n_layers_of(stored), opts=results.Options(n_boot=200))
+    # 3 pairs: under analysis.min_pairs (10), no patching verdict, whatever the numbers.
+    for v in verdicts.patching(res)[:2]:
+        assert v.verdict == verdicts.INCONCLUSIVE and "fewer than analysis.min_pairs" in v.flags[0]
+    res = analyse(stored.table, n_layers_of(stored), opts=results.Options(n_boot=200, min_pairs=2))
     r_2a, r_2b = 2 * gu / (gc + gu), 2 * gc / (gc + gu)
     for d, r in (("restore_confidence", r_2a), ("induce_tentativeness", r_2b)):
         assert res.directions[d].headline.estimate == pytest.approx((2 * r + 1) / 3, abs=1e-4)
         loc = res.directions[d].locus
-        assert loc.first_ci[0] <= L + 1 <= loc.first_ci[1] and loc.last == 5
-    want = verdicts.EQUIVALENT if gc == gu else verdicts.SUPPORTS
+        # restoration r at layers 3-4 (after the copying layer 2), 1 at layer 5
+        assert (loc.first, loc.last) == ((L + 1, 5) if r > 0 else (5, 5))
+    d = 2 * (r_2a - r_2b) / 3
+    want = verdicts.EQUIVALENT if gc == gu else verdicts.SUPPORTS if d > 0 else verdicts.CONTRADICTS
     assert verdicts.asymmetry(res).verdict == want
-    assert verdicts.locus_shared(res).verdict == verdicts.SUPPORTS
+    # Positive gains: both directions restore at layers 3-5, a shared locus; a reversed pathway
+    # (2A restores negatively at 3-4) leaves 2A only layer 5: edges 2 layers apart.
+    shared = verdicts.SUPPORTS if min(gc, gu) > 0 else verdicts.CONTRADICTS
+    assert verdicts.locus_shared(res).verdict == shared
 
 
 @pytest.mark.slow
@@ -165,7 +175,7 @@ def test_terminal_summary_report_and_scorecard_print_the_same_headline(tmp_path:
             "hallu.launch",
             "model=planted",
             "sweep.experiments=[patching]",
-            "sweep.pairs=4",
+            "sweep.pairs=12",  # analysis.min_pairs (10) for a verdict
             "sweep.positions=last:3",
             "model.planted.uncertain_gain=1.5",
             f"storage.root={tmp_path}",

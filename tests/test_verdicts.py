@@ -113,10 +113,90 @@ def test_seed_like_difference_of_one_bf16_step_is_never_supports():
     n = 48
     res = _compute(np.ones(n), np.full(n, 0.909), gap=np.full(n, 0.172), step=0.0625)
     v = verdicts.asymmetry(res)
-    assert v.verdict in (verdicts.EQUIVALENT, verdicts.INCONCLUSIVE)
-    assert res.margin == pytest.approx(0.0625 / 0.172)
-    assert any("rounding step" in f for f in v.flags)
-    assert any("below the resolution" in s for s in verdicts.limits({}, res))
+    assert v.verdict == verdicts.INCONCLUSIVE
+    assert res.margin == 0.05  # the instrument never widens the margin
+    assert res.instrument["resolution"] == pytest.approx(0.0625 / 0.172)
+    assert any(f.startswith(verdicts.RESOLUTION) for f in v.flags)
+    assert any("coarser than the margin" in s for s in verdicts.limits({}, res))
+
+
+@pytest.mark.parametrize("true_difference", [0.0, 0.09, 0.20, 0.30, 0.35])
+def test_a_coarse_instrument_never_makes_equivalent(true_difference: float):
+    """Issue 23: gap 0.172, bf16 step 0.0625, each pair measured to +-0.007. The old margin (the
+    largest of 0.05, step / gap = 0.36 and floor / gap) called all of these `equivalent`; the
+    instrument cannot see them, so now none is. The same rows with a fine instrument are
+    `supports` beyond the margin and `equivalent` at 0."""
+    n = 48
+    a = 1.0 + 0.007 * RNG.standard_normal(n)
+    b = 1.0 - true_difference + 0.007 * RNG.standard_normal(n)
+    gap = np.full(n, 0.172)
+    coarse = verdicts.asymmetry(_compute(a, b, gap=gap, step=0.0625))
+    assert coarse.verdict == verdicts.INCONCLUSIVE
+    assert any(f.startswith(verdicts.RESOLUTION) for f in coarse.flags)
+    fine = verdicts.asymmetry(_compute(a, b, gap=gap, step=1e-6))
+    want = verdicts.EQUIVALENT if true_difference == 0 else verdicts.SUPPORTS
+    assert fine.verdict == want, fine.numbers
+    lo, hi = fine.interval
+    if fine.verdict == verdicts.EQUIVALENT:  # equivalent: the interval inside +-margin
+        assert -0.05 < lo and hi < 0.05
+
+
+def test_a_measured_noise_floor_above_the_margin_is_inconclusive():
+    a, b = np.full(24, 1.0), np.full(24, 1.0)  # no difference, exactly
+    assert verdicts.asymmetry(_compute(a, b)).verdict == verdicts.EQUIVALENT
+    v = verdicts.asymmetry(_compute(a, b, floor=0.2))  # 0.2 / 2.0 = 0.1 > 0.05
+    assert v.verdict == verdicts.INCONCLUSIVE and "noise floor 0.1" in v.flags[0]
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 6])
+def test_fewer_pairs_than_min_pairs_give_no_verdict(n: int):
+    """A clear difference over n < analysis.min_pairs pairs is inconclusive; lowering the key
+    lets the same rows decide."""
+    a, b = 1.0 + 0.01 * RNG.standard_normal(n), 0.5 + 0.01 * RNG.standard_normal(n)
+    v = verdicts.asymmetry(_compute(a, b))
+    assert v.verdict == verdicts.INCONCLUSIVE and "fewer than analysis.min_pairs 10" in v.flags[0]
+    assert verdicts.asymmetry(_compute(a, b, min_pairs=2)).verdict == verdicts.SUPPORTS
+
+
+def _swapped(n_swapped: int, n: int = 12, a: float = 1.2, b: float = 0.8) -> results.Results:
+    """Planted 1/1.5 (2A 1.2, 2B 0.8 at every band layer) with certain and uncertain swapped in
+    the first `n_swapped` pairs: their gap has the wrong sign in both directions."""
+    gap = np.full(n, 2.5)
+    gap[:n_swapped] *= -1
+    return _compute(np.full(n, a), np.full(n, b), gap=gap)
+
+
+def test_a_broken_premise_blocks_every_patching_verdict():
+    """Issue 23: with 5 of 12 pairs swapped the old rules said `supports` from the 7 left."""
+    ok = verdicts.asymmetry(_swapped(0))
+    assert ok.verdict == verdicts.SUPPORTS
+    res = _swapped(5)
+    for v in verdicts.patching(res)[:2]:
+        assert v.verdict == verdicts.INCONCLUSIVE, v.criterion
+        fails = [f for f in v.flags if f.startswith(verdicts.PREMISE_FAILS)]
+        assert any("excludes 5 of 12 pairs (42%: 5 wrong sign" in f for f in fails)
+    # 2 of 12 (17%) stays under analysis.max_excluded_share 0.2, with the gap clearly positive
+    assert verdicts.asymmetry(_swapped(2)).verdict == verdicts.SUPPORTS
+    # a stricter share blocks it, naming the key
+    res = _compute(np.full(12, 1.2), np.full(12, 0.8), gap=_swapped_gap(2), max_excluded_share=0.1)
+    assert "analysis.max_excluded_share 10%" in verdicts.asymmetry(res).flags[0]
+
+
+def _swapped_gap(k: int, n: int = 12) -> np.ndarray:
+    gap = np.full(n, 2.5)
+    gap[:k] *= -1
+    return gap
+
+
+def test_a_gap_on_the_wrong_side_over_all_pairs_fails_the_premise():
+    """Most pairs' gaps point the wrong way (toy +protocol=seed: all-pairs 2A gap -0.63): no
+    verdict from the few that agree, even when the excluded share is allowed."""
+    gap = _swapped_gap(9, 12)
+    res = _compute(np.full(12, 1.2), np.full(12, 0.8), gap=gap, max_excluded_share=1.0, min_pairs=2)
+    p = res.directions["restore_confidence"].premise
+    assert p is not None and not p.holds and p.gap.estimate < 0 and not p.gap.lo > 0
+    v = verdicts.asymmetry(res)
+    assert v.verdict == verdicts.INCONCLUSIVE and "not above 0" in v.flags[0]
 
 
 def test_pairs_with_the_wrong_sign_or_inside_the_floor_are_excluded_and_counted():
@@ -147,8 +227,10 @@ def test_estimator_disagreement_is_flagged():
     ("band_a", "band_b", "noise", "want"),
     [
         ((3, 6), (3, 6), 0.01, verdicts.SUPPORTS),
+        ((3, 6), (4, 6), 0.01, verdicts.SUPPORTS),  # one edge 1 layer apart: under the margin 2
         ((0, 2), (4, 6), 0.01, verdicts.CONTRADICTS),
-        ((3, 6), (3, 6), 3.0, verdicts.INCONCLUSIVE),
+        ((2, 4), (4, 6), 0.01, verdicts.CONTRADICTS),  # issue 23: layers 2-3 vs 4-5, disjoint
+        ((3, 6), (3, 6), 3.0, verdicts.INCONCLUSIVE),  # no layer measurably restores
     ],
 )
 def test_locus_returns_each_verdict(band_a, band_b, noise, want):
@@ -158,6 +240,30 @@ def test_locus_returns_each_verdict(band_a, band_b, noise, want):
     assert verdicts.locus_shared(res).verdict == want
 
 
+def test_disjoint_bands_are_never_shared_over_repeated_draws():
+    """Issue 23: bands 2-3 vs 4-5 came out `supports` in 9-11 of 15 runs; now in none."""
+    out = set()
+    for _ in range(15):
+        a, b = 0.5 + 0.3 * RNG.standard_normal(12), 0.5 + 0.3 * RNG.standard_normal(12)
+        out.add(verdicts.locus_shared(_compute(a, b, band_a=(2, 4), band_b=(4, 6))).verdict)
+    assert verdicts.SUPPORTS not in out
+
+
+def test_locus_edges_do_not_follow_effect_size():
+    """One direction's effect 20 times the other's, same layers: shared."""
+    a, b = 1.0 + 0.01 * RNG.standard_normal(12), 0.05 + 0.01 * RNG.standard_normal(12)
+    res = _compute(a, b)
+    assert [res.directions[d].locus.first for d in res.directions] == [3, 3]
+    assert verdicts.locus_shared(res).verdict == verdicts.SUPPORTS
+
+
+def test_locus_from_few_pairs_is_inconclusive():
+    """Issue 23: toy last:4 with 4 pairs gave `supports` (wide intervals overlap)."""
+    res = _compute(np.full(4, 0.5), np.full(4, 0.5))
+    v = verdicts.locus_shared(res)
+    assert v.verdict == verdicts.INCONCLUSIVE and "fewer than analysis.min_pairs" in v.flags[0]
+
+
 def test_locus_from_a_single_position_is_inconclusive(monkeypatch):
     monkeypatch.setattr(sys.modules[__name__], "POSITIONS", [-1])
     res = _compute(np.full(12, 0.5), np.full(12, 0.5))
@@ -165,8 +271,12 @@ def test_locus_from_a_single_position_is_inconclusive(monkeypatch):
     assert v.verdict == verdicts.INCONCLUSIVE and "one position" in v.flags[-1]
 
 
-def test_locus_not_run_without_a_positive_effect():
-    res = _compute(np.zeros(6), np.zeros(6))
+def test_locus_without_a_positive_effect_is_inconclusive_and_not_run_without_a_direction():
+    v = verdicts.locus_shared(_compute(np.zeros(12), np.zeros(12)))
+    assert v.verdict == verdicts.INCONCLUSIVE
+    assert any("no layer's restoration interval lies above 0" in f for f in v.flags)
+    rows = _direction("restore_confidence", np.ones(12), np.full(12, 2.0))
+    res = analyse(_table(rows), N_LAYERS, opts=results.Options(n_boot=100))
     assert verdicts.locus_shared(res).verdict == verdicts.NOT_RUN
 
 
@@ -202,6 +312,8 @@ def _with_control(control_restoration: np.ndarray, noise: float = 0.0) -> result
     [
         (0.0, 0.01, verdicts.SUPPORTS),
         (1.2, 0.01, verdicts.CONTRADICTS),
+        (-1.5, 0.01, verdicts.CONTRADICTS),  # moves the metric further the other way
+        (-0.3, 0.01, verdicts.SUPPORTS),  # the other way, less far than the real patch
         (0.8, 3.0, verdicts.INCONCLUSIVE),
     ],
 )
@@ -212,8 +324,13 @@ def test_controls_return_each_verdict_per_direction(control, noise, want):
     c = res.directions["restore_confidence"].controls["same_class"]
     # patched = corrupted + control x 2 logits; toward the own source: that change / 1.5 logits
     assert c.change.estimate == pytest.approx(2 * control, abs=1.0)
+    assert c.real_change.estimate == pytest.approx(1.6, abs=1e-6)
+    assert c.real_fraction.estimate == pytest.approx(0.8, abs=1e-6)
     if noise < 0.1:
         assert c.toward_own.estimate == pytest.approx(2 * control / 1.5, abs=0.05)
+        assert c.excess.estimate == pytest.approx(1.6 - abs(2 * control), abs=0.05)
+    # the scorecard states each control as the table does
+    assert verdicts.control_line(c, verdicts.control_side(c.excess, 0.0)).split(";")[0] in v.numbers
     assert verdicts.controls(res, "induce_tentativeness").verdict == verdicts.NOT_RUN
 
 
@@ -262,3 +379,48 @@ def test_behaviour_rates_count_each_prompt_once_and_auroc_is_also_within_conditi
     assert auc["pooled"].lo > 0.6  # pooled: the condition drives both
     assert auc["certain"].estimate > 0.95  # within 'certain' the metric follows the answer
     assert auc["neutral"].lo < 0.5 < auc["neutral"].hi  # within 'neutral' it does not
+
+
+def _condition_only(beh: pa.Table) -> pa.Table:
+    """The metric replaced by +1 / 0 / -1 by condition: it encodes the condition and nothing
+    of the answer."""
+    code = {"certain": 1.0, "neutral": 0.0, "uncertain": -1.0}
+    values = pa.array([code[c] for c in beh["condition"].to_pylist()])
+    return beh.set_column(beh.column_names.index("metric_value"), "metric_value", values)
+
+
+def _card(beh: pa.Table, **kw) -> dict[str, verdicts.Verdict]:
+    res = analyse(None, 0, behavior=beh, opts=results.Options(n_boot=300, **kw))
+    return {v.criterion: v for v in res.card}
+
+
+def test_tracking_is_decided_within_conditions_and_the_pooled_number_never_decides():
+    """Issue 23: a metric of +1/-1/0 by condition got pooled AUROC 0.776 and `supports`."""
+    from hallu.analysis.scorecard import TRACKING
+
+    beh = _answers({"certain": 0.7, "neutral": 0.5, "uncertain": 0.2})
+    real = _card(beh)[TRACKING]
+    assert real.verdict == verdicts.SUPPORTS and "pooled AUROC" in real.numbers
+    fake = _card(_condition_only(beh))[TRACKING]
+    assert fake.estimate == pytest.approx(0.5) and fake.verdict == verdicts.INCONCLUSIVE
+    pooled = float(fake.numbers.split("pooled AUROC ")[1].split()[0])
+    assert pooled > 0.7  # what the old rule decided on
+    # tracking the wrong way within conditions contradicts
+    flipped = beh.set_column(
+        beh.column_names.index("metric_value"),
+        "metric_value",
+        pa.compute.negate(beh["metric_value"]),
+    )
+    assert _card(flipped)[TRACKING].verdict == verdicts.CONTRADICTS
+
+
+def test_behaviour_verdicts_need_min_pairs_claims():
+    from hallu.analysis.scorecard import BEHAVIOUR_ASYMMETRY, TRACKING
+
+    beh = _answers({"certain": 0.95, "neutral": 0.5, "uncertain": 0.45}, n_pairs=6)
+    card = _card(beh)
+    for name in (BEHAVIOUR_ASYMMETRY, TRACKING):
+        assert card[name].verdict == verdicts.INCONCLUSIVE
+        assert "6 claims, fewer than analysis.min_pairs 10" in card[name].flags
+    big = _card(_answers({"certain": 0.95, "neutral": 0.5, "uncertain": 0.45}, n_pairs=30))
+    assert big[BEHAVIOUR_ASYMMETRY].verdict == verdicts.SUPPORTS

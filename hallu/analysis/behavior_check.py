@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from hallu.analysis import intervals
 from hallu.analysis.bootstrap import resample_weights, summarize
 from hallu.analysis.proportions import auroc, wilson
 
@@ -81,7 +82,7 @@ def rates(beh: pa.Table) -> dict[str, dict[str, float]]:
     return out
 
 
-def asymmetry(beh: pa.Table, n_boot: int, seed: int) -> dict[str, Any] | None:
+def asymmetry(beh: pa.Table, level: float = 0.95) -> dict[str, Any] | None:
     """E_c = certain - neutral, E_u = neutral - uncertain declarative shares; E_c - E_u.
 
     The source study reads 97.5% vs 57.5% as "mirrors certainty well, uncertainty badly";
@@ -96,12 +97,10 @@ def asymmetry(beh: pa.Table, n_boot: int, seed: int) -> dict[str, Any] | None:
     if keep.sum() < 2:
         return None
     c, n, u = s["certain"][keep], s["neutral"][keep], s["uncertain"][keep]
-    w = resample_weights(int(keep.sum()), n_boot, seed) / keep.sum()
-    ec, eu = w @ (c - n), w @ (n - u)
-    return {
-        "certain_effect": summarize(ec),
-        "uncertain_effect": summarize(eu),
-        "difference": summarize(ec - eu),
+    return {  # t intervals over claims (hallu/analysis/intervals.py)
+        "certain_effect": intervals.mean(c - n, level),
+        "uncertain_effect": intervals.mean(n - u, level),
+        "difference": intervals.mean((c - n) - (n - u), level),
         "n_pairs": int(keep.sum()),  # claims answered in all three conditions
     }
 
@@ -119,8 +118,10 @@ def metric_tracking(
     if col is None:
         return None
     if "metric_value" in beh.column_names:  # measured on the very prompt that was answered
-        rows = beh.select(["pair_id", col, "metric_value"]).to_pylist()
-        scored = [(r["pair_id"], str(r[col]).lower(), r["metric_value"]) for r in rows]
+        rows = beh.select(["pair_id", "condition", col, "metric_value"]).to_pylist()
+        scored = [
+            (r["pair_id"], r["condition"], str(r[col]).lower(), r["metric_value"]) for r in rows
+        ]
         return _tracking(scored, n_boot, seed)
     metric: dict[tuple[str, str], float] = {}
     for row in _last_per_pair(table).to_pylist():
@@ -135,7 +136,7 @@ def metric_tracking(
     for r in beh.select(["pair_id", "condition", col]).to_pylist():
         key = (r["pair_id"], r["condition"])
         if key in metric:
-            scored.append((r["pair_id"], str(r[col]).lower(), metric[key]))
+            scored.append((r["pair_id"], r["condition"], str(r[col]).lower(), metric[key]))
     return _tracking(scored, n_boot, seed)
 
 
@@ -153,21 +154,44 @@ def _last_per_pair(table: pa.Table) -> pa.Table:
     return real.take(np.sort(rows))
 
 
-def _tracking(scored: list[tuple[str, str, float]], n_boot: int, seed: int) -> dict | None:
-    """(pair, label, metric) per answer -> AUROC with a bootstrap over pairs; mixed left out."""
+def stratified_auroc(
+    score: np.ndarray, pos: np.ndarray, strata: np.ndarray, weight: np.ndarray | None = None
+) -> float:
+    """AUROC counting only positive-negative comparisons within one stratum (condition): the
+    share of within-condition (declarative, tentative) answer pairs the metric orders right,
+    ties half. A metric that only encodes the condition scores exactly 0.5."""
+    w = np.ones(len(score)) if weight is None else weight
+    wins = total = 0.0
+    for s in np.unique(strata):
+        sel = strata == s
+        p, q = sel & pos, sel & ~pos
+        sp, sq = score[p][:, None], score[q][None, :]
+        cmp = (sp > sq) + 0.5 * (sp == sq)
+        wins += w[p] @ cmp @ w[q]
+        total += w[p].sum() * w[q].sum()
+    return float(wins / total) if total > 0 else float("nan")
+
+
+def _tracking(scored: list[tuple[str, str, str, float]], n_boot: int, seed: int) -> dict | None:
+    """(pair, condition, label, metric) per answer -> the within-condition (stratified) AUROC,
+    which decides, and the pooled one, which is shown; bootstrap over pairs; mixed left out."""
     kept = [
-        (p, lab == "declarative", m)
-        for p, lab, m in scored
+        (p, c, lab == "declarative", m)
+        for p, c, lab, m in scored
         if lab in ("declarative", "tentative") and m is not None and np.isfinite(m)
     ]
-    if len({k[1] for k in kept}) < 2:
+    if len({k[2] for k in kept}) < 2:
         return None
-    pairs = [k[0] for k in kept]
-    pos = np.array([k[1] for k in kept])
-    score = np.array([k[2] for k in kept], dtype=float)
-    ids, inverse = np.unique(np.asarray(pairs, dtype=object), return_inverse=True)
+    pos = np.array([k[2] for k in kept])
+    cond = np.array([k[1] for k in kept], dtype=object)
+    score = np.array([k[3] for k in kept], dtype=float)
+    ids, inverse = np.unique(np.array([k[0] for k in kept], dtype=object), return_inverse=True)
     w = resample_weights(len(ids), n_boot, seed)
-    values = np.array(
-        [auroc(score[pos], score[~pos], row[inverse][pos], row[inverse][~pos]) for row in w]
-    )
-    return {"auroc": summarize(values), "n_responses": len(kept), "n_pairs": len(ids)}
+    pooled = [auroc(score[pos], score[~pos], row[inverse][pos], row[inverse][~pos]) for row in w]
+    within = [stratified_auroc(score, pos, cond, row[inverse]) for row in w]
+    return {
+        "auroc": summarize(np.array(within)),
+        "pooled": summarize(np.array(pooled)),
+        "n_responses": len(kept),
+        "n_pairs": len(ids),
+    }

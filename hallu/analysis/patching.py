@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from hallu.analysis import bootstrap, locus
+from hallu.analysis import bootstrap, intervals, locus
 from hallu.analysis.bootstrap import Interval
 from hallu.analysis.directions import DIRECTION_NAMES, EXPECTED_SIGN
 from hallu.analysis.grid import Key, PairGrid, build, keys
@@ -19,6 +19,7 @@ from hallu.analysis.results import (
     DirectionResult,
     Options,
     PairCheck,
+    Premise,
     Results,
 )
 
@@ -70,15 +71,21 @@ def disagreement(rom: Interval, mor: Interval) -> str | None:
 def _cells_and_locus(
     grid: PairGrid, n_layers: int, opts: Options
 ) -> tuple[bootstrap.CellIntervals | None, locus.Locus | None]:
-    """Every cell's interval over these pairs, and the locus of its last-position curve."""
+    """Every cell's interval over these pairs, and the locus of its last-position curve (from
+    each layer's ratio-of-means t interval)."""
     if not grid.pair_ids:
         return None, None
     ci = bootstrap.cells(grid, _weights(len(grid.pair_ids), opts), opts.level)
     if -1 not in grid.positions:
         return ci, None
     j = grid.positions.index(-1)
-    curve = np.concatenate([ci.estimate[None], ci.samples])[:, :, j]
-    return ci, locus.locate(grid.layers, curve, n_layers, opts.locus_share)
+    layer = [
+        intervals.ratio(grid.patched[:, i, j] - grid.corrupted, grid.gap, opts.level)
+        for i in range(len(grid.layers))
+    ]
+    est = np.array([iv.estimate for iv in layer])
+    lo = np.array([iv.lo for iv in layer])
+    return ci, locus.locate(grid.layers, est, lo, n_layers)
 
 
 def direction_result(
@@ -153,15 +160,17 @@ def _control(table: pa.Table, d: DirectionResult, name: str, opts: Options) -> C
     w = _weights(len(common), opts)
     toward = None
     if np.isfinite(ctrl.gap).all():
-        toward = bootstrap.summarize(bootstrap.band_samples(ctrl, d.band, w), opts.level)
-    change = band_change(ctrl, d.band)
-    diff = EXPECTED_SIGN[d.direction] * (band_change(real, d.band) - change)
+        toward = intervals.ratio(band_change(ctrl, d.band), ctrl.gap, opts.level)
+    real_change, change = band_change(real, d.band), band_change(ctrl, d.band)
+    excess = intervals.abs_mean_difference(real_change, change, opts.level)
     return ControlResult(
         name,
         len(common),
         toward,
-        bootstrap.summarize(w @ change / len(common), opts.level),
-        bootstrap.summarize(w @ diff / len(common), opts.level),
+        intervals.mean(change, opts.level),
+        intervals.mean(real_change, opts.level),
+        intervals.ratio(real_change, real.gap, opts.level),
+        excess,
         _control_curve(ctrl, w, opts.level),
     )
 
@@ -175,7 +184,8 @@ def add_controls(table: pa.Table, d: DirectionResult, opts: Options) -> None:
 
 
 def add_difference(out: Results, opts: Options) -> None:
-    """Paired 2A - 2B band-mean difference over pairs used in both, and its margin."""
+    """Paired 2A - 2B band-mean difference over pairs used in both, and the instrument's limits
+    (resolution, noise floor) in restoration units."""
     a, b = (out.directions.get(d) for d in DIRECTION_NAMES)
     if a is None or b is None or a.headline is None or b.headline is None:
         return
@@ -183,19 +193,39 @@ def add_difference(out: Results, opts: Options) -> None:
     if len(common) < 2:
         return
     ga, gb = a.grid.subset(common), b.grid.subset(common)
-    w = _weights(len(common), opts)
-    diff = bootstrap.band_samples(ga, a.band, w) - bootstrap.band_samples(gb, b.band, w)
+    num_a, num_b = band_change(ga, a.band), band_change(gb, b.band)
     out.common_pairs = common
-    out.difference = bootstrap.summarize(diff, opts.level)
-    out.difference_tost = bootstrap.summarize(diff, 1 - 2 * (1 - opts.level))  # TOST: 1 - 2 alpha
+    out.difference = intervals.ratio_difference(num_a, ga.gap, num_b, gb.gap, opts.level)
+    # TOST: the 1 - 2 alpha interval
+    tost_level = 1 - 2 * (1 - opts.level)
+    out.difference_tost = intervals.ratio_difference(num_a, ga.gap, num_b, gb.gap, tost_level)
     values = bootstrap.per_pair_band(ga, a.band) - bootstrap.per_pair_band(gb, b.band)
     out.per_pair_values = values
-    out.per_pair_difference = bootstrap.mean_interval(values, opts.n_boot, opts.seed, opts.level)
+    out.per_pair_difference = intervals.mean(values, opts.level)
     gap = float(np.mean(np.abs(ga.gap)))
-    out.margin_parts = {
-        "analysis.equivalence_margin": opts.equivalence_margin,
-        "resolution": max(a.resolution, b.resolution) / gap,
-    }
-    if out.noise.gap_floor is not None:  # an unmeasured floor is no part of the margin
-        out.margin_parts["noise floor"] = out.noise.gap_floor / gap
-    out.margin = max(out.margin_parts.values())
+    out.margin = opts.equivalence_margin
+    out.instrument = {"resolution": max(a.resolution, b.resolution) / gap}
+    if out.noise.gap_floor is not None:  # an unmeasured floor is not a limit we know
+        out.instrument["noise floor"] = out.noise.gap_floor / gap
+
+
+def premise(d: DirectionResult, opts: Options) -> Premise:
+    """The premise of every patching verdict on this direction, over every pair (none
+    excluded): the mean baseline gap lies on the hypothesised side with its interval excluding 0,
+    and at most `opts.max_excluded_share` of the pairs are excluded."""
+    n = len(d.grid.pair_ids)
+    gap = intervals.mean(EXPECTED_SIGN[d.direction] * d.grid.gap, opts.level)
+    share = len(d.check.excluded) / n if n else 1.0
+    fails = []
+    if not gap.lo > 0:
+        fails.append(
+            f"{d.short}'s baseline gap over all {n} pairs, signed so the hypothesis makes it "
+            f"positive, is {gap.fmt()} logits ({opts.level:.0%} t interval): not above 0"
+        )
+    if share > opts.max_excluded_share:
+        fails.append(
+            f"{d.short} excludes {len(d.check.excluded)} of {n} pairs ({share:.0%}: "
+            f"{d.check.count(WRONG_SIGN)} wrong sign, {d.check.count(INSIDE_FLOOR)} inside the "
+            f"floor), above analysis.max_excluded_share {opts.max_excluded_share:.0%}"
+        )
+    return Premise(gap, share, fails)

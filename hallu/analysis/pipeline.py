@@ -11,8 +11,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from hallu.analysis import behavior_check, behavior_rates, patching, scorecard
+from hallu.analysis import behavior_check, behavior_rates, cell_maps, patching, scorecard
 from hallu.analysis.directions import DIRECTION_NAMES
+from hallu.analysis.grid import keys
 from hallu.analysis.results import Behaviour, NoiseFloor, Options, Results
 
 
@@ -41,7 +42,7 @@ def behaviour(beh: pa.Table | None, table: pa.Table | None, opts: Options) -> Be
         True,
         which,
         n_pairs,
-        behavior_check.asymmetry(answers, n, seed),
+        behavior_check.asymmetry(answers, opts.level),
         behavior_check.metric_tracking(answers, table, n, seed) if can_track else None,
         rates,
         behavior_rates.rate_line(rates, which),
@@ -68,8 +69,11 @@ def analyse(
         r = patching.direction_result(table, d, n_layers, floor.gap_floor, opts)
         if r is not None:
             patching.add_controls(table, r, opts)
+            r.premise = patching.premise(r, opts)
             per[d] = r
     out = Results(opts, n_layers, floor, per, behaviour(behavior, table, opts))
+    if table is not None and not per:
+        out.other_rows = sorted({cell_maps.describe_key(k) for k in keys(table)})
     patching.add_difference(out, opts)
     out.card = scorecard.build(out)
     return out

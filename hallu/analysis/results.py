@@ -14,9 +14,9 @@ metric's experiment rows (resid_pre, window 1, no head, no control):
   with a pair bootstrap interval, beside the mean of per-pair ratios; `flags` says when the two
   disagree in sign or their intervals are disjoint. `all_pairs` is the same over every pair,
   descriptive only (what the exclusion changes).
-- *locus*: the shortest band of layers holding 80% of the last-position effect, with bootstrap
-  intervals on its first and last layer (hallu/analysis/locus.py), from the same per-layer curve
-  the report draws.
+- *locus*: the contiguous band of layers, around the normalised last-position profile's peak,
+  where restoration's t interval lies above 0 (hallu/analysis/locus.py).
+- *premise*: what every patching verdict presumes, over every pair (patching.premise).
 
 Across directions, `difference` is the paired 2A - 2B band-mean difference over pairs used in
 both, tested for equivalence (hallu/analysis/verdicts.py).
@@ -24,7 +24,7 @@ both, tested for equivalence (hallu/analysis/verdicts.py).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -49,8 +49,15 @@ class Options:
     level: float = 0.95  # level of every bootstrap interval
     seed: int = 0
     band: list[int] | None = None  # headline layers; None: the upper half of the layers
-    locus_share: float = 0.8
     equivalence_margin: float = 0.05  # analysis.equivalence_margin, in restoration units
+    min_pairs: int = 10  # analysis.min_pairs: fewer pairs (claims) used, no verdict
+    max_excluded_share: float = 0.2  # analysis.max_excluded_share: the premise's limit
+    locus_margin_layers: int = 2  # analysis.locus_margin_layers: an edge shift that counts
+
+    def configured(self, analysis: dict[str, Any] | None) -> Options:
+        """These options with the run's `analysis` config section (hallu/config.py) applied."""
+        keys = ("equivalence_margin", "min_pairs", "max_excluded_share", "locus_margin_layers")
+        return replace(self, **{k: v for k, v in (analysis or {}).items() if k in keys})
 
 
 @dataclass(frozen=True)
@@ -100,21 +107,40 @@ Curve = tuple[np.ndarray, np.ndarray, np.ndarray]  # estimate, lo, hi per layer,
 
 @dataclass(frozen=True)
 class ControlResult:
-    """One control in one direction, over the pairs the direction uses.
+    """One control in one direction, over the pairs the direction uses; t intervals.
 
-    `toward_own`: band-mean restoration toward the control's own source metric (None without a
-    source prompt, NaN when its source's metric equals the target's); `change`: band-mean raw
-    change patched - corrupted, in logits; `real_minus_control`: paired (real change - control
-    change) x the direction's expected sign, in logits: > 0 means the real patch moves the metric
-    further the hypothesised way. `curve`: per-layer restoration toward its own source (None
-    where that is undefined)."""
+    Raw band-mean changes patched - corrupted in logits: `real_change` (the real patch) and
+    `change` (the control); `real_fraction` the real patch's as a fraction of its own source's
+    gap (the headline's restoration) and `toward_own` the control's as a fraction of its own
+    source's gap (None without a source prompt, NaN when its source's metric equals the
+    target's). `excess`: |mean real change| - |mean control change| in logits: > 0 means the real
+    patch moves the metric further than the control, in whichever direction the control moves
+    it. `curve`: per-layer restoration toward its own source (None where that is undefined)."""
 
     name: str
     n_pairs: int
     toward_own: Interval | None
     change: Interval
-    real_minus_control: Interval
+    real_change: Interval
+    real_fraction: Interval
+    excess: Interval
     curve: Curve | None = None
+
+
+@dataclass(frozen=True)
+class Premise:
+    """What every patching verdict on one direction presumes, checked over every pair:
+    `gap` the mean baseline gap signed so the hypothesis makes it positive (t interval),
+    `excluded_share` the share of pairs excluded; `fails` says which premise fails and with
+    what numbers (empty: it holds)."""
+
+    gap: Interval
+    excluded_share: float
+    fails: list[str] = field(default_factory=list)
+
+    @property
+    def holds(self) -> bool:
+        return not self.fails
 
 
 @dataclass
@@ -136,6 +162,7 @@ class DirectionResult:
     gap_flag: str = UNKNOWN  # noise_flags.flag_gap of gap_all against the measured floor
     flags: list[str] = field(default_factory=list)
     controls: dict[str, ControlResult] = field(default_factory=dict)
+    premise: Premise | None = None  # patching.premise; None until the pipeline checks it
 
     @property
     def short(self) -> str:
@@ -208,13 +235,17 @@ class Results:
     directions: dict[str, DirectionResult]
     behaviour: Behaviour = field(default_factory=lambda: Behaviour(False, False))
     common_pairs: list[str] = field(default_factory=list)
-    difference: Interval | None = None  # 2A - 2B band mean, paired bootstrap, level
+    difference: Interval | None = None  # 2A - 2B band mean, paired t interval (intervals.py)
     difference_tost: Interval | None = None  # the same at level 1 - 2 alpha (for the TOST)
-    margin: float | None = None  # equivalence margin, restoration units
-    margin_parts: dict[str, float] = field(default_factory=dict)
+    margin: float | None = None  # analysis.equivalence_margin, restoration units
+    # The instrument's limits in restoration units: one rounding step / mean |gap|, and the
+    # measured noise floor / mean |gap| (absent when not measured).
+    instrument: dict[str, float] = field(default_factory=dict)
     per_pair_values: np.ndarray | None = None  # each common pair's own 2A - 2B band mean
     per_pair_difference: Interval | None = None  # mean of per_pair_values
     card: list[Any] = field(default_factory=list)  # the scorecard (hallu/analysis/scorecard.py)
+    # What the rows patch when none is the main identity (a head-only sweep, say), in words.
+    other_rows: list[str] = field(default_factory=list)
 
     @property
     def gap_floor(self) -> float | None:

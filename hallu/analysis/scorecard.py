@@ -16,7 +16,7 @@ from hallu.analysis.bootstrap import Interval
 from hallu.analysis.verdicts import CONTRADICTS, INCONCLUSIVE, NOT_RUN, SUPPORTS, Verdict
 
 if TYPE_CHECKING:
-    from hallu.analysis.results import Behaviour, Results
+    from hallu.analysis.results import Behaviour, Options, Results
 
 NO_BEHAVIOR = "no behaviour results in this run: run `python -m hallu.launch +sweep=behavior`"
 BEHAVIOUR_ASYMMETRY = "Behavioural asymmetry against the neutral baseline"
@@ -35,7 +35,8 @@ QUESTIONS = {
     "than the uncertainty marker moves them toward tentative, measured from neutral answers? "
     "(E_c = certain - neutral, E_u = neutral - uncertain declarative rates; study: E_c > E_u)",
     TRACKING: "Does the unpatched metric at the last prompt position tell declarative from "
-    "tentative generated answers? (AUROC > 0.5; 0.5 = no relation)",
+    "tentative generated answers of the same condition? (within-condition AUROC > 0.5; "
+    "0.5 = no relation)",
 }
 
 
@@ -51,7 +52,14 @@ def _used(b: Behaviour) -> str:
     return f"; {b.which} answers" if b.which else ""
 
 
-def behaviour_asymmetry(b: Behaviour) -> Verdict:
+def _few(n: int, opts: Options) -> list[str]:
+    """The flag that makes a behaviour verdict inconclusive: too few claims."""
+    if n >= opts.min_pairs:
+        return []
+    return [f"{n} claims, fewer than analysis.min_pairs {opts.min_pairs}"]
+
+
+def behaviour_asymmetry(b: Behaviour, opts: Options) -> Verdict:
     if b.asymmetry is None:
         why = NO_BEHAVIOR + " (or +sweep=full)"
         if b.has_rows:
@@ -59,44 +67,54 @@ def behaviour_asymmetry(b: Behaviour) -> Verdict:
         return Verdict(BEHAVIOUR_ASYMMETRY, NOT_RUN, n_pairs_excluded=b.n_pairs, numbers=why)
     a = b.asymmetry
     d = a["difference"]
+    few = _few(a["n_pairs"], opts)
     return Verdict(
         BEHAVIOUR_ASYMMETRY,
-        _side(d, 0.0),
+        INCONCLUSIVE if few else _side(d, 0.0),
         d.estimate,
         (d.lo, d.hi),
         a["n_pairs"],
         b.n_pairs - a["n_pairs"],
+        few,
         numbers=f"E_c {a['certain_effect'].fmt()}; E_u {a['uncertain_effect'].fmt()}; "
-        f"E_c - E_u {d.fmt()} (paired bootstrap over {a['n_pairs']} claims{_used(b)})",
-        quantity="E_c - E_u, difference of declarative rates (95% bootstrap over claims)",
+        f"E_c - E_u {d.fmt()} (paired t interval over {a['n_pairs']} claims{_used(b)})",
+        quantity="E_c - E_u, difference of declarative rates (95% t interval over claims)",
     )
 
 
-def metric_tracking(b: Behaviour) -> Verdict:
+def metric_tracking(b: Behaviour, opts: Options) -> Verdict:
     if b.tracking is None:
         why = NO_BEHAVIOR
         if b.has_rows:
             why = "behaviour rows lack both declarative and tentative answers with a metric"
         return Verdict(TRACKING, NOT_RUN, n_pairs_excluded=b.n_pairs, numbers=why)
     t = b.tracking
-    a = t["auroc"]
+    a, pooled = t["auroc"], t["pooled"]
+    few = _few(t["n_pairs"], opts)
     return Verdict(
         TRACKING,
-        _side(a, 0.5),
+        INCONCLUSIVE if few else _side(a, 0.5),
         a.estimate,
         (a.lo, a.hi),
         t["n_pairs"],
         b.n_pairs - t["n_pairs"],
-        numbers=f"AUROC {a.fmt()} over {t['n_responses']} answers of {t['n_pairs']} pairs "
-        f"(bootstrap over pairs{_used(b)})",
-        quantity="AUROC of the unpatched metric, declarative vs tentative answers",
+        few,
+        numbers=f"within-condition AUROC {a.fmt()} (decides); pooled AUROC {pooled.fmt()} (shown "
+        f"only: a metric that encodes the condition alone scores high pooled); over "
+        f"{t['n_responses']} answers of {t['n_pairs']} pairs (bootstrap over pairs{_used(b)})",
+        quantity="AUROC of the unpatched metric, declarative vs tentative answers compared "
+        "within each condition (stratified)",
     )
 
 
 def build(res: Results) -> list[Verdict]:
     """Every criterion of the scorecard, in `CRITERIA` order."""
     b = res.behaviour
-    return [behaviour_asymmetry(b), metric_tracking(b), *verdicts.patching(res)]
+    return [
+        behaviour_asymmetry(b, res.options),
+        metric_tracking(b, res.options),
+        *verdicts.patching(res),
+    ]
 
 
 def headline_lines(res: Results) -> list[str]:

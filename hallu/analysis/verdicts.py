@@ -1,20 +1,25 @@
 """Verdicts on the seed's patching claims, from `pipeline.analyse`: each can fail for the right
-reason, and each has a test that makes every outcome happen (tests/test_verdicts.py).
+reason, and each has a test that makes every outcome happen (tests/test_verdicts.py). Every
+interval is a t interval over pairs (hallu/analysis/intervals.py; coverage in docs/analysis.md).
 
-- 2A vs 2B: two one-sided tests (TOST) on the paired band-mean difference against a margin `m`,
-  the largest of analysis.equivalence_margin, one rounding step at the logits' magnitude and the
-  measured noise floor, each divided by the mean |gap| (restoration units). With the (1 - 2 alpha)
-  bootstrap interval [lo, hi] of 2A - 2B: `supports` if lo > m (2A restores more than 2B by more
-  than the margin), `contradicts` if hi < -m, `equivalent` if -m < lo and hi < m, else
-  `inconclusive`. A difference smaller than one rounding step can never be `supports`.
-- Controls, per direction (2A and 2B never merged): each control's paired (real - control) raw
-  band change in logits, signed the way the direction should move the metric. `supports` if for
-  every control its interval lies above the pairs' gap floor, `contradicts` if for any control it
-  lies below 0 (the control moves the metric the hypothesised way at least as far), else
-  `inconclusive`.
-- Shared locus: `supports` if the bootstrap intervals of the first layers overlap and those of the
-  last layers overlap, `contradicts` if either pair is disjoint, `inconclusive` if a direction
-  found a band in under 95% of resamples or only one position was swept.
+Before any rule, three gates, each making the verdict `inconclusive` with a flag that says why:
+the *premise* (patching.premise: over every pair, the direction's baseline gap lies on the
+hypothesised side and at most analysis.max_excluded_share of pairs are excluded: "premise
+fails"), fewer than analysis.min_pairs pairs used, and (2A vs 2B) an instrument coarser than the
+margin.
+
+- 2A vs 2B: two one-sided tests (TOST) on the paired band-mean difference against the margin m =
+  analysis.equivalence_margin (restoration units). With the (1 - 2 alpha) interval [lo, hi] of
+  2A - 2B: `supports` if lo > m, `contradicts` if hi < -m, `equivalent` if -m < lo and hi < m,
+  else `inconclusive`. Resolution and noise floor never widen m: when either (/ mean |gap|)
+  exceeds m the verdict is `inconclusive`, "below the instrument's resolution".
+- Shared locus: each direction's band (hallu/analysis/locus.py); `supports` if both edges differ
+  by less than analysis.locus_margin_layers, `contradicts` if either differs by that many or more,
+  `inconclusive` if a direction has no band or only one position was swept.
+- Controls, per direction (2A and 2B never merged): |mean real change| - |mean control change|
+  in logits, paired over pairs. `supports` if for every control its interval lies above the
+  pairs' gap floor, `contradicts` if for any control it lies below 0 (the control moves the
+  metric further than the real patch, in either direction), else `inconclusive`.
 """
 
 from __future__ import annotations
@@ -23,11 +28,9 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
-
 from hallu.analysis.bootstrap import Interval
 from hallu.analysis.directions import DIRECTION_NAMES, SHORT
-from hallu.analysis.results import Results
+from hallu.analysis.results import ControlResult, Results
 
 SUPPORTS, CONTRADICTS, EQUIVALENT = "supports", "contradicts", "equivalent"
 INCONCLUSIVE, NOT_RUN = "inconclusive", "not run"
@@ -50,6 +53,7 @@ class Verdict:
     flags: list[str] = field(default_factory=list)
     numbers: str = ""  # the human-readable line the report prints
     quantity: str = ""  # what estimate and interval are, with their unit
+    cannot_tell: str = ""  # what this verdict cannot tell, and what would
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -59,6 +63,44 @@ class Verdict:
 
 def _excluded(res: Results) -> int:
     return len({p for d in res.directions.values() for p in d.check.excluded})
+
+
+PREMISE_FAILS = "premise fails"
+RESOLUTION = "below the instrument's resolution"
+CANNOT_TELL_ASYMMETRY = (
+    "A larger restoration ratio does not mean a weaker pathway: restoration is an interaction "
+    "between the routes a patch splits (on model=planted with the uncertain pathway six times "
+    "stronger, gains 1/6, 2A still restores more than 2B). What would: each pathway's own "
+    "effect, the head and path patching of +sweep=mechanism."
+)
+
+
+def _not_run_why(res: Results, why: str) -> str:
+    """Why a patching criterion was not run, naming what the rows patch when it is not the main
+    identity (resid_pre, window 1, no head, main metric)."""
+    if not res.other_rows:
+        return why
+    return (
+        f"{why}; this run's rows patch only {', '.join(res.other_rows)}: the patching criteria "
+        "read resid_pre rows (window 1, no head) of the main metric; see the maps and strongest "
+        "cells"
+    )
+
+
+def gates(res: Results, directions: list[str], n_used: int) -> list[str]:
+    """The flags that make a patching verdict inconclusive whatever its interval: the premise of
+    each direction named, and fewer than analysis.min_pairs pairs used."""
+    out = []
+    for name in directions:
+        p = res.directions[name].premise
+        if p is not None and not p.holds:
+            out += [f"{PREMISE_FAILS}: {why}" for why in p.fails]
+    if n_used < res.options.min_pairs:
+        out.append(
+            f"{n_used} pairs used, fewer than analysis.min_pairs {res.options.min_pairs}: "
+            "too few for an interval to hold its level"
+        )
+    return out
 
 
 def tost(lo: float, hi: float, margin: float) -> str:
@@ -75,9 +117,11 @@ def tost(lo: float, hi: float, margin: float) -> str:
 def asymmetry(res: Results) -> Verdict:
     flags = [f"{d.short}: {f}" for d in res.directions.values() for f in d.flags]
     if res.difference is None or res.difference_tost is None or res.margin is None:
-        verdict, why = NOT_RUN, "needs both directions, the last position and 2+ pairs used in both"
+        why = "needs both directions, the last position and 2+ pairs used in both"
+        verdict, why = NOT_RUN, _not_run_why(res, why)
         if len(res.directions) == 2 and _excluded(res):  # the data exist; no pair can carry
             verdict = INCONCLUSIVE
+            flags = gates(res, list(res.directions), 0) + flags
             why = "fewer than 2 pairs clear the gap checks: " + "; ".join(
                 d.headline_text() for d in res.directions.values()
             )
@@ -85,18 +129,26 @@ def asymmetry(res: Results) -> Verdict:
             ASYMMETRY, verdict, n_pairs_excluded=_excluded(res), flags=flags, numbers=why
         )
     t, m = res.difference_tost, res.margin
-    verdict = tost(t.lo, t.hi, m)
-    parts = ", ".join(f"{k} {v:.3g}" for k, v in res.margin_parts.items())
+    blocked = gates(res, list(DIRECTION_NAMES), len(res.common_pairs))
+    coarse = {k: v for k, v in res.instrument.items() if v > m}
+    if coarse:
+        blocked.append(
+            f"{RESOLUTION}: "
+            + ", ".join(f"{k} {v:.3g}" for k, v in coarse.items())
+            + f" (restoration units) exceeds the margin {m:.3g}"
+        )
+    verdict = INCONCLUSIVE if blocked else tost(t.lo, t.hi, m)
+    limits_ = ", ".join(f"{k} {v:.3g}" for k, v in res.instrument.items())
     if not res.noise.measured:
-        parts += "; noise floor not measured"
+        limits_ += "; noise floor not measured"
     heads = "; ".join(d.headline_text() for d in res.directions.values())
+    tost_level = 1 - 2 * (1 - res.options.level)
     numbers = (
         f"{heads}; 2A - 2B {res.difference.fmt()} ({res.options.level:.0%}), "
-        f"[{t.lo:.3f}, {t.hi:.3f}] ({1 - 2 * (1 - res.options.level):.0%}, for the TOST) over "
-        f"{len(res.common_pairs)} pairs; margin {m:.3g} (largest of {parts})"
+        f"[{t.lo:.3f}, {t.hi:.3f}] ({tost_level:.0%}, for the TOST) over "
+        f"{len(res.common_pairs)} pairs; margin {m:.3g} (analysis.equivalence_margin); "
+        f"instrument: {limits_}"
     )
-    if abs(res.difference.estimate) < res.margin_parts.get("resolution", 0.0):
-        flags.append("the difference is smaller than one rounding step at the logits' magnitude")
     return Verdict(
         ASYMMETRY,
         verdict,
@@ -104,65 +156,56 @@ def asymmetry(res: Results) -> Verdict:
         (t.lo, t.hi),
         len(res.common_pairs),
         _excluded(res),
-        flags,
+        blocked + flags,
         numbers,
-        f"2A - 2B band-mean restoration (fraction of the gap); interval at "
-        f"{1 - 2 * (1 - res.options.level):.0%} for the TOST",
+        f"2A - 2B band-mean restoration (fraction of the gap); paired t interval at "
+        f"{tost_level:.0%} for the TOST",
+        CANNOT_TELL_ASYMMETRY,
     )
-
-
-def _overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
-    return a[0] <= b[1] and b[0] <= a[1]
 
 
 def locus_shared(res: Results) -> Verdict:
-    loci = {d: res.directions[d].locus if d in res.directions else None for d in DIRECTION_NAMES}
-    a, b = loci["restore_confidence"], loci["induce_tentativeness"]
+    ds = [res.directions.get(d) for d in DIRECTION_NAMES]
     used = min((len(d.check.used) for d in res.directions.values()), default=0)
-    if a is None or b is None:
-        why = "needs both directions with a positive effect at the last position"
+    if any(d is None or d.curve is None for d in ds):
+        why = _not_run_why(res, "needs both directions with the last position swept")
         return Verdict(
             LOCUS, NOT_RUN, n_pairs_used=used, n_pairs_excluded=_excluded(res), numbers=why
         )
-    single = any(len(d.grid.positions) == 1 for d in res.directions.values())
-    if not (_overlap(a.first_ci, b.first_ci) and _overlap(a.last_ci, b.last_ci)):
-        verdict = CONTRADICTS
-    elif min(a.found_in, b.found_in) < 0.95 or single:
-        verdict = INCONCLUSIVE
-    else:
-        verdict = SUPPORTS
-    flags = [
-        f"{n}: a band in only {loc.found_in:.0%} of resamples"
-        for n, loc in (("2A", a), ("2B", b))
-        if loc.found_in < 0.95
+    a, b = (d.locus for d in ds)  # type: ignore[union-attr]
+    m = res.options.locus_margin_layers
+    flags = gates(res, list(DIRECTION_NAMES), used)
+    flags += [
+        f"{d.short}: no layer's restoration interval lies above 0"
+        for d in ds
+        if d is not None and d.locus is None
     ]
-    if single:  # the source study's 40 layers x 1 position: where the effect enters is unseen
+    if any(len(d.grid.positions) == 1 for d in res.directions.values()):
+        # the source study's 40 layers x 1 position: where the effect enters is unseen
         flags.append("one position swept: a shared band there cannot say where the effect is")
-    lo, hi = _first_shift(a.first_samples, b.first_samples, res.options.level)
+    if a is None or b is None:
+        return Verdict(LOCUS, INCONCLUSIVE, None, None, used, _excluded(res), flags, "no band")
+    shifts = (b.first - a.first, b.last - a.last)
+    if flags:
+        verdict = INCONCLUSIVE
+    elif all(abs(s) < m for s in shifts):
+        verdict = SUPPORTS
+    else:
+        verdict = CONTRADICTS
     return Verdict(
         LOCUS,
         verdict,
-        float(b.first - a.first),
-        (lo, hi),
+        float(shifts[0]),
+        (float(min(shifts)), float(max(shifts))),
         used,
         _excluded(res),
         flags,
-        f"2A {a.describe()}; 2B {b.describe()}; 2B's first layer - 2A's {b.first - a.first} "
-        f"[{lo:.0f}, {hi:.0f}]",
-        f"2B's locus first layer - 2A's (layers); {res.options.level:.0%} percentile interval "
-        "over the bootstrap resamples where both directions found a band",
+        f"2A {a.describe()}; 2B {b.describe()}; 2B - 2A: first layer {shifts[0]:+d}, last "
+        f"layer {shifts[1]:+d}; shared if both shifts are under analysis.locus_margin_layers "
+        f"{m}",
+        "2B's band first layer - 2A's (layers); interval: the smaller and larger of the two "
+        "edge shifts (first, last)",
     )
-
-
-def _first_shift(a: np.ndarray, b: np.ndarray, level: float) -> tuple[float, float]:
-    """Percentile interval of 2B's first layer - 2A's over the resamples where both directions
-    found a band (one seed: with as many pairs used in both, resample k draws the same pairs)."""
-    n = min(len(a), len(b))
-    d = (b[:n] - a[:n])[np.isfinite(b[:n] - a[:n])]
-    if not len(d):
-        return math.nan, math.nan
-    q = 100 * (1 - level) / 2
-    return float(np.percentile(d, q)), float(np.percentile(d, 100 - q))
 
 
 def limits(cfg: dict[str, Any], res: Results | None) -> list[str]:
@@ -184,31 +227,44 @@ def limits(cfg: dict[str, Any], res: Results | None) -> list[str]:
         "float16",
     ):
         out.append("low precision: a 16-bit logit near 10 is known only to 0.0625 (bf16)")
-    if res is not None and res.difference is not None:
-        step = res.margin_parts.get("resolution", 0.0)
-        if abs(res.difference.estimate) < step:
+    if res is not None and res.margin is not None:
+        step = res.instrument.get("resolution", 0.0)
+        if step > res.margin:
             out.append(
-                f"a difference below the resolution: 2A - 2B = {res.difference.estimate:.3f} is "
-                f"smaller than one rounding step ({step:.3f} in restoration units)"
+                f"an instrument coarser than the margin: one rounding step is {step:.3f} in "
+                f"restoration units, above analysis.equivalence_margin {res.margin:.3g}, so 2A "
+                "vs 2B can be neither equivalent nor different"
             )
     return out
 
 
-def control_side(real_minus_control: Interval, floor: float) -> str:
-    """One control's side: above the gap floor, below 0, or neither."""
-    if real_minus_control.lo > floor:
+def control_side(excess: Interval, floor: float) -> str:
+    """One control's side: the real patch moves the metric further by more than the gap floor,
+    the control moves it further (either direction), or neither."""
+    if excess.lo > floor:
         return SUPPORTS
-    if real_minus_control.hi < 0:
+    if excess.hi < 0:
         return CONTRADICTS
     return INCONCLUSIVE
 
 
-def toward_text(iv: Interval | None) -> str:
+def fraction_text(iv: Interval | None) -> str:
     if iv is None:
         return "n/a (no source prompt)"
     if not math.isfinite(iv.estimate):
         return "n/a (its source's metric equals the target's)"
     return iv.fmt()
+
+
+def control_line(c: ControlResult, side: str) -> str:
+    """One control as the table, its caption and the scorecard all state it."""
+    return (
+        f"{c.name}: |real| vs |control| {abs(c.real_change.estimate):.3f} vs "
+        f"{abs(c.change.estimate):.3f} logits (changes: real {c.real_change.fmt()}, control "
+        f"{c.change.fmt()}); as a fraction of its own source's gap: real "
+        f"{fraction_text(c.real_fraction)}, control {fraction_text(c.toward_own)}; "
+        f"|real| - |control| {c.excess.fmt()} logits ({side})"
+    )
 
 
 def controls(res: Results, direction: str) -> Verdict:
@@ -217,36 +273,39 @@ def controls(res: Results, direction: str) -> Verdict:
     d = res.directions.get(direction)
     if d is not None and not d.controls and len(d.check.used) < 2 and d.check.excluded:
         why = f"fewer than 2 pairs clear the gap checks ({d.check.describe()})"
-        return Verdict(name, INCONCLUSIVE, n_pairs_excluded=len(d.check.excluded), numbers=why)
+        flags = gates(res, [direction], len(d.check.used))
+        return Verdict(
+            name, INCONCLUSIVE, n_pairs_excluded=len(d.check.excluded), flags=flags, numbers=why
+        )
     if d is None or not d.controls:
-        return Verdict(name, NOT_RUN, numbers="no control rows: run with +sweep=controls")
+        why = _not_run_why(res, "no control rows: run with +sweep=controls")
+        return Verdict(name, NOT_RUN, numbers=why)
     floor = d.check.floor
-    sides = {c.name: control_side(c.real_minus_control, floor) for c in d.controls.values()}
+    sides = {c.name: control_side(c.excess, floor) for c in d.controls.values()}
+    n_used = min(c.n_pairs for c in d.controls.values())
+    blocked = gates(res, [direction], n_used)
     verdict = (
-        SUPPORTS
+        INCONCLUSIVE
+        if blocked
+        else SUPPORTS
         if all(v == SUPPORTS for v in sides.values())
         else CONTRADICTS
         if CONTRADICTS in sides.values()
         else INCONCLUSIVE
     )
-    numbers = "; ".join(
-        f"{c.name}: change {c.change.fmt()} logits, toward its own source "
-        f"{toward_text(c.toward_own)}, real - control "
-        f"{c.real_minus_control.fmt()} logits ({sides[c.name]})"
-        for c in d.controls.values()
-    )
-    worst = min(d.controls.values(), key=lambda c: c.real_minus_control.lo)
+    numbers = "; ".join(control_line(c, sides[c.name]) for c in d.controls.values())
+    worst = min(d.controls.values(), key=lambda c: c.excess.lo)
     return Verdict(
         name,
         verdict,
-        worst.real_minus_control.estimate,
-        (worst.real_minus_control.lo, worst.real_minus_control.hi),
-        min(c.n_pairs for c in d.controls.values()),
+        worst.excess.estimate,
+        (worst.excess.lo, worst.excess.hi),
+        n_used,
         len(d.check.excluded),
-        [f"gap floor: {d.check.floor_text()} (logits)"] + list(d.flags),
+        blocked + [f"gap floor: {d.check.floor_text()} (logits)"] + list(d.flags),
         numbers,
-        f"real - control band-mean change (logits) of the control with the lowest interval, "
-        f"{worst.name}",
+        f"|real| - |control| band-mean change (logits, t interval) of the control with the "
+        f"lowest interval, {worst.name}",
     )
 
 

@@ -18,13 +18,14 @@ import sys
 from pathlib import Path
 
 from hallu.analysis import verdicts
+from hallu.analysis.pipeline import analyse
 from hallu.analysis.results import Options
 from hallu.errors import EXIT_USER_ERROR, UserError
 from hallu.report import rehearsal
 from hallu.report.comparison import compare_report
 from hallu.report.doc import Doc
 from hallu.report.mechanism import mechanism_only
-from hallu.report.sections import report_context
+from hallu.report.sections import report_context, scorecard_table
 from hallu.store.reader import Run, open_run
 
 
@@ -104,6 +105,9 @@ def _make(args: argparse.Namespace, opts: Options) -> tuple[Doc, Path, str]:
     only = None if args.compare else mechanism_only(args.run)
     if only is not None:  # +sweep=mechanism alone: no patching shards to open
         out = Path(args.out or args.run)
+        card = analyse(None, 0, opts=opts).card  # every criterion "not run"
+        scorecard_table(only, card)
+        _write(out / "scorecard.json", verdicts.scorecard_json(card))
         _write(out / "report.html", only.html())
         _write(out / "report.md", only.markdown())
         return only, out, "report"

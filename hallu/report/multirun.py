@@ -129,7 +129,7 @@ def _cell_locus(s: Study, d: str) -> str:
     if st is None:
         return "not run"
     if st.locus is None:
-        return "none (no positive effect at the last position)"
+        return "none (no layer's restoration interval lies above 0)"
     depth = max(s.n_layers - 1, 1)
     lo, hi = st.locus.first / depth, st.locus.last / depth
     return f"{lo:.2f}-{hi:.2f} (layers {st.locus.first}-{st.locus.last} of {s.n_layers})"

@@ -81,6 +81,27 @@ def intro(c: Context) -> None:
     )
 
 
+def premise_lines(c: Context) -> None:
+    """What every patching verdict presumes, over every pair, and whether it holds."""
+    for d in c.res.directions.values():
+        p = d.premise
+        if p is None:
+            continue
+        if not p.holds:
+            c.doc.p(
+                f"Premise of {d.short}'s verdicts FAILS, so they are inconclusive: "
+                + "; ".join(p.fails)
+                + "."
+            )
+            continue
+        c.doc.p(
+            f"Premise of {d.short}'s verdicts holds: over all {len(d.grid.pair_ids)} pairs the "
+            f"baseline gap, signed so the hypothesis makes it positive, is {p.gap.fmt()} logits "
+            f"(95% t interval, above 0); {p.excluded_share:.0%} of pairs excluded (at most "
+            f"{c.opts.max_excluded_share:.0%}, analysis.max_excluded_share)."
+        )
+
+
 def limits_section(c: Context) -> None:
     """At the top: the one headline every output prints, and what limits the conclusion."""
     c.doc.h("Headline (the terminal, summary.md and scorecard.json print the same)")
@@ -88,6 +109,7 @@ def limits_section(c: Context) -> None:
         c.doc.p(line)
     if c.res.directions:  # the floor judges patching baselines only
         c.doc.p(f"This run's {c.res.noise.describe()}; every section below uses this one value.")
+    premise_lines(c)
     found = verdicts.limits(c.run.meta.get("config", {}), c.res)
     if found:
         c.doc.h("Limits of this run")
@@ -97,14 +119,21 @@ def limits_section(c: Context) -> None:
 
 
 def scorecard_section(c: Context) -> None:
-    c.doc.h("Disconfirmation scorecard")
-    c.doc.p(
+    scorecard_table(c.doc, c.card)
+
+
+def scorecard_table(doc: Doc, card: list[verdicts.Verdict]) -> None:
+    """The scorecard as every report prints it (a mechanism-only report too)."""
+    doc.h("Disconfirmation scorecard")
+    doc.p(
         "Each criterion is a way the source study's hypothesis could fail (docs/analysis.md). "
         "'supports' / 'contradicts': the interval lies on the study's side / the other side "
         "(for 2A vs 2B: beyond the equivalence margin); 'equivalent': within the margin; "
-        "'inconclusive': neither; 'not run': this run lacks the data. Also in scorecard.json."
+        "'inconclusive': neither, or a gate failed (the flags say which: the premise, fewer than "
+        "analysis.min_pairs pairs, an instrument coarser than the margin); 'not run': this run "
+        "lacks the data. Intervals are t intervals over pairs (claims). Also in scorecard.json."
     )
-    c.doc.table(
+    doc.table(
         [
             "criterion",
             "verdict",
@@ -122,9 +151,12 @@ def scorecard_section(c: Context) -> None:
                 e.numbers,
                 "; ".join(e.flags),
             ]
-            for e in c.card
+            for e in card
         ],
     )
+    for e in card:
+        if e.cannot_tell and e.verdict != verdicts.NOT_RUN:
+            doc.p(f"What '{e.criterion}: {e.verdict}' cannot tell: {e.cannot_tell}")
 
 
 def _estimate_text(e: verdicts.Verdict) -> str:
@@ -326,7 +358,7 @@ def headline_numbers(c: Context) -> None:
     )  # fmt: skip
 
 
-LOCUS_HEADER = ["direction", "pairs used", "locus", "resamples with a locus"]
+LOCUS_HEADER = ["direction", "pairs used", "locus", "normalised profile (restoration / maximum)"]
 
 
 def locus_rows(res: Results) -> list[list[Any]]:
@@ -335,8 +367,8 @@ def locus_rows(res: Results) -> list[list[Any]]:
         [
             d.short,
             len(d.check.used),
-            d.locus.describe() if d.locus else "none (no positive effect at the last position)",
-            f"{d.locus.found_in:.0%}" if d.locus else "",
+            d.locus.describe() if d.locus else "none (no layer's interval lies above 0)",
+            " ".join(f"{x:.2f}" for x in d.locus.profile) if d.locus else "",
         ]
         for d in res.directions.values()
     ]
@@ -345,9 +377,11 @@ def locus_rows(res: Results) -> list[list[Any]]:
 def locus_section(c: Context) -> None:
     c.doc.h("Locus")
     c.doc.p(
-        "The shortest contiguous band of layers holding 80% of the positive per-layer effect at "
-        "the last position; intervals are percentiles of the band's first and last layer over "
-        "bootstrap resamples of pairs. Layer L means the residual stream entering layer L "
+        "Each direction's band: the contiguous layers, around the peak of its per-layer "
+        "restoration at the last position divided by its own maximum, whose restoration has its "
+        f"{c.opts.level:.0%} t interval above 0; so a weaker effect does not make a narrower band. "
+        "Shared when both edges differ by fewer than analysis.locus_margin_layers layers. "
+        "Layer L means the residual stream entering layer L "
         "(resid_pre), i.e. what layers 0 to L-1 wrote: a band that starts at L was first "
         "written by a component of layer L-1 (a head sweep, sweep.component=head, names it). "
         "Over the pairs that pass the gap check, as the scorecard's locus criterion."
@@ -382,15 +416,18 @@ CONTROLS_HEADER = [
     "dir",
     "control",
     "pairs",
-    "change [95%] (logits)",
-    "toward its own source [95%]",
-    "real - control [95%] (logits)",
+    "|real| vs |control| (logits)",
+    "real change [95%] (logits)",
+    "control change [95%] (logits)",
+    "real, fraction of its source's gap [95%]",
+    "control, fraction of its own source's gap [95%]",
+    "|real| - |control| [95%] (logits)",
     "verdict",
 ]
 
 
 def controls_rows(res: Results) -> list[list[Any]]:
-    """The controls table: the scorecard's numbers, formatted as its `numbers` line does."""
+    """The controls table: the scorecard's numbers (verdicts.control_line states the same)."""
     rows = []
     for d in res.directions.values():
         for ctl in d.controls.values():
@@ -399,10 +436,13 @@ def controls_rows(res: Results) -> list[list[Any]]:
                     d.short,
                     ctl.name,
                     ctl.n_pairs,
+                    f"{abs(ctl.real_change.estimate):.3f} vs {abs(ctl.change.estimate):.3f}",
+                    ctl.real_change.fmt(),
                     ctl.change.fmt(),
-                    verdicts.toward_text(ctl.toward_own),
-                    ctl.real_minus_control.fmt(),
-                    verdicts.control_side(ctl.real_minus_control, d.check.floor),
+                    verdicts.fraction_text(ctl.real_fraction),
+                    verdicts.fraction_text(ctl.toward_own),
+                    ctl.excess.fmt(),
+                    verdicts.control_side(ctl.excess, d.check.floor),
                 ]
             )
     return rows
@@ -415,13 +455,17 @@ def controls_section(c: Context) -> None:
         c.doc.p("No controls in this run: run with +sweep=controls (or +sweep=full).")
         return
     c.doc.p(
-        "Over the pairs each direction uses (its gap check), the same band as the headline. "
-        "change: band-mean patched - corrupted; real - control: the real patch's change minus the "
-        "control's, signed the way the direction should move the metric (> 0: the real patch "
-        "moves it further); toward its own source: restoration toward the control's own source "
-        "metric. same_class: the target condition of another pair; random_source: an unrelated "
-        "prompt; norm_matched: random vectors with the real vector's norm; neutral_source: the "
-        "same claim said by the neutral user. The verdict column is the scorecard's, per control."
+        "Over the pairs each direction uses (its gap check), the same band as the headline, t "
+        "intervals over pairs. change: band-mean patched - corrupted in logits, for the real "
+        "patch and for the control; each is also given as a fraction of its own source's gap "
+        "(the real pair's clean - corrupted for the real patch, the control source's for the "
+        "control; n/a for norm_matched, which has no source prompt). |real| - |control|: how much "
+        "further the real patch moves the metric than the control, in whichever direction each "
+        "moves it; a control that moves it further, either way, counts against (verdict "
+        "contradicts). same_class: the target condition of another pair; random_source: an "
+        "unrelated prompt; norm_matched: random vectors drawn like the real activations at that "
+        "site; neutral_source: the same claim said by the neutral user. The verdict column is the "
+        "scorecard's, per control."
     )
     c.doc.table(CONTROLS_HEADER, rows)
 
@@ -531,6 +575,20 @@ SECTIONS: tuple[Callable[[Context], None], ...] = (
     compute_section,
     provenance,
 )
+# Patching rows, none of the main identity (a head-only, attn_out- or mlp_out-only sweep): maps
+# and strongest cells of what was patched; the scorecard's patching criteria are "not run".
+OTHER_IDENTITIES: tuple[Callable[[Context], None], ...] = (
+    intro,
+    limits_section,
+    scorecard_section,
+    behavior_section,
+    mechanism_section,
+    heatmaps,
+    strongest_cells,
+    noise_section,
+    compute_section,
+    provenance,
+)
 # A behaviour-only run (+sweep=behavior): no patching rows, so no maps, curves or controls.
 BEHAVIOUR_ONLY: tuple[Callable[[Context], None], ...] = (
     intro,
@@ -548,11 +606,8 @@ def build_report(run: Run, opts: Options) -> tuple[Doc, Results]:
 
 
 def options_of(run: Run, opts: Options) -> Options:
-    """The report's options with the run's configured equivalence margin."""
-    from dataclasses import replace
-
-    margin = run.meta.get("config", {}).get("analysis", {}).get("equivalence_margin", 0.05)
-    return replace(opts, equivalence_margin=margin)
+    """The report's options with the run's configured `analysis` section."""
+    return opts.configured(run.meta.get("config", {}).get("analysis"))
 
 
 def analyse_run(run: Run, opts: Options) -> Results:
@@ -564,10 +619,11 @@ def analyse_run(run: Run, opts: Options) -> Results:
 def report_context(run: Run, opts: Options) -> Context:
     """Analyse the run once, write every section; the context holds the scorecard entries."""
     res = analyse_run(run, opts)
-    if not res.directions and not res.behaviour.has_rows:
-        raise UserError(f"{run.location}: the run has no patching rows to report on")
+    has_rows = run.table is not None and run.table.num_rows > 0
+    if not has_rows and not res.behaviour.has_rows:
+        raise UserError(f"{run.location}: the run has no patching or behaviour rows to report on")
     ctx = Context(run, res.options, res, res.n_layers, Doc(f"hallu report: run {run.run_id}"))
-    sections = SECTIONS if res.directions else BEHAVIOUR_ONLY
+    sections = SECTIONS if res.directions else OTHER_IDENTITIES if has_rows else BEHAVIOUR_ONLY
     if rehearsal.is_rehearsal(run.meta):  # random weights: what it cost, no verdicts
         ctx.doc = Doc(f"hallu report: run {run.run_id} (rehearsal)")
         ctx.doc.p(rehearsal.NOTE)

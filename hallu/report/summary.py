@@ -231,17 +231,21 @@ def _noise(store: Store) -> dict[str, Any] | None:
 
 
 def pipeline(
-    table: pa.Table, n_layers: int, noise: dict[str, Any] | None, margin: float
+    table: pa.Table, n_layers: int, noise: dict[str, Any] | None, analysis: dict[str, Any] | None
 ) -> tuple[Results, list[str]]:
-    """The one analysis with the terminal's options, and the lines every output prints."""
-    res = analyse(table, n_layers, noise, None, Options(equivalence_margin=margin))
+    """The one analysis with the terminal's options (`analysis`: the run's config section), and
+    the lines every output prints."""
+    res = analyse(table, n_layers, noise, None, Options().configured(analysis))
     return res, scorecard.headline_lines(res)
 
 
-def aggregate(store: Store, n_layers: int, margin: float = 0.05) -> dict[str, Any]:
-    """Read every shard, write figures and summaries into the run directory, return the summary."""
+def aggregate(
+    store: Store, n_layers: int, analysis: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Read every shard, write figures and summaries into the run directory, return the summary.
+    `analysis`: the run's `analysis` config section (None: the defaults)."""
     table, _ = read_narrow(store)  # the planned shards only, each checked; narrow columns
-    res, headline = pipeline(table, n_layers, _noise(store), margin)
+    res, headline = pipeline(table, n_layers, _noise(store), analysis)
     if rehearsal.is_rehearsal(store.read_meta()):
         headline = [rehearsal.NOTE]  # random weights: no verdict lines
     maps = sorted(cell_maps.maps(table, controls=False), key=order)  # controls: the report

@@ -9,8 +9,12 @@ with a different *source* of the patched residual-stream vector:
   certainty.
 - `random_source`: an unrelated prompt (`UNRELATED_TEXT`, repeated until it is long enough, in
   the same chat template), aligned from the end.
-- `norm_matched`: a random direction with the same L2 norm as the real source's vector at that
-  layer and position (seeded by run seed, direction and pair), so only the norm is kept.
+- `norm_matched`: random vectors drawn like the real source's activations at that layer: each
+  dimension from a normal with that dimension's mean and spread over the source's positions
+  (seeded by run seed, direction and pair). A random direction scaled to the real norm would put
+  an outlier dimension's size (a constant dimension of 8192 on model=planted) into every
+  dimension and destroy the metric; drawn per dimension, the norm matches in distribution and
+  the outlier stays where it is.
 - `neutral_source`: the same claim said by the neutral user (no marker), aligned from the end: it
   moves the target toward the neutral prompt's metric, the baseline both markers depart from.
 
@@ -68,13 +72,15 @@ def unrelated_ids(prep: Prepared, min_len: int) -> list[int]:
 
 
 def norm_matched(resid: torch.Tensor, seed_text: str) -> torch.Tensor:
-    """Random vectors with the L2 norm of `resid`'s, one per (layer, position); seeded by text."""
+    """Random vectors like `resid`'s ([layers, positions, d]): per layer, each dimension drawn
+    from a normal with its mean and standard deviation over the positions; seeded by text."""
     seed = int(hashlib.sha256(seed_text.encode()).hexdigest()[:15], 16)
     gen = torch.Generator().manual_seed(seed)
     noise = torch.randn(resid.shape, generator=gen, dtype=torch.float32)
-    real = resid.float()
-    scale = real.norm(dim=-1, keepdim=True) / noise.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    return (noise * scale.cpu()).to(device=resid.device, dtype=resid.dtype)
+    real = resid.float().cpu()
+    mean = real.mean(dim=-2, keepdim=True)
+    std = real.std(dim=-2, keepdim=True) if real.shape[-2] > 1 else torch.zeros_like(mean)
+    return (mean + std * noise).to(device=resid.device, dtype=resid.dtype)
 
 
 def _source_ids(

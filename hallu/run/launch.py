@@ -262,7 +262,7 @@ def _patching_summary(cfg: Config, plan: Plan, store: Store, ran: int, elapsed: 
     from hallu.run.resume import verify_finished
 
     verify_finished(store, cfg, plan)  # each planned shard once and whole, each cell once
-    summary = aggregate(store, plan.n_layers, cfg.analysis.equivalence_margin)
+    summary = aggregate(store, plan.n_layers, cfg.analysis.model_dump())
     print(
         f"hallu: {ran} shard(s) run, {len(plan.shards) - ran} already done; {elapsed:.1f} s",
         file=sys.stderr,
