@@ -23,7 +23,7 @@ TEMPLATE_TOKENS = 10
 def tokenizer_is_local(cfg: Config) -> bool:
     """True when the tokenizer and model config load without the network."""
     name = cfg.model.name_or_path
-    if name in ("tiny", "toy", "planted") or Path(name).is_dir():
+    if cfg.model.weights == "random" or name in ("tiny", "toy", "planted") or Path(name).is_dir():
         return True
     try:
         from huggingface_hub import try_to_load_from_cache
@@ -59,7 +59,16 @@ def offline_shape(cfg: Config) -> Any:
             "no model.shape; download it once (huggingface-cli download NAME), or add model.shape="
             "{n_layers:..,d_model:..,n_heads:..,n_kv_heads:..,d_mlp:..,vocab_size:..,context:..}"
         )
-    return ModelShape(s.n_layers, s.d_model, s.n_heads, s.n_kv_heads, s.d_mlp, s.vocab_size)
+    return ModelShape(
+        s.n_layers,
+        s.d_model,
+        s.n_heads,
+        s.n_kv_heads,
+        s.d_mlp,
+        s.vocab_size,
+        s.context,
+        s.head_dim,
+    )
 
 
 def format_estimate(cfg: Config, est: dict[str, Any]) -> list[str]:
