@@ -123,3 +123,24 @@ def test_rehearsal_of_llama2_13b_runs_offline(run_cli, tmp_path, monkeypatch):
     assert out.returncode == 0, out.stderr[-2000:]
     run = json.loads((tmp_path / "runs" / "r13" / "run.json").read_text())
     assert run["config"]["model"]["weights"] == "random"
+
+
+def test_offline_lengths_count_each_templates_own_tokens():
+    """Without a tokenizer the plan counts a shipped template's tokens: Mistral v0.3's is its
+    three control tokens (<s>, [INST], [/INST]); Llama-3.1's adds a system header with dates."""
+    from hallu.run.offline_plan import template_tokens
+
+    assert template_tokens("mistral") == 3
+    assert template_tokens("llama3") > template_tokens("gemma2") > template_tokens("mistral")
+
+
+def test_plan_of_the_replication_prices_each_model_and_the_whole(run_cli, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = run_cli("-m", "mode=plan", "model=" + ",".join(NEW), "cluster=lambda",
+                  "cluster.gpu=h100", "+sweep=full", tiny=False)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    costs = [float(line.split("$")[1].split()[0].replace(",", ""))
+             for line in out.stdout.splitlines() if line.startswith("cost: $")]  # fmt: skip
+    assert len(costs) == 4 and all(c > 0 for c in costs)
+    total = float(out.stdout.split("## all 4 studies:")[1].split("cost $")[1].split()[0])
+    assert abs(total - sum(costs)) <= 0.005 * len(costs)  # each printed to the cent or finer
