@@ -123,6 +123,8 @@ def test_rehearsal_of_llama2_13b_runs_offline(run_cli, tmp_path, monkeypatch):
     assert out.returncode == 0, out.stderr[-2000:]
     run = json.loads((tmp_path / "runs" / "r13" / "run.json").read_text())
     assert run["config"]["model"]["weights"] == "random"
+    summary = (tmp_path / "runs" / "r13" / "summary.md").read_text()
+    assert "REHEARSAL: random weights" in summary
 
 
 def test_offline_lengths_count_each_templates_own_tokens():

@@ -94,6 +94,19 @@ def premise(studies: list[Any]) -> str:
     )
 
 
+# What a run on random weights (model.weights=random) can and cannot say, for every output.
+REHEARSAL = (
+    "REHEARSAL: random weights (model.weights=random): the architecture and chat template are the "
+    "real model's, the weights are not, so these numbers test the pipeline and say nothing "
+    "about the model."
+)
+
+
+def is_rehearsal(meta: dict[str, Any]) -> bool:
+    """Whether run.json's config says random weights."""
+    return meta.get("config", {}).get("model", {}).get("weights") == "random"
+
+
 def rehearsal_text(studies: list[Any]) -> str:
     """A warning naming the studies run on random weights (model.weights=random), or ''."""
     random = [name for name, s in studies if s.weights == "random"]

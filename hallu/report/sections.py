@@ -23,6 +23,7 @@ from hallu.analysis.pipeline import analyse
 from hallu.analysis.results import Options, Results
 from hallu.errors import UserError
 from hallu.report.doc import Doc, fmt
+from hallu.report.replication import REHEARSAL, is_rehearsal
 from hallu.store.reader import Run, n_layers_of
 
 
@@ -70,6 +71,8 @@ def intro(c: Context) -> None:
     behaviour = f"; behaviour answers to {c.res.behaviour.n_pairs} pairs" * c.res.behaviour.has_rows
     layers = f"{c.n_layers} layers, " if c.res.directions else ""
     noise = f"{c.res.noise.describe()}; " if c.res.directions else ""
+    if is_rehearsal(c.run.meta):
+        c.doc.p(REHEARSAL)
     c.doc.p(
         f"Model {model.get('name_or_path', '?')} ({layers}dtype "
         f"{c.run.meta.get('dtype', model.get('dtype', '?'))}); {pairs or 'no patching rows'}"

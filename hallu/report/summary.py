@@ -36,6 +36,7 @@ from hallu.analysis.pipeline import analyse  # noqa: E402
 from hallu.analysis.results import DirectionResult, Options, Results  # noqa: E402
 from hallu.report import figures  # noqa: E402
 from hallu.report.figures import COMPONENTS, TITLES  # noqa: E402
+from hallu.report.replication import REHEARSAL, is_rehearsal  # noqa: E402
 from hallu.store.base import Store  # noqa: E402
 from hallu.store.verify import read_narrow  # noqa: E402
 
@@ -194,10 +195,12 @@ def _markdown(
     maps: list[dict[str, Any]],
     headline: list[str],
     noise: str = "",
+    rehearsal: bool = False,
 ) -> str:
     lines = [
         f"# hallu run {run_id}",
         "",
+        *([REHEARSAL, ""] if rehearsal else []),
         "## Headline (hallu/analysis/pipeline.py; the report prints the same)",
         "",
         *[f"- {line}" for line in headline],
@@ -263,6 +266,9 @@ def aggregate(store: Store, n_layers: int, margin: float = 0.05) -> dict[str, An
         "maps": described,
     }
     store.write_file("summary.json", json.dumps(summary, indent=2).encode())
-    text = _markdown(store.run_id, summaries, described, headline, res.noise.describe())
+    meta = json.loads(store.read_file("run.json") or b"{}")
+    text = _markdown(
+        store.run_id, summaries, described, headline, res.noise.describe(), is_rehearsal(meta)
+    )
     store.write_file("summary.md", text.encode())
     return summary
