@@ -12,7 +12,15 @@ import json
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 # Where configs come from is hallu/conf_paths.py; these names are re-exported from here.
 from hallu.conf_paths import (  # noqa: F401
@@ -82,6 +90,7 @@ class ShapeSpec(_Strict):
     d_mlp: int = Field(ge=1)
     vocab_size: int = Field(ge=1)
     context: int = Field(ge=1)  # max_position_embeddings
+    head_dim: int | None = Field(default=None, ge=1)  # None: d_model / n_heads
 
 
 class ModelCfg(_Strict):
@@ -95,6 +104,38 @@ class ModelCfg(_Strict):
     # Node-local directory for hub downloads (one download per node, under a file lock;
     # hallu/engine/weights.py). None: the hub's default cache, and no lock.
     cache_dir: str | None = None
+    # The architecture (hallu/data/arch/NAME.json, the hub's config.json) and chat template
+    # (hallu/data/chat_templates/NAME.json) shipped for a preset: no download to plan or rehearse.
+    arch: str | None = None
+    chat_template: str | None = None
+    # random: a rehearsal (hallu/engine/standin.py): the architecture with random weights and a
+    # stand-in tokenizer; n_layers keeps the first N layers, d_model narrows it (heads of 16).
+    weights: Literal["pretrained", "random"] = "pretrained"
+    n_layers: int | None = Field(default=None, ge=1)
+    d_model: int | None = Field(default=None, ge=16)
+    # The metric's tokens as this tokenizer spells an answer's first word (" yes" -> "Yes" where
+    # the template starts the answer on a new line); tokens not listed are used as they are.
+    token_spelling: dict[str, str] = {}
+
+    @field_validator("weights")
+    @classmethod
+    def _needs_arch(cls, v: str, info: ValidationInfo) -> str:
+        if v == "random" and info.data.get("arch") is None:
+            raise ValueError(
+                "model.weights=random needs model.arch (an architecture shipped in hallu/data/"
+                "arch); use a preset that names one, e.g. model=llama2_13b_chat"
+            )
+        return v
+
+    @field_validator("n_layers", "d_model")
+    @classmethod
+    def _shrinks_random(cls, v: int | None, info: ValidationInfo) -> int | None:
+        if v is not None and info.data.get("weights") != "random":
+            raise ValueError(f"model.{info.field_name} shrinks a random-weights model only; "
+                             "add model.weights=random")  # fmt: skip
+        if info.field_name == "d_model" and v is not None and v % 16:
+            raise ValueError(f"model.d_model={v} must be a multiple of 16 (the head size)")
+        return v
 
     @field_validator("device")
     @classmethod
@@ -376,7 +417,8 @@ class Config(_Strict):
 
 # Hints appended to pydantic's message for the keys users most often get wrong.
 _HINTS = {
-    "model": "choose model=tiny|toy|planted|llama2_7b_chat|llama2_13b_chat|llama2_70b_chat, "
+    "model": "choose model=tiny|toy|planted|llama2_13b_chat|llama3_8b_instruct|"
+    "mistral_7b_instruct|qwen25_7b_instruct|gemma2_9b_it (hallu/conf/model lists all), "
     "or set model.name_or_path=<hub id or local directory>",
     "sweep.positions": f"use {POSITIONS_HELP}",
     "sweep.layers": "use 'all' or a list like [0,5,-1]",

@@ -21,6 +21,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from jinja2 import TemplateError
+
 from hallu.config import PromptsCfg, SweepCfg
 from hallu.errors import UserError
 from hallu.prompt_ladder import check_ladder, numbered
@@ -159,7 +161,15 @@ def render(tokenizer: Any, text: str, cfg: PromptsCfg) -> list[int]:
     if cfg.system_prompt:
         system = SYSTEM_PRESETS.get(cfg.system_prompt, cfg.system_prompt)
         messages.insert(0, {"role": "system", "content": system})
-    rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    try:
+        rendered = tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+    except TemplateError as err:  # e.g. Gemma-2's template has no system role
+        raise UserError(
+            f"prompts: this model's chat template refuses the prompt ({err}); "
+            "set prompts.system_prompt=null if it is the system prompt"
+        ) from None
     # The template already holds BOS; adding special tokens again would double it.
     return list(tokenizer(rendered, add_special_tokens=False)["input_ids"])
 
@@ -230,9 +240,12 @@ def prompt_anchors(
 
 
 def single_token_id(tokenizer: Any, text: str, key: str) -> int:
-    """The id of `text` as it appears after other text (so " is" is the word, with its space)."""
-    prefix = tokenizer("a", add_special_tokens=False)["input_ids"]
-    ids = tokenizer("a" + text, add_special_tokens=False)["input_ids"]
+    """The id of `text` as it appears after other text (so " is" is the word, with its space);
+    text with no leading space as it appears at the start of a line ("Yes" after a template's
+    newline)."""
+    before = "a" if text[:1].isspace() else "\n"
+    prefix = tokenizer(before, add_special_tokens=False)["input_ids"]
+    ids = tokenizer(before + text, add_special_tokens=False)["input_ids"]
     tail = ids[len(prefix) :] if ids[: len(prefix)] == prefix else ids
     if len(tail) != 1 or tail[0] == getattr(tokenizer, "unk_token_id", None):
         pieces = tokenizer.convert_ids_to_tokens(tail)

@@ -25,11 +25,16 @@ class ModelShape:
     vocab_size: int
     # Positions the model can attend over (max_position_embeddings); None: the config says none.
     n_ctx: int | None = None
+    head_dim: int | None = None  # None: d_model / n_heads (Gemma-2's heads are wider)
+
+    @property
+    def head_size(self) -> int:
+        return self.head_dim or self.d_model // self.n_heads
 
     @property
     def params_per_token_flops(self) -> int:
         """FLOP per token: 2 x weights of the blocks and the unembedding (no attention scores)."""
-        head_dim = self.d_model // self.n_heads
+        head_dim = self.head_size
         attn = self.d_model * head_dim * (2 * self.n_heads + 2 * self.n_kv_heads)
         mlp = 3 * self.d_model * self.d_mlp  # gated MLP (Llama); an upper bound for GPT-2-style
         return 2 * (self.n_layers * (attn + mlp) + self.d_model * self.vocab_size)
@@ -65,6 +70,7 @@ def shape_from_config(c: Any) -> ModelShape:
         n_ctx=next(
             (int(v) for n in _CONTEXT_NAMES if (v := getattr(c, n, None)) is not None), None
         ),
+        head_dim=getattr(c, "head_dim", None),
     )
 
 

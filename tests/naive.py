@@ -45,6 +45,9 @@ _FAMILY = {
     "llama": ("model.layers", "model.embed_tokens", "self_attn", "mlp", "self_attn.o_proj"),
     "mistral": ("model.layers", "model.embed_tokens", "self_attn", "mlp", "self_attn.o_proj"),
     "qwen2": ("model.layers", "model.embed_tokens", "self_attn", "mlp", "self_attn.o_proj"),
+    # Gemma-2: embed_tokens scales by sqrt(d) inside; attn_out / mlp_out are the modules'
+    # outputs, before the norms that follow them.
+    "gemma2": ("model.layers", "model.embed_tokens", "self_attn", "mlp", "self_attn.o_proj"),
     "gpt2": ("transformer.h", "transformer.drop", "attn", "mlp", "attn.c_proj"),
     "gpt_neox": ("gpt_neox.layers", "gpt_neox.emb_dropout", "attention", "mlp", "attention.dense"),
 }

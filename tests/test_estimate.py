@@ -27,7 +27,7 @@ def _plan(*args: str, env: dict[str, str] | None = None) -> subprocess.Completed
 @pytest.mark.parametrize("model", PRESETS)
 def test_every_preset_plans_offline_with_time_memory_and_cost(model, tmp_path):
     metric = ["metric=is_vs_might"] if model == "tiny" else []
-    gpus_needed = "2" if "70b" in model else "1"
+    gpus_needed = "2" if "70b" in model or "72b" in model else "1"
     out = _plan(f"model={model}", *metric, "+sweep=full", "cluster=lambda", "cluster.gpu=h100",
                 f"cluster.resources.num_gpus={gpus_needed}",
                 env={"HALLU_CALIBRATION": str(tmp_path / "none.json")})  # fmt: skip

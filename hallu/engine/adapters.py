@@ -10,6 +10,11 @@ key/value cache, and turn the last hidden state into logits. Families differ onl
 | GPT-2 | transformer.h | wte + wpe | absolute | ln_f | attn / mlp | c_proj |
 | GPT-NeoX | gpt_neox.layers | embed_in | rotary | final_layer_norm | attention / mlp | dense |
 
+Gemma-2 keeps Llama's names; what differs is inside its layers (norms after attention and MLP
+too, soft-capped attention scores: transformers' whole layer runs them), its embedding (scaled
+inside embed_tokens), its soft-capped logits (`logits`) and its sliding-window layers (`window`).
+Sliding windows (Mistral, Gemma-2's alternate layers) are applied through each layer's mask.
+
 Layers return a tensor in recent transformers and a tuple in older ones; `run_layer` accepts both.
 """
 
@@ -67,6 +72,9 @@ FAMILIES = [
 # norm -> MLP -> residual: the engine runs their layers in pieces (hallu/engine/llama_layer.py).
 # Others (GPT-2, GPT-NeoX, Qwen3's key norm, ...) run through transformers' whole layer.
 OWN_LAYER_FAMILIES = ("llama", "mistral", "qwen2")
+# model_type of every family the fast engine is checked on against the naive reference
+# (tests/test_engine.py, tests/test_families.py); others go through the hook route.
+FAST_FAMILIES = (*OWN_LAYER_FAMILIES, "gemma2", "gpt2", "gpt_neox")
 
 
 class Adapter:
@@ -78,6 +86,13 @@ class Adapter:
             raise UserError(
                 f"sweep.engine=fast: no adapter for {type(model).__name__} (supported: Llama, "
                 "Mistral, Qwen2, GPT-2, GPT-NeoX); use sweep.engine=hooks"
+            )
+        model_type = getattr(model.config, "model_type", None)
+        if model_type not in FAST_FAMILIES:
+            raise UserError(
+                f"sweep.engine=fast: {type(model).__name__} (model_type {model_type}) is not a "
+                f"family the fast engine is checked on ({', '.join(FAST_FAMILIES)}); "
+                "use sweep.engine=hooks"
             )
         self.model, self.family = model, family
         self.layers: torch.nn.ModuleList = _get(model, family.layers)
@@ -94,8 +109,9 @@ class Adapter:
         self.n_heads = cfg.num_attention_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads
         self.n_kv_heads = getattr(cfg, "num_key_value_heads", None) or self.n_heads
-        window = getattr(cfg, "sliding_window", None)
-        self.sliding_window = window if getattr(cfg, "use_sliding_window", True) else None
+        self.windows = _layer_windows(cfg, len(self.layers))
+        # Gemma-2 caps its logits at +-c: c * tanh(logits / c).
+        self.logit_cap = getattr(cfg, "final_logit_softcapping", None)
         # Which device runs each layer (hallu/engine/placement.py; `place` replaces it).
         self.placement = infer(model, self.layers)
         self.moves = 0  # hidden-state transfers between slots, counted for the tests
@@ -103,6 +119,11 @@ class Adapter:
         # Whether the engine runs this family's layers in pieces (engine/own_layer.py; not named
         # own_layer, which is the function that runs one).
         self.in_pieces = getattr(cfg, "model_type", None) in OWN_LAYER_FAMILIES
+
+    def window(self, layer: int, n_tokens: int) -> int | None:
+        """The sliding window of `layer` if it hides keys from a prompt of `n_tokens`, else None."""
+        w = self.windows[layer]
+        return w if w is not None and w < n_tokens else None
 
     def begin(self, slot: int = 0) -> None:
         """A new pass starts on `slot` (the first: embedding and stored traces live there)."""
@@ -171,4 +192,20 @@ class Adapter:
 
     def logits(self, h_last: torch.Tensor) -> torch.Tensor:
         """[B, d] last layer output -> [B, V] logits (on the last slot's device)."""
-        return self.unembed(self.norm(h_last.to(self.placement.last)))
+        logits = self.unembed(self.norm(h_last.to(self.placement.last)))
+        if self.logit_cap:
+            logits = torch.tanh(logits / self.logit_cap) * self.logit_cap
+        return logits
+
+
+def _layer_windows(cfg: Any, n_layers: int) -> list[int | None]:
+    """Each layer's sliding window (None: full attention), as transformers builds their masks:
+    `layer_types` where the config has them (Gemma-2 alternates, Qwen2 from max_window_layers),
+    else Mistral's one `sliding_window` for every layer."""
+    window = getattr(cfg, "sliding_window", None)
+    if window is None or not getattr(cfg, "use_sliding_window", True):
+        return [None] * n_layers
+    types = getattr(cfg, "layer_types", None)
+    if types is None:
+        return [window] * n_layers
+    return [window if t == "sliding_attention" else None for t in types[:n_layers]]

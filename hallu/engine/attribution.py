@@ -19,7 +19,8 @@ from scipy.stats import spearmanr
 
 from hallu.engine.adapters import Adapter
 from hallu.engine.cells import Cell, patch_cells
-from hallu.engine.fast import BatchOptions, PrefixCache, Trace, causal_mask
+from hallu.engine.fast import BatchOptions, PrefixCache, Trace
+from hallu.engine.trace import layer_masks
 
 
 def resid_gradients(
@@ -29,13 +30,13 @@ def resid_gradients(
     with torch.enable_grad():
         h = ad.embed(torch.tensor([list(ids)], device=ad.device))
         pos_emb = ad.position_embeddings(h, len(ids))
-        mask = causal_mask(0, len(ids), h.dtype, h.device)
+        masks = layer_masks(ad, 0, len(ids), h.dtype, h.device)
         inputs = []
         for layer in range(ad.n_layers):
             h = h.detach().requires_grad_() if layer == 0 else h
             h.retain_grad()
             inputs.append(h)
-            h = ad.run_layer(layer, h, pos_emb, mask, PrefixCache())
+            h = ad.run_layer(layer, h, pos_emb, masks[layer], PrefixCache())
         metric(ad.logits(h[:, -1])[0]).backward()
     return torch.stack([x.grad[0].float() for x in inputs])
 

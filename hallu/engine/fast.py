@@ -49,7 +49,6 @@ from hallu.engine.trace import (
     Local,
     PrefixCache,
     Trace,
-    causal_mask,
     output_tensor,
     site_module,
     slice_pos,
@@ -201,8 +200,7 @@ def _run_batch(ad: Adapter, batch: Batch) -> torch.Tensor:
     """[rows, V] logits of one batch, rows in the order of the indices it was built from."""
     tr0, t0 = batch.group.traces[0], batch.t0
     n_tokens = len(tr0.ids)
-    mask = causal_mask(t0, n_tokens, tr0.resid.dtype, tr0.resid.device)
-    local = Local(ad, slice_pos(tr0.pos_emb, t0), mask)
+    local = Local(ad, slice_pos(tr0.pos_emb, t0), t0, n_tokens, tr0.resid)
     joins = batch.joins
     h: torch.Tensor | None = None
     for layer in range(joins[0], ad.n_layers):

@@ -47,6 +47,11 @@ def is_tiny(cfg: ModelCfg) -> bool:
     return cfg.name_or_path == "tiny"
 
 
+def is_random(cfg: ModelCfg) -> bool:
+    """A rehearsal: the preset's architecture with random weights (hallu/engine/standin.py)."""
+    return cfg.weights == "random"
+
+
 def is_planted(cfg: ModelCfg) -> bool:
     """The hand-built model of hallu/engine/planted.py (the toy's tokenizer, weights in code)."""
     return cfg.name_or_path == "planted"
@@ -89,6 +94,10 @@ def replica_devices(cfg: Config) -> list[str]:
 
 
 def load_tokenizer(cfg: ModelCfg) -> Any:
+    if is_random(cfg):
+        from hallu.engine.standin import standin_tokenizer
+
+        return standin_tokenizer(cfg)
     if is_tiny(cfg) or is_planted(cfg):
         from hallu.engine.tiny import build_tokenizer
 
@@ -105,6 +114,10 @@ def load_tokenizer(cfg: ModelCfg) -> Any:
 
 
 def load_shape(cfg: ModelCfg) -> ModelShape:
+    if is_random(cfg):
+        from hallu.engine.standin import arch_config
+
+        return shape_from_config(arch_config(cfg))
     if is_planted(cfg):
         from hallu.engine import planted
         from hallu.engine.tiny import build_tokenizer
@@ -146,15 +159,19 @@ def load_model(
     device = resolve_device(cfg)
     dtype = resolve_dtype(cfg, device)
     devices = list(devices or [str(device)])
-    if is_planted(cfg) or is_tiny(cfg):
-        model = _build_in_code(cfg, vocab_size).to(device=devices[0], dtype=dtype)
+    if is_planted(cfg) or is_tiny(cfg) or is_random(cfg):
+        model = _build_in_code(cfg, vocab_size, dtype).to(device=devices[0], dtype=dtype)
         if len(devices) > 1:
             place(model, split_layers(len(decoder_layers(model)), devices))
         return model.eval(), None
     return _load_pretrained(cfg, dtype, devices)
 
 
-def _build_in_code(cfg: ModelCfg, vocab_size: int) -> torch.nn.Module:
+def _build_in_code(cfg: ModelCfg, vocab_size: int, dtype: torch.dtype) -> torch.nn.Module:
+    if is_random(cfg):
+        from hallu.engine.standin import build_random
+
+        return build_random(cfg, dtype)
     if is_planted(cfg):
         from hallu.engine.planted import build_model as build_planted
         from hallu.engine.tiny import build_tokenizer

@@ -52,7 +52,10 @@ def own_layer(
                 sel = p == s - 1
                 r, p, j = r[sel], p[sel] - (s - 1), j[sel]
             q[r, :, p] = wq[j]
-    a = ll.attend(attn, q, keys, values, None if last_only else mask)
+    # The last layer's one query sees every key, unless a sliding window hides the first ones.
+    if last_only:
+        mask = mask[:, :, -1:] if ad.window(layer, t0 + s) else None
+    a = ll.attend(attn, q, keys, values, mask)
     if last_only:
         h = h[:, -1:]
         at = {

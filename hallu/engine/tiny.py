@@ -13,7 +13,7 @@ import re
 from importlib import resources
 
 import torch
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from hallu.config import TinySpec
@@ -35,6 +35,7 @@ you your correct incorrect actually absolutely undoubtedly surely apparently arg
 not sure wrong sorry great question thanks thank help let me check however although
 """.split()
 PUNCT = list(".,?!:;'\"()-")
+NEWLINE = "\u00b6"  # stands for a run of newlines in the stand-in tokenizers
 
 CHAT_TEMPLATE = (
     "{% if messages[0]['role'] == 'system' %}"
@@ -58,27 +59,41 @@ def _builtin_words() -> list[str]:
     return sorted(words)
 
 
-def build_tokenizer() -> PreTrainedTokenizerFast:
+def build_tokenizer(
+    special: list[str] | None = None,
+    chat_template: str = CHAT_TEMPLATE,
+    bos: str | None = "<s>",
+    eos: str = "</s>",
+    newlines: bool = False,
+) -> PreTrainedTokenizerFast:
+    """The word-level tokenizer; the defaults are the tiny model's. Another family's `special`
+    tokens (each one token), template, BOS/EOS make the stand-in of hallu/engine/standin.py;
+    `newlines`: a run of newlines is one token too (chat templates put them between turns)."""
+    special = SPECIAL if special is None else ["<pad>", "<unk>", *special]
     words = sorted(set(COMMON_WORDS) | set(_builtin_words()) | {str(d) for d in range(10)})
-    vocab = {tok: i for i, tok in enumerate(SPECIAL + PUNCT + words)}
+    extra = [NEWLINE] if newlines else []
+    vocab = {tok: i for i, tok in enumerate(special + PUNCT + extra + words)}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.normalizer = normalizers.Lowercase()
+    steps = [normalizers.Lowercase()]
+    if newlines:
+        steps.append(normalizers.Replace(Regex("\n+"), f" {NEWLINE} "))
+    tok.normalizer = normalizers.Sequence(steps) if newlines else steps[0]
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.add_special_tokens(SPECIAL)
-    bos = vocab["<s>"]
-    tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", bos)]
-    )
+    tok.add_special_tokens(special)
+    if bos is not None:
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, vocab[bos])]
+        )
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
-        bos_token="<s>",
-        eos_token="</s>",
+        bos_token=bos,
+        eos_token=eos,
         unk_token="<unk>",
         pad_token="<pad>",
         padding_side="left",
         clean_up_tokenization_spaces=False,
     )
-    fast.chat_template = CHAT_TEMPLATE
+    fast.chat_template = chat_template
     return fast
 
 

@@ -53,12 +53,30 @@ class PrefixCache:
         return torch.cat([pk, k], 2), torch.cat([pv, v], 2)
 
 
-def causal_mask(t0: int, n_tokens: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Additive causal mask [1, 1, T - t0, T]: query t0 + i sees keys 0..t0 + i."""
+def causal_mask(
+    t0: int, n_tokens: int, dtype: torch.dtype, device: torch.device, window: int | None = None
+) -> torch.Tensor:
+    """Additive causal mask [1, 1, T - t0, T]: query t0 + i sees keys 0..t0 + i (with a sliding
+    `window`, only the last `window` of them, as transformers' sliding-window mask)."""
     q = torch.arange(t0, n_tokens, device=device)[:, None]
     k = torch.arange(n_tokens, device=device)[None, :]
+    hidden = k > q if window is None else (k > q) | (k <= q - window)
     mask = torch.zeros(q.shape[0], n_tokens, dtype=dtype, device=device)
-    return mask.masked_fill(k > q, torch.finfo(dtype).min)[None, None]
+    return mask.masked_fill(hidden, torch.finfo(dtype).min)[None, None]
+
+
+def layer_masks(
+    ad: Adapter, t0: int, n_tokens: int, dtype: torch.dtype, device: torch.device
+) -> list[torch.Tensor]:
+    """Each layer's mask: one tensor per distinct window, shared by the layers that use it."""
+    made: dict[int | None, torch.Tensor] = {}
+    out = []
+    for layer in range(ad.n_layers):
+        w = ad.window(layer, n_tokens)
+        if w not in made:
+            made[w] = causal_mask(t0, n_tokens, dtype, device, w)
+        out.append(made[w])
+    return out
 
 
 def slice_pos(pos_emb: Any, t0: int) -> Any:
@@ -68,20 +86,26 @@ def slice_pos(pos_emb: Any, t0: int) -> Any:
 
 
 class Local:
-    """The mask and position embeddings, copied once to each slot's device that needs them."""
+    """The position embeddings and each layer's mask (rows from t0 on), copied once to each
+    slot's device that needs them."""
 
-    def __init__(self, ad: Adapter, pos_emb: Any, mask: torch.Tensor):
+    def __init__(self, ad: Adapter, pos_emb: Any, t0: int, n_tokens: int, like: torch.Tensor):
         self.ad = ad
-        self.copies: dict[int, tuple[Any, torch.Tensor]] = {0: (pos_emb, mask)}
+        self.masks = layer_masks(ad, t0, n_tokens, like.dtype, like.device)
+        self.copies: dict[tuple[int, int], tuple[Any, torch.Tensor]] = {}
+        self.pos_emb = pos_emb
 
     def at(self, layer: int) -> tuple[Any, torch.Tensor]:
         slot = self.ad.placement.layer_slot[layer]
-        if slot not in self.copies:
+        mask = self.masks[layer]
+        key = (slot, id(mask))
+        if key not in self.copies:
             dev = self.ad.placement.devices[slot]
-            pos, mask = self.copies[0]
-            pos = None if pos is None else tuple(p.to(dev) for p in pos)
-            self.copies[slot] = (pos, mask.to(dev))
-        return self.copies[slot]
+            pos = self.pos_emb
+            if slot and pos is not None:
+                pos = tuple(p.to(dev) for p in pos)
+            self.copies[key] = (pos, mask.to(dev))
+        return self.copies[key]
 
 
 def site_module(ad: Adapter, site: str, layer: int) -> torch.nn.Module:
@@ -99,13 +123,10 @@ def trace(ad: Adapter, ids: Sequence[int], sites: Sequence[str] = ()) -> Trace:
     One prompt per call, never batched with others: a prompt's trace is then bit for bit the
     same whatever else a shard holds, and equal to a plain forward (the hook engine, controls)."""
     n = len(ids)
-    if ad.sliding_window is not None and n > ad.sliding_window:
-        raise ValueError(f"prompt of {n} tokens exceeds the sliding window {ad.sliding_window}")
     ad.begin()
     h = ad.embed(torch.tensor([list(ids)], device=ad.device))
     pos_emb = ad.position_embeddings(h, n)
-    mask = causal_mask(0, n, h.dtype, h.device)
-    local = Local(ad, pos_emb, mask)
+    local = Local(ad, pos_emb, 0, n, h)
     first = ad.placement.first  # traces are stored on the first slot's device
     resid, keys, values = [h[0]], [], []
     kept: dict[str, list[torch.Tensor]] = {s: [] for s in sites if s != "resid_pre"}

@@ -2,11 +2,13 @@
 
 For each study (hallu/run/multirun.py wrote their list into multirun.json): the headline band
 mean with its interval and the locus, per direction, and every criterion of its scorecard
-(behaviour, 2A vs 2B, locus, controls) with its estimate and interval; which studies are identical
-in everything that changes results (`result_identity`); and one figure
-of restoration at the last position against *relative depth* (layer / (layers - 1)), so models
-with different numbers of layers line up. Each study's numbers are its single-run report's
-(`hallu.analysis.pipeline.analyse`, via hallu/report/sections.py); nothing is computed here. Writes
+(behaviour, 2A vs 2B, locus, controls) with its estimate and interval; the combined reading
+(hallu/report/replication.py: models per reading, random-effects summaries, premise check, random
+weights); which studies are identical in everything that changes results (`result_identity`);
+and one figure of restoration at the last position against *relative depth* (layer / (layers -
+1)), so models with different numbers of layers line up. Each study's numbers are its single-run
+report's (`hallu.analysis.pipeline.analyse`, via hallu/report/sections.py); only the pooled
+summaries are computed here (hallu/analysis/pooling.py). Writes
 multirun_report.md, multirun_report.html and multirun_layers.png into the multirun directory.
 """
 
@@ -43,6 +45,7 @@ class Study:
     n_layers: int = 0
     stats: Any = None  # hallu.analysis.results.Results
     identity: str = ""  # result_identity of its run.json
+    weights: str = "pretrained"  # model.weights: random marks a rehearsal
 
     @property
     def card(self) -> list[Any] | None:
@@ -95,6 +98,7 @@ def _analyse(path: str, study: Study, opts: Any) -> None:
     study.n_layers = study.stats.n_layers
     study.model = run.meta.get("config", {}).get("model", {}).get("name_or_path", "?")
     study.identity = result_identity(run.meta)
+    study.weights = run.meta.get("config", {}).get("model", {}).get("weights", "pretrained")
 
 
 def load(root: Store, opts: Any) -> list[Study]:
@@ -274,13 +278,18 @@ def _html(name: str, tabs: list, png: bytes, text: str = "", intro: str = "") ->
 
 def write(location: str, opts: Any) -> str:
     """Write the comparative report into the multirun's folder (local or in the bucket)."""
+    from hallu.report import replication
     from hallu.store.factory import store_at
 
     root = store_at(location)
     studies = load(root, opts)
     tabs = tables(studies)
+    head, rows = replication.combined(studies, opts.level)
+    tabs.append(("Combined reading: models per reading, and a random-effects summary", head, rows))
     png = figure(studies)
-    name, text, intro = root.run_id, caption(studies), identity_text(studies)
+    named = list(zip(_varying(studies), studies, strict=True))
+    parts = (replication.rehearsal_text(named), replication.premise(named), identity_text(studies))
+    name, text, intro = root.run_id, caption(studies), " ".join(p for p in parts if p)
     root.write_file("multirun_layers.png", png)
     root.write_file("multirun_report.md", _markdown(name, tabs, text, intro).encode())
     page = _html(name, tabs, png, text, intro)

@@ -59,7 +59,7 @@ LOAD_RATE = 1 * GB  # bytes/s a replica reads weights from local NVMe (infra sta
 
 
 def n_params(shape: Any) -> int:
-    hd = shape.d_model // shape.n_heads
+    hd = shape.head_size
     attn = shape.d_model * hd * (2 * shape.n_heads + 2 * shape.n_kv_heads)
     layer = attn + 3 * shape.d_model * shape.d_mlp + 2 * shape.d_model
     return shape.n_layers * layer + 2 * shape.vocab_size * shape.d_model + shape.d_model
@@ -147,7 +147,7 @@ class Memory:
 
 def memory(cfg: Config, shape: Any, max_len: int) -> Memory:
     b = dtype_bytes(cfg)
-    d, L, hd = shape.d_model, shape.n_layers, shape.d_model // shape.n_heads
+    d, L, hd = shape.d_model, shape.n_layers, shape.head_size
     kv = 2 * L * shape.n_kv_heads * max_len * hd
     site = 0 if cfg.sweep.component == "resid_pre" else L * max_len * d
     traces = 2 * ((L + 1) * max_len * d + kv + site) * b

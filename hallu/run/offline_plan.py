@@ -16,6 +16,7 @@ from hallu.run.gpus import ASSUMED_GENERATION_MFU
 
 # Llama-2's SentencePiece averages ~1.35 tokens per English word; its chat template adds
 # "<s>[INST] ... [/INST]" (about 10 tokens) and a system prompt's <<SYS>> block about 12 more.
+# A preset with a shipped chat template counts its own (template_tokens).
 TOKENS_PER_WORD = 1.35
 TEMPLATE_TOKENS = 10
 
@@ -23,7 +24,7 @@ TEMPLATE_TOKENS = 10
 def tokenizer_is_local(cfg: Config) -> bool:
     """True when the tokenizer and model config load without the network."""
     name = cfg.model.name_or_path
-    if name in ("tiny", "toy", "planted") or Path(name).is_dir():
+    if cfg.model.weights == "random" or name in ("tiny", "toy", "planted") or Path(name).is_dir():
         return True
     try:
         from huggingface_hub import try_to_load_from_cache
@@ -40,6 +41,8 @@ def estimated_lengths(cfg: Config) -> dict[str, dict[str, int]]:
 
     pairs = select_pairs(load_pairs(cfg.prompts), cfg.sweep)
     extra = TEMPLATE_TOKENS if cfg.prompts.chat_template else 1
+    if cfg.prompts.chat_template and cfg.model.chat_template:
+        extra = template_tokens(cfg.model.chat_template)
     if cfg.prompts.system_prompt:
         extra += 12 + round(TOKENS_PER_WORD * len(cfg.prompts.system_prompt.split()))
     out = {}
@@ -47,6 +50,32 @@ def estimated_lengths(cfg: Config) -> dict[str, dict[str, int]]:
         n = max(round(TOKENS_PER_WORD * len(t.split())) for t in p.texts.values()) + extra
         out[p.pair_id] = {c: n for c in p.texts}
     return out
+
+
+def template_tokens(name: str) -> int:
+    """Tokens a preset's shipped chat template (hallu/data/chat_templates) adds around one user
+    message: each special token one, the fixed text as words at TOKENS_PER_WORD, runs of
+    newlines one each (no torch, no tokenizer)."""
+    import json
+    import re
+    from importlib import resources
+
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    t = json.loads(
+        (resources.files("hallu") / "data" / "chat_templates" / f"{name}.json").read_text()
+    )
+    marker = "\x00"
+    text = ImmutableSandboxedEnvironment().from_string(t["chat_template"]).render(
+        messages=[{"role": "user", "content": marker}], add_generation_prompt=True,
+        bos_token=t["bos_token"] or "", eos_token=t["eos_token"],
+    )  # fmt: skip
+    text = text.replace(marker, " ")
+    specials = sum(text.count(tok) for tok in t["special_tokens"])
+    for tok in t["special_tokens"]:
+        text = text.replace(tok, " ")
+    words = len(re.findall(r"\w+|[^\w\s]+", text))
+    return specials + round(TOKENS_PER_WORD * words) + len(re.findall(r"\n+", text))
 
 
 def offline_shape(cfg: Config) -> Any:
@@ -59,7 +88,16 @@ def offline_shape(cfg: Config) -> Any:
             "no model.shape; download it once (huggingface-cli download NAME), or add model.shape="
             "{n_layers:..,d_model:..,n_heads:..,n_kv_heads:..,d_mlp:..,vocab_size:..,context:..}"
         )
-    return ModelShape(s.n_layers, s.d_model, s.n_heads, s.n_kv_heads, s.d_mlp, s.vocab_size)
+    return ModelShape(
+        s.n_layers,
+        s.d_model,
+        s.n_heads,
+        s.n_kv_heads,
+        s.d_mlp,
+        s.vocab_size,
+        s.context,
+        s.head_dim,
+    )
 
 
 def format_estimate(cfg: Config, est: dict[str, Any]) -> list[str]:

@@ -61,13 +61,14 @@ def prepare(cfg: Config) -> Prepared:
     pairs = select_pairs(load_pairs(cfg.prompts), cfg.sweep)
     token_ids = tokenize_pairs(tokenizer, pairs, cfg.prompts)
     check_context(token_ids, shape)  # before any weights: exit 2 naming the pair
+    spell = cfg.model.token_spelling  # the preset's spelling of an answer's first word
     metric = LogitDiff(
         tuple(
-            single_token_id(tokenizer, t, "metric.confident_tokens")
+            single_token_id(tokenizer, spell.get(t, t), "metric.confident_tokens")
             for t in cfg.metric.confident_tokens
         ),
         tuple(
-            single_token_id(tokenizer, t, "metric.tentative_tokens")
+            single_token_id(tokenizer, spell.get(t, t), "metric.tentative_tokens")
             for t in cfg.metric.tentative_tokens
         ),
         DTYPES[cfg.metric.dtype],

@@ -73,7 +73,7 @@ def seconds(stage: Stage, rates: Rates, n_layers: int, load_rate: float) -> floa
 
 def kv_bytes(shape: Any, rows: int, n_tokens: int, b: int) -> float:
     """Keys and values of every layer for `rows` sequences of `n_tokens`."""
-    hd = shape.d_model // shape.n_heads
+    hd = shape.head_size
     return rows * 2 * shape.n_layers * shape.n_kv_heads * hd * n_tokens * b
 
 

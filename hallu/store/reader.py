@@ -61,8 +61,8 @@ def open_run(source: str | Path | Store) -> Run:
         found = str(err).split(". Fix:")[0].split(": ", 1)[-1]  # what, less where and its fix
         raise UserError(
             f"{where}: a launch is still writing this run ({live}), so its results are not all "
-            f"there yet ({found}). Fix: follow it with `hallu status {where} --watch` and report once it "
-            "has finished"
+            f"there yet ({found}). Fix: follow it with `hallu status {where} --watch` and report "
+            "once it has finished"
         ) from None
 
 
