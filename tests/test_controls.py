@@ -11,8 +11,8 @@ import torch
 
 from hallu.config import DIRECTIONS
 from hallu.errors import UserError
-from hallu.run.controls import UNRELATED_TEXT, norm_matched, unrelated_ids
-from hallu.run.plan import same_class_partner
+from hallu.run.controls import norm_matched
+from hallu.run.plan import UNRELATED_TEXT, same_class_partner, unrelated_ids
 from hallu.run.prepare import prepare
 from hallu.run.worker import Worker
 from hallu.store import schema
@@ -99,7 +99,7 @@ def _own_source_metric(worker: Worker, row: dict, control: str) -> float:
             target_cond
         ]
     else:
-        ids = unrelated_ids(prep, row["n_tokens"])
+        ids = unrelated_ids(prep.tokenizer, prep.cfg.prompts, row["n_tokens"])
     return _metric_of(worker, tuple(ids))
 
 

@@ -74,7 +74,7 @@ class Patcher:
         memory = route.memory_gb
         # The fast engine sizes its batches from memory (route.batch_size is the hook route's).
         self.options = BatchOptions(memory_bytes=None if memory is None else int(memory * 2**30))
-        self._traces: dict[tuple[int, ...], Trace] = {}  # `_trace`'s few recent traces
+        self._traces: dict[tuple[int, ...], Trace] = {}  # `_trace`'s, until `forget`
 
     def run(self, pairs: Sequence[Pair], metrics: MetricSet) -> Iterator[PairResult]:
         """Each pair's cells and their metrics, in order, as each is done; pairs share the fast
@@ -132,13 +132,16 @@ class Patcher:
             logits[todo] = run_rows(self.adapter, rows, self.options).to(logits.dtype)
         return logits, known
 
+    def forget(self) -> None:
+        """Drop the traces kept for `clean_run`/`patch_resid` (a control shard's, at its end)."""
+        self._traces.clear()
+
     def _trace(self, ids: Sequence[int]) -> Trace:
-        """The fast engine's trace of `ids` (resid_pre only), kept for the next few calls: a
-        control pair asks for its target twice (baseline, then patches)."""
+        """The fast engine's trace of `ids` (resid_pre only), kept until `forget`: a control
+        shard traces each of its prompts once (a target, a same-class partner, the unrelated
+        prompt shared by its pairs)."""
         key = tuple(ids)
         if key not in self._traces:
-            if len(self._traces) >= 4:
-                self._traces.pop(next(iter(self._traces)))
             assert self.adapter is not None
             self._traces[key] = trace(self.adapter, ids, ["resid_pre"])
         return self._traces[key]

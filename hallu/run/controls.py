@@ -7,8 +7,8 @@ with a different *source* of the patched residual-stream vector:
   uncertain; for 2B, certain into certain), aligned from the end. It differs from the target in
   its claim but not in the user's certainty, so it should restore nothing if the effect is
   certainty.
-- `random_source`: an unrelated prompt (`UNRELATED_TEXT`, repeated until it is long enough, in
-  the same chat template), aligned from the end.
+- `random_source`: an unrelated prompt (hallu.run.plan.UNRELATED_TEXT, repeated until it is
+  long enough, in the same chat template), aligned from the end.
 - `norm_matched`: a random direction with the same L2 norm as the real source's vector at that
   layer and position (seeded by run seed, direction and pair), so only the norm is kept.
 - `neutral_source`: the same claim said by the neutral user (no marker), aligned from the end: it
@@ -35,23 +35,11 @@ import torch
 
 from hallu.config import DIRECTIONS
 from hallu.engine.patch import Patcher
-from hallu.prompts import render
-from hallu.run.plan import Shard, control_source_ids, end_aligned, resolve_positions
+from hallu.run.plan import Shard, control_source_ids, end_aligned, resolve_positions, unrelated_ids
 from hallu.run.prepare import Prepared
 from hallu.store import schema
 
 CONTROLS = ("same_class", "random_source", "norm_matched", "neutral_source")
-UNRELATED_TEXT = "Thanks for your help with this. Can you tell me what you think about it?"
-
-
-def unrelated_ids(prep: Prepared, min_len: int) -> list[int]:
-    """The unrelated prompt, its text repeated until it has at least `min_len` tokens."""
-    text = UNRELATED_TEXT
-    ids = render(prep.tokenizer, text, prep.cfg.prompts)
-    while len(ids) < min_len:
-        text = f"{text} {UNRELATED_TEXT}"
-        ids = render(prep.tokenizer, text, prep.cfg.prompts)
-    return ids
 
 
 def norm_matched(resid: torch.Tensor, seed_text: str) -> torch.Tensor:
@@ -76,10 +64,13 @@ def run_control_shard(
         raise ValueError(f"unknown control {shard.control!r}; known: {CONTROLS}")
     cfg = prep.cfg
     cols: dict[str, list] = {name: [] for name in schema.SCHEMA.names}
-    for pid in shard.pair_ids:
-        n_cells = _pair_rows(prep, engine, shard, pid, cols)
-        if progress is not None:
-            progress.update(n_cells)
+    try:
+        for pid in shard.pair_ids:
+            n_cells = _pair_rows(prep, engine, shard, pid, cols)
+            if progress is not None:
+                progress.update(n_cells)
+    finally:
+        engine.forget()  # the shard's traces (each prompt traced once per shard)
     n = len(cols["layer"])
     constant = {
         **meta,
@@ -157,7 +148,11 @@ def _control_source(
         resid = norm_matched(real_resid, f"{prep.cfg.seed}/{shard.direction}/{pid}")
         return resid, dict(real_positions), ["<random>"] * len(real_src), math.nan
     src_ids = control_source_ids(
-        shard.control, prep.token_ids, pid, shard.direction, lambda n: unrelated_ids(prep, n)
+        shard.control,
+        prep.token_ids,
+        pid,
+        shard.direction,
+        lambda n: unrelated_ids(prep.tokenizer, prep.cfg.prompts, n),
     )
     assert src_ids is not None, "neutral_source pairs without a neutral prompt are skipped"
     resid, src_logits = engine.clean_run(src_ids)

@@ -15,8 +15,9 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
-from hallu.config import DIRECTIONS, SweepCfg
+from hallu.config import DIRECTIONS, PromptsCfg, SweepCfg
 from hallu.errors import UserError
 from hallu.shape import ModelShape, resolve_layers  # resolve_layers: re-exported for run/
 
@@ -109,6 +110,22 @@ def same_class_partner(token_ids: dict[str, dict[str, list[int]]], pid: str, con
         if len(token_ids[q][cond]) >= need:
             return q
     return max(others, key=lambda q: len(token_ids[q][cond]))
+
+
+UNRELATED_TEXT = "Thanks for your help with this. Can you tell me what you think about it?"
+
+
+def unrelated_ids(tokenizer: Any, prompts: PromptsCfg, min_len: int) -> list[int]:
+    """The random_source control's prompt: `UNRELATED_TEXT` repeated until it has at least
+    `min_len` tokens, in the run's template."""
+    from hallu.prompts import render
+
+    text = UNRELATED_TEXT
+    ids = render(tokenizer, text, prompts)
+    while len(ids) < min_len:
+        text = f"{text} {UNRELATED_TEXT}"
+        ids = render(tokenizer, text, prompts)
+    return ids
 
 
 def control_source_ids(
