@@ -40,6 +40,7 @@ from hallu.bench_baselines import (
 from hallu.bench_cases import Case, all_cells, flop_counts, naive_sweep
 from hallu.engine.adapters import Adapter
 from hallu.engine.cells import Cell, patch_cells, patch_pairs
+from hallu.engine.cost import CPU_BATCH_TOKENS
 from hallu.engine.fast import BatchOptions, trace
 from hallu.engine.host_memory import keep_freed_memory
 
@@ -128,6 +129,30 @@ def builtin_case() -> Case:
     return Case("c: built-in prompts, chat template", pairs)
 
 
+# --- this machine's limit -----------------------------------------------------------------------
+
+
+@torch.no_grad()
+def matmul_rate(
+    model: torch.nn.Module, n_tokens: int = CPU_BATCH_TOKENS, repeats: int = 5
+) -> float:
+    """FLOP/s of this machine's dense matmuls at the bench's shapes and dtype: every weight of one
+    decoder layer and the unembedding applied to `n_tokens` rows (F.linear, as the layers call
+    it; the engine fills its CPU batches to this many tokens), best of `repeats` rounds of 10."""
+    ad = Adapter(model)
+    weights = [p for p in ad.layers[0].parameters() if p.dim() == 2] + [ad.unembed.weight]
+    xs = {w.shape[1]: torch.randn(n_tokens, w.shape[1], dtype=w.dtype) for w in weights}
+    flops = 10 * sum(2.0 * n_tokens * w.numel() for w in weights)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for _ in range(10):
+            for w in weights:
+                torch.nn.functional.linear(xs[w.shape[1]], w)
+        best = min(best, time.perf_counter() - t)
+    return flops / best
+
+
 # --- the engine's sweep (the reference, naive_sweep, is in hallu.bench_cases) -----------------
 
 
@@ -190,6 +215,9 @@ def run_case(model: torch.nn.Module, case: Case, repeats: int, naive_pairs: int 
     n_cells = sum(len(c) for c in cells_per)
     counts = {"naive": sum(len(cells_per[i]) for i in sub)}
     naive_flop, engine_flop, _, n_known = flop_counts(model, case)
+    # The work each method does: a forward per cell (the one-pair reference on its subset).
+    work = {"naive": naive_flop * counts["naive"] / n_cells, "engine": engine_flop}
+    rate = matmul_rate(model)
     r = {
         "case": case.name,
         "cells": n_cells,
@@ -197,9 +225,13 @@ def run_case(model: torch.nn.Module, case: Case, repeats: int, naive_pairs: int 
         "naive_cells": counts["naive"],
     }
     r["flop_ratio"] = naive_flop / engine_flop  # the same for every baseline: a forward per cell
+    r["matmul_flops_per_s"] = rate
     for name, times in secs.items():
         r[f"{name}_cells_per_s"] = counts.get(name, n_cells) / statistics.median(times)
         r[f"{name}_s"] = times
+        if name != "engine_per_pair":  # achieved FLOP/s and its share of the matmul rate
+            r[f"{name}_flops_per_s"] = work.get(name, naive_flop) / statistics.median(times)
+            r[f"{name}_of_matmul"] = r[f"{name}_flops_per_s"] / rate
     for name in ("naive", "batched", "tl", "engine_per_pair"):
         if f"{name}_cells_per_s" in r:
             r[f"x_{name}"] = r["engine_cells_per_s"] / r[f"{name}_cells_per_s"]
@@ -228,7 +260,9 @@ def cpu_main(args: argparse.Namespace) -> list[dict]:
     )
     print(
         "cells/s of each baseline, the engine's, and the engine's speed-up over each "
-        "(x ...); FLOP ratio = naive FLOP / engine FLOP, the same for every baseline"
+        "(x ...); FLOP ratio = naive FLOP / engine FLOP, the same for every baseline; "
+        "achieved FLOP/s (weight matmuls counted) and its share of this machine's dense matmul "
+        "rate at the bench's shapes (float32, 512-token batches)"
     )
     results = []
     for name in args.case:
@@ -238,13 +272,21 @@ def cpu_main(args: argparse.Namespace) -> list[dict]:
             f"{r['case']}: {r['cells']} cells ({r['known_cells']} known: the baseline, no "
             f"pass), engine {r['engine_cells_per_s']:.1f} cells/s, FLOP ratio {r['flop_ratio']:.2f}"
         )
+        rate = r["matmul_flops_per_s"] / 1e9
+        print(f"   matmul rate {rate:.2f} GFLOP/s; engine {_achieved(r, 'engine')}")
         for key, label in COLUMNS:
             if f"x_{key}" in r:
+                achieved = f"  {_achieved(r, key)}" if f"{key}_flops_per_s" in r else ""
                 print(
                     f"   vs {label:9s} {r[f'{key}_cells_per_s']:9.1f} cells/s  "
                     f"x{r[f'x_{key}']:6.2f}  max|diff| {r['max_abs_diff'].get(key, 0.0):.1e}"
+                    f"{achieved}"
                 )
     return results
+
+
+def _achieved(r: dict, key: str) -> str:
+    return f"{r[f'{key}_flops_per_s'] / 1e9:.2f} GFLOP/s ({r[f'{key}_of_matmul']:.0%} of it)"
 
 
 def main(argv: Sequence[str] | None = None) -> None:

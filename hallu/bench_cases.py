@@ -13,8 +13,8 @@ import torch
 
 from hallu.engine.adapters import Adapter
 from hallu.engine.cells import Cell, known_cells, make_cells
-from hallu.engine.cost import TokenFlops, cell_flops, trace_flops
-from hallu.engine.fast import trace
+from hallu.engine.cost import TokenFlops, schedule_flops, trace_flops
+from hallu.engine.fast import BatchOptions, batch_limits, trace
 
 
 @dataclass(frozen=True)
@@ -64,13 +64,15 @@ def flop_counts(model: torch.nn.Module, case: Case) -> tuple[float, float, int, 
     """(naive FLOP, engine FLOP, cells, known cells) of a full resid_pre sweep of `case`.
 
     The engine's FLOP is the engine's own cost model (hallu.engine.cost), which the plan's
-    estimate asks too. Known cells (hallu.engine.cells.known_cells, on the pair's traces) cost
-    nothing."""
+    estimate asks too: the case's rows batched as the engine batches them (all pairs in one
+    schedule, as `hallu.bench` runs them). Known cells (hallu.engine.cells.known_cells, on the
+    pair's traces) cost nothing."""
     f = flops_per_token(model)
     ad = Adapter(model)
     n_layers = ad.n_layers
     naive = engine = 0.0
     n = n_known = 0
+    groups: dict[int, tuple[list[tuple[int, int]], list[int]]] = {}
     for src, tgt in case.pairs:
         t_len = len(tgt)
         cells = all_cells(n_layers, t_len)
@@ -79,7 +81,14 @@ def flop_counts(model: torch.nn.Module, case: Case) -> tuple[float, float, int, 
         engine += 2 * trace_flops(n_layers, t_len, f)
         known = known_cells("resid_pre", trace(ad, src), trace(ad, tgt), cells, ad.head_dim)
         n_known += sum(known)
-        for c, is_known in zip(cells, known, strict=True):
-            if not is_known:
-                engine += cell_flops(n_layers, c.layer, t_len - c.position, f, ad.in_pieces)
+        starts, targets = groups.setdefault(t_len, ([], []))
+        rows = [(c.position, c.layer) for c, k in zip(cells, known, strict=True) if not k]
+        starts += rows
+        targets += [1] if rows else []
+    for t_len, (starts, targets) in groups.items():
+        if starts:
+            limits = batch_limits(ad, BatchOptions(), t_len)
+            engine += schedule_flops(
+                n_layers, t_len, starts, len(targets), f, *limits, in_pieces=ad.in_pieces
+            )
     return naive, engine, n, n_known

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import statistics
+
 import pytest
 
-from hallu.bench import Case, _group_metric, all_cells, engine_case, run_case
+from hallu.bench import Case, _group_metric, all_cells, engine_case, flop_counts, run_case
 from hallu.bench_baselines import length_groups, naive_batched, transformer_lens_bridge
 from hallu.engine.adapters import Adapter
 from hallu.engine.fast import BatchOptions
@@ -40,6 +42,15 @@ def test_run_case_reports_every_baseline():
         assert r[f"x_{key}"] > 0 and r["max_abs_diff"][key] <= 1e-4, (key, r)
     assert r["x_engine_per_pair"] > 0
     assert r["flop_ratio"] > 1
+    # Achieved FLOP/s: each method's counted work over its median time, and its share of the
+    # machine's measured matmul rate.
+    naive_flop, engine_flop, _, _ = flop_counts(model, _case())
+    assert r["engine_flops_per_s"] * statistics.median(r["engine_s"]) == pytest.approx(engine_flop)
+    assert r["batched_flops_per_s"] * statistics.median(r["batched_s"]) == pytest.approx(naive_flop)
+    assert r["matmul_flops_per_s"] > 1e6
+    for key in ("naive", "batched", "engine"):
+        share = r[f"{key}_flops_per_s"] / r["matmul_flops_per_s"]
+        assert r[f"{key}_of_matmul"] == pytest.approx(share) and share > 0
 
 
 def test_transformer_lens_equals_the_engine():

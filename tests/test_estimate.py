@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from hallu.config import CONF_DIR, compose
 from hallu.run import gpus
@@ -114,23 +116,46 @@ def test_engine_flops_match_the_benchmarks_count():
     assert engine_flops(hooks, shape, lengths, plan, tokens) == pytest.approx(naive, rel=1e-9)
 
 
-def test_control_shards_count_one_forward_per_cell():
-    """Controls patch through the hook engine (hallu/run/controls.py): naive FLOP each."""
-    from hallu.shape import ModelShape
+class _WeightMatmuls(TorchDispatchMode):
+    """Counts what every weight matmul (aten.mm/addmm: the linear layers) run inside computes,
+    2 FLOP per multiply-add; attention's batched matmuls are left out, as in the cost model."""
 
-    base = ["model=tiny", "metric=is_vs_might", "sweep.experiments=[patching]",
-            "sweep.directions=[restore_confidence]"]  # fmt: skip
-    cfg, with_control = compose(base), compose([*base, "sweep.controls=[random_source]"])
-    t = cfg.model.tiny
-    shape = ModelShape(t.n_layers, t.d_model, t.n_heads, t.n_kv_heads, t.d_mlp, 50)
-    lengths = {"p0": {"certain": 10, "uncertain": 10}, "p1": {"certain": 10, "uncertain": 10}}
-    plan = make_plan(cfg.sweep, shape, lengths, "tiny")
-    plan_c = make_plan(with_control.sweep, shape, lengths, "tiny")
-    control = sum(s.flops_naive for s in plan_c.shards if s.control)
-    assert control > 0
-    assert engine_flops(with_control, shape, lengths, plan_c) == pytest.approx(
-        engine_flops(cfg, shape, lengths, plan) + control, rel=1e-9
-    )
+    flops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in (torch.ops.aten.mm.default, torch.ops.aten.addmm.default):
+            a, b = args[-2], args[-1]
+            self.flops += 2 * a.shape[0] * a.shape[1] * b.shape[1]
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.slow
+def test_plan_flops_equal_the_engines_counted_flops_on_the_toy_full_sweep(tmp_path):
+    """The toy's +sweep=full study (patching and every control) run by the worker, its weight
+    matmuls counted as they execute, against the plan's engine FLOP per stage: within 1%."""
+    from hallu.run.offline_plan import plan_and_estimate
+    from hallu.run.worker import Worker
+
+    cfg = compose(["model=toy", "+sweep=full", "metric=yes_vs_maybe",
+                   "sweep.experiments=[patching]", "sweep.noise_floor=false",
+                   f"storage.root={tmp_path}"])  # fmt: skip
+    plan, est = plan_and_estimate(cfg)
+    planned = {s.name: s.flops for s in est["stages"]}
+    worker = Worker(cfg, "r")
+    counted: dict[str, float] = {}
+    for shard in plan.shards:
+        name = "patching" if shard.control is None else f"control {shard.control}"
+        with _WeightMatmuls() as mode:
+            worker.run_shard(shard)
+        counted[name] = counted.get(name, 0) + mode.flops
+    stages = {"patching"} | {f"control {c}" for c in cfg.sweep.controls}
+    assert set(counted) == set(planned) == stages
+    for name, flops in counted.items():
+        assert planned[name] == pytest.approx(flops, rel=0.01), name
+    assert est["flops_engine"] == pytest.approx(sum(counted.values()), rel=0.01)
+    # Controls through the engine: far below a forward per cell (the plan's naive count).
+    control_naive = sum(s.flops_naive for s in plan.shards if s.control)
+    assert sum(v for k, v in counted.items() if k != "patching") < control_naive / 2
 
 
 def test_calibration_file_missing_or_broken_means_assumed(tmp_path, monkeypatch):

@@ -12,11 +12,22 @@ positions) and the unembedding at the last position. That is for Llama-family la
 engine runs in pieces (hallu/engine/own_layer.py); other families run each layer in full.
 A cell *known by its tokens* (patched at its own position inside the prompts' shared prefix)
 costs nothing: the engine returns the target's own logits.
+
+Rows are batched as the engine batches them (`plan_batches`, which hallu/engine/fast.py runs):
+a batch starts every row at its smallest patched position t0, so a row patched later computes
+from t0 too; `schedule_flops` prices one length group's rows that way, plus the targets' queries
+at the layers rows join (the trace computes them on first use).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+CPU_BATCH_BYTES = 2 << 30  # a batch's memory on the CPU (GPU: half the free memory)
+CPU_BATCH_TOKENS = 512  # positions are merged into one batch until it holds this many tokens
+GPU_BATCH_TOKENS = 16384
+MAX_ROWS = 65536
 
 
 @dataclass(frozen=True)
@@ -49,8 +60,8 @@ def cell_flops(
     docstring); `in_pieces`: the model's layers run in pieces (Llama family)."""
     if not in_pieces:
         return (n_layers - layer) * suffix * f.per_layer + f.unembed
-    if layer == n_layers - 1:  # the last layer only: the patched token's keys/values, the last
-        return (f.per_layer if suffix == 1 else f.per_layer - f.qkv + f.kv) + f.unembed
+    if layer == n_layers - 1:  # the patched token's q/k/v, then the last position's rest
+        return f.per_layer + f.unembed
     first = suffix * f.per_layer - (suffix - 1) * f.qkv  # unpatched positions: the trace's q/k/v
     middle = (n_layers - 2 - layer) * suffix * f.per_layer
     return first + middle + f.per_layer + (suffix - 1) * f.kv + f.unembed
@@ -60,3 +71,52 @@ def known_by_tokens(position: int, source_position: int, shared: int) -> bool:
     """Patched at its own position inside the prompts' `shared` leading tokens: under causal
     attention both runs hold the same activations there, so the patch changes nothing."""
     return position == source_position and position < shared
+
+
+def row_bytes(
+    d_model: int, d_mlp: int, n_heads: int, head_dim: int, n_tokens: int, dtype_bytes: int
+) -> Callable[[int], float]:
+    """Rough peak bytes one row of `s` query positions needs inside a layer, as a function of s
+    (hallu/engine/fast.py sizes its batches with it)."""
+    per_token = 8 * d_model + 3 * d_mlp + 3 * n_heads * n_tokens
+    kv = 4 * n_tokens * n_heads * head_dim  # prefix + new keys/values (repeated for GQA)
+    return lambda s: (s * per_token + kv) * dtype_bytes * 2
+
+
+def plan_batches(
+    starts: Sequence[tuple[int, int]], n_tokens: int, max_rows: int, row_bytes: Callable,
+    budget: float, target_tokens: int,
+) -> list[list[int]]:  # fmt: skip
+    """Group rows (by their start position, then layer) into batches that share a suffix start."""
+    order = sorted(range(len(starts)), key=lambda i: (starts[i][0], starts[i][1]))
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    for i in order:
+        if cur:
+            t0 = starts[cur[0]][0]
+            s = n_tokens - t0
+            full = len(cur) >= max_rows or (len(cur) + 1) * row_bytes(s) > budget
+            big = len(cur) * s >= target_tokens and starts[i][0] != starts[cur[-1]][0]
+            if full or big:
+                batches.append(cur)
+                cur = []
+        cur.append(i)
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+def schedule_flops(
+    n_layers: int, n_tokens: int, starts: Sequence[tuple[int, int]], n_targets: int,
+    f: TokenFlops, row_bytes: Callable, budget: float, target_tokens: int,
+    in_pieces: bool = True,
+) -> float:  # fmt: skip
+    """One length group's rows, (position, layer) each, of `n_targets` targets, batched as the
+    engine batches them (module docstring)."""
+    total = 0.0
+    for batch in plan_batches(starts, n_tokens, MAX_ROWS, row_bytes, budget, target_tokens):
+        suffix = n_tokens - starts[batch[0]][0]
+        total += sum(cell_flops(n_layers, starts[i][1], suffix, f, in_pieces) for i in batch)
+    if in_pieces:  # the targets' queries at every layer a row joins (hallu/engine/rows.py)
+        total += n_targets * len({layer for _, layer in starts}) * n_tokens * (f.qkv - f.kv)
+    return total

@@ -42,6 +42,14 @@ from typing import Any, NamedTuple
 import torch
 
 from hallu.engine.adapters import Adapter
+from hallu.engine.cost import (
+    CPU_BATCH_BYTES,
+    CPU_BATCH_TOKENS,
+    GPU_BATCH_TOKENS,
+    MAX_ROWS,
+    plan_batches,
+    row_bytes,
+)
 from hallu.engine.oom import halve_on_oom
 from hallu.engine.own_layer import own_layer
 from hallu.engine.rows import Batch, Group, write
@@ -55,7 +63,16 @@ from hallu.engine.trace import (
     trace,
 )
 
-__all__ = ["BatchOptions", "Patch", "PrefixCache", "Trace", "Write", "run_rows", "trace"]
+__all__ = [
+    "BatchOptions",
+    "Patch",
+    "PrefixCache",
+    "Trace",
+    "Write",
+    "batch_limits",
+    "run_rows",
+    "trace",
+]
 
 
 class Write(NamedTuple):
@@ -75,7 +92,7 @@ class BatchOptions:
 
     resume: bool = True
     suffix: bool = True
-    max_rows: int = 65536
+    max_rows: int = MAX_ROWS
     memory_bytes: int | None = None  # None: half the free GPU memory, or 2 GiB on the CPU
     target_tokens: int | None = None  # merge positions into one batch until it holds this many
 
@@ -87,47 +104,21 @@ def _start(p: Patch, opts: BatchOptions) -> tuple[int, int]:
     return t, layer
 
 
-def _budget(ad: Adapter, opts: BatchOptions) -> int:
-    if opts.memory_bytes is not None:
-        return opts.memory_bytes
-    if ad.device.type == "cuda":
-        return torch.cuda.mem_get_info(ad.device)[0] // 2
-    return 2 << 30
-
-
-def _row_bytes(ad: Adapter, n_tokens: int) -> Any:
-    """Rough peak bytes one row of `s` query positions needs inside a layer, as a function of s
-    (the config is read once: the planner asks for every row)."""
+def batch_limits(ad: Adapter, opts: BatchOptions, n_tokens: int) -> tuple[Any, int, int]:
+    """(bytes of one row as a function of its positions, the batch's memory budget, the tokens up
+    to which positions are merged) for a length group of `n_tokens` (hallu.engine.cost's
+    plan_batches takes them; hallu.bench_cases prices the same schedule)."""
     cfg = ad.model.config
     d = cfg.hidden_size
     d_mlp = getattr(cfg, "intermediate_size", None) or getattr(cfg, "n_inner", None) or 4 * d
-    per_token = 8 * d + 3 * d_mlp + 3 * ad.n_heads * n_tokens
-    kv = 4 * n_tokens * ad.n_heads * ad.head_dim  # prefix + new keys/values (repeated for GQA)
-    scale = torch.finfo(ad.dtype).bits // 8 * 2
-    return lambda s: (s * per_token + kv) * scale
-
-
-def plan_batches(
-    starts: Sequence[tuple[int, int]], n_tokens: int, max_rows: int, row_bytes: Any, budget: int,
-    target_tokens: int,
-) -> list[list[int]]:  # fmt: skip
-    """Group patches (by their start position) into batches that share a suffix start."""
-    order = sorted(range(len(starts)), key=lambda i: (starts[i][0], starts[i][1]))
-    batches: list[list[int]] = []
-    cur: list[int] = []
-    for i in order:
-        if cur:
-            t0 = starts[cur[0]][0]
-            s = n_tokens - t0
-            full = len(cur) >= max_rows or (len(cur) + 1) * row_bytes(s) > budget
-            big = len(cur) * s >= target_tokens and starts[i][0] != starts[cur[-1]][0]
-            if full or big:
-                batches.append(cur)
-                cur = []
-        cur.append(i)
-    if cur:
-        batches.append(cur)
-    return batches
+    rb = row_bytes(d, d_mlp, ad.n_heads, ad.head_dim, n_tokens, torch.finfo(ad.dtype).bits // 8)
+    cuda = ad.device.type == "cuda"
+    if opts.memory_bytes is not None:
+        budget = opts.memory_bytes
+    else:  # half the free GPU memory
+        budget = torch.cuda.mem_get_info(ad.device)[0] // 2 if cuda else CPU_BATCH_BYTES
+    tokens = opts.target_tokens or (GPU_BATCH_TOKENS if cuda else CPU_BATCH_TOKENS)
+    return rb, budget, tokens
 
 
 @torch.no_grad()
@@ -166,13 +157,12 @@ def _run_length(
     ad: Adapter, rows: Sequence[tuple[Trace, Patch]], n_tokens: int, opts: BatchOptions
 ) -> list[torch.Tensor]:
     starts = [_start(p, opts) for _, p in rows]
-    budget, max_rows = _budget(ad, opts), opts.max_rows
-    target_tokens = opts.target_tokens or (16384 if ad.device.type == "cuda" else 512)
+    row_bytes, budget, target_tokens = batch_limits(ad, opts, n_tokens)
+    max_rows = opts.max_rows
     # Stacked target tensors may take an eighth of the budget beside the batches.
     group = Group(ad, rows, [layer for _, layer in starts], budget // 8)
     out: list[torch.Tensor | None] = [None] * len(rows)
     todo = list(range(len(rows)))
-    row_bytes = _row_bytes(ad, n_tokens)
     while todo:
         plan = plan_batches(
             [starts[i] for i in todo],

@@ -19,7 +19,7 @@ import torch
 from hallu.engine.adapters import Adapter
 from hallu.engine.attribution import screen
 from hallu.engine.cells import Cell, known_cells, make_cells, patch_pairs
-from hallu.engine.fast import BatchOptions, Trace, trace
+from hallu.engine.fast import BatchOptions, Trace, Write, run_rows, trace
 from hallu.engine.hooks import HookCell, capture_resid_pre, patched_logits
 from hallu.engine.host_memory import keep_freed_memory
 from hallu.engine.metrics import HookRun, MetricSet, PatchedPair, evaluate
@@ -74,6 +74,7 @@ class Patcher:
         memory = route.memory_gb
         # The fast engine sizes its batches from memory (route.batch_size is the hook route's).
         self.options = BatchOptions(memory_bytes=None if memory is None else int(memory * 2**30))
+        self._traces: dict[tuple[int, ...], Trace] = {}  # `_trace`'s, until `forget`
 
     def run(self, pairs: Sequence[Pair], metrics: MetricSet) -> Iterator[PairResult]:
         """Each pair's cells and their metrics, in order, as each is done; pairs share the fast
@@ -97,18 +98,53 @@ class Patcher:
 
     def clean_run(self, ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """([L, T, d] residual stream entering every layer, [V] last-position logits) of one
-        unpatched run, through the hook route (hallu/run/controls.py's sources and targets)."""
-        return capture_resid_pre(self.model, self.layers, ids)
+        unpatched run (hallu/run/controls.py's sources and targets): the fast engine's trace,
+        kept for `patch_resid`, or the hook route's forward."""
+        if self.adapter is None:
+            return capture_resid_pre(self.model, self.layers, ids)
+        tr = self._trace(ids)
+        return tr.resid[:-1], tr.logits
 
     def patch_resid(
         self, target_ids: Sequence[int], resid: torch.Tensor, cells: Sequence[HookCell]
-    ) -> torch.Tensor:
-        """[len(cells), V] last-position logits of the target with resid_pre written from
-        `resid` (any residual stream, e.g. a control's), one hook-route forward per cell."""
-        patches = [(c,) for c in cells]
-        return patched_logits(
-            self.model, self.layers, target_ids, resid, patches, self.route.batch_size
-        )
+    ) -> tuple[torch.Tensor, list[bool]]:
+        """([len(cells), V] last-position logits, known per cell) of the target with resid_pre
+        written from `resid` (any residual stream, e.g. a control's). The fast engine runs the
+        cells as rows of its schedule; a cell whose value is the target's own activation there
+        bit for bit is known (the target's logits, no forward). The hook route runs one forward
+        per cell and calls none known."""
+        if self.adapter is None:
+            patches = [(c,) for c in cells]
+            logits = patched_logits(
+                self.model, self.layers, target_ids, resid, patches, self.route.batch_size
+            )
+            return logits, [False] * len(cells)
+        target = self._trace(target_ids)
+        logits = target.logits.expand(len(cells), -1).clone()
+        if not cells:
+            return logits, []
+        layer, t, s = (torch.tensor(c) for c in zip(*cells, strict=True))
+        values = resid[layer, s].to(target.resid.device)
+        known = (values == target.resid[layer, t]).all(-1).tolist()
+        todo = [i for i, k in enumerate(known) if not k]
+        rows = [(target, (Write(cells[i][0], "resid_pre", cells[i][1], values[i]),)) for i in todo]
+        if rows:
+            logits[todo] = run_rows(self.adapter, rows, self.options).to(logits.dtype)
+        return logits, known
+
+    def forget(self) -> None:
+        """Drop the traces kept for `clean_run`/`patch_resid` (a control shard's, at its end)."""
+        self._traces.clear()
+
+    def _trace(self, ids: Sequence[int]) -> Trace:
+        """The fast engine's trace of `ids` (resid_pre only), kept until `forget`: a control
+        shard traces each of its prompts once (a target, a same-class partner, the unrelated
+        prompt shared by its pairs)."""
+        key = tuple(ids)
+        if key not in self._traces:
+            assert self.adapter is not None
+            self._traces[key] = trace(self.adapter, ids, ["resid_pre"])
+        return self._traces[key]
 
     def _schedule(self, pairs: Sequence[Pair]) -> list[tuple]:
         """Every pair's (source logits, target logits, cells, [cells, V] patched logits, known)

@@ -7,8 +7,8 @@ with a different *source* of the patched residual-stream vector:
   uncertain; for 2B, certain into certain), aligned from the end. It differs from the target in
   its claim but not in the user's certainty, so it should restore nothing if the effect is
   certainty.
-- `random_source`: an unrelated prompt (`UNRELATED_TEXT`, repeated until it is long enough, in
-  the same chat template), aligned from the end.
+- `random_source`: an unrelated prompt (hallu.run.plan.UNRELATED_TEXT, repeated until it is
+  long enough, in the same chat template), aligned from the end.
 - `norm_matched`: random vectors drawn like the real source's activations at that layer: each
   dimension from a normal with that dimension's mean and spread over the source's positions
   (seeded by run seed, direction and pair). A random direction scaled to the real norm would put
@@ -22,7 +22,10 @@ Rows have the experiment's schema with `control` set to the name. `clean` is the
 control's *own* source prompt (NaN for `norm_matched`, which has none) and `corrupted` the real
 target's, so `restoration` is the fraction of the way the metric moved toward where the control's
 source sits; analysis reports the raw change (patched - corrupted, in logits) beside it.
-Only the engine's public functions (`capture_resid_pre`, `patched_logits`) are used.
+Cells run through the engine's face (`Patcher.clean_run`, `Patcher.patch_resid`): with the fast
+engine, one trace per prompt and the cells as rows of its schedule, resuming at the patched layer
+and position; a cell whose written vector is the target's own activation (e.g. the same token's
+embedding at layer 0) is known, with the target's logits and no forward. `known` says which.
 """
 
 from __future__ import annotations
@@ -36,39 +39,11 @@ import torch
 
 from hallu.config import DIRECTIONS
 from hallu.engine.patch import Patcher
-from hallu.prompts import render
-from hallu.run.plan import Shard, resolve_positions
+from hallu.run.plan import Shard, control_source_ids, end_aligned, resolve_positions, unrelated_ids
 from hallu.run.prepare import Prepared
 from hallu.store import schema
 
 CONTROLS = ("same_class", "random_source", "norm_matched", "neutral_source")
-UNRELATED_TEXT = "Thanks for your help with this. Can you tell me what you think about it?"
-
-
-def same_class_partner(token_ids: dict[str, dict[str, list[int]]], pid: str, cond: str) -> str:
-    """The next pair (cyclic, in run order) whose `cond` prompt is at least as long as `pid`'s.
-
-    Long enough means every target position has an end-aligned source; if no pair is, the
-    longest other pair is used and the positions it cannot cover are left out.
-    """
-    order = list(token_ids)
-    i = order.index(pid)
-    others = [order[(i + k) % len(order)] for k in range(1, len(order))]
-    need = len(token_ids[pid][cond])
-    for q in others:
-        if len(token_ids[q][cond]) >= need:
-            return q
-    return max(others, key=lambda q: len(token_ids[q][cond]))
-
-
-def unrelated_ids(prep: Prepared, min_len: int) -> list[int]:
-    """The unrelated prompt, its text repeated until it has at least `min_len` tokens."""
-    text = UNRELATED_TEXT
-    ids = render(prep.tokenizer, text, prep.cfg.prompts)
-    while len(ids) < min_len:
-        text = f"{text} {UNRELATED_TEXT}"
-        ids = render(prep.tokenizer, text, prep.cfg.prompts)
-    return ids
 
 
 def norm_matched(resid: torch.Tensor, seed_text: str) -> torch.Tensor:
@@ -83,17 +58,6 @@ def norm_matched(resid: torch.Tensor, seed_text: str) -> torch.Tensor:
     return (mean + std * noise).to(device=resid.device, dtype=resid.dtype)
 
 
-def _source_ids(
-    prep: Prepared, control: str, pid: str, target_cond: str, n_target: int
-) -> list[int]:
-    """The control's source prompt (same_class, random_source or neutral_source)."""
-    if control == "same_class":
-        return prep.token_ids[same_class_partner(prep.token_ids, pid, target_cond)][target_cond]
-    if control == "neutral_source":
-        return prep.token_ids[pid]["neutral"]
-    return unrelated_ids(prep, n_target)
-
-
 def run_control_shard(
     prep: Prepared,
     engine: Patcher,
@@ -106,10 +70,13 @@ def run_control_shard(
         raise ValueError(f"unknown control {shard.control!r}; known: {CONTROLS}")
     cfg = prep.cfg
     cols: dict[str, list] = {name: [] for name in schema.SCHEMA.names}
-    for pid in shard.pair_ids:
-        n_cells = _pair_rows(prep, engine, shard, pid, cols)
-        if progress is not None:
-            progress.update(n_cells)
+    try:
+        for pid in shard.pair_ids:
+            n_cells = _pair_rows(prep, engine, shard, pid, cols)
+            if progress is not None:
+                progress.update(n_cells)
+    finally:
+        engine.forget()  # the shard's traces (each prompt traced once per shard)
     n = len(cols["layer"])
     constant = {
         **meta,
@@ -123,7 +90,6 @@ def run_control_shard(
         "metric": cfg.metric.name,
         "seed": cfg.seed,
         "control": shard.control,
-        "known": False,  # a control's source differs from the target everywhere it is patched
         "approx": None,
         "screen_spearman": None,
     }
@@ -144,24 +110,23 @@ def _pair_rows(
     if shard.control == "neutral_source" and "neutral" not in prep.token_ids[pid]:
         return 0  # a pair without a neutral prompt has no such control
     real_src, tgt = prep.token_ids[pid][source_cond], prep.token_ids[pid][target_cond]
-    real_resid, _ = engine.clean_run(real_src)
     _, tgt_logits = engine.clean_run(tgt)
     corrupted = float(prep.metric(tgt_logits))
     real_positions = resolve_positions(prep.cfg.sweep.positions, pid, len(real_src), len(tgt))
     targets = [t for t, _ in real_positions]
-    resid, pos, src_tokens, clean = _control_source(
-        prep, engine, shard, pid, real_resid, real_positions
-    )
+    resid, pos, src_tokens, clean = _control_source(prep, engine, shard, pid, real_positions)
     cells = [(layer, t, pos[t]) for layer in shard.layers for t in targets if pos[t] >= 0]
-    logits = engine.patch_resid(tgt, resid, cells)
+    # Through the engine's route: the fast engine's schedule (known cells unrun), or hooks.
+    logits, known = engine.patch_resid(tgt, resid, cells)
     patched = prep.metric(logits).tolist()
     steps = prep.metric.resolution(logits, engine.dtype).tolist()
     tgt_tokens = prep.tokenizer.convert_ids_to_tokens(tgt)
     anchors = prep.anchors[pid][target_cond] if prep.anchors else None
-    for (layer, t, s), value, step in zip(cells, patched, steps, strict=True):
+    for (layer, t, s), value, step, was_known in zip(cells, patched, steps, known, strict=True):
         row = {
             "resolution": step,
             "layer": layer,
+            "known": was_known,
             **schema.cell_fields(
                 pid, t, s, tgt_tokens, src_tokens, clean, corrupted, value, anchors
             ),
@@ -176,20 +141,27 @@ def _control_source(
     engine: Patcher,
     shard: Shard,
     pid: str,
-    real_resid: torch.Tensor,
     real_positions: list[tuple[int, int]],
 ) -> tuple[torch.Tensor, dict[int, int], list[str], float]:
     """The control's residual stream to patch from, target -> source position, source tokens,
-    and its own source's clean metric (nan for norm_matched: no source prompt, raw change only)."""
+    and its own source's clean metric (nan for norm_matched: no source prompt, raw change only).
+    The one place a control's source is built."""
     source_cond, target_cond = DIRECTIONS[shard.direction]
     n_target = len(prep.token_ids[pid][target_cond])
     if shard.control == "norm_matched":
+        real_src = prep.token_ids[pid][source_cond]
+        real_resid, _ = engine.clean_run(real_src)
         resid = norm_matched(real_resid, f"{prep.cfg.seed}/{shard.direction}/{pid}")
-        src_tokens = ["<random>"] * len(prep.token_ids[pid][source_cond])
-        return resid, dict(real_positions), src_tokens, math.nan
-    src_ids = _source_ids(prep, shard.control, pid, target_cond, n_target)
+        return resid, dict(real_positions), ["<random>"] * len(real_src), math.nan
+    src_ids = control_source_ids(
+        shard.control,
+        prep.token_ids,
+        pid,
+        shard.direction,
+        lambda n: unrelated_ids(prep.tokenizer, prep.cfg.prompts, n),
+    )
+    assert src_ids is not None, "neutral_source pairs without a neutral prompt are skipped"
     resid, src_logits = engine.clean_run(src_ids)
-    # Aligned from the end: the target's last token takes the source's last token.
-    pos = {t: len(src_ids) - (n_target - t) for t, _ in real_positions}
+    pos = end_aligned([t for t, _ in real_positions], n_target, len(src_ids))
     tokens = prep.tokenizer.convert_ids_to_tokens(src_ids)
     return resid, pos, tokens, float(prep.metric(src_logits))

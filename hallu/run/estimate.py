@@ -12,8 +12,11 @@ which). Models:
   cost nothing: where the prompts agree on every token up to the cell (same position), and
   resid_pre cells at layer 0 that write the target's own token (the engine finds these by
   comparing activations; here the tokens stand in, as for rotary-position models).
-  Control shards and `sweep.engine=hooks` run one forward per cell: their naive FLOP. Without
-  the tokenizer nothing is known, so the estimate is an upper bound;
+  Control shards run through the engine too (hallu/run/controls.py): the target and the
+  control's source prompt traced (norm_matched: the real source, its vectors' norms), then the
+  cells from that source, end-aligned, with the same known-cell rules.
+  `sweep.engine=hooks` runs one forward per cell: its naive FLOP. Without the tokenizer nothing
+  is known, so the estimate is an upper bound;
 - *memory per replica*: the weights, the two traces of one pair (residual stream entering every
   layer, keys and values of every layer), one batch of the engine (one position's cells over the
   swept layers, with the engine's own per-row estimate) and ~1.5 GB of CUDA context; the engine
@@ -24,13 +27,23 @@ which). Models:
 
 from __future__ import annotations
 
-import functools
+import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 from hallu.config import Config
-from hallu.engine.cost import cell_flops, known_by_tokens, token_flops, trace_flops
+from hallu.engine.cost import (
+    CPU_BATCH_BYTES,
+    CPU_BATCH_TOKENS,
+    GPU_BATCH_TOKENS,
+    known_by_tokens,
+    row_bytes,
+    schedule_flops,
+    token_flops,
+    trace_flops,
+)
 from hallu.errors import UserError
 from hallu.prompts import shared_prefix
 from hallu.run.gpus import (
@@ -43,7 +56,13 @@ from hallu.run.gpus import (
     mfu_for,
     run_rates,
 )
-from hallu.run.plan import Plan, resolve_layers, resolve_positions
+from hallu.run.plan import (
+    Plan,
+    control_source_ids,
+    end_aligned,
+    resolve_layers,
+    resolve_positions,
+)
 from hallu.run.stage_cost import (
     Rates,
     Stage,
@@ -77,12 +96,14 @@ def engine_flops(
     lengths: dict[str, dict[str, int]],
     plan: Plan,
     tokens: dict[str, dict[str, list[int]]] | None = None,
+    unrelated: Callable[[int], list[int]] | None = None,
 ) -> float:
     """The fast engine's FLOP for every shard of the plan (see the module docstring).
 
     `tokens[pair][condition]`: the prompts' token ids (from the tokenizer), for the cells known
-    without a forward pass; without them every cell is counted."""
-    return sum(engine_flops_by_stage(cfg, shape, lengths, plan, tokens).values())
+    without a forward pass; without them every cell is counted. `unrelated(n)`: the random_source
+    control's prompt of at least n tokens (hallu/run/controls.py), with the tokenizer."""
+    return sum(engine_flops_by_stage(cfg, shape, lengths, plan, tokens, unrelated).values())
 
 
 def engine_flops_by_stage(
@@ -91,44 +112,95 @@ def engine_flops_by_stage(
     lengths: dict[str, dict[str, int]],
     plan: Plan,
     tokens: dict[str, dict[str, list[int]]] | None = None,
+    unrelated: Callable[[int], list[int]] | None = None,
 ) -> dict[str, float]:
     """engine_flops per stage: "patching" (the experiment's shards), "control NAME" each."""
     from hallu.config import DIRECTIONS
 
     f = token_flops(shape.d_model, shape.n_heads, shape.n_kv_heads, shape.d_mlp, shape.vocab_size)
-    sweep = cfg.sweep
-    layers = resolve_layers(sweep.layers, shape.n_layers)
+    sweep, L = cfg.sweep, shape.n_layers
+    layers = resolve_layers(sweep.layers, L)
     per_cell = shape.n_heads if sweep.component == "head" else 1
-    cell = functools.partial(cell_flops, shape.n_layers, f=f)
     # resid_pre at layer 0 writing the target's own token: known (module docstring).
     layer0 = 0 in layers and sweep.component == "resid_pre" and sweep.window == 1
+    # Without the tokenizer: stand-ins of the right lengths that match nothing (nothing known).
+    fresh = itertools.count(1)
+    never = lambda n: [-next(fresh) for _ in range(n)]  # noqa: E731
+    ids = tokens or {p: {c: never(n) for c, n in conds.items()} for p, conds in lengths.items()}
+    unrelated = unrelated or never
+    budget, batch_tokens = _batch_budget(cfg, shape)
+    hd = shape.d_model // shape.n_heads
 
-    @functools.cache
-    def by_suffix(suffix: int) -> float:  # every swept layer's cell at one suffix length
-        return sum(cell(layer, suffix) for layer in layers)
+    def rows(src: list[int], tgt: list[int], positions: list[tuple[int, int]]) -> list:
+        """(position, layer) of every row the engine runs for one pair (module docstring)."""
+        out, shared = [], shared_prefix(src, tgt)
+        for t, src_t in positions:
+            if src_t < 0 or known_by_tokens(t, src_t, shared):
+                continue
+            skip0 = layer0 and src[src_t] == tgt[t]
+            out += [(t, layer) for layer in layers if not (skip0 and layer == 0)] * per_cell
+        return out
+
+    def priced(groups: dict[int, list[tuple[list, int]]]) -> float:
+        """The engine's schedule for each length group: [(rows, targets)]."""
+        total = 0.0
+        for n, parts in groups.items():
+            starts = [r for part, _ in parts for r in part]
+            if starts:
+                rb = row_bytes(shape.d_model, shape.d_mlp, shape.n_heads, hd, n, dtype_bytes(cfg))
+                n_targets = sum(k for part, k in parts if part)
+                total += schedule_flops(L, n, starts, n_targets, f, rb, budget, batch_tokens)
+        return total
 
     by: dict[str, float] = {}
     for s in plan.shards:
         name = "patching" if s.control is None else f"control {s.control}"
         by[name] = by.get(name, 0.0)
-        if s.control is not None or sweep.engine == "hooks":
+        if sweep.engine == "hooks":
             by[name] += s.flops_naive
             continue
-        total = 0.0
         source, target = DIRECTIONS[s.direction]
+        groups: dict[int, list[tuple[list, int]]] = {}  # the shard's pairs share batches
+        traced: set[tuple[int, ...]] = set()  # a control shard traces each prompt once
         for pid in s.pair_ids:
-            ls, lt = lengths[pid][source], lengths[pid][target]
-            total += trace_flops(shape.n_layers, ls, f) + trace_flops(shape.n_layers, lt, f)
-            src, tgt = (tokens[pid][source], tokens[pid][target]) if tokens else ([], [])
-            shared = shared_prefix(src, tgt)
-            for t, src_t in resolve_positions(sweep.positions, pid, ls, lt):
-                if known_by_tokens(t, src_t, shared):
-                    continue
-                total += per_cell * by_suffix(lt - t)
-                if layer0 and tokens and src[src_t] == tgt[t]:
-                    total -= cell(0, lt - t)
-        by[name] += total
+            src, tgt = ids[pid][source], ids[pid][target]
+            positions = resolve_positions(sweep.positions, pid, len(src), len(tgt))
+            if s.control is not None:  # hallu/run/controls.py: which prompt, aligned how
+                control = control_source_ids(s.control, ids, pid, s.direction, unrelated)
+                if control is None and s.control == "neutral_source":
+                    continue  # no neutral prompt: no cells
+                if control is None:  # norm_matched: a random vector, never known
+                    control = never(len(src))
+                else:
+                    aligned = end_aligned([t for t, _ in positions], len(tgt), len(control))
+                    positions = list(aligned.items())
+                src = control
+            part = (rows(src, tgt, positions), 1)
+            if s.control is not None:  # each pair's rows alone; its prompts' traces kept
+                new = {tuple(src), tuple(tgt)} - traced
+                traced |= new
+                by[name] += sum(trace_flops(L, len(p), f) for p in new)
+                by[name] += priced({len(tgt): [part]})
+            else:
+                by[name] += trace_flops(L, len(src), f) + trace_flops(L, len(tgt), f)
+                groups.setdefault(len(tgt), []).append(part)
+        by[name] += priced(groups)
     return by
+
+
+def _batch_budget(cfg: Config, shape: Any) -> tuple[float, int]:
+    """(bytes, tokens) the fast engine fills a batch up to (hallu/engine/fast.py): sweep.memory_gb
+    or half of what the GPU has free beside the weights, else the CPU's; and the tokens up to
+    which it merges positions into one batch."""
+    gpu = GPUS.get(cfg.cluster.gpu or "")
+    tokens = GPU_BATCH_TOKENS if gpu is not None else CPU_BATCH_TOKENS
+    if cfg.sweep.memory_gb is not None:
+        return cfg.sweep.memory_gb * 2**30, tokens
+    if gpu is None:
+        return CPU_BATCH_BYTES, tokens
+    per = max(1, math.ceil(cfg.cluster.resources.num_gpus))
+    free = per * gpu.memory_gb * GB * USABLE - n_params(shape) * dtype_bytes(cfg) - CUDA_OVERHEAD
+    return max(free, 0.0) / 2, tokens
 
 
 @dataclass(frozen=True)
@@ -152,9 +224,8 @@ def memory(cfg: Config, shape: Any, max_len: int) -> Memory:
     site = 0 if cfg.sweep.component == "resid_pre" else L * max_len * d
     traces = 2 * ((L + 1) * max_len * d + kv + site) * b
     n_layers = len(resolve_layers(cfg.sweep.layers, L))
-    # fast._row_bytes for one row of max_len query tokens, times one position's cells.
-    row = max_len * (8 * d + 3 * shape.d_mlp + 3 * shape.n_heads * max_len)
-    row = (row + 4 * max_len * shape.n_heads * hd) * b * 2
+    # One row of max_len query tokens (the engine's own estimate), times one position's cells.
+    row = row_bytes(d, shape.d_mlp, shape.n_heads, hd, max_len, b)(max_len)
     gen = 0.0
     if "behavior" in cfg.sweep.experiments:
         new = cfg.behavior.max_new_tokens
@@ -202,21 +273,22 @@ def stages(
     plan: Plan | None,
     tokens: dict[str, dict[str, list[int]]] | None,
     need: Memory,
+    unrelated: Callable[[int], list[int]] | None = None,
 ) -> list[Stage]:
     """Every stage the config runs, in run order, with its work (hallu/run/stage_cost.py)."""
     params, b, out = n_params(shape), dtype_bytes(cfg), []
     if plan is not None:
-        by = engine_flops_by_stage(cfg, shape, lengths, plan, tokens)
+        by = engine_flops_by_stage(cfg, shape, lengths, plan, tokens, unrelated)
         batch = max(cfg.sweep.batch_size, 1)
         for name, flops in by.items():
             shards = [s for s in plan.shards if (s.control is None) == (name == "patching")]
             shards = [s for s in shards if name == "patching" or name == f"control {s.control}"]
-            # Batches of sweep.batch_size cells (hooks and controls: one forward row per cell);
-            # the fast engine traces each pair's two prompts first.
+            # Batches of sweep.batch_size cells; the fast engine traces each pair's two prompts
+            # first (controls too: hallu/run/controls.py).
             calls = sum(math.ceil(s.n_cells / batch) for s in shards)
-            if name == "patching" and cfg.sweep.engine != "hooks":
+            if cfg.sweep.engine != "hooks":
                 calls += sum(2 * len(s.pair_ids) for s in shards)
-            mem = need.traces + need.batch if name == "patching" else need.traces
+            mem = need.traces + need.batch
             out.append(Stage(name, calls, 0, 0, flops, mem))
     if cfg.sweep.noise_floor:
         out.append(noise_stage(cfg, shape, params, lengths, b))
@@ -291,9 +363,11 @@ def estimate(
     lengths: dict[str, dict[str, int]],
     plan: Plan | None,
     tokens: dict[str, dict[str, list[int]]] | None = None,
+    unrelated: Callable[[int], list[int]] | None = None,
 ) -> dict[str, Any]:
     """Every number the plan prints (and a multirun sums), as a dict; UserError if it can't fit.
-    "stages": the Stage of each stage, "stage_seconds" its time (with a GPU or on the CPU)."""
+    "stages": the Stage of each stage, "stage_seconds" its time (with a GPU or on the CPU).
+    `tokens`, `unrelated`: as for `engine_flops`."""
     all_lens = [n for conds in lengths.values() for n in conds.values()]
     max_len, mean_len = max(all_lens), sum(all_lens) / len(all_lens)
     measured = tokens is not None
@@ -306,12 +380,12 @@ def estimate(
             "cells": plan.n_cells,
             "control_cells": control,
             "flops_naive": plan.flops_naive,
-            "flops_engine": engine_flops(cfg, shape, lengths, plan, tokens),
+            "flops_engine": engine_flops(cfg, shape, lengths, plan, tokens, unrelated),
         }
     if "behavior" in cfg.sweep.experiments:
         out["answers"], out["flops_behavior"] = behavior_flops(cfg, shape, len(lengths), mean_len)
     need = memory(cfg, shape, max_len)
-    work = stages(cfg, shape, lengths, plan, tokens, need)
+    work = stages(cfg, shape, lengths, plan, tokens, need, unrelated)
     others = [s.memory for s in work if s.name != "patching" and s.name != "behaviour"]
     need = replace(need, stages=max(others, default=0.0))
     out |= {"memory": need, "stages": work, "flops_total": sum(s.flops for s in work)}

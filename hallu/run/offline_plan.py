@@ -188,10 +188,9 @@ def _gb(n: float) -> str:
     return f"{n / GB:.2f} GB" if n >= 0.01 * GB else f"{n / 1e6:.2f} MB"
 
 
-def offline(
-    cfg: Config,
-) -> tuple[Any, dict[str, dict[str, int]], dict[str, dict[str, list[int]]] | None]:
-    """(shape, token counts, token ids or None) for planning, with no network."""
+def offline(cfg: Config) -> tuple[Any, dict[str, dict[str, int]], Any, Any]:
+    """(shape, token counts, token ids or None, the unrelated prompt's ids for n tokens or None)
+    for planning, with no network."""
     if tokenizer_is_local(cfg):
         from hallu.run.prepare import prepare
 
@@ -202,17 +201,19 @@ def offline(
 
             plan_chunks(cfg, {pid: set(c) for pid, c in ids.items()})
         lengths = {p: {c: len(i) for c, i in d.items()} for p, d in ids.items()}
-        return prep.shape, lengths, ids
+        from hallu.run.plan import unrelated_ids
+
+        return prep.shape, lengths, ids, lambda n: unrelated_ids(prep.tokenizer, cfg.prompts, n)
     os.environ["HF_HUB_OFFLINE"] = "1"  # nothing below may wait on the hub
-    return offline_shape(cfg), estimated_lengths(cfg), None
+    return offline_shape(cfg), estimated_lengths(cfg), None, None
 
 
 def plan_and_estimate(cfg: Config) -> tuple[Any, dict[str, Any]]:
     """(the patching Plan or None, the estimate dict) for `cfg`."""
     from hallu.run.plan import make_plan
 
-    shape, lengths, tokens = offline(cfg)
+    shape, lengths, tokens, unrelated = offline(cfg)
     plan = None
     if "patching" in cfg.sweep.experiments:
         plan = make_plan(cfg.sweep, shape, lengths, cfg.model.name_or_path)
-    return plan, estimate(cfg, shape, lengths, plan, tokens)
+    return plan, estimate(cfg, shape, lengths, plan, tokens, unrelated)

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
-from hallu.config import DIRECTIONS, SweepCfg
+from hallu.config import DIRECTIONS, PromptsCfg, SweepCfg
 from hallu.errors import UserError
 from hallu.shape import ModelShape, resolve_layers  # resolve_layers: re-exported for run/
 
@@ -92,6 +94,64 @@ def resolve_positions(
             )
         out.append((p % len_target, p % len_source) if p < 0 else (p, p))
     return out
+
+
+def same_class_partner(token_ids: dict[str, dict[str, list[int]]], pid: str, cond: str) -> str:
+    """The next pair (cyclic, in run order) whose `cond` prompt is at least as long as `pid`'s.
+
+    Long enough means every target position has an end-aligned source; if no pair is, the
+    longest other pair is used and the positions it cannot cover are left out.
+    """
+    order = list(token_ids)
+    i = order.index(pid)
+    others = [order[(i + k) % len(order)] for k in range(1, len(order))]
+    need = len(token_ids[pid][cond])
+    for q in others:
+        if len(token_ids[q][cond]) >= need:
+            return q
+    return max(others, key=lambda q: len(token_ids[q][cond]))
+
+
+UNRELATED_TEXT = "Thanks for your help with this. Can you tell me what you think about it?"
+
+
+def unrelated_ids(tokenizer: Any, prompts: PromptsCfg, min_len: int) -> list[int]:
+    """The random_source control's prompt: `UNRELATED_TEXT` repeated until it has at least
+    `min_len` tokens, in the run's template."""
+    from hallu.prompts import render
+
+    text = UNRELATED_TEXT
+    ids = render(tokenizer, text, prompts)
+    while len(ids) < min_len:
+        text = f"{text} {UNRELATED_TEXT}"
+        ids = render(tokenizer, text, prompts)
+    return ids
+
+
+def control_source_ids(
+    control: str,
+    token_ids: dict[str, dict[str, list[int]]],
+    pid: str,
+    direction: str,
+    unrelated: Callable[[int], list[int]],
+) -> list[int] | None:
+    """The prompt a control patches from (hallu/run/controls.py), None for norm_matched (a random
+    vector) or a pair without a neutral prompt; `unrelated(n)`: the unrelated prompt of at least
+    n tokens. The plan's estimate asks this too, so both count the same cells."""
+    target_cond = DIRECTIONS[direction][1]
+    if control == "same_class":
+        return token_ids[same_class_partner(token_ids, pid, target_cond)][target_cond]
+    if control == "neutral_source":
+        return token_ids[pid].get("neutral")
+    if control == "random_source":
+        return unrelated(len(token_ids[pid][target_cond]))
+    return None
+
+
+def end_aligned(targets: list[int], n_target: int, n_source: int) -> dict[int, int]:
+    """Target -> source position, aligned from the end (the target's last token takes the
+    source's last); negative where the source is too short to cover the position."""
+    return {t: n_source - (n_target - t) for t in targets}
 
 
 def make_plan(
