@@ -68,7 +68,7 @@ def combined(studies: list[Any], level: float) -> tuple[list[str], list[list[str
             ses = [se_from_interval(*e.interval, cov) for e in usable]
             summary = random_effects([e.estimate for e in usable], ses, level).fmt()
         elif cov is not None:
-            why += "; no model has an estimate with an interval"
+            why += "; no model has an interval of positive width to weigh it by"
         rows.append([criterion, *map(str, counts), ", ".join(other) or "-", summary, why])
     return head, rows
 
@@ -99,8 +99,9 @@ def rehearsal_text(studies: list[Any]) -> str:
     random = [name for name, s in studies if s.weights == "random"]
     if not random:
         return ""
+    which = f"all {len(random)} studies" if len(random) == len(studies) else ", ".join(random)
     return (
-        f"REHEARSAL: random weights ({', '.join(random)}): the architectures and chat templates "
+        f"REHEARSAL: random weights ({which}): the architectures and chat templates "
         "are the real models', the weights are not, so these numbers test the pipeline and "
         "say nothing about the models."
     )
