@@ -45,3 +45,32 @@ def test_resume_accepts_lowered_batch_size_and_memory_and_refuses_a_result_key(r
     assert "a resume may change only sweep.batch_size, sweep.memory_gb, cluster.*, verbose" in line
     assert sorted(p.name for p in store.shard_dir.iterdir()) == before
     shutil.rmtree(store.dir)
+
+
+def test_a_run_from_an_older_hallu_resumes_when_only_newer_keys_at_their_defaults_differ(
+    run_cli, tmp_path
+):
+    """A key a newer hallu added (absent from the older run.json) at its default changes nothing
+    that run computed; the same key at another value is a change and is refused."""
+    import json
+
+    first = run_cli(*SMALL)
+    assert first.returncode == 0, first.stderr[-3000:]
+    store = LocalStore(tmp_path / "runs", "r")
+    meta_path = store.dir / "run.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["config"]["model"]["weights"]  # as an older hallu wrote it: no such key yet
+    meta["study_hash"] = "0123456789ab"  # and its hash, over fewer keys, differs
+    meta_path.write_text(json.dumps(meta))
+    lost = sorted(store.done_shards())[0]
+    (store.done_dir / f"{lost}.json").unlink()
+    (store.shard_dir / f"{lost}.parquet").unlink()
+
+    again = run_cli(*SMALL)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "keys added since, at their defaults: model.weights" in again.stderr
+    assert "1 shard(s) run, 3 already done" in again.stderr
+
+    refused = run_cli(*SMALL, "model.weights=random")
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert "model.weights (None -> 'random')" in refused.stderr

@@ -106,6 +106,24 @@ RESUMABLE = (
 )
 
 
+def _added_with_default(old: dict[str, Any], cfg: Config, key: str) -> bool:
+    """True if `key` is absent from an older run.json and holds its default now: a key a newer
+    hallu added changes nothing the older run computed."""
+    node: Any = cfg
+    for part in key.split("."):
+        if not isinstance(old, dict) or part not in old:
+            field = type(node).model_fields.get(part) if hasattr(node, "model_fields") else None
+            if field is None or field.is_required():
+                return False
+            default = field.get_default(call_default_factory=True)
+            value = getattr(node, part)
+            return (default.model_dump() if hasattr(default, "model_dump") else default) == (
+                value.model_dump() if hasattr(value, "model_dump") else value
+            )
+        old, node = old[part], getattr(node, part, None)
+    return False
+
+
 def _resumable(key: str) -> bool:
     return any(key == k or key.startswith(f"{k}.") for k in RESUMABLE)
 
@@ -129,8 +147,10 @@ def same_study(
         new = cfg.model_dump(exclude=set(IGNORED))
         old = {k: v for k, v in old_meta.get("config", {}).items() if k not in IGNORED}
         changes = _config_changes(old, new)
+        added = [c for c in changes if _added_with_default(old, cfg, c[0])]
+        changes = [c for c in changes if c not in added]
         refused = [c for c in changes if not _resumable(c[0])]
-        if refused or not changes:
+        if refused or not (changes or added):
             raise UserError(
                 f"run_id={run_id}: {where} holds a run with a different config (study hash "
                 f"{old_meta.get('study_hash')} vs {cfg.study_hash()}; changed: "
@@ -138,11 +158,18 @@ def same_study(
                 f"{', '.join(k + '.*' * (k in ('cluster', 'analysis')) for k in RESUMABLE[:4])}); "
                 + fix
             )
-        print(
-            f"hallu: run_id={run_id}: resuming with {_shown(changes)}: how it runs changes, "
-            "not what it computes",
-            file=sys.stderr,
-        )
+        if changes:
+            print(
+                f"hallu: run_id={run_id}: resuming with {_shown(changes)}: how it runs changes, "
+                "not what it computes",
+                file=sys.stderr,
+            )
+        if added:
+            print(
+                f"hallu: run_id={run_id}: written by an older hallu; keys added since, at their "
+                f"defaults: {', '.join(k for k, _, _ in added[:5])}",
+                file=sys.stderr,
+            )
     old_id = old_meta.get("identity")
     if identity is None:
         return True
