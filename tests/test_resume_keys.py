@@ -71,6 +71,8 @@ def test_a_run_from_an_older_hallu_resumes_when_only_newer_keys_at_their_default
     assert "keys added since, at their defaults: model.weights" in again.stderr
     assert "1 shard(s) run, 3 already done" in again.stderr
 
-    refused = run_cli(*SMALL, "model.weights=random")
+    del meta["config"]["sweep"]["positions"]  # absent, and this launch's value is no default
+    meta_path.write_text(json.dumps(meta))
+    refused = run_cli(*SMALL)
     assert refused.returncode == 2, refused.stderr[-3000:]
-    assert "model.weights (None -> 'random')" in refused.stderr
+    assert "changed: sweep.positions (None -> 'last:1')" in refused.stderr
