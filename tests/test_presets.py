@@ -8,6 +8,7 @@ this machine without a download.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import yaml
@@ -115,12 +116,26 @@ def test_plan_refuses_what_does_not_fit(run_cli):
 
 
 @pytest.mark.slow
-def test_rehearsal_of_llama2_13b_runs_offline(run_cli, tmp_path, monkeypatch):
-    """The 13b's true shapes and dtype, two layers: the debug sweep runs end to end."""
+def test_rehearsal_of_llama2_13b_runs_offline(run_cli, tmp_path, monkeypatch, calibration_file):
+    """The 13b's true shapes and dtype, two layers: the debug sweep runs end to end, its report
+    says rehearsal, and its measured rates time the next plan of the same (shrunk) model only."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    out = run_cli("model=llama2_13b_chat", "model.weights=random", "model.n_layers=2",
-                  "+sweep=debug", "run_id=r13")  # fmt: skip
+    args = ("model=llama2_13b_chat", "model.weights=random", "model.n_layers=2", "+sweep=debug")
+
+    def planned(*more: str) -> str:
+        plan = run_cli(*args, *more, "mode=plan")
+        assert plan.returncode == 0, plan.stderr[-2000:]
+        return re.search(r"^total: .*$", plan.stdout, re.M)[0]
+
+    before = planned()
+    out = run_cli(*args, "run_id=r13")
     assert out.returncode == 0, out.stderr[-2000:]
+    runs = json.loads(calibration_file.read_text())["runs"]
+    assert list(runs) == ["cpu|meta-llama/Llama-2-13b-chat-hf n_layers=2"]
+    after = planned()
+    assert after != before, (before, after)
+    full = run_cli("model=llama2_13b_chat", "model.weights=random", "+sweep=debug", "mode=plan")
+    assert full.returncode == 0 and "measured:" not in full.stdout  # 40 layers: not measured
     run = json.loads((tmp_path / "runs" / "r13" / "run.json").read_text())
     assert run["config"]["model"]["weights"] == "random"
     summary = (tmp_path / "runs" / "r13" / "summary.md").read_text()

@@ -51,6 +51,7 @@ from hallu.run.gpus import (
     GPU_LAYER_CALL_S,
     GPUS,
     Gpu,
+    calibrated_model,
     card,
     cpu_rates,
     mfu_for,
@@ -352,9 +353,9 @@ def measured_seconds(
 
 
 def on_cpu(cfg: Config) -> bool:
-    """No cluster.gpu and the model runs on the CPU (the presets' toy/tiny/planted, or
-    model.device=cpu)."""
-    return cfg.cluster.gpu is None and cfg.model.device == "cpu"
+    """No cluster.gpu and the model runs on the CPU (the presets' toy/tiny/planted,
+    model.device=cpu, or model.device=auto on a machine without CUDA)."""
+    return cfg.cluster.gpu is None and card(cfg) == "cpu"
 
 
 def estimate(
@@ -398,7 +399,7 @@ def estimate(
     rate, mfu = rates(cfg, gpu, replicas)
     load_s = need.weights / LOAD_RATE  # each replica reads its weights once, in parallel
     timed = {s.name: seconds(s, rate, shape.n_layers, LOAD_RATE) for s in work}
-    run = run_rates(card(cfg), cfg.model.name_or_path)
+    run = run_rates(card(cfg), calibrated_model(cfg))
     if run is not None:  # a finished run's measured rates replace the model where they apply
         measured = {s.name: measured_seconds(s, run, plan, replicas) for s in work}
         timed |= {k: v for k, v in measured.items() if v is not None}

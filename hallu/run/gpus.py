@@ -176,8 +176,23 @@ def write_cpu_calibration(path: Path | None = None, **entry: Any) -> dict:
 
 
 def card(cfg: Any) -> str:
-    """The calibration file's name for what a run's workers use: cluster.gpu, else model.device."""
-    return cfg.cluster.gpu or cfg.model.device
+    """The calibration file's name for what a run's workers use: cluster.gpu, else model.device
+    (`auto` resolved on this machine, so a CPU run and its next plan share one entry)."""
+    if cfg.cluster.gpu:
+        return cfg.cluster.gpu
+    if cfg.model.device != "auto":
+        return cfg.model.device
+    import torch  # what `auto` picks here (hallu/engine/models.py): CUDA if there is one
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def calibrated_model(cfg: Any) -> str:
+    """The calibration file's name for the model a run holds: a rehearsal shrunk with
+    model.n_layers or model.d_model is another model (its rates do not price the whole one)."""
+    m = cfg.model
+    shrunk = [f"{k}={getattr(m, k)}" for k in ("n_layers", "d_model") if getattr(m, k, None)]
+    return " ".join([m.name_or_path, *shrunk])
 
 
 def run_key(card: str, model: str) -> str:

@@ -33,7 +33,7 @@ from typing import Any
 
 from hallu.config import Config
 from hallu.errors import UserError
-from hallu.run.gpus import GPUS, card, write_run_calibration
+from hallu.run.gpus import GPUS, calibrated_model, card, write_run_calibration
 from hallu.run.units import WorkUnit, stage, unit_id
 from hallu.store import status_file
 from hallu.store.base import Store
@@ -276,7 +276,7 @@ class Progress:
             secs = sum(v["seconds"] for k, v in ran.items() if v["cells"])
             if cells and secs > 0:
                 entry["cells_per_s"] = cells / secs  # one worker's rate, compute and upload
-        write_run_calibration(card(self.cfg), self.cfg.model.name_or_path, entry)
+        write_run_calibration(card(self.cfg), calibrated_model(self.cfg), entry)
 
 
 def _round_up(x: float) -> str:
