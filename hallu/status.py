@@ -105,7 +105,8 @@ def format_live(st: dict[str, Any] | None, now: float) -> list[str]:
     )  # fmt: skip
     plan = st.get("plan") or {}
     spent = _usd(st.get("spent_usd"))
-    cost = f"GPU-hours {st['billed_hours']:.4g}, cost {spent}"
+    unit = "GPU-hours" if st.get("gpus_per_worker") else "worker-hours (no GPU)"
+    cost = f"{unit} {st['billed_hours']:.4g}, cost {spent}"
     if st.get("projected_usd") is not None:
         cost += f", projected {_usd(st['projected_usd'])}"
     if plan:

@@ -91,7 +91,7 @@ def test_finished_local_run_status_shows_totals_and_json(run_cli, tmp_path, caps
     assert code == 0
     assert "patching shards              8/8 done (100%)" in out
     assert "driver: finished" in out and "8 done, 0 failed / 8" in out
-    assert re.search(r"GPU-hours [0-9.e-]+, cost \$[0-9.]+", out), out
+    assert re.search(r"worker-hours \(no GPU\) [0-9.e-]+, cost \$[0-9.]+", out), out
     assert "local: stopped, pid" in out and "last error: none" in out
     code, out, _ = status(run, "--watch", capsys=capsys)  # a finished run: drawn once
     assert code == 0 and out.startswith("\x1b[H\x1b[J") and out.count("driver: finished") == 1
@@ -185,7 +185,7 @@ def _watch_live(target: str, proc: subprocess.Popen, capsys) -> str:
 def _check_running(out: str) -> None:
     assert "driver: running (status.json written" in out, out
     assert re.search(r"throughput: [0-9.]+ units/min; ETA [0-9.]+ (s|min|h)", out), out
-    assert re.search(r"GPU-hours [0-9.e-]+, cost \$[0-9.e-]+, projected \$", out), out
+    assert re.search(r"worker-hours \(no GPU\) [0-9.e-]+, cost \$[0-9.e-]+, projected \$", out), out
     assert "heartbeat" in out and "last error: none" in out
 
 

@@ -84,7 +84,8 @@ class Progress:
         old = status_file.read(store)  # an earlier session of this run: its bill carries over
         self.hours_before = float(old.get("billed_hours", 0.0)) if old else 0.0
         self.created = store.read_meta() is not None  # nothing is written before run.json
-        self._wake = threading.Event()
+        self._wake = threading.Event()  # set once, by close()
+        self._news = threading.Event()  # a unit stored: write soon, not EVERY_S later
         self._thread: threading.Thread | None = None
 
     # -- what the executor reports ---------------------------------------------------------
@@ -121,6 +122,7 @@ class Progress:
             w["units"] += 1
             w["peak_bytes"] = max(w["peak_bytes"], int(out.get("peak_bytes") or 0))
             w.update(state="busy", heartbeat=time.time())
+        self._news.set()
 
     def failed(self, worker: str, name: str | None, why: str) -> None:
         with self.lock:
@@ -234,7 +236,13 @@ class Progress:
             self._thread.start()
 
     def _loop(self) -> None:
-        while not self._wake.wait(status_file.EVERY_S):
+        """Write every EVERY_S, and within NEWS_S of a stored unit (at most once per NEWS_S, so
+        a fast stage costs few store requests)."""
+        while not self._wake.is_set():
+            news = self._news.wait(status_file.EVERY_S)
+            self._news.clear()
+            if self._wake.wait(status_file.NEWS_S if news else 0):
+                return
             try:
                 self.write()
             except Exception as err:  # a status write never stops the run; say it once

@@ -16,6 +16,7 @@ from typing import Any
 
 FILE = "status.json"
 EVERY_S = 5.0  # the driver's write interval
+NEWS_S = 1.0  # the soonest it writes after a unit is stored
 MAX_WORKERS = 64  # workers listed; the rest are counted
 MAX_ERROR = 400  # characters of the last error kept
 # A status not replaced for this long belongs to a driver that is gone (killed, machine lost).
