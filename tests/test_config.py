@@ -81,3 +81,27 @@ def test_protocol_seed_sets_the_seeds_choices():
     assert (cfg.metric.confident_tokens, cfg.metric.tentative_tokens) == ([" is"], [" might"])
     assert cfg.model.dtype == "bfloat16" and cfg.metric.dtype == "bfloat16"
     assert compose([]).protocol == "default" and compose([]).metric.dtype == "float32"
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("analysis.min_pairs=1", "analysis.min_pairs"),
+        ("analysis.max_excluded_share=1.5", "analysis.max_excluded_share"),
+        ("analysis.locus_margin_layers=0", "analysis.locus_margin_layers"),
+        ("analysis.equivalence_margin=0", "analysis.equivalence_margin"),
+    ],
+)
+def test_bad_analysis_keys_exit_2_naming_the_key(override, named, capsys, tmp_path):
+    assert main(["mode=plan", f"storage.root={tmp_path}", override]) == 2
+    err = capsys.readouterr().err
+    assert f"config key '{named}'" in err and "Traceback" not in err
+
+
+def test_analysis_keys_reach_the_report_options():
+    cfg = compose(["analysis.min_pairs=4", "analysis.locus_margin_layers=3"])
+    from hallu.analysis.results import Options
+
+    opts = Options().configured(cfg.analysis.model_dump())
+    assert (opts.min_pairs, opts.locus_margin_layers, opts.max_excluded_share) == (4, 3, 0.2)
+    assert opts.equivalence_margin == 0.05

@@ -98,7 +98,7 @@ def gates(res: Results, directions: list[str], n_used: int) -> list[str]:
     if n_used < res.options.min_pairs:
         out.append(
             f"{n_used} pairs used, fewer than analysis.min_pairs {res.options.min_pairs}: "
-            "too few for an interval to hold its level"
+            "too few pairs for a verdict"
         )
     return out
 
