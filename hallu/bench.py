@@ -192,6 +192,7 @@ def run_case(model: torch.nn.Module, case: Case, repeats: int, naive_pairs: int 
     groups = length_groups(case.pairs)
     secs: dict[str, list[float]] = defaultdict(list)
     worst: dict[str, float] = defaultdict(float)
+    rates: list[float] = []
     for _ in range(repeats):
         ref, s = _timed(lambda: {i: naive_sweep(model, *case.pairs[i], cells_per[i]) for i in sub})
         secs["naive"].append(s)
@@ -206,6 +207,7 @@ def run_case(model: torch.nn.Module, case: Case, repeats: int, naive_pairs: int 
         secs["engine_per_pair"].append(s)
         got, s = _timed(lambda: engine_case(ad, case.pairs, cells_per, opts))
         secs["engine"].append(s)
+        rates.append(matmul_rate(model))  # in every repeat: the machine's speed drifts
         worst["naive"] = max([worst["naive"]] + [(ref[i] - got[i]).abs().max().item() for i in sub])
         for k, g in enumerate(groups):
             mine = _group_metric(got, g, ad.n_layers)
@@ -217,7 +219,7 @@ def run_case(model: torch.nn.Module, case: Case, repeats: int, naive_pairs: int 
     naive_flop, engine_flop, _, n_known = flop_counts(model, case)
     # The work each method does: a forward per cell (the one-pair reference on its subset).
     work = {"naive": naive_flop * counts["naive"] / n_cells, "engine": engine_flop}
-    rate = matmul_rate(model)
+    rate = statistics.median(rates)
     r = {
         "case": case.name,
         "cells": n_cells,

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from hallu.config import Config
+from hallu.config import DIRECTIONS, Config
 from hallu.engine.cost import (
     CPU_BATCH_BYTES,
     CPU_BATCH_TOKENS,
@@ -116,8 +116,6 @@ def engine_flops_by_stage(
     unrelated: Callable[[int], list[int]] | None = None,
 ) -> dict[str, float]:
     """engine_flops per stage: "patching" (the experiment's shards), "control NAME" each."""
-    from hallu.config import DIRECTIONS
-
     f = token_flops(shape.d_model, shape.n_heads, shape.n_kv_heads, shape.d_mlp, shape.vocab_size)
     sweep, L = cfg.sweep, shape.n_layers
     layers = resolve_layers(sweep.layers, L)
@@ -130,28 +128,16 @@ def engine_flops_by_stage(
     ids = tokens or {p: {c: never(n) for c, n in conds.items()} for p, conds in lengths.items()}
     unrelated = unrelated or never
     budget, batch_tokens = _batch_budget(cfg, shape)
-    hd = shape.d_model // shape.n_heads
+    hd, b = shape.d_model // shape.n_heads, dtype_bytes(cfg)
 
-    def rows(src: list[int], tgt: list[int], positions: list[tuple[int, int]]) -> list:
-        """(position, layer) of every row the engine runs for one pair (module docstring)."""
-        out, shared = [], shared_prefix(src, tgt)
-        for t, src_t in positions:
-            if src_t < 0 or known_by_tokens(t, src_t, shared):
-                continue
-            skip0 = layer0 and src[src_t] == tgt[t]
-            out += [(t, layer) for layer in layers if not (skip0 and layer == 0)] * per_cell
-        return out
-
-    def priced(groups: dict[int, list[tuple[list, int]]]) -> float:
-        """The engine's schedule for each length group: [(rows, targets)]."""
-        total = 0.0
-        for n, parts in groups.items():
-            starts = [r for part, _ in parts for r in part]
-            if starts:
-                rb = row_bytes(shape.d_model, shape.d_mlp, shape.n_heads, hd, n, dtype_bytes(cfg))
-                n_targets = sum(k for part, k in parts if part)
-                total += schedule_flops(L, n, starts, n_targets, f, rb, budget, batch_tokens)
-        return total
+    def priced(n: int, parts: list[list[tuple[int, int]]]) -> float:
+        """The engine's schedule of one length group: the rows of each target."""
+        starts = [r for part in parts for r in part]
+        if not starts:
+            return 0.0
+        rb = row_bytes(shape.d_model, shape.d_mlp, shape.n_heads, hd, n, b)
+        n_targets = sum(1 for part in parts if part)
+        return schedule_flops(L, n, starts, n_targets, f, rb, budget, batch_tokens)
 
     by: dict[str, float] = {}
     for s in plan.shards:
@@ -161,32 +147,57 @@ def engine_flops_by_stage(
             by[name] += s.flops_naive
             continue
         source, target = DIRECTIONS[s.direction]
-        groups: dict[int, list[tuple[list, int]]] = {}  # the shard's pairs share batches
+        groups: dict[int, list[list[tuple[int, int]]]] = {}  # the shard's pairs share batches
         traced: set[tuple[int, ...]] = set()  # a control shard traces each prompt once
         for pid in s.pair_ids:
             src, tgt = ids[pid][source], ids[pid][target]
             positions = resolve_positions(sweep.positions, pid, len(src), len(tgt))
             if s.control is not None:  # hallu/run/controls.py: which prompt, aligned how
-                control = control_source_ids(s.control, ids, pid, s.direction, unrelated)
-                if control is None and s.control == "neutral_source":
+                got = _control_source(s.control, ids, pid, s.direction, unrelated, never, positions)
+                if got is None:
                     continue  # no neutral prompt: no cells
-                if control is None:  # norm_matched: a random vector, never known
-                    control = never(len(src))
-                else:
-                    aligned = end_aligned([t for t, _ in positions], len(tgt), len(control))
-                    positions = list(aligned.items())
-                src = control
-            part = (rows(src, tgt, positions), 1)
+                src, positions = got
+            part = _rows(src, tgt, positions, layers, per_cell, layer0)
             if s.control is not None:  # each pair's rows alone; its prompts' traces kept
                 new = {tuple(src), tuple(tgt)} - traced
                 traced |= new
-                by[name] += sum(trace_flops(L, len(p), f) for p in new)
-                by[name] += priced({len(tgt): [part]})
+                by[name] += sum(trace_flops(L, len(p), f) for p in new) + priced(len(tgt), [part])
             else:
                 by[name] += trace_flops(L, len(src), f) + trace_flops(L, len(tgt), f)
                 groups.setdefault(len(tgt), []).append(part)
-        by[name] += priced(groups)
+        by[name] += sum(priced(n, parts) for n, parts in groups.items())
     return by
+
+
+def _control_source(
+    control: str, ids: dict, pid: str, direction: str, unrelated: Callable, never: Callable,
+    positions: list[tuple[int, int]],
+) -> tuple[list[int], list[tuple[int, int]]] | None:  # fmt: skip
+    """(the prompt a control's cells come from, their (target, source) positions), as
+    hallu/run/controls.py builds them; None for a pair without a neutral prompt."""
+    src = control_source_ids(control, ids, pid, direction, unrelated)
+    if src is None and control == "neutral_source":
+        return None
+    if src is None:  # norm_matched: the real source is traced; its random vectors never known
+        return never(len(ids[pid][DIRECTIONS[direction][0]])), positions
+    aligned = end_aligned(
+        [t for t, _ in positions], len(ids[pid][DIRECTIONS[direction][1]]), len(src)
+    )
+    return src, list(aligned.items())
+
+
+def _rows(
+    src: list[int], tgt: list[int], positions: list[tuple[int, int]], layers: list[int],
+    per_cell: int, layer0: bool,
+) -> list[tuple[int, int]]:  # fmt: skip
+    """(position, layer) of every row the engine runs for one pair (module docstring)."""
+    out, shared = [], shared_prefix(src, tgt)
+    for t, src_t in positions:
+        if src_t < 0 or known_by_tokens(t, src_t, shared):
+            continue
+        skip0 = layer0 and src[src_t] == tgt[t]
+        out += [(t, layer) for layer in layers if not (skip0 and layer == 0)] * per_cell
+    return out
 
 
 def _batch_budget(cfg: Config, shape: Any) -> tuple[float, int]:
