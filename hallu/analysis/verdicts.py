@@ -193,8 +193,8 @@ def locus_shared(res: Results) -> Verdict:
     verdict = INCONCLUSIVE if flags else locus_test(sh, m)
     first, last = sh.intervals()
     missing = (
-        f"; {sh.n_missing} of {len(sh.samples) - 1} resamples lack a band in a direction "
-        "(counted against either verdict)"
+        f"; {sh.n_missing} of {len(sh.samples) - 1} resamples lack a band in a direction, "
+        "counted against either verdict"
         if sh.n_missing
         else ""
     )
