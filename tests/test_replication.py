@@ -7,15 +7,19 @@ import json
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 
 from hallu.analysis import verdicts
+from hallu.analysis.pipeline import analyse
 from hallu.analysis.pooling import random_effects, se_from_interval
+from hallu.analysis.results import Options
 from hallu.analysis.scorecard import BEHAVIOUR_ASYMMETRY, CRITERIA
 from hallu.analysis.verdicts import Verdict
 from hallu.report import replication
 
 from .conftest import run_module
+from .test_verdicts import N_LAYERS, _direction, _table
 
 
 def test_random_effects_by_hand():
@@ -62,9 +66,29 @@ def test_combined_reading_counts_and_pools():
     named = [("m=a", a), ("m=b", b)]
     assert "(m=b)" in replication.rehearsal_text(named)
     assert "(all 1 studies)" in replication.rehearsal_text(named[1:])
-    assert "have none" in replication.premise(named)
-    a.card.append(Verdict("Premise: the markers change the metric", "fails"))
-    assert "fails for 1 of 1 models: m=a (fails)" in replication.premise(named)
+    assert "holds for all 2 models whose patching ran" in replication.premise(named)
+
+
+def test_premise_failures_are_read_per_direction_from_the_scorecards_flags():
+    """The pipeline's scorecard marks a failed premise as the flag "premise fails: ..." on its
+    patching entries; the replication report names the model and the direction."""
+    n, swapped = 12, np.full(12, 2.5)
+    swapped[:5] *= -1  # 5 of 12 pairs with certain and uncertain swapped: 42% excluded
+    rows = _direction("restore_confidence", np.full(n, 1.2), swapped)
+    rows += _direction("induce_tentativeness", np.full(n, 0.8), np.full(n, 2.5))
+    broken = analyse(_table(rows), N_LAYERS, opts=Options(n_boot=100)).card
+    rows = _direction("restore_confidence", np.full(n, 1.2), np.full(n, 2.5))
+    rows += _direction("induce_tentativeness", np.full(n, 0.8), np.full(n, 2.5))
+    fine = analyse(_table(rows), N_LAYERS, opts=Options(n_boot=100)).card
+    fails = replication.premise_failures(broken)
+    assert list(fails) == ["2A"] and any("2A excludes 5 of 12 pairs" in f for f in fails["2A"])
+    assert replication.premise_failures(fine) == {}
+    behaviour_only = [Verdict(BEHAVIOUR_ASYMMETRY, "supports", 0.1, (0.0, 0.2))]
+    assert replication.premise_failures(behaviour_only) is None
+    named = [("m=a", _Study(broken)), ("m=b", _Study(fine)), ("m=c", _Study(behaviour_only))]
+    text = replication.premise(named)
+    assert "fails for 1 of 2 models: m=a (2A);" in text and "m=b" not in text
+    assert "none was checked" in replication.premise(named[2:])
 
 
 FAMILIES = (

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from hallu.analysis import results, verdicts
+from hallu.analysis import intervals, locus, results, verdicts
 from hallu.analysis.directions import EXPECTED_SIGN
 from hallu.analysis.grid import Key, build, keys
 from hallu.analysis.pipeline import analyse
@@ -278,6 +278,76 @@ def test_locus_without_a_positive_effect_is_inconclusive_and_not_run_without_a_d
     rows = _direction("restore_confidence", np.ones(12), np.full(12, 2.0))
     res = analyse(_table(rows), N_LAYERS, opts=results.Options(n_boot=100))
     assert verdicts.locus_shared(res).verdict == verdicts.NOT_RUN
+
+
+def test_locus_intervals_weight_pairs_as_repeated_pairs():
+    """A resample's weights (pair counts) give the same per-layer ratio and t interval as the
+    resampled pairs written out, and all-ones weights give intervals.ratio layer by layer."""
+    rng = np.random.default_rng(1)
+    num, gap = rng.standard_normal((7, 4)) + 1.0, rng.uniform(1.0, 3.0, 7)
+    num[2, 1] = np.nan  # an absent cell
+    counts = np.array([[2, 0, 1, 3, 0, 1, 0]], dtype=float)
+    est, lo = locus.layer_intervals(num, gap, counts, 0.95)
+    rep = np.repeat(np.arange(7), counts[0].astype(int))
+    for i in range(4):
+        want = intervals.ratio(num[rep, i], gap[rep], 0.95)
+        assert est[0, i] == pytest.approx(want.estimate) and lo[0, i] == pytest.approx(want.lo)
+        want = intervals.ratio(num[:, i], gap, 0.95)
+        est1, lo1 = locus.layer_intervals(num, gap, np.ones((1, 7)), 0.95)
+        assert est1[0, i] == pytest.approx(want.estimate) and lo1[0, i] == pytest.approx(want.lo)
+
+
+def test_disjoint_bands_on_eight_layers_contradict_with_intervals_outside_the_margin(
+    monkeypatch,
+):
+    monkeypatch.setattr(sys.modules[__name__], "N_LAYERS", 8)
+    rng = np.random.default_rng(2)
+    a, b = 0.5 + 0.01 * rng.standard_normal(12), 0.5 + 0.01 * rng.standard_normal(12)
+    res = _compute(a, b, band_a=(2, 4), band_b=(6, 8))
+    v = verdicts.locus_shared(res)
+    assert v.verdict == verdicts.CONTRADICTS and v.interval is not None
+    assert v.estimate == 4 and v.interval[0] >= 2  # first layer 6 - 2, every resample
+    assert "last layer 4.0 [4.0, 4.0]" in v.numbers
+
+
+def _profile_rows(
+    direction: str, profile: np.ndarray, noise: float, n: int, rng: np.random.Generator
+) -> list[dict]:
+    """Per-layer restoration `profile` plus per-pair noise at every layer; gap 2."""
+    sign = EXPECTED_SIGN[direction]
+    corrupted, gap = np.full(n, -sign), np.full(n, 2.0 * sign)
+    r = profile[None, :] + noise * rng.standard_normal((n, len(profile)))
+    return _rows(direction, corrupted + gap, corrupted, corrupted[:, None] + r * gap[:, None])
+
+
+def test_edges_that_agree_only_at_the_point_are_not_called_shared():
+    """Layer 2 restores about as much as its noise, so whether it joins a band changes from
+    resample to resample. With analysis.locus_margin_layers 1 (any shift counts) the former rule
+    said `supports` whenever the point edges agreed; the equivalence test never does here."""
+    point_equal, verdicts_seen, rng = 0, set(), np.random.default_rng(3)
+    for _ in range(6):
+        profile = np.array([0.0, 0.0, 0.3, 1.0, 1.0, 1.0])
+        rows = _profile_rows("restore_confidence", profile, 0.5, 12, rng)
+        rows += _profile_rows("induce_tentativeness", profile, 0.5, 12, rng)
+        opts = results.Options(n_boot=500, min_pairs=2, locus_margin_layers=1)
+        res = analyse(_table(rows), N_LAYERS, opts=opts)
+        a, b = (d.locus for d in res.directions.values())
+        point_equal += (a.first, a.last) == (b.first, b.last)
+        verdicts_seen.add(verdicts.locus_shared(res).verdict)
+    assert point_equal >= 1 and verdicts_seen == {verdicts.INCONCLUSIVE}
+
+
+def test_few_noisy_pairs_never_support_a_shared_locus():
+    """With min_pairs lowered out of the way, 5 pairs with layer-by-layer noise (the same true
+    band 3-5 in both directions) still cannot make `supports`."""
+    out, rng = set(), np.random.default_rng(4)
+    for _ in range(10):
+        profile = np.array([0.0, 0.0, 0.0, 0.5, 0.5, 0.5])
+        rows = _profile_rows("restore_confidence", profile, 0.4, 5, rng)
+        rows += _profile_rows("induce_tentativeness", profile, 0.4, 5, rng)
+        res = analyse(_table(rows), N_LAYERS, opts=results.Options(n_boot=500, min_pairs=2))
+        out.add(verdicts.locus_shared(res).verdict)
+    assert out == {verdicts.INCONCLUSIVE}
 
 
 def test_grids_key_on_every_identity_column_and_refuse_overwrites():

@@ -78,14 +78,14 @@ def _cells_and_locus(
     ci = bootstrap.cells(grid, _weights(len(grid.pair_ids), opts), opts.level)
     if -1 not in grid.positions:
         return ci, None
+    est, lo = locus.layer_intervals(*_last(grid), np.ones((1, len(grid.pair_ids))), opts.level)
+    return ci, locus.locate(grid.layers, est[0], lo[0], n_layers)
+
+
+def _last(grid: PairGrid) -> tuple[np.ndarray, np.ndarray]:
+    """(patched - corrupted [n, L], gap [n]) at the last position: what the locus reads."""
     j = grid.positions.index(-1)
-    layer = [
-        intervals.ratio(grid.patched[:, i, j] - grid.corrupted, grid.gap, opts.level)
-        for i in range(len(grid.layers))
-    ]
-    est = np.array([iv.estimate for iv in layer])
-    lo = np.array([iv.lo for iv in layer])
-    return ci, locus.locate(grid.layers, est, lo, n_layers)
+    return grid.patched[:, :, j] - grid.corrupted[:, None], grid.gap
 
 
 def direction_result(
@@ -207,6 +207,23 @@ def add_difference(out: Results, opts: Options) -> None:
     out.instrument = {"resolution": max(a.resolution, b.resolution) / gap}
     if out.noise.gap_floor is not None:  # an unmeasured floor is not a limit we know
         out.instrument["noise floor"] = out.noise.gap_floor / gap
+
+
+def add_locus_shifts(out: Results, opts: Options) -> None:
+    """2B - 2A band edges in the data and in every bootstrap resample of pairs (one draw over
+    the pairs either direction uses, so a pair used in both is resampled in both)."""
+    a, b = (out.directions.get(d) for d in DIRECTION_NAMES)
+    if a is None or b is None or a.locus is None or b.locus is None:
+        return
+    ids = {p: i for i, p in enumerate(dict.fromkeys(a.check.used + b.check.used))}
+    w = _weights(len(ids), opts)
+
+    def edges(d: DirectionResult) -> np.ndarray:
+        g = d.used
+        cols = [ids[p] for p in g.pair_ids]
+        return locus.band_edges(g.layers, *_last(g), w[:, cols], opts.level)
+
+    out.locus_shifts = locus.EdgeShifts(edges(b) - edges(a), opts.level)
 
 
 def premise(d: DirectionResult, opts: Options) -> Premise:

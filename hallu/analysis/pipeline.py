@@ -75,5 +75,6 @@ def analyse(
     if table is not None and not per:
         out.other_rows = sorted({cell_maps.describe_key(k) for k in keys(table)})
     patching.add_difference(out, opts)
+    patching.add_locus_shifts(out, opts)
     out.card = scorecard.build(out)
     return out

@@ -241,6 +241,7 @@ class Results:
     # The instrument's limits in restoration units: one rounding step / mean |gap|, and the
     # measured noise floor / mean |gap| (absent when not measured).
     instrument: dict[str, float] = field(default_factory=dict)
+    locus_shifts: locus.EdgeShifts | None = None  # 2B - 2A band edges, data and resamples
     per_pair_values: np.ndarray | None = None  # each common pair's own 2A - 2B band mean
     per_pair_difference: Interval | None = None  # mean of per_pair_values
     card: list[Any] = field(default_factory=list)  # the scorecard (hallu/analysis/scorecard.py)

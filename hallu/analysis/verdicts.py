@@ -13,9 +13,11 @@ margin.
   2A - 2B: `supports` if lo > m, `contradicts` if hi < -m, `equivalent` if -m < lo and hi < m,
   else `inconclusive`. Resolution and noise floor never widen m: when either (/ mean |gap|)
   exceeds m the verdict is `inconclusive`, "below the instrument's resolution".
-- Shared locus: each direction's band (hallu/analysis/locus.py); `supports` if both edges differ
-  by less than analysis.locus_margin_layers, `contradicts` if either differs by that many or more,
-  `inconclusive` if a direction has no band or only one position was swept.
+- Shared locus: each direction's band (hallu/analysis/locus.py), recomputed in every bootstrap
+  resample of pairs; an equivalence test on 2B - 2A of each edge (first and last layer) against
+  m = analysis.locus_margin_layers (a shift of m layers counts as different): `supports` if both
+  edges' intervals lie inside +-m, `contradicts` if one lies entirely outside, else
+  `inconclusive`; also `inconclusive` if a direction has no band or only one position was swept.
 - Controls, per direction (2A and 2B never merged): |mean real change| - |mean control change|
   in logits, paired over pairs. `supports` if for every control its interval lies above the
   pairs' gap floor, `contradicts` if for any control it lies below 0 (the control moves the
@@ -30,6 +32,7 @@ from typing import Any
 
 from hallu.analysis.bootstrap import Interval
 from hallu.analysis.directions import DIRECTION_NAMES, SHORT
+from hallu.analysis.locus import EdgeShifts
 from hallu.analysis.results import ControlResult, Results
 
 SUPPORTS, CONTRADICTS, EQUIVALENT = "supports", "contradicts", "equivalent"
@@ -185,27 +188,42 @@ def locus_shared(res: Results) -> Verdict:
         flags.append("one position swept: a shared band there cannot say where the effect is")
     if a is None or b is None:
         return Verdict(LOCUS, INCONCLUSIVE, None, None, used, _excluded(res), flags, "no band")
-    shifts = (b.first - a.first, b.last - a.last)
-    if flags:
-        verdict = INCONCLUSIVE
-    elif all(abs(s) < m for s in shifts):
-        verdict = SUPPORTS
-    else:
-        verdict = CONTRADICTS
+    sh = res.locus_shifts
+    assert sh is not None  # patching.add_locus_shifts ran: both directions have a band
+    verdict = INCONCLUSIVE if flags else locus_test(sh, m)
+    first, last = sh.intervals()
+    missing = (
+        f"; {sh.n_missing} of {len(sh.samples) - 1} resamples lack a band in a direction, "
+        "counted against either verdict"
+        if sh.n_missing
+        else ""
+    )
     return Verdict(
         LOCUS,
         verdict,
-        float(shifts[0]),
-        (float(min(shifts)), float(max(shifts))),
+        first.estimate,
+        (first.lo, first.hi),
         used,
         _excluded(res),
         flags,
-        f"2A {a.describe()}; 2B {b.describe()}; 2B - 2A: first layer {shifts[0]:+d}, last "
-        f"layer {shifts[1]:+d}; shared if both shifts are under analysis.locus_margin_layers "
-        f"{m}",
-        "2B's band first layer - 2A's (layers); interval: the smaller and larger of the two "
-        "edge shifts (first, last)",
+        f"2A {a.describe()}; 2B {b.describe()}; 2B - 2A: first layer {first.fmt(1)}, last "
+        f"layer {last.fmt(1)} ({sh.level:.0%} bootstrap over pairs{missing}); shared if both "
+        f"intervals lie within +-{m - 1} (analysis.locus_margin_layers {m})",
+        "2B's band first layer - 2A's (layers), with its bootstrap interval over pairs; the last "
+        "layer's shift is in `numbers`",
     )
+
+
+def locus_test(sh: EdgeShifts, margin: int) -> str:
+    """The equivalence test on the band edges: `supports` if both shifts' intervals lie inside
+    +-margin (a shift of `margin` layers counts as different), `contradicts` if one lies
+    entirely outside, else `inconclusive`. A resample with no band counts against each: as a
+    shift of `margin` for `supports`, of 0 for `contradicts`."""
+    if all(-margin < iv.lo and iv.hi < margin for iv in sh.intervals(missing=margin)):
+        return SUPPORTS
+    if any(iv.lo >= margin or iv.hi <= -margin for iv in sh.intervals(missing=0.0)):
+        return CONTRADICTS
+    return INCONCLUSIVE
 
 
 def limits(cfg: dict[str, Any], res: Results | None) -> list[str]:

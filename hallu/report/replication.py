@@ -3,9 +3,10 @@
 For each scorecard criterion: how many models support, contradict, are equivalent or
 inconclusive (from each study's own scorecard, hallu/analysis/scorecard.py), and a random-effects
 summary (hallu/analysis/pooling.py) where the criterion's quantity means the same thing for every
-model, or why it is not pooled. Also which models fail the premise check, when the scorecards
-have one, and whether the weights were random (a rehearsal: the numbers test the pipeline, not
-a model). hallu/report/multirun.py puts these tables after its side-by-side ones.
+model, or why it is not pooled. Also which models' patching premise fails, in which direction
+(the "premise fails" flags of their scorecards), and whether the weights were random (a
+rehearsal: the numbers test the pipeline, not a model). hallu/report/multirun.py puts these
+tables after its side-by-side ones.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ from __future__ import annotations
 from typing import Any
 
 from hallu.analysis import verdicts
+from hallu.analysis.directions import SHORT
 from hallu.analysis.pooling import random_effects, se_from_interval
 from hallu.analysis.scorecard import BEHAVIOUR_ASYMMETRY, CRITERIA, TRACKING
 
 READINGS = (verdicts.SUPPORTS, verdicts.CONTRADICTS, verdicts.EQUIVALENT, verdicts.INCONCLUSIVE,
             verdicts.NOT_RUN)  # fmt: skip
-PASSES = ("supports", "passes", "pass", "holds", "met")  # a premise check's passing verdicts
+# The criteria that rest on the patching premise (2A vs 2B, locus, controls per direction).
+PATCHING = (verdicts.ASYMMETRY, verdicts.LOCUS, verdicts.CONTROLS)
 
 
 def _coverage(criterion: str, level: float) -> float | None:
@@ -73,24 +76,38 @@ def combined(studies: list[Any], level: float) -> tuple[list[str], list[list[str
     return head, rows
 
 
+def premise_failures(card: list[Any] | None) -> dict[str, list[str]] | None:
+    """Per direction (2A, 2B), why its premise fails, from the "premise fails: ..." flags of a
+    scorecard's patching entries (hallu/analysis/verdicts.py `gates`; each reason starts with
+    the direction's short name); {} when it holds, None when no patching criterion ran (no
+    premise was checked)."""
+    patching = [e for e in card or [] if e.criterion.startswith(PATCHING)]
+    if not any(e.verdict != verdicts.NOT_RUN for e in patching):
+        return None
+    out: dict[str, list[str]] = {}
+    for e in patching:
+        for flag in e.flags:
+            if flag.startswith(f"{verdicts.PREMISE_FAILS}: "):
+                why = flag.removeprefix(f"{verdicts.PREMISE_FAILS}: ")
+                short = next((d for d in SHORT.values() if why.startswith(d)), "?")
+                if why not in out.setdefault(short, []):
+                    out[short].append(why)
+    return out
+
+
 def premise(studies: list[Any]) -> str:
-    """Which models fail the premise check (a scorecard criterion named 'premise ...')."""
-    checked = []
-    for name, s in studies:
-        e = next((e for e in s.card or [] if "premise" in e.criterion.lower()), None)
-        if e is not None:
-            checked.append((name, e.verdict))
+    """Which models' patching premise fails, and in which direction (from each scorecard)."""
+    checked = [(name, f) for name, s in studies if (f := premise_failures(s.card)) is not None]
     if not checked:
-        return (
-            "Premise check: these scorecards have none, so every model's criteria are read as "
-            "they stand."
-        )
-    failed = [f"{n} ({v})" for n, v in checked if v.lower() not in PASSES]
+        return "Premise check: no study ran a patching criterion, so none was checked."
+    failed = [(n, f) for n, f in checked if f]
     if not failed:
-        return f"Premise check: passes for all {len(checked)} models that have one."
+        return f"Premise check: holds for all {len(checked)} models whose patching ran."
+    which = "; ".join(f"{n} ({', '.join(sorted(f))})" for n, f in failed)
     return (
-        f"Premise check fails for {len(failed)} of {len(checked)} models: {', '.join(failed)}; "
-        "their other criteria do not test the study's claim."
+        f"Premise check fails for {len(failed)} of {len(checked)} models: {which}; their "
+        "patching verdicts on that direction are inconclusive and do not test the study's claim "
+        "(each scorecard's 'premise fails' flags say why)."
     )
 
 
