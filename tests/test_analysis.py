@@ -114,17 +114,17 @@ def test_cells_identical_by_construction_are_never_significant():
     assert (t[:, 0] == 0).all() and (p[:, 0] == 1.0).all()
 
 
-def test_locus_finds_the_planted_band_with_an_interval_around_it():
+def test_locus_finds_the_planted_band_and_its_normalised_profile():
     curve = np.zeros((12, 1))
     curve[6:10, 0] = 1.0
+    curve[8, 0] = 2.0  # the peak: the profile is restoration over it
     grid = synthetic(curve, n_pairs=30, seed=4, noise=0.1)
-    w = bootstrap.resample_weights(30, 300, seed=0)
-    samples = bootstrap.cells(grid, w)
-    full = np.concatenate([samples.estimate[None], samples.samples])[:, :, -1]
-    loc = locus.locate(grid.layers, full, n_layers=12)
-    assert loc is not None and (loc.first, loc.last) == (6, 9)
-    assert loc.first_ci[0] <= 6 <= loc.first_ci[1] and loc.last_ci[0] <= 9 <= loc.last_ci[1]
-    assert locus.band_of(np.zeros(5)) is None
+    num = grid.patched[:, :, -1] - grid.corrupted[:, None]
+    est, lo = locus.layer_intervals(num, grid.gap, np.ones((1, 30)), level=0.95)
+    loc = locus.locate(grid.layers, est[0], lo[0], n_layers=12)
+    assert loc is not None and (loc.first, loc.last, loc.peak) == (6, 9, 8)
+    assert loc.profile[8] == 1.0 and abs(loc.profile[6] - 0.5) < 0.05 and abs(loc.profile[0]) < 0.05
+    assert locus.band_of(np.zeros(5), np.zeros(5)) is None
 
 
 def test_a_gap_inside_the_noise_floor_is_flagged():

@@ -36,6 +36,8 @@ def test_cost_of_a_cell_in_pieces_and_whole():
     # at one position (10) plus the other suffix positions' keys/values (4*2), unembedding.
     assert cell_flops(4, 1, 5, f) == (50 - 12) + 50 + 10 + 8 + 100
     assert cell_flops(4, 3, 1, f) == 10 + 100
-    assert cell_flops(4, 3, 2, f) == 10 - 3 + 2 + 100
+    # patched at the last layer: the patched token's q/k/v and the last position's rest cost
+    # one position's layer, whatever the suffix (counted: tests/test_estimate.py toy_full)
+    assert cell_flops(4, 3, 2, f) == 10 + 100
     assert known_by_tokens(2, 2, 3) and not known_by_tokens(3, 3, 3)
     assert not known_by_tokens(1, 2, 3)

@@ -422,11 +422,15 @@ def estimate(
     if gpu is None:
         out["cpu_hours"] = total_s / 3600
         return out
-    price = cfg.cluster.price_per_gpu_hour
-    price_source = "cluster.price_per_gpu_hour" if price is not None else "default list price"
-    price = gpu.price_per_hour if price is None else price
     out |= {"gpu": gpu, "replicas": replicas, "gpus_per_replica": per, "mfu": mfu,
-            "mfu_source": rate.where, "hours": total_s / 3600, "price": price,
-            "price_source": price_source,
-            "cost": total_s / 3600 * replicas * per * price}  # fmt: skip
-    return out
+            "mfu_source": rate.where, "hours": total_s / 3600}  # fmt: skip
+    return out | _priced(cfg, gpu, total_s / 3600 * replicas * per)
+
+
+def _priced(cfg: Config, gpu: Gpu, gpu_hours: float) -> dict[str, Any]:
+    """The price per GPU-hour (cluster.price_per_gpu_hour, else the card's list price), its
+    source, and the cost of `gpu_hours`."""
+    price = cfg.cluster.price_per_gpu_hour
+    source = "cluster.price_per_gpu_hour" if price is not None else "default list price"
+    price = gpu.price_per_hour if price is None else price
+    return {"price": price, "price_source": source, "cost": gpu_hours * price}

@@ -167,21 +167,7 @@ def _study(cfg: Config, log: StringIO, argv: list[str]) -> int:
         run_meta["n_layers"] = prep.shape.n_layers  # the report reads it without the model
         if chunks is not None:
             run_meta["behavior_chunks"] = [c.chunk_id for c in chunks]
-        if plan is not None and resumed:
-            from hallu.run.resume import repair
-
-            repair(store, plan)  # shards that fail their checks are computed again
-        if plan is not None or chunks is not None:
-            started = time.perf_counter()
-            ran = _run_experiments(prep, plan, chunks, store, run_meta, pool)
-            elapsed = time.perf_counter() - started
-            if plan is not None:
-                _patching_summary(cfg, plan, store, ran["patching"] + ran["controls"], elapsed)
-            if chunks is not None:
-                _behavior_summary(prep, chunks, store, ran["behavior"], plan is not None)
-        if mechanism is not None:
-            print(f"hallu: {mechanism}", file=sys.stderr)
-            _run_mechanism(prep, store, run_meta, pool)
+        _run_stages(prep, plan, chunks, mechanism, store, resumed, run_meta, pool)
         state = "finished"
     except BaseException as err:
         progress.last_error = progress.last_error or f"{type(err).__name__}: {err}"[:400]
@@ -195,6 +181,34 @@ def _study(cfg: Config, log: StringIO, argv: list[str]) -> int:
         store.lease.release()
     print(f"report: python -m hallu.report {store.dir}")
     return 0
+
+
+def _run_stages(
+    prep: Prepared,
+    plan: Plan | None,
+    chunks: list | None,
+    mechanism: object,
+    store: Store,
+    resumed: bool,
+    run_meta: dict,
+    pool: LocalPool | Pool,
+) -> None:
+    """Every asked stage through the pool: patching and controls, behaviour, then mechanism."""
+    if plan is not None and resumed:
+        from hallu.run.resume import repair
+
+        repair(store, plan)  # shards that fail their checks are computed again
+    if plan is not None or chunks is not None:
+        started = time.perf_counter()
+        ran = _run_experiments(prep, plan, chunks, store, run_meta, pool)
+        elapsed = time.perf_counter() - started
+        if plan is not None:
+            _patching_summary(prep.cfg, plan, store, ran["patching"] + ran["controls"], elapsed)
+        if chunks is not None:
+            _behavior_summary(prep, chunks, store, ran["behavior"], plan is not None)
+    if mechanism is not None:
+        print(f"hallu: {mechanism}", file=sys.stderr)
+        _run_mechanism(prep, store, run_meta, pool)
 
 
 def _planned(prep: Prepared, plan: Plan | None) -> dict[str, float] | None:
