@@ -208,7 +208,7 @@ def locus_shared(res: Results) -> Verdict:
         flags,
         f"2A {a.describe()}; 2B {b.describe()}; 2B - 2A: first layer {first.fmt(1)}, last "
         f"layer {last.fmt(1)} ({sh.level:.0%} bootstrap over pairs{missing}); shared if both "
-        f"intervals lie within +-{m - 1} (analysis.locus_margin_layers {m})",
+        f"intervals lie strictly inside +-{m} layers (analysis.locus_margin_layers={m})",
         "2B's band first layer - 2A's (layers), with its bootstrap interval over pairs; the last "
         "layer's shift is in `numbers`",
     )
