@@ -144,7 +144,11 @@ def _layer_curve(res: Results, path: str) -> None:
     )
     ax.set_xlabel(f"layer (0-based): {COMPONENTS['resid_pre']}")
     ax.set_ylabel("restoration\n(fraction of the clean - corrupted gap)")
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    else:  # no direction has a pair that passed the gap check: say so on the figure
+        ax.text(0.5, 0.5, "no pair passed the gap check:\nno curve to draw",
+                transform=ax.transAxes, ha="center", va="center", fontsize=9)  # fmt: skip
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
