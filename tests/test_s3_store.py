@@ -13,7 +13,8 @@ from hallu.errors import UserError
 from hallu.run.launch import main
 from hallu.run.local import run_local
 from hallu.run.prepare import prepare
-from hallu.store.local import LocalStore, schema
+from hallu.store import schema
+from hallu.store.local import LocalStore
 from hallu.store.s3 import S3Store
 
 from .cluster_fixtures import (

@@ -10,7 +10,8 @@ import pytest
 from hallu.errors import UserError
 from hallu.run.local import run_local
 from hallu.run.prepare import prepare
-from hallu.store.local import LocalStore, schema
+from hallu.store import schema
+from hallu.store.local import LocalStore
 
 from .conftest import tiny_config
 

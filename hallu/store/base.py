@@ -27,14 +27,42 @@ if TYPE_CHECKING:
 
 
 class ReadsShards:
-    """`read_shards` and `read_results`, written once for every store from its `done_shards`
-    and `read_shard`."""
+    """Every unit-facing method of a store (shards, behaviour chunks, mechanism units), written
+    once from six primitives each store implements for its medium: `_done(folder)` (stems with a
+    done marker), `_note(folder, stem)` (the marker), `_write(folder, stem, table)` (file, then
+    marker), `_read(folder, stem, schema)` (checked against the marker), `_strays(folder)` and
+    `_quarantine(folder, stem, why)`."""
+
+    def _done(self, folder: str) -> set[str]:
+        raise NotImplementedError
+
+    def _note(self, folder: str, stem: str) -> dict[str, Any] | None:
+        raise NotImplementedError
+
+    def _write(self, folder: str, stem: str, table: pa.Table) -> str | Path:
+        raise NotImplementedError
+
+    def _read(self, folder: str, stem: str, table_schema: pa.Schema | None) -> pa.Table:
+        raise NotImplementedError
+
+    def _strays(self, folder: str) -> list[str]:
+        raise NotImplementedError
+
+    def _quarantine(self, folder: str, stem: str, why: str) -> None:
+        raise NotImplementedError
 
     def done_shards(self) -> set[str]:
-        raise NotImplementedError
+        return self._done("shards")
+
+    def marker(self, shard_id: str) -> dict[str, Any] | None:
+        return self._note("shards", shard_id)
+
+    def write_shard(self, shard_id: str, table: pa.Table) -> str | Path:
+        return self._write("shards", shard_id, table)
 
     def read_shard(self, shard_id: str) -> pa.Table:
-        raise NotImplementedError
+        """One done shard's rows, checked against its marker; ShardUnreadable if they fail."""
+        return self._read("shards", shard_id, schema.SCHEMA)
 
     def read_shards(self) -> Iterator[tuple[str, pa.Table]]:
         for shard_id in sorted(self.done_shards()):
@@ -43,14 +71,31 @@ class ReadsShards:
     def read_results(self) -> pa.Table:
         return schema.concat(t for _, t in self.read_shards())
 
+    def stray_files(self) -> list[str]:
+        """Files under shards/ and its markers that are not a done shard or its marker."""
+        return self._strays("shards")
+
+    def quarantine(self, shard_id: str, why: str) -> None:
+        self._quarantine("shards", shard_id, why)
+
+    def write_table(self, name: str, table: pa.Table) -> str | Path:
+        """`<run>/<name>` (e.g. behavior/responses/x.parquet), then its marker; never replaced."""
+        folder, _, stem = name.removesuffix(".parquet").rpartition("/")
+        return self._write(folder, stem, table)
+
     def table_names(self, folder: str) -> set[str]:
-        raise NotImplementedError
+        """The finished units of `<run>/<folder>`: the stems with a done marker."""
+        return self._done(folder)
 
     def read_table(self, folder: str, stem: str) -> pa.Table:
-        raise NotImplementedError
+        """One finished unit's table (its own schema), checked against its marker."""
+        return self._read(folder, stem, None)
 
     def table_strays(self, folder: str) -> list[str]:
-        raise NotImplementedError
+        return self._strays(folder)
+
+    def quarantine_table(self, folder: str, stem: str, why: str) -> None:
+        self._quarantine(folder, stem, why)
 
     def read_tables(
         self, folder: str, table_schema: pa.Schema | None, planned: list[str] | None = None

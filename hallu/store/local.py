@@ -33,7 +33,7 @@ import pyarrow as pa
 
 from hallu.config import Config
 from hallu.errors import UserError
-from hallu.store import integrity, schema
+from hallu.store import integrity
 from hallu.store.base import ReadsShards
 from hallu.store.files import create_new, write_atomic
 from hallu.store.lease import LocalLease
@@ -163,26 +163,6 @@ class LocalStore(ReadsShards):
                 os.rename(src, dest / f"{stem}.{stamp}{src.suffix}")
         create_new(dest / f"{stem}.{stamp}.why", why.encode())
 
-    def done_shards(self) -> set[str]:
-        return self._done("shards")
-
-    def marker(self, shard_id: str) -> dict[str, Any] | None:
-        return self._note("shards", shard_id)
-
-    def write_shard(self, shard_id: str, table: pa.Table) -> Path:
-        return self._write("shards", shard_id, table)
-
-    def read_shard(self, shard_id: str) -> pa.Table:
-        """One done shard's rows, checked against its marker; ShardUnreadable if they fail."""
-        return self._read("shards", shard_id, schema.SCHEMA)
-
-    def stray_files(self) -> list[str]:
-        """Files under shards/ and done/ that are not a done shard or its marker (e.g. copies)."""
-        return self._strays("shards")
-
-    def quarantine(self, shard_id: str, why: str) -> None:
-        self._quarantine("shards", shard_id, why)
-
     def _mark_legacy(self) -> None:
         """Resuming a run from before done markers: mark each unit that reads back whole, in
         shards/ and in the behaviour and mechanism folders."""
@@ -209,25 +189,6 @@ class LocalStore(ReadsShards):
                 create_new(self._paths(folder, path.stem)[1], note)
 
     # -- other tables (behaviour answers, mechanism units) and files -------------------------
-
-    def write_table(self, name: str, table: pa.Table) -> Path:
-        """`<run>/<name>` (e.g. behavior/responses/x.parquet) and its marker, never replacing."""
-        folder, _, stem = name.removesuffix(".parquet").rpartition("/")
-        return self._write(folder, stem, table)
-
-    def table_names(self, folder: str) -> set[str]:
-        """The finished units of `<run>/<folder>`: the stems with a done marker."""
-        return self._done(folder)
-
-    def read_table(self, folder: str, stem: str) -> pa.Table:
-        """One finished unit's table (its own schema), checked against its marker."""
-        return self._read(folder, stem, None)
-
-    def table_strays(self, folder: str) -> list[str]:
-        return self._strays(folder)
-
-    def quarantine_table(self, folder: str, stem: str, why: str) -> None:
-        self._quarantine(folder, stem, why)
 
     def write_file(self, name: str, data: bytes) -> Path:
         path = self.dir / name

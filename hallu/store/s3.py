@@ -34,7 +34,7 @@ import pyarrow as pa
 
 from hallu.config import Config, StorageCfg
 from hallu.errors import UserError
-from hallu.store import integrity, schema
+from hallu.store import integrity
 from hallu.store.base import ReadsShards
 from hallu.store.lease import Lease, parse_note, unreadable
 from hallu.store.study import run_metadata, same_study
@@ -397,44 +397,6 @@ class S3Store(ReadsShards):
                 lambda s=src: self.client.delete_object(Bucket=self.bucket, Key=self._key(s)),
             )
         self._put_new(self._key(f"quarantine/{stem}.{stamp}.why"), why.encode())
-
-    def done_shards(self) -> set[str]:
-        return self._done("shards")
-
-    def marker(self, shard_id: str) -> dict[str, Any] | None:
-        return self._note("shards", shard_id)
-
-    def write_shard(self, shard_id: str, table: pa.Table) -> str:
-        return self._write("shards", shard_id, table)
-
-    def read_shard(self, shard_id: str) -> pa.Table:
-        """One done shard's rows, checked against its marker; ShardUnreadable if they fail."""
-        return self._read("shards", shard_id, schema.SCHEMA)
-
-    def stray_files(self) -> list[str]:
-        """Objects under shards/ and done/ that are not a done shard or its marker."""
-        return self._strays("shards")
-
-    def quarantine(self, shard_id: str, why: str) -> None:
-        self._quarantine("shards", shard_id, why)
-
-    def write_table(self, name: str, table: pa.Table) -> str:
-        """`<run>/<name>` in one conditional PUT, then its marker: never replaced."""
-        folder, _, stem = name.removesuffix(".parquet").rpartition("/")
-        return self._write(folder, stem, table)
-
-    def table_names(self, folder: str) -> set[str]:
-        """The finished units of `<run>/<folder>`: the stems with a done marker."""
-        return self._done(folder)
-
-    def read_table(self, folder: str, stem: str) -> pa.Table:
-        return self._read(folder, stem, None)
-
-    def table_strays(self, folder: str) -> list[str]:
-        return self._strays(folder)
-
-    def quarantine_table(self, folder: str, stem: str, why: str) -> None:
-        self._quarantine(folder, stem, why)
 
     def write_file(self, name: str, data: bytes) -> str:
         """Derived files (summary, figures): replaced on every aggregation, like LocalStore's."""
