@@ -75,7 +75,8 @@ class NoModelRunner(ShardRunner):
     ROWS = 1600
 
     def __init__(self, cfg, store: Store):  # noqa: D107 (the base loads a model: not here)
-        self.store, self.error, self.worker = store, None, None
+        self.store, self.error, self.worker, self.failure = store, None, None, None
+        self.load_s = 0.0  # nothing to load
         self.table = synthetic_table(self.ROWS)
 
     def compute(self, unit: Shard, progress: Any = None) -> pa.Table:

@@ -348,7 +348,11 @@ class Driver:
             self._on_actor_error(ref, call, err, permanent=isinstance(err, ActorDiedError))
             return
         except RayTaskError as err:  # the unit raised inside the worker
-            assert call.unit is not None
+            if call.unit is None:  # ready() itself failed: no worker of this kind can start
+                raise UserError(
+                    f"worker {call.actor} could not start ({_why(err)}); the results stored so "
+                    "far are kept. Fix: rerun with the same run_id once the cause is fixed"
+                ) from None
             self.free[call.actor] += 1
             if self.progress is not None:
                 self.progress.failed(f"worker {call.actor}", stage(call.unit), _why(err))
