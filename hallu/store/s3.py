@@ -236,9 +236,9 @@ class S3Store(ReadsShards):
             ) from None
         except ClientError as err:
             code = _code(err)
-            if code in ("404", "NoSuchBucket", "NotFound"):
+            if _bucket_problem(code) == "missing":
                 why = f"bucket does not exist at {where}; create it or fix storage.bucket"
-            elif code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            elif _bucket_problem(code) == "denied":
                 why = (
                     f"access denied at {where} ({code}); the credentials cannot read and write "
                     "it: check them, the bucket policy and storage.region"
@@ -265,9 +265,9 @@ class S3Store(ReadsShards):
             bounded(lambda: client.head_bucket(Bucket=self.bucket), self.attempt_s)
         except ClientError as err:
             code = _code(err)
-            if code in ("404", "NoSuchBucket", "NotFound"):
+            if _bucket_problem(code) == "missing":
                 why = f"no bucket {self.bucket!r} at {where}. Fix: check the bucket in the URL"
-            elif code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            elif _bucket_problem(code) == "denied":
                 why = (
                     f"access denied at {where} ({code}). Fix: check the AWS credentials "
                     "(AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
@@ -498,6 +498,16 @@ def bounded(call: Callable[[], T], seconds: float) -> T:
     if "error" in box:
         raise box["error"]
     return box["value"]
+
+
+def _bucket_problem(code: str) -> str | None:
+    """ "missing" or "denied" for the S3 error codes a bucket check answers with, else None; the
+    writer's and the reader's messages differ only in the fix they name."""
+    if code in ("404", "NoSuchBucket", "NotFound"):
+        return "missing"
+    if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+        return "denied"
+    return None
 
 
 def _code(err: Any) -> str:
