@@ -580,17 +580,10 @@ SECTIONS: tuple[Callable[[Context], None], ...] = (
 )
 # Patching rows, none of the main identity (a head-only, attn_out- or mlp_out-only sweep): maps
 # and strongest cells of what was patched; the scorecard's patching criteria are "not run".
-OTHER_IDENTITIES: tuple[Callable[[Context], None], ...] = (
-    intro,
-    limits_section,
-    scorecard_section,
-    behavior_section,
-    mechanism_section,
-    heatmaps,
-    strongest_cells,
-    noise_section,
-    compute_section,
-    provenance,
+OTHER_IDENTITIES: tuple[Callable[[Context], None], ...] = tuple(
+    s
+    for s in SECTIONS
+    if s not in (curve_figures, headline_numbers, locus_section, controls_section)
 )
 # A behaviour-only run (+sweep=behavior): no patching rows, so no maps, curves or controls.
 BEHAVIOUR_ONLY: tuple[Callable[[Context], None], ...] = (
