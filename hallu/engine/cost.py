@@ -115,8 +115,11 @@ def schedule_flops(
     engine batches them (module docstring)."""
     total = 0.0
     for batch in plan_batches(starts, n_tokens, MAX_ROWS, row_bytes, budget, target_tokens):
-        suffix = n_tokens - starts[batch[0]][0]
-        total += sum(cell_flops(n_layers, starts[i][1], suffix, f, in_pieces) for i in batch)
+        t0 = starts[batch[0]][0]
+        for position, layer in (starts[i] for i in batch):
+            # Rows run in pieces compute their own positions only (a packed batch).
+            suffix = n_tokens - (position if in_pieces else t0)
+            total += cell_flops(n_layers, layer, suffix, f, in_pieces)
     if in_pieces:  # the targets' queries at every layer a row joins (hallu/engine/rows.py)
         total += n_targets * len({layer for _, layer in starts}) * n_tokens * (f.qkv - f.kv)
     return total

@@ -175,7 +175,7 @@ def _run_length(
         for part in plan:
             idx = [todo[j] for j in part]
             try:
-                logits = _run_batch(ad, Batch(group, idx, min(starts[i][0] for i in idx)))
+                logits = _run_batch(ad, Batch(group, idx, [starts[i][0] for i in idx]))
             except (torch.OutOfMemoryError, MemoryError, RuntimeError) as err:
                 # Halve and plan what is left again (raises unless out-of-memory on 2+ rows).
                 budget, max_rows = budget // 2, halve_on_oom(err, len(idx))

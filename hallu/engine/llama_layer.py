@@ -55,12 +55,13 @@ def qkv(
     h: torch.Tensor,
     pos_emb: Any,
     head_dim: int,
-    queries_from: int = 0,
+    queries_from: int | torch.Tensor = 0,
     out: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """[B, S, d] layer input -> queries [B, H, S - queries_from, hd] (of positions queries_from..)
-    and keys, values [B, Hkv, S, hd], rotary applied (pos_emb: cos, sin of [1 or B, S, hd]);
-    written into `out` (queries, keys, values) when given."""
+    """[B, S, d] layer input -> queries [B, H, S - queries_from, hd] (of positions queries_from..,
+    or of the positions a tensor of indices names) and keys, values [B, Hkv, S, hd], rotary
+    applied (pos_emb: cos, sin of [1 or B, S, hd]); written into `out` (queries, keys, values)
+    when given."""
     q_out, k_out, v_out = out if out is not None else (None, None, None)
     x = norm(block.input_layernorm, h)
     shape = (*h.shape[:-1], -1, head_dim)
@@ -68,8 +69,11 @@ def qkv(
     v = attn.v_proj(x).view(shape).transpose(1, 2)
     if v_out is not None:
         v = v_out.copy_(v)
-    xq = x[:, queries_from:] if queries_from else x
-    q = _queries(attn, xq, tuple(e[:, queries_from:] for e in pos_emb), head_dim, q_out)
+    if isinstance(queries_from, torch.Tensor):
+        xq, pq = x[:, queries_from], tuple(e[:, queries_from] for e in pos_emb)
+    else:
+        xq, pq = x[:, queries_from:], tuple(e[:, queries_from:] for e in pos_emb)
+    q = _queries(attn, xq, pq, head_dim, q_out)
     return q, k, v
 
 

@@ -15,7 +15,7 @@ import torch
 
 from hallu.engine import llama_layer as ll
 from hallu.engine.adapters import Adapter
-from hallu.engine.rows import Batch, write
+from hallu.engine.rows import Batch, Pack, write
 
 
 def own_layer(
@@ -32,7 +32,10 @@ def own_layer(
     q = h.new_empty(n_rows, ad.n_heads, n_q, hd)
     keys = h.new_empty(n_rows, ad.n_kv_heads, t0 + s, hd)
     values = torch.empty_like(keys)
-    if n_have:
+    pack = batch.pack
+    if n_have and pack is not None:
+        _packed_qkv(ad, layer, h, n_have, batch, pos_emb, (q, keys, values), last_only)
+    elif n_have:
         bufs = (q[:n_have], keys[:n_have, :, t0:], values[:n_have, :, t0:])
         ll.qkv(block, attn, h[:n_have], pos_emb, hd, queries_from=s - n_q, out=bufs)
         prefix = batch.prefix(layer, n_have)
@@ -65,6 +68,8 @@ def own_layer(
         }
     if at.get("head"):
         write(a, at["head"], hd)
+    if pack is not None and not last_only:
+        return _packed_rest(ad, layer, h, a, pack, at)
     a = getattr(attn, ad.family.head_proj)(a)
     if at.get("attn_out"):
         write(a, at["attn_out"], None)
@@ -73,3 +78,49 @@ def own_layer(
     if at.get("mlp_out"):
         write(m, at["mlp_out"], None)
     return h.add_(m)
+
+
+def _packed_qkv(
+    ad: Adapter, layer: int, h: torch.Tensor, n_have: int, batch: Batch, pos_emb: tuple,
+    bufs: tuple[torch.Tensor, ...], last_only: bool,
+) -> None:  # fmt: skip
+    """The continuing rows' queries/keys/values of their own positions only (batch.pack): the
+    keys/values of the positions before a row's start are its trace's, and so are the queries
+    there, which attend for nothing (their outputs are never read)."""
+    q, keys, values = bufs
+    pack, t0 = batch.pack, batch.t0
+    assert pack is not None
+    flat, row, pos, last = pack.tensors(h.device)
+    n = pack.tokens(n_have)
+    flat, row, pos = flat[:n], row[:n], pos[:n]
+    x = h[:n_have].reshape(-1, h.shape[-1]).index_select(0, flat)[None]
+    pe = tuple(e[:, pos] for e in pos_emb)
+    at_q = last[:n_have] if last_only else 0
+    qp, kp, vp = ll.qkv(ad.layers[layer], ad.attn(layer), x, pe, ad.head_dim, queries_from=at_q)
+    every = slice(None)
+    batch.gather("keys", layer, range(n_have), every, out=keys[:n_have])
+    batch.gather("values", layer, range(n_have), every, out=values[:n_have])
+    keys[row, :, t0 + pos] = kp[0].transpose(0, 1)
+    values[row, :, t0 + pos] = vp[0].transpose(0, 1)
+    if last_only:
+        q[:n_have, :, 0] = qp[0].transpose(0, 1)
+    else:
+        q[:n_have].zero_()
+        q[row, :, pos] = qp[0].transpose(0, 1)
+
+
+def _packed_rest(
+    ad: Adapter, layer: int, h: torch.Tensor, a: torch.Tensor, pack: Pack, at: dict
+) -> torch.Tensor:
+    """o_proj, residual and MLP on the rows' own positions only, written back into h."""
+    block, attn = ad.layers[layer], ad.attn(layer)
+    flat = pack.tensors(h.device)[0][: pack.tokens(h.shape[0])]  # the rows joined so far
+    o = getattr(attn, ad.family.head_proj)(a.reshape(-1, a.shape[-1]).index_select(0, flat))
+    if at.get("attn_out"):
+        write(o[None], pack.entries(at["attn_out"]), None)
+    hp = h.view(-1, h.shape[-1]).index_select(0, flat).add_(o)
+    m = ll.mlp(block, hp)
+    if at.get("mlp_out"):
+        write(m[None], pack.entries(at["mlp_out"]), None)
+    h.view(-1, h.shape[-1]).index_copy_(0, flat, hp.add_(m))  # h is the batch's own tensor
+    return h

@@ -90,7 +90,9 @@ class Batch:
     """One batch: its rows in slot order (by the layer they join, then target), the writes by
     layer and site as (slot, position - t0, value, head), and the join-layer tokens to fix."""
 
-    def __init__(self, group: Group, idx: Sequence[int], t0: int):
+    def __init__(self, group: Group, idx: Sequence[int], starts: Sequence[int]):
+        """`starts`: the first position each row of `idx` computes."""
+        t0 = min(starts)
         self.group, self.t0, self.idx = group, t0, list(idx)
         order = sorted(idx, key=lambda i: (group.joins[i], group.which[i]))
         self.slot = {i: r for r, i in enumerate(order)}
@@ -102,6 +104,11 @@ class Batch:
             for w in group.rows[i][1]:
                 entry = (self.slot[i], w.position - t0, w.value, w.head)
                 self.writes[w.layer][w.site].append(entry)
+        start = dict(zip(idx, starts, strict=True))
+        self.pack: Pack | None = None  # rows of the Llama family compute their own positions only
+        if group.ad.in_pieces and any(t > t0 for t in starts):
+            n_tokens = len(group.traces[0].ids)
+            self.pack = Pack([start[i] - t0 for i in order], n_tokens - t0)
         self.fixes: dict[int, tuple[torch.Tensor, ...]] = {}
         jw = group.join_writes
         if jw is not None:
@@ -143,6 +150,39 @@ class Batch:
             self.gather("keys", layer, range(n_rows), part),
             self.gather("values", layer, range(n_rows), part),
         )
+
+
+class Pack:
+    """A batch whose rows start at different positions, packed: row r (slot order) computes
+    positions skip[r]..s-1 of the batch's s (offsets from t0) and nothing before, since its patch
+    leaves those as the trace holds them. Tokens are listed row by row; `flat` indexes them in
+    the padded [rows * s] layout, `row`/`pos` give each one's slot and offset, `first[r]` the
+    index of row r's first token and `last[r]` of its last."""
+
+    def __init__(self, skip: Sequence[int], s: int):
+        self.skip, self.s = list(skip), s
+        counts = [s - k for k in self.skip]
+        self.first = [0]
+        for c in counts:
+            self.first.append(self.first[-1] + c)
+        row = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
+        pos = torch.arange(len(row)) - torch.tensor(self.first[:-1])[row] + torch.tensor(skip)[row]
+        self._on: dict[torch.device, tuple[torch.Tensor, ...]] = {}
+        self._cpu = (row * s + pos, row, pos, torch.tensor(self.first[1:]) - 1)
+
+    def tensors(self, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """(flat, row, pos, last) on `device`, copied there once."""
+        if device not in self._on:
+            self._on[device] = tuple(t.to(device) for t in self._cpu)
+        return self._on[device]
+
+    def tokens(self, n_rows: int) -> int:
+        """Tokens of the first `n_rows` rows (a prefix of the list)."""
+        return self.first[n_rows]
+
+    def entries(self, entries: list) -> list:
+        """(slot, offset, value, head) write entries -> (0, token index, value, head)."""
+        return [(0, self.first[r] + p - self.skip[r], v, hd) for r, p, v, hd in entries]
 
 
 def write(t: torch.Tensor, entries: list, head_dim: int | None) -> None:
