@@ -405,3 +405,46 @@ def test_worker_attribution_screen_rows():
     }
     with pytest.raises(UserError, match="sweep.screen_top_k=5 screens resid_pre"):
         tiny_config("sweep.screen_top_k=5", "sweep.component=mlp_out")
+
+
+def test_a_merged_batch_computes_each_rows_own_positions_only():
+    """Rows patched at different positions in one batch (Llama family, run in pieces): each
+    row's weight matmuls cover its own suffix only, exactly as hallu.engine.cost prices them
+    (and below a shared start), with the logits of one batch per position."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from hallu.bench_cases import flops_per_token
+    from hallu.engine.cost import cell_flops, schedule_flops
+    from hallu.engine.fast import Write, batch_limits, run_patches
+
+    class Matmuls(TorchDispatchMode):
+        flops = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func in (torch.ops.aten.mm.default, torch.ops.aten.addmm.default):
+                a, b = args[-2], args[-1]
+                self.flops += 2 * a.shape[0] * a.shape[1] * b.shape[1]
+            return func(*args, **(kwargs or {}))
+
+    model = build("llama", seed=9, n_layers=4, d=32, heads=4, kv=2)
+    ad = Adapter(model)
+    src, tgt = random_pair(9, 12, 12, first_diff=1)
+    source, target = trace(ad, src), trace(ad, tgt)
+    rows = [(t, layer) for t in (2, 5, 9, 11) for layer in (0, 1, 3)]
+    patches = [(Write(layer, "resid_pre", t, source.resid[layer, t]),) for t, layer in rows]
+    opts = BatchOptions(target_tokens=10_000)
+    target.queries.clear()
+    with Matmuls() as counted:
+        merged = run_patches(ad, target, patches, opts)
+    f = flops_per_token(model)
+    rb, budget, tokens = batch_limits(ad, opts, len(tgt))
+    priced = schedule_flops(4, len(tgt), rows, 1, f, rb, budget, tokens)
+    assert counted.flops == pytest.approx(priced, rel=1e-9)
+    shared_start = sum(cell_flops(4, layer, len(tgt) - 2, f) for _, layer in rows)
+    assert counted.flops < 0.8 * shared_start
+    apart = run_patches(ad, target, patches, BatchOptions(target_tokens=1))
+    assert (merged - apart).abs().max().item() <= 1e-5
+    ref = torch.stack(
+        [naive_component_logits(model, tgt, src, "resid_pre", [lay], t, t, None) for t, lay in rows]
+    )
+    assert (merged - ref).abs().max().item() <= TOL

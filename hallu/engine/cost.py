@@ -14,9 +14,10 @@ A cell *known by its tokens* (patched at its own position inside the prompts' sh
 costs nothing: the engine returns the target's own logits.
 
 Rows are batched as the engine batches them (`plan_batches`, which hallu/engine/fast.py runs):
-a batch starts every row at its smallest patched position t0, so a row patched later computes
-from t0 too; `schedule_flops` prices one length group's rows that way, plus the targets' queries
-at the layers rows join (the trace computes them on first use).
+a batch's tensors start at its smallest patched position t0. Llama-family rows (run in pieces)
+still compute their own positions only (a packed batch); other families' rows compute from t0.
+`schedule_flops` prices one length group's rows that way, plus the targets' queries at the
+layers rows join (the trace computes them on first use).
 """
 
 from __future__ import annotations

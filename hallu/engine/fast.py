@@ -13,10 +13,13 @@ what the patch can change:
 - *many patches per forward*: patches are stacked in the batch dimension, across pairs too
   (rows of targets of one length share a batch, each attending to its own target's prefix
   keys/values, so a shard of several pairs runs as one schedule); a row joins the batch at its
-  first layer, so no row runs a layer it does not need. A batch shares
-  one suffix start t0 (its smallest patched position), so rows patched later waste t - t0
-  positions; batches are therefore cut by position, and merged only while small. The batch size
-  comes from a memory budget and is halved on out-of-memory;
+  first layer, so no row runs a layer it does not need. A batch's tensors start at its
+  smallest patched position t0; for Llama-family layers (run in pieces, below) a row patched at
+  t > t0 still computes positions t..T-1 only (the batch is *packed*: its projections and MLP
+  run on each row's own positions, and attention reads the trace's keys/values before t). Other
+  families run whole layers, so their rows patched later compute t - t0 positions for nothing;
+  batches are therefore cut by position and merged only while small. The batch size comes from
+  a memory budget and is halved on out-of-memory;
 - *logits at the last position only*, the one the metric reads, and so the last layer at the last
   position only (plus the keys/values of the others);
 - *the join layer's queries/keys/values from the trace*: where a row joins, the positions it
