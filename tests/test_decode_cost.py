@@ -16,7 +16,7 @@ from hallu.shape import ModelShape
 L, D, H, F, V = 40, 5120, 40, 13824, 32000
 SHAPE = ModelShape(L, D, H, H, F, V)
 PARAMS = L * (4 * D * D + 3 * D * F + 2 * D) + 2 * V * D + D  # 13.0e9
-WEIGHTS = PARAMS * 2  # fp16
+WEIGHTS = (PARAMS - V * D) * 2  # fp16, read once per step: all but the input embedding table
 KV_TOKEN = 2 * L * H * (D // H) * 2  # keys + values of one token, every layer, fp16: 0.82 MB
 H100_READ = 3350e9 * ASSUMED_DECODE_BANDWIDTH
 H100_FLOPS = 989e12 * ASSUMED_MFU

@@ -32,9 +32,10 @@ is longer (a large batch): max(bytes / bandwidth, FLOP / rate) per step, step by
 the cache grows. So a decode step costs about the same for 1 row as for 16. A replica whose
 layers are split over N GPUs runs them one after the other: each reads its 1/N of the weights
 at its own bandwidth, so a step takes as long as on one GPU holding them all (as for FLOP, N
-GPUs count once in the rate and N times in the cost). The weight bytes include the embedding
-table, of which a step reads only its rows' vectors (< 2% of a 7B model's weights). The CPU
-prices decoding by FLOP, like any forward pass: its calibration measures that.
+GPUs count once in the rate and N times in the cost). The weights read are all but the input
+embedding table, of which a step gathers only its rows' vectors (a large share of a small model
+with a large vocabulary). The CPU prices decoding by FLOP, like any forward pass: its
+calibration measures that.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class Decode:
     rows: int
     context: float  # tokens each row attends to at the first step: the (padded) prompt + 1
     steps: int  # max_new_tokens - 1
-    weight_bytes: float  # the replica's weights, read once per step
+    weight_bytes: float  # the replica's weights but the input embedding, read once per step
     kv_token_bytes: float  # keys and values of one token of one row, every layer
     flops: float  # per step: 2 per weight per row
 
@@ -122,7 +123,8 @@ def generation(
     call, then `new - 1` decode steps of one token per row."""
     tokens = repeats * (sum(lens) + len(lens) * (new - 1))
     width = max(lens, default=0)  # prompts are left-padded to the longest
-    steps = Decode(repeats, len(lens), width + 1, new - 1, params * b, kv_bytes(shape, 1, 1, b),
+    read = (params - shape.vocab_size * shape.d_model) * b  # embedding rows: gathered, not read
+    steps = Decode(repeats, len(lens), width + 1, new - 1, read, kv_bytes(shape, 1, 1, b),
                    len(lens) * 2 * params)  # fmt: skip
     return Stage(
         name, repeats * new, tokens, repeats * len(lens) * new, tokens * 2 * params,
