@@ -34,18 +34,22 @@ def test_13b_mechanism_plan_prices_every_mechanism_stage():
     assert est["seconds"] > 10 * est["load_s"]
     assert est["hours"] == pytest.approx(est["seconds"] / 3600)
     assert "total: " in text and "$" in text.split("total: ")[1]
+    mfu = next(x for x in text.splitlines() if x.startswith("MFU: "))
+    assert "decoding by the bytes each step reads" in mfu and "3,350 GB/s x 0.6 (assumed" in mfu
 
 
-def _worker_count(cfg, shape, rows, params: int) -> dict[str, tuple[float, int]]:
-    """(FLOP, generated tokens) per mechanism stage, counted by walking the worker's loops
-    (hallu/mechanism/worker.py): each generate() call prefills its prompts, then feeds one token
-    per row for each further step; every token costs 2 FLOP per parameter."""
-    m, flops, gen = cfg.sweep.mechanism, {}, {}
+def _worker_count(cfg, shape, rows, params: int) -> dict[str, tuple[float, int, int]]:
+    """(FLOP, generated tokens, decode steps) per mechanism stage, counted by walking the
+    worker's loops (hallu/mechanism/worker.py): each generate() call prefills its prompts, then
+    feeds one token per row for each further step; every token costs 2 FLOP per parameter."""
+    m, flops, gen, steps = cfg.sweep.mechanism, {}, {}, {}
+    stepped = [0]
 
     def generate(prompts: list[int]) -> tuple[int, int]:  # (tokens run, tokens generated)
         run = sum(prompts)
         for _step in range(1, m.max_new_tokens):
             run += len(prompts)
+            stepped[0] += 1
         return run, len(prompts) * m.max_new_tokens
 
     lens = {r.prompt_id: n for r, n in rows}
@@ -58,6 +62,7 @@ def _worker_count(cfg, shape, rows, params: int) -> dict[str, tuple[float, int]]
                 run, new = generate([n for n in neutral for _ in range(m.n_samples)])
                 t, g = t + run, g + new
     flops["mechanism steer"], gen["mechanism steer"] = t * 2 * params, g
+    steps["mechanism steer"], stepped[0] = stepped[0], 0
     pair = {}
     for r, n in rows:
         pair.setdefault(r.pair_id, {})[r.condition] = n
@@ -71,7 +76,8 @@ def _worker_count(cfg, shape, rows, params: int) -> dict[str, tuple[float, int]]
             if setting not in ("source", "target"):  # the source's resid_pre, one forward each
                 t += sum(p[src] for p in pair.values())
     flops["mechanism patchgen"], gen["mechanism patchgen"] = t * 2 * params, g
-    return {k: (flops[k], gen[k]) for k in flops}
+    steps["mechanism patchgen"], steps["mechanism capture"] = stepped[0], 0
+    return {k: (flops[k], gen[k], steps[k]) for k in flops}
 
 
 def test_mechanism_stage_flops_equal_a_count_of_the_workers_loops():
@@ -95,9 +101,11 @@ def test_mechanism_stage_flops_equal_a_count_of_the_workers_loops():
     assert "mechanism heads" not in by
     expected = _worker_count(cfg, shape, mechanism_rows(cfg, lengths), params)
     assert set(expected) == {n for n in by if n.startswith("mechanism")}
-    for name, (flops, generated) in expected.items():
+    for name, (flops, generated, steps) in expected.items():
         assert by[name].flops == pytest.approx(flops, rel=1e-12), name
         assert by[name].generated == generated, name
+        # The decode steps a GPU prices by their reads: every step of every generate() call.
+        assert sum(d.batches * d.steps for d in by[name].decode) == steps, name
     assert torch is not None
 
 

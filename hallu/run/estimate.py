@@ -21,8 +21,9 @@ which). Models:
   layer, keys and values of every layer), one batch of the engine (one position's cells over the
   swept layers, with the engine's own per-row estimate) and ~1.5 GB of CUDA context; the engine
   grows its batches into what is left, up to half the free memory;
-- *time*: engine FLOP / (replicas x peak x MFU). A replica spread over N GPUs (layers placed per
-  GPU) runs one GPU at a time, so it counts once in the rate but N times in the cost.
+- *time*: engine FLOP / (replicas x peak x MFU); decode steps by the bytes they read
+  (hallu/run/stage_cost.py). A replica spread over N GPUs (layers placed per GPU) runs one GPU
+  at a time, so it counts once in the rate but N times in the cost.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from hallu.engine.cost import (
 from hallu.errors import UserError
 from hallu.prompts import shared_prefix
 from hallu.run.gpus import (
-    ASSUMED_GENERATION_MFU,
+    ASSUMED_DECODE_BANDWIDTH,
     GPU_LAYER_CALL_S,
     GPUS,
     Gpu,
@@ -67,6 +68,8 @@ from hallu.run.plan import (
 from hallu.run.stage_cost import (
     Rates,
     Stage,
+    combined,
+    generation,
     mechanism_stages,
     noise_stage,
     seconds,
@@ -248,11 +251,27 @@ def memory(cfg: Config, shape: Any, max_len: int) -> Memory:
 
 
 def behavior_flops(cfg: Config, shape: Any, n_pairs: int, mean_len: float) -> tuple[int, float]:
-    """(answers, FLOP) of Experiment 1: every answer re-reads its prompt and decodes its tokens."""
+    """(answers, FLOP) of Experiment 1: every answer reads its prompt, then feeds back each of
+    its tokens but the last (hallu/behavior/generate.py)."""
     b = cfg.behavior
     per_prompt = ("greedy" in b.decoding) + ("sampled" in b.decoding) * b.n_samples
     answers = n_pairs * len(b.conditions) * per_prompt
-    return answers, answers * (mean_len + b.max_new_tokens) * 2 * n_params(shape)
+    return answers, answers * (mean_len + b.max_new_tokens - 1) * 2 * n_params(shape)
+
+
+def behavior_stage(cfg: Config, shape: Any, lengths: dict[str, dict[str, int]],
+                   need: Memory) -> Stage:  # fmt: skip
+    """Experiment 1's generate() batches of behavior.batch_size answers (the last one short),
+    every prompt of the mean length; memory: `need.generation` (longest prompts)."""
+    all_lens = [n for c in lengths.values() for n in c.values()]
+    mean = sum(all_lens) / len(all_lens)
+    answers, _ = behavior_flops(cfg, shape, len(lengths), mean)
+    size, new = max(cfg.behavior.batch_size, 1), cfg.behavior.max_new_tokens
+    params, b = n_params(shape), dtype_bytes(cfg)
+    full, rest = divmod(answers, size)
+    parts = [generation("", shape, params, [mean] * size, new, b, full)] if full else []
+    parts += [generation("", shape, params, [mean] * rest, new, b)] if rest else []
+    return combined("behaviour", parts, memory=need.generation)
 
 
 def check_fit(cfg: Config, need: Memory, gpu: Gpu, per_replica: int) -> None:
@@ -304,14 +323,8 @@ def stages(
             out.append(Stage(name, calls, 0, 0, flops, mem))
     if cfg.sweep.noise_floor:
         out.append(noise_stage(cfg, shape, params, lengths, b))
-    if "behavior" in cfg.sweep.experiments:  # generate() batches of behavior.batch_size
-        all_lens = [n for c in lengths.values() for n in c.values()]
-        mean = sum(all_lens) / len(all_lens)
-        answers, flops = behavior_flops(cfg, shape, len(lengths), mean)
-        new = cfg.behavior.max_new_tokens
-        calls = math.ceil(answers / max(cfg.behavior.batch_size, 1)) * new
-        tokens = answers * (mean + new)
-        out.append(Stage("behaviour", calls, tokens, answers * new, flops, need.generation, True))
+    if "behavior" in cfg.sweep.experiments:
+        out.append(behavior_stage(cfg, shape, lengths, need))
     if "mechanism" in cfg.sweep.experiments:
         out += mechanism_stages(cfg, shape, params, mechanism_rows(cfg, lengths), b)
     return out
@@ -331,15 +344,15 @@ def mechanism_rows(cfg: Config, lengths: dict[str, dict[str, int]]) -> list[tupl
 
 
 def rates(cfg: Config, gpu: Gpu | None, replicas: int) -> tuple[Rates, float]:
-    """(this run's Rates, MFU or 0 on the CPU): the GPU's peak x MFU, else the CPU's model."""
+    """(this run's Rates, MFU or 0 on the CPU): the GPU's peak x MFU and its bandwidth x the
+    decode share (one GPU's, however many hold a replica: stage_cost.py), else the CPU's model."""
     if gpu is None:
         cpu, where = cpu_rates()
-        r = cpu["flops_per_s"]
-        return Rates(cpu["layer_call_s"], r, r, where, cpu["token_s"]), 0.0
+        return Rates(cpu["layer_call_s"], cpu["flops_per_s"], where, cpu["token_s"]), 0.0
     mfu, mfu_source = mfu_for(gpu.kind, cfg.cluster.mfu)
-    rate = replicas * gpu.peak_tflops * 1e12  # units spread over the replicas
-    decode = rate * ASSUMED_GENERATION_MFU
-    return Rates(GPU_LAYER_CALL_S / replicas, rate * mfu, decode, mfu_source), mfu
+    rate = replicas * gpu.peak_tflops * 1e12 * mfu  # units spread over the replicas
+    read = replicas * gpu.bandwidth_gbs * GB * ASSUMED_DECODE_BANDWIDTH
+    return Rates(GPU_LAYER_CALL_S / replicas, rate, mfu_source, bytes_per_s=read), mfu
 
 
 def measured_seconds(

@@ -1,8 +1,11 @@
 """GPU kinds a plan can price, and the local calibration file `hallu.bench --gpu` writes. No torch.
 
 Peak rates are the vendors' datasheet dense FP16/BF16 tensor-core TFLOP/s (no 2:4 sparsity):
-A100 SXM 312, H100 SXM 989, H200 989, L40S 362. Prices are rough on-demand list prices per
-GPU-hour (Lambda/RunPod, 2025) and only a default: set `cluster.price_per_gpu_hour=...`.
+A100 SXM 312, H100 SXM 989, H200 989, L40S 362. Memory bandwidths are the datasheets' HBM (L40S:
+GDDR6) GB/s: A100 SXM 40GB 1555 and 80GB 2039 (NVIDIA A100 datasheet), H100 SXM 3350 (H100
+datasheet), H200 4800 (H200 datasheet), L40S 864 (L40S datasheet). Prices are rough on-demand
+list prices per GPU-hour (Lambda/RunPod, 2025) and only a default: set
+`cluster.price_per_gpu_hour=...`.
 
 The calibration file (default ~/.cache/hallu/calibration.json, or $HALLU_CALIBRATION) holds one
 entry per GPU kind, measured by `python -m hallu.bench --gpu` on that card:
@@ -46,8 +49,11 @@ from typing import Any
 # Fraction of the datasheet peak the fast engine's patching is assumed to reach before a
 # measurement: its batches are many short, suffix-only rows, far from one big matmul.
 ASSUMED_MFU = 0.3
-# Generation (Experiment 1) decodes one token at a time: memory-bound, far lower utilisation.
-ASSUMED_GENERATION_MFU = 0.03
+# A decode step reads every weight and the batch's keys and values once, for one token per row:
+# memory-bound until the batch is large. Serving engines (vLLM, TensorRT-LLM) are reported to
+# reach 60-80% of the datasheet bandwidth when decoding; this loop is plain PyTorch eager (one
+# kernel per op, its launch latency priced apart by GPU_LAYER_CALL_S), so assume the low end.
+ASSUMED_DECODE_BANDWIDTH = 0.6
 # Per forward call and decoder layer on a GPU: ~10 kernels at ~5 us launch each (assumed; it
 # matters only for tiny models or one-token decode steps, where it adds up over many calls).
 GPU_LAYER_CALL_S = 50e-6
@@ -66,17 +72,18 @@ class Gpu:
     label: str
     peak_tflops: float  # dense fp16/bf16 tensor-core, datasheet
     memory_gb: float  # what the card has (GB = 1e9 bytes, as vendors count)
+    bandwidth_gbs: float  # memory bandwidth, datasheet, GB/s
     price_per_hour: float  # USD per GPU-hour, a default to override
 
 
 GPUS: dict[str, Gpu] = {
     g.kind: g
     for g in (
-        Gpu("a100_40gb", "A100 SXM 40GB", 312.0, 40.0, 1.29),
-        Gpu("a100_80gb", "A100 SXM 80GB", 312.0, 80.0, 1.79),
-        Gpu("h100", "H100 SXM 80GB", 989.0, 80.0, 2.99),
-        Gpu("h200", "H200 SXM 141GB", 989.0, 141.0, 3.79),
-        Gpu("l40s", "L40S 48GB", 362.0, 48.0, 0.99),
+        Gpu("a100_40gb", "A100 SXM 40GB", 312.0, 40.0, 1555.0, 1.29),
+        Gpu("a100_80gb", "A100 SXM 80GB", 312.0, 80.0, 2039.0, 1.79),
+        Gpu("h100", "H100 SXM 80GB", 989.0, 80.0, 3350.0, 2.99),
+        Gpu("h200", "H200 SXM 141GB", 989.0, 141.0, 4800.0, 3.79),
+        Gpu("l40s", "L40S 48GB", 362.0, 48.0, 864.0, 0.99),
     )
 }
 

@@ -12,7 +12,7 @@ from typing import Any
 from hallu.config import Config
 from hallu.errors import UserError
 from hallu.run.estimate import GB, Memory, estimate
-from hallu.run.gpus import ASSUMED_GENERATION_MFU
+from hallu.run.gpus import ASSUMED_DECODE_BANDWIDTH
 
 # Llama-2's SentencePiece averages ~1.35 tokens per English word; its chat template adds
 # "<s>[INST] ... [/INST]" (about 10 tokens) and a system prompt's <<SYS>> block about 12 more.
@@ -134,8 +134,9 @@ def format_estimate(cfg: Config, est: dict[str, Any]) -> list[str]:
     g, per, n = est["gpu"], est["gpus_per_replica"], est["replicas"]
     lines += [
         f"fits: {per} x {g.label} per replica ({per * g.memory_gb:.0f} GB), {n} replica(s)",
-        f"MFU: {est['mfu']:.2f} ({est['mfu_source']}); generation {ASSUMED_GENERATION_MFU} "
-        "(assumed, memory-bound decoding)",
+        f"MFU: {est['mfu']:.2f} ({est['mfu_source']}); decoding by the bytes each step reads "
+        f"(weights + KV cache) at {g.bandwidth_gbs:,.0f} GB/s x {ASSUMED_DECODE_BANDWIDTH} "
+        "(assumed share of the datasheet bandwidth), or its FLOP at peak x MFU where longer",
         f"time: {hours_text(est['hours'])} wall on {n} x {per} x {g.label} (compute at "
         f"{g.peak_tflops:.0f} TFLOP/s peak x MFU, plus {est['load_s'] / 60:.1f} min to load the "
         "weights at 1 GB/s)",

@@ -22,8 +22,20 @@ pieces). Time is `calls x n_layers x per-layer call latency + FLOP / rate (+ gen
 per-token cost on the CPU)`: a small model is bound by per-call overhead (a toy's forward costs
 about the same for 1 token as for 30) and, when it generates, by the per-row work of each step
 (sampling one row at a time, the cache), a large one by FLOP. Rates: on a GPU, its datasheet
-peak x MFU (generation at the decode MFU) and `GPU_LAYER_CALL_S`; on the CPU, the calibration
-file's "cpu" entry or `CPU_DEFAULTS` (hallu/run/gpus.py).
+peak x MFU and `GPU_LAYER_CALL_S`; on the CPU, the calibration file's "cpu" entry or
+`CPU_DEFAULTS` (hallu/run/gpus.py).
+
+On a GPU a decode step (every generate() call after its prefill) is priced by what it reads:
+every weight of the replica once, plus the keys and values of every row's tokens so far, at the
+datasheet memory bandwidth x `ASSUMED_DECODE_BANDWIDTH`; or by its FLOP at peak x MFU when that
+is longer (a large batch): max(bytes / bandwidth, FLOP / rate) per step, step by step, since
+the cache grows. So a decode step costs about the same for 1 row as for 16. A replica whose
+layers are split over N GPUs runs them one after the other: each reads its 1/N of the weights
+at its own bandwidth, so a step takes as long as on one GPU holding them all (as for FLOP, N
+GPUs count once in the rate and N times in the cost). The weights read are all but the input
+embedding table, of which a step gathers only its rows' vectors (a large share of a small model
+with a large vocabulary). The CPU prices decoding by FLOP, like any forward pass: its
+calibration measures that.
 """
 
 from __future__ import annotations
@@ -39,6 +51,30 @@ NOISE_BATCH = 8  # each prompt in a batch of 8 there
 
 
 @dataclass(frozen=True)
+class Decode:
+    """The decode steps of `batches` alike generate() calls, after each one's prefill call:
+    step i (0, 1, ...) runs `rows` rows over a cache of `context + i` tokens each."""
+
+    batches: int
+    rows: int
+    context: float  # tokens each row attends to at the first step: the (padded) prompt + 1
+    steps: int  # max_new_tokens - 1
+    weight_bytes: float  # the replica's weights but the input embedding, read once per step
+    kv_token_bytes: float  # keys and values of one token of one row, every layer
+    flops: float  # per step: 2 per weight per row
+
+    def seconds(self, bytes_per_s: float, flops_per_s: float) -> float:
+        """All its steps: each the longer of its reads and its FLOP (module docstring)."""
+        compute = self.flops / flops_per_s
+        per_batch = sum(
+            max((self.weight_bytes + self.rows * self.kv_token_bytes * (self.context + i))
+                / bytes_per_s, compute)
+            for i in range(self.steps)
+        )  # fmt: skip
+        return self.batches * per_batch
+
+
+@dataclass(frozen=True)
 class Stage:
     name: str
     calls: int  # forward calls (a decode step is one); each runs every layer once
@@ -46,29 +82,32 @@ class Stage:
     generated: int  # tokens generated (0: forward passes only)
     flops: float
     memory: float  # bytes beyond the weights and the CUDA context
-    decode: bool = False  # memory-bound decoding: priced at the generation MFU on a GPU
+    decode: tuple[Decode, ...] = ()  # its generate() calls' decode steps (module docstring)
     load_bytes: float = 0.0  # weights read from disk besides the run's own (noise floor)
     units: int = 0  # executor units (mechanism), for the printout
 
 
 @dataclass(frozen=True)
 class Rates:
-    """How fast one replica runs: per-layer call latency and FLOP/s for forward passes and for
-    decoding; `where`: the words the plan prints about them."""
+    """How fast one replica runs: per-layer call latency, FLOP/s and (on a GPU) the bytes/s a
+    decode step reads at; `where`: the words the plan prints about them."""
 
     layer_call_s: float
     flops_per_s: float
-    decode_flops_per_s: float
     where: str
     token_s: float = 0.0  # per generated token and row: sampling, cache and Python (CPU only)
+    bytes_per_s: float | None = None  # None: decode steps priced by FLOP (the CPU)
 
 
 def seconds(stage: Stage, rates: Rates, n_layers: int, load_rate: float) -> float:
     """One stage's wall time on one replica (module docstring)."""
-    rate = rates.decode_flops_per_s if stage.decode else rates.flops_per_s
     calls = stage.calls * n_layers * rates.layer_call_s
     rows = stage.generated * rates.token_s
-    return calls + rows + stage.flops / rate + stage.load_bytes / load_rate
+    flops, decode = stage.flops, 0.0
+    if rates.bytes_per_s is not None:  # decode steps by their reads, the rest by FLOP
+        flops -= sum(d.batches * d.steps * d.flops for d in stage.decode)
+        decode = sum(d.seconds(rates.bytes_per_s, rates.flops_per_s) for d in stage.decode)
+    return calls + rows + flops / rates.flops_per_s + decode + stage.load_bytes / load_rate
 
 
 def kv_bytes(shape: Any, rows: int, n_tokens: int, b: int) -> float:
@@ -78,13 +117,29 @@ def kv_bytes(shape: Any, rows: int, n_tokens: int, b: int) -> float:
 
 
 def generation(
-    name: str, shape: Any, params: int, lens: list[int], new: int, b: int, repeats: int = 1
+    name: str, shape: Any, params: int, lens: list[float], new: int, b: int, repeats: int = 1
 ) -> Stage:
-    """`repeats` generate() batches over prompts of `lens` tokens, `new` tokens each."""
+    """`repeats` generate() batches over prompts of `lens` tokens, `new` tokens each: a prefill
+    call, then `new - 1` decode steps of one token per row."""
     tokens = repeats * (sum(lens) + len(lens) * (new - 1))
+    width = max(lens, default=0)  # prompts are left-padded to the longest
+    read = (params - shape.vocab_size * shape.d_model) * b  # embedding rows: gathered, not read
+    steps = Decode(repeats, len(lens), width + 1, new - 1, read, kv_bytes(shape, 1, 1, b),
+                   len(lens) * 2 * params)  # fmt: skip
     return Stage(
         name, repeats * new, tokens, repeats * len(lens) * new, tokens * 2 * params,
-        kv_bytes(shape, len(lens), max(lens, default=0) + new, b), decode=True,
+        kv_bytes(shape, len(lens), width + new, b), decode=(steps,) if lens and new > 1 else (),
+    )  # fmt: skip
+
+
+def combined(name: str, parts: list[Stage], **changes: Any) -> Stage:
+    """One stage doing the work of `parts` one after the other (memory: the largest)."""
+    return _with(
+        Stage(name, sum(p.calls for p in parts), sum(p.tokens for p in parts),
+              sum(p.generated for p in parts), sum(p.flops for p in parts),
+              max((p.memory for p in parts), default=0.0),
+              decode=tuple(d for p in parts for d in p.decode)),
+        **changes,
     )  # fmt: skip
 
 
@@ -135,20 +190,16 @@ def mechanism_stages(
                        n_steer * len(m.alphas))  # fmt: skip
     out.append(_with(steer, units=n_steer))
     patch_layers = resolve_layers(m.patch_layers, L)
-    calls = tokens = generated = flops = memory = 0.0
+    parts = []
     for direction in cfg.sweep.directions:
         src, tgt = DIRECTIONS[direction]
         for cond, times in ((src, 1), (tgt, 1 + len(patch_layers))):
             lens_c = [c[cond] for c in pairs for _ in range(m.n_samples)]
-            g = generation("", shape, params, lens_c, m.max_new_tokens, b, times)
-            calls, tokens, generated = calls + g.calls, tokens + g.tokens, generated + g.generated
-            flops, memory = flops + g.flops, max(memory, g.memory)
+            parts.append(generation("", shape, params, lens_c, m.max_new_tokens, b, times))
         capture = len(patch_layers) * sum(c[src] for c in pairs)  # the source's resid_pre
-        calls, tokens = calls + len(patch_layers) * len(pairs), tokens + capture
-        flops += capture * 2 * params
+        parts.append(Stage("", len(patch_layers) * len(pairs), capture, 0, capture * 2 * params, 0))
     n_dir = len(cfg.sweep.directions)
-    out.append(Stage("mechanism patchgen", int(calls), tokens, int(generated), flops, memory,
-                     decode=True, units=n_dir))  # fmt: skip
+    out.append(combined("mechanism patchgen", parts, units=n_dir))
     if m.heads:
         out.append(_heads(cfg, shape, params, pairs, b))
     return out
