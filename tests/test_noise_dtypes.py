@@ -85,32 +85,37 @@ def test_float32_run_copies_the_narrower_dtypes_and_equals_reloading(prep):
     assert sum(models.LOADS.values()) == loads, "the other dtypes came from disk"
     assert result["run_dtype"] == "float32" and _same(replica, before)
     _check_equal(result, _reloaded(cfg, prep))
+    # Without a replica at hand (python -m hallu.run.noise RUN): one load, the same numbers.
+    loads = sum(models.LOADS.values())
+    assert noise.measure(cfg, PAIRS, prep=prep) == result
+    assert sum(models.LOADS.values()) == loads + 1
 
 
-def test_float16_run_casts_to_float32_in_place_and_back(prep, tmp_path):
-    """A checkpoint float16 holds exactly (as Llama-2-13b-chat's): float32 from the replica cast
-    in place equals float32 from disk; the replica ends as it began, the same Parameters."""
+@pytest.mark.parametrize("run, other", [("float16", "bfloat16"), ("bfloat16", "float16")])
+def test_a_2_byte_run_casts_to_float32_in_place_and_back(prep, tmp_path, run, other):
+    """A checkpoint the run's dtype holds exactly (as float16 holds Llama-2-13b-chat's): float32
+    from the replica cast in place equals float32 from disk, the other 2-byte dtype from a copy
+    equals it from disk; the replica ends as it began, the same Parameters."""
     from safetensors.torch import load_file, save_file
 
     from hallu.engine.toy import TOY_DIR
 
     shutil.copytree(TOY_DIR, tmp_path / "m")
     tensors = load_file(tmp_path / "m" / "model.safetensors")
-    exact = {k: v.half().float() for k, v in tensors.items()}
+    exact = {k: v.to(getattr(torch, run)).float() for k, v in tensors.items()}
     save_file(exact, tmp_path / "m" / "model.safetensors", metadata={"format": "pt"})
-    cfg, replica = _setup(prep, f"model.name_or_path={tmp_path / 'm'}", "model.dtype=float16")
+    cfg, replica = _setup(prep, f"model.name_or_path={tmp_path / 'm'}", f"model.dtype={run}")
     before, objects = _snapshot(replica), list(replica.parameters())
     seen = set()  # (the replica itself?, its parameters' dtypes) per forward (hooks are copied)
     replica.register_forward_hook(
         lambda m, *_: seen.add((m is replica, frozenset(p.dtype for p in m.parameters())))
     )
     result = noise.measure(cfg, PAIRS, prep=prep, loaded=replica)
-    assert result["run_dtype"] == "float16" and _same(replica, before)
+    assert result["run_dtype"] == run and _same(replica, before)
     assert all(a is b for a, b in zip(replica.parameters(), objects, strict=True))
-    # float16 and float32 ran on the replica itself, bfloat16 on a copy.
-    assert seen == {(True, frozenset({d})) for d in (torch.float16, torch.float32)} | {
-        (False, frozenset({torch.bfloat16}))
-    }
+    # The run's dtype and float32 ran on the replica itself, the other 2-byte one on a copy.
+    own = {(True, frozenset({getattr(torch, d)})) for d in (run, "float32")}
+    assert seen == own | {(False, frozenset({getattr(torch, other)}))}
     _check_equal(result, _reloaded(cfg, prep))
 
 
