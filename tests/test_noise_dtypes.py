@@ -146,14 +146,25 @@ def test_an_error_while_measuring_float32_restores_the_replica(prep, error):
     assert _same(replica, before)
 
 
-def test_a_replica_changed_while_measuring_is_refused(prep):
-    """The checksum check can fail: a hook that writes into the weights in float32."""
-    cfg, replica = _setup(prep, "model.dtype=float16")
+def test_a_replica_changed_while_measuring_is_refused_and_its_worker_runs_nothing(tmp_path):
+    """The checksum check can fail: a hook that writes into the weights in float32. The worker
+    holding that replica then refuses every further unit (another worker reruns them)."""
+    from hallu.run.runner import ShardRunner
+    from hallu.run.units import NoiseFloor
+    from hallu.store.local import LocalStore
+
+    cfg = compose(
+        ["model=toy", "metric=yes_vs_maybe", f"sweep.pairs={PAIRS}", "model.dtype=float16"]
+    )
+    runner = ShardRunner(cfg, LocalStore(tmp_path, "r"))
+    assert runner.worker is not None, runner.error
 
     def write(module, *_):
         if module.lm_head.weight.dtype == torch.float32:
             module.lm_head.weight.data[0, 0] += 1.0
 
-    replica.register_forward_hook(write)
+    runner.worker.model.register_forward_hook(write)
     with pytest.raises(noise.ReplicaChanged, match="changed while it was measured"):
-        noise.measure(cfg, PAIRS, prep=prep, loaded=replica)
+        runner.compute(NoiseFloor(max_pairs=PAIRS))
+    with pytest.raises(AssertionError, match="changed while it was measured"):
+        runner.compute(NoiseFloor(max_pairs=PAIRS))
