@@ -313,7 +313,7 @@ def stages(
             mem = need.traces + need.batch
             out.append(Stage(name, calls, 0, 0, flops, mem))
     if cfg.sweep.noise_floor:
-        out.append(noise_stage(cfg, shape, params, lengths, b))
+        out.append(noise_stage(cfg, shape, params, lengths))
     if "behavior" in cfg.sweep.experiments:  # generate() batches of behavior.batch_size
         all_lens = [n for c in lengths.values() for n in c.values()]
         mean = sum(all_lens) / len(all_lens)

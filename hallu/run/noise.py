@@ -224,8 +224,9 @@ def _holds(wide: torch.dtype, narrow: torch.dtype) -> bool:
 def _checksum(params: list[Any]) -> torch.Tensor:
     """Per parameter, the sum of its elements' bits as integers: a changed bit changes it."""
     ints = {2: torch.int16, 4: torch.int32, 8: torch.int64}
-    sums = [p.detach().view(ints[p.element_size()]).sum(dtype=torch.int64) for p in params]
-    return torch.stack(sums).cpu() if sums else torch.zeros(0, dtype=torch.int64)
+    # Each sum to the CPU: a replica spread over several GPUs has parameters on each.
+    sums = [p.detach().view(ints[p.element_size()]).sum(dtype=torch.int64).cpu() for p in params]
+    return torch.stack(sums) if sums else torch.zeros(0, dtype=torch.int64)
 
 
 def _release() -> None:

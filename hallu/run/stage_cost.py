@@ -93,7 +93,7 @@ def generation(
     )  # fmt: skip
 
 
-def noise_stage(cfg: Any, shape: Any, params: int, lengths: dict, b: int) -> Stage:
+def noise_stage(cfg: Any, shape: Any, params: int, lengths: dict) -> Stage:
     """hallu/run/noise.py's forward passes (module docstring)."""
     pairs = list(lengths.values())[:NOISE_MAX_PAIRS]
     lens = [n for conds in pairs for c, n in conds.items() if c in ("certain", "uncertain")]
