@@ -41,11 +41,12 @@ def test_full_sweep_loads_the_model_once(tmp_path, capsys):
     assert _loads(*FULL, "sweep.noise_floor=false", root, "run_id=a") == 1
     err = capsys.readouterr().err
     assert "behaviour chunk(s) run, 0 already done" in err and "shard(s) run, 0 already" in err
-    # The noise floor measures on the same replica; it loads only the other dtypes it compares.
+    # The noise floor measures on the same replica and makes the other dtypes from it in memory.
     loads = _loads(*FULL, root, "run_id=b")
     floor = json.loads((tmp_path / "b" / "noise_floor.json").read_text())
     others = [d for d in floor["per_dtype"] if d != floor["run_dtype"]]
-    assert others and loads == 1 + len(others), (loads, floor["per_dtype"].keys())
+    assert len(others) == 2 and loads == 1, (loads, floor["per_dtype"])
+    assert all("batch" in floor["per_dtype"][d] for d in others), floor["per_dtype"]
     # A rerun finds every unit stored: nothing runs, nothing loads.
     assert _loads(*FULL, root, "run_id=b") == 0
 

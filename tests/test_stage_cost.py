@@ -151,3 +151,20 @@ def test_cpu_time_follows_the_calibration_files_cpu_entry(tmp_path, monkeypatch)
         expected = s.calls * n_layers * 0.5 + s.flops / 1e9 + s.generated * 0.25
         assert est["stage_seconds"][s.name] == pytest.approx(expected, rel=1e-12)
     assert est["seconds"] == pytest.approx(est["load_s"] + sum(est["stage_seconds"].values()))
+
+
+@pytest.mark.parametrize("gpu, fits", [("h100", True), ("a100_40gb", False)])
+def test_noise_floor_makes_its_other_dtypes_in_memory_and_says_whether_they_fit(gpu, fits):
+    """Nothing is read from disk: the stage is its forward passes. Its other dtypes add 2 bytes
+    a weight beside the float16 replica (float32 cast in place, bfloat16 a copy): a 13b's 26 GB
+    fits an H100 beside the replica (26 + 26 + 1.5 GB CUDA context), not a 40 GB A100, where
+    they are that dtype's error and the run still fits."""
+    cfg = compose(["model=llama2_13b_chat", "+sweep=controls", f"cluster.gpu={gpu}"])
+    _, est = plan_and_estimate(cfg)
+    noise = next(s for s in est["stages"] if s.name == "noise floor")
+    assert noise.other_dtypes == est["memory"].weights  # 2 bytes a weight, as the replica's
+    assert est["other_dtypes_fit"] is fits
+    line = next(x for x in format_estimate(cfg, est) if x.startswith("noise floor: "))
+    assert "from the replica in memory, no load: +26.03 GB beside its weights" in line, line
+    assert line.endswith(", fits)" if fits else "A100 SXM 40GB holds: they are recorded as errors)")
+    assert est["stage_seconds"]["noise floor"] < 10, "the time is its forward passes alone"

@@ -291,6 +291,16 @@ def check_fit(cfg: Config, need: Memory, gpu: Gpu, per_replica: int) -> None:
     )
 
 
+def other_dtypes_fit(work: list[Stage], need: Memory, have: float) -> dict[str, bool]:
+    """{"other_dtypes_fit": whether the noise floor's other dtypes fit beside the weights} when
+    the run measures it; not refused by check_fit: one that does not fit is its error."""
+    noise = next((s for s in work if s.other_dtypes), None)
+    if noise is None:
+        return {}
+    held = need.weights + noise.other_dtypes + noise.memory + CUDA_OVERHEAD
+    return {"other_dtypes_fit": held <= have}
+
+
 def placement(cfg: Config) -> tuple[int, int]:
     """(replicas, GPUs per replica) the cluster config asks for."""
     per = max(1, math.ceil(cfg.cluster.resources.num_gpus))
@@ -322,7 +332,7 @@ def stages(
             mem = need.traces + need.batch
             out.append(Stage(name, calls, 0, 0, flops, mem))
     if cfg.sweep.noise_floor:
-        out.append(noise_stage(cfg, shape, params, lengths, b))
+        out.append(noise_stage(cfg, shape, params, lengths))
     if "behavior" in cfg.sweep.experiments:
         out.append(behavior_stage(cfg, shape, lengths, need))
     if "mechanism" in cfg.sweep.experiments:
@@ -420,9 +430,10 @@ def estimate(
     replicas, per = placement(cfg) if gpu is not None else (1, 1)
     if gpu is not None:
         check_fit(cfg, need, gpu, per)
+        out |= other_dtypes_fit(work, need, per * gpu.memory_gb * GB * USABLE)
     rate, mfu = rates(cfg, gpu, replicas)
     load_s = need.weights / LOAD_RATE  # each replica reads its weights once, in parallel
-    timed = {s.name: seconds(s, rate, shape.n_layers, LOAD_RATE) for s in work}
+    timed = {s.name: seconds(s, rate, shape.n_layers) for s in work}
     run = run_rates(card(cfg), calibrated_model(cfg))
     if run is not None:  # a finished run's measured rates replace the model where they apply
         measured = {s.name: measured_seconds(s, run, plan, replicas) for s in work}

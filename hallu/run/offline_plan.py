@@ -167,9 +167,8 @@ def stage_lines(est: dict[str, Any]) -> list[str]:
         units = f" ({s.units} units)" if s.units else ""
         gen = f", {s.generated:,} generated tokens" if s.generated else ""
         time = f", {hours_text(timed[s.name] / 3600)}" if timed is not None else ""
-        load = f" (+ {_gb(s.load_bytes)} of other dtypes' weights loaded)" if s.load_bytes else ""
         lines.append(f"{s.name}{units}: {s.calls:,} calls{gen}, {s.flops:.2e} FLOP, "
-                     f"{_gb(s.memory)}{time}{load}")  # fmt: skip
+                     f"{_gb(s.memory)}{time}{_other_dtypes(s, est)}")  # fmt: skip
     total = f"total: {est['flops_total']:.2e} FLOP"
     if timed is not None:
         total += (f", {hours_text(est['seconds'] / 3600)} (with {est['load_s']:.1f} s to load the "
@@ -177,6 +176,19 @@ def stage_lines(est: dict[str, Any]) -> list[str]:
     if "cost" in est:
         total += f", ${est['cost']:,.{2 if est['cost'] >= 1 else 4}f}"
     return [*lines, total]
+
+
+def _other_dtypes(s: Any, est: dict[str, Any]) -> str:
+    """What the noise floor's other dtypes hold (hallu/run/stage_cost.py) and whether they fit."""
+    if not s.other_dtypes:
+        return ""
+    text = f" (other dtypes made from the replica in memory, no load: +{_gb(s.other_dtypes)}"
+    if "other_dtypes_fit" not in est:
+        return f"{text} beside its weights)"
+    if est["other_dtypes_fit"]:
+        return f"{text} beside its weights, fits)"
+    card = f"{est['gpus_per_replica']} x {est['gpu'].label}"
+    return f"{text} beside its weights, more than {card} holds: they are recorded as errors)"
 
 
 def hours_text(h: float) -> str:

@@ -219,9 +219,8 @@ def run_ray(
 
 
 def _in_order(units: list[WorkUnit]) -> list[WorkUnit]:
-    """Longest first, so the run does not end on one straggler: the noise floor (it loads the
-    model again in each other measured dtype), behaviour chunks (generation), then shards by
-    FLOPs."""
+    """Longest first, so the run does not end on one straggler: the noise floor (its forward
+    passes in three dtypes), behaviour chunks (generation), then shards by FLOPs."""
     rank = {"noise floor": 0, "behavior": 1}
     return sorted(
         units,

@@ -92,9 +92,13 @@ class ShardRunner:
                 self._behavior = BehaviorWorker(w.prep, w.run_id, (w.model, w.revision))
             return self._behavior.run_chunk(unit, progress)
         if isinstance(unit, NoiseFloor):
-            from hallu.run.noise import measure
+            from hallu.run.noise import ReplicaChanged, measure
 
-            return measure(w.prep.cfg, unit.max_pairs, prep=w.prep, loaded=w.model)
+            try:
+                return measure(w.prep.cfg, unit.max_pairs, prep=w.prep, loaded=w.model)
+            except ReplicaChanged as err:  # its weights are not the model's: no unit runs on it
+                self.worker, self.error = None, str(err)
+                raise
         if self._mechanism is None:
             from hallu.mechanism.worker import MechanismWorker
 

@@ -6,7 +6,12 @@ units: capture, steer, patchgen, heads) becomes one `Stage`, counted from what i
 - noise floor (hallu/run/noise.py): for each measured dtype (the run's, float32, bfloat16,
   float16, deduplicated), every certain/uncertain prompt of up to 16 pairs alone (one call
   each), in a batch of 8 (one call each) and all in one padded batch (one call); the other
-  dtypes' weights are loaded once each;
+  dtypes are made from the replica in memory, nothing is read from disk: float32 from a 2-byte
+  run by casting it in place (4 bytes a weight in all), a 2-byte dtype as a copy beside it (2
+  more bytes a weight), so +2 bytes a weight either way (`other_dtypes`). That is not in the
+  fit check: a dtype that does not fit is recorded as its error and the run goes on; the plan
+  says whether it fits. The casts run at memory bandwidth (well under a second for a 13b on a
+  GPU) and are not priced;
 - generation (behaviour, steer, patchgen; hallu/behavior/generate.py): one batch per
   `generate`: a prefill call, then one call per further token (max_new_tokens calls in all;
   finished rows keep running, so this is exact until every row stops early);
@@ -83,7 +88,7 @@ class Stage:
     flops: float
     memory: float  # bytes beyond the weights and the CUDA context
     decode: tuple[Decode, ...] = ()  # its generate() calls' decode steps (module docstring)
-    load_bytes: float = 0.0  # weights read from disk besides the run's own (noise floor)
+    other_dtypes: float = 0.0  # noise floor: bytes its other dtypes hold beside the weights
     units: int = 0  # executor units (mechanism), for the printout
 
 
@@ -99,7 +104,7 @@ class Rates:
     bytes_per_s: float | None = None  # None: decode steps priced by FLOP (the CPU)
 
 
-def seconds(stage: Stage, rates: Rates, n_layers: int, load_rate: float) -> float:
+def seconds(stage: Stage, rates: Rates, n_layers: int) -> float:
     """One stage's wall time on one replica (module docstring)."""
     calls = stage.calls * n_layers * rates.layer_call_s
     rows = stage.generated * rates.token_s
@@ -107,7 +112,7 @@ def seconds(stage: Stage, rates: Rates, n_layers: int, load_rate: float) -> floa
     if rates.bytes_per_s is not None:  # decode steps by their reads, the rest by FLOP
         flops -= sum(d.batches * d.steps * d.flops for d in stage.decode)
         decode = sum(d.seconds(rates.bytes_per_s, rates.flops_per_s) for d in stage.decode)
-    return calls + rows + flops / rates.flops_per_s + decode + stage.load_bytes / load_rate
+    return calls + rows + flops / rates.flops_per_s + decode
 
 
 def kv_bytes(shape: Any, rows: int, n_tokens: int, b: int) -> float:
@@ -143,21 +148,17 @@ def combined(name: str, parts: list[Stage], **changes: Any) -> Stage:
     )  # fmt: skip
 
 
-def noise_stage(cfg: Any, shape: Any, params: int, lengths: dict, b: int) -> Stage:
+def noise_stage(cfg: Any, shape: Any, params: int, lengths: dict) -> Stage:
     """hallu/run/noise.py's forward passes (module docstring)."""
     pairs = list(lengths.values())[:NOISE_MAX_PAIRS]
     lens = [n for conds in pairs for c, n in conds.items() if c in ("certain", "uncertain")]
     dtypes = 3  # float32, bfloat16, float16: the run's dtype is one of them
     per_dtype = sum(lens) * (1 + NOISE_BATCH) + len(lens) * max(lens, default=0)
     tokens = dtypes * per_dtype
-    # The two dtypes besides the run's: fp16 + bf16 (2 + 2 bytes), or float32 + one 2-byte one.
-    others = params * (4 if b == 4 else 6)
-    # Memory: the padded batch's logits. The other dtypes' weights are loaded beside the run's
-    # replica; one that does not fit is recorded as that dtype's error (noise.py catches the
-    # OOM), so they are priced as load time, not as memory the fit check must refuse.
+    # Memory: the padded batch's logits; the other dtypes' +2 bytes a weight apart (docstring).
     return Stage(
         "noise floor", dtypes * (2 * len(lens) + 1), tokens, 0, tokens * 2 * params,
-        len(lens) * max(lens, default=0) * shape.vocab_size * 4, load_bytes=others,
+        len(lens) * max(lens, default=0) * shape.vocab_size * 4, other_dtypes=2 * params,
     )  # fmt: skip
 
 
