@@ -119,4 +119,4 @@ def test_a_short_last_batch_and_the_cpu_model():
     assert cpu.bytes_per_s is None
     expected = stage.calls * L * cpu.layer_call_s + stage.generated * cpu.token_s
     expected += stage.flops / cpu.flops_per_s
-    assert seconds(stage, cpu, L, 1e9) == pytest.approx(expected, rel=1e-12)
+    assert seconds(stage, cpu, L) == pytest.approx(expected, rel=1e-12)
