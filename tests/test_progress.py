@@ -121,7 +121,7 @@ def test_plan_time_changes_after_a_run_measures_its_rates(run_cli, calibration_f
     assert "measured: patching and the load time" in text
     # Now: the measured load plus the plan's cells at the measured cells/s (one worker).
     cells = int(re.search(r"^patching: ([0-9,]+) cells", text, re.M)[1].replace(",", ""))
-    assert after != before
+    # (before may round to the same printed time by chance: the source of the number is the check)
     assert after == pytest.approx(entry["load_s"] + cells / entry["cells_per_s"], rel=0.05, abs=0.1)
 
 
