@@ -24,6 +24,7 @@ from hallu.run.worker import Worker
 
 from .conftest import tiny_config
 from .families import build, random_pair
+from .matmuls import WeightMatmuls
 from .naive import final_logits, naive_component_logits
 
 TOL = 1e-4
@@ -411,20 +412,9 @@ def test_a_merged_batch_computes_each_rows_own_positions_only():
     """Rows patched at different positions in one batch (Llama family, run in pieces): each
     row's weight matmuls cover its own suffix only, exactly as hallu.engine.cost prices them
     (and below a shared start), with the logits of one batch per position."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
     from hallu.bench_cases import flops_per_token
     from hallu.engine.cost import cell_flops, schedule_flops
     from hallu.engine.fast import Write, batch_limits, run_patches
-
-    class Matmuls(TorchDispatchMode):
-        flops = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if func in (torch.ops.aten.mm.default, torch.ops.aten.addmm.default):
-                a, b = args[-2], args[-1]
-                self.flops += 2 * a.shape[0] * a.shape[1] * b.shape[1]
-            return func(*args, **(kwargs or {}))
 
     model = build("llama", seed=9, n_layers=4, d=32, heads=4, kv=2)
     ad = Adapter(model)
@@ -434,7 +424,7 @@ def test_a_merged_batch_computes_each_rows_own_positions_only():
     patches = [(Write(layer, "resid_pre", t, source.resid[layer, t]),) for t, layer in rows]
     opts = BatchOptions(target_tokens=10_000)
     target.queries.clear()
-    with Matmuls() as counted:
+    with WeightMatmuls() as counted:
         merged = run_patches(ad, target, patches, opts)
     f = flops_per_token(model)
     rb, budget, tokens = batch_limits(ad, opts, len(tgt))

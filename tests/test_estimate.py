@@ -9,13 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from hallu.config import CONF_DIR, compose
 from hallu.run import gpus
 from hallu.run.estimate import engine_flops, estimate
 from hallu.run.plan import make_plan
+
+from .matmuls import WeightMatmuls
 
 PRESETS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
 
@@ -116,19 +116,6 @@ def test_engine_flops_match_the_benchmarks_count():
     assert engine_flops(hooks, shape, lengths, plan, tokens) == pytest.approx(naive, rel=1e-9)
 
 
-class _WeightMatmuls(TorchDispatchMode):
-    """Counts what every weight matmul (aten.mm/addmm: the linear layers) run inside computes,
-    2 FLOP per multiply-add; attention's batched matmuls are left out, as in the cost model."""
-
-    flops = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func in (torch.ops.aten.mm.default, torch.ops.aten.addmm.default):
-            a, b = args[-2], args[-1]
-            self.flops += 2 * a.shape[0] * a.shape[1] * b.shape[1]
-        return func(*args, **(kwargs or {}))
-
-
 @pytest.mark.slow
 def test_plan_flops_equal_the_engines_counted_flops_on_the_toy_full_sweep(tmp_path):
     """The toy's +sweep=full study (patching and every control) run by the worker, its weight
@@ -145,7 +132,7 @@ def test_plan_flops_equal_the_engines_counted_flops_on_the_toy_full_sweep(tmp_pa
     counted: dict[str, float] = {}
     for shard in plan.shards:
         name = "patching" if shard.control is None else f"control {shard.control}"
-        with _WeightMatmuls() as mode:
+        with WeightMatmuls() as mode:
             worker.run_shard(shard)
         counted[name] = counted.get(name, 0) + mode.flops
     stages = {"patching"} | {f"control {c}" for c in cfg.sweep.controls}
